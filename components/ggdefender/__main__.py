@@ -1,0 +1,5 @@
+import sys
+
+from ggdefender.cli import main
+
+sys.exit(main())

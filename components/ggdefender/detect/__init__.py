@@ -1,0 +1,1 @@
+"""ggdefender detect part."""

@@ -1,0 +1,1 @@
+"""ggdefender local part."""

@@ -1,0 +1,1 @@
+"""ggdefender plugins part."""
