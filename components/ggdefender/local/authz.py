@@ -1,0 +1,214 @@
+"""Greengrass IPC authorization: `accessControl` policies parsed and matched the way the nucleus does.
+
+A component's configuration carries ``accessControl: {service: {policyId: {operations, resources}}}``.
+The principal is always the component that owns the policy. A request (principal, service, operation,
+resource) is allowed when one of the principal's policies for that service lists the operation (or ``*``)
+and has a resource pattern matching the resource (nucleus lookup order (P,O,R), (P,*,R), (*,O,R), (*,*,R);
+a policy can only name its own component, so the principal-``*`` steps never add anything here).
+
+Resource patterns (nucleus >= 2.6 ``WildcardTrie``):
+  * ``*`` matches any run of characters, ``/`` included; ``${*}``, ``${$}``, ``${?}`` are a literal
+    ``*``, ``$``, ``?``; a bare ``?`` is rejected when the policy is loaded;
+  * only for ``aws.greengrass.ipc.mqttproxy`` (MQTT-style lookup): ``+`` as a whole level matches one
+    level, ``#`` as the last level matches any remainder (``a/#`` also matches ``a``; lone ``#`` matches all).
+    Elsewhere ``+`` and ``#`` are literal characters.
+The requested resource is compared as a plain string, so a subscription filter ``a/+`` is allowed by a
+policy resource ``a/+`` (and, for mqttproxy, by ``a/#`` too).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+log = logging.getLogger("ggdefender.local.authz")
+
+MQTTPROXY = "aws.greengrass.ipc.mqttproxy"
+PUBSUB = "aws.greengrass.ipc.pubsub"
+CLI = "aws.greengrass.Cli"
+
+# Operations each service accepts in a policy (besides "*"); other services are kept but not validated.
+SERVICE_OPERATIONS: dict[str, frozenset[str]] = {
+    MQTTPROXY: frozenset({"aws.greengrass#PublishToIoTCore", "aws.greengrass#SubscribeToIoTCore"}),
+    PUBSUB: frozenset({"aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"}),
+    CLI: frozenset({
+        f"aws.greengrass#{op}" for op in (
+            "GetComponentDetails", "ListComponents", "RestartComponent", "StopComponent",
+            "CreateLocalDeployment", "GetLocalDeploymentStatus", "ListLocalDeployments", "CreateDebugPassword",
+            "CancelLocalDeployment")
+    }),
+}
+MQTT_STYLE_SERVICES = frozenset({MQTTPROXY})
+
+MAX_RESOURCE_CHARS = 65536  # bound the work a pathological policy can cause
+
+
+class PolicyError(ValueError):
+    """An accessControl policy is invalid; the message names the component, policy and problem."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    component: str
+    service: str
+    policy_id: str
+    operations: frozenset[str]
+    resources: tuple[str, ...]
+    matcher: "re.Pattern[str]"
+
+    def allows(self, operation: str, resource: str) -> bool:
+        if operation not in self.operations and "*" not in self.operations:
+            return False
+        return self.matcher.fullmatch(resource) is not None
+
+
+def _literal_chunk(text: str, where: str) -> str:
+    """Regex for one run of pattern text: `*` is a wildcard, `${x}` escapes, bare `?` is an error."""
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "$" and i + 3 < n and text[i + 1] == "{" and text[i + 2] in "*$?" and text[i + 3] == "}":
+            out.append(re.escape(text[i + 2]))
+            i += 4
+            continue
+        if c == "?":
+            raise PolicyError(f"{where}: '?' is not allowed in a resource (write ${{?}} for a literal '?')")
+        out.append(".*" if c == "*" else re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def compile_resource(pattern: str, mqtt_style: bool, where: str = "resource") -> str:
+    """Regex source (for fullmatch) of one policy resource pattern."""
+    if not isinstance(pattern, str):
+        raise PolicyError(f"{where}: resource must be a string, got {type(pattern).__name__}")
+    if len(pattern) > MAX_RESOURCE_CHARS:
+        raise PolicyError(f"{where}: resource longer than {MAX_RESOURCE_CHARS} characters")
+    if not mqtt_style:
+        return _literal_chunk(pattern, where)
+    if pattern == "#":
+        return "(?s:.*)"
+    levels = pattern.split("/")
+    parts: list[str] = []
+    for idx, level in enumerate(levels):
+        last = idx == len(levels) - 1
+        if level == "#" and last:
+            # `a/#` matches `a`, `a/`, `a/b/c`: the separator before `#` is optional
+            prefix = "/".join(parts)
+            return prefix + "(?:/.*)?"
+        if level == "+":
+            parts.append("[^/]*")
+        else:
+            parts.append(_literal_chunk(level, where))
+    return "/".join(parts)
+
+
+def _ci_get(mapping: dict, key: str) -> Any:
+    """Case-insensitive key lookup, as the nucleus's policy parser does."""
+    for k, v in mapping.items():
+        if isinstance(k, str) and k.lower() == key.lower():
+            return v
+    return None
+
+
+def _as_list(value: Any, what: str, where: str) -> list:
+    if isinstance(value, str):
+        return [value]  # a single string is accepted the way YAML scalars often arrive
+    if not isinstance(value, list) or not value:
+        raise PolicyError(f"{where}: {what} must be a non-empty list")
+    return value
+
+
+def parse_policy(component: str, service: str, policy_id: str, body: Any) -> Policy:
+    where = f"component {component}: accessControl.{service}.{policy_id}"
+    if not isinstance(body, dict):
+        raise PolicyError(f"{where}: policy must be an object with operations and resources")
+    ops = _as_list(_ci_get(body, "operations"), "operations", where)
+    for op in ops:
+        if not isinstance(op, str) or not op:
+            raise PolicyError(f"{where}: operation {op!r} is not a string")
+    known = SERVICE_OPERATIONS.get(service)
+    if known is not None:
+        bad = [op for op in ops if op != "*" and op not in known]
+        if bad:
+            raise PolicyError(f"{where}: operation(s) {', '.join(bad)} not supported by {service}")
+    resources = _as_list(_ci_get(body, "resources"), "resources", where)
+    mqtt = service in MQTT_STYLE_SERVICES
+    sources = [compile_resource(r, mqtt, f"{where}: resource {r!r}") for r in resources]
+    matcher = re.compile("|".join(f"(?:{s})" for s in sources), re.DOTALL)
+    return Policy(component, service, policy_id, frozenset(ops), tuple(resources), matcher)
+
+
+def parse_access_control(component: str, access_control: Any) -> tuple[list[Policy], list[str]]:
+    """All valid policies of a component, plus an error text for each one skipped.
+
+    Like the nucleus, an invalid policy is skipped (the component loses what it would grant) rather than
+    failing the component; the caller reports the errors.
+    """
+    policies: list[Policy] = []
+    errors: list[str] = []
+    if access_control is None:
+        return policies, errors
+    if not isinstance(access_control, dict):
+        return policies, [f"component {component}: accessControl must be an object"]
+    for service, by_id in access_control.items():
+        if not isinstance(by_id, dict):
+            errors.append(f"component {component}: accessControl.{service} must be an object of policies")
+            continue
+        for policy_id, body in by_id.items():
+            try:
+                policies.append(parse_policy(component, str(service), str(policy_id), body))
+            except PolicyError as exc:
+                errors.append(str(exc))
+    return policies, errors
+
+
+class Authorizer:
+    """Policies of every registered component; answers is_authorized. Not thread-safe for writes by itself
+    (the core serialises register/unregister under its lock); reads use an immutable snapshot per component."""
+
+    def __init__(self) -> None:
+        self._by_component: dict[str, dict[str, tuple[Policy, ...]]] = {}
+        self._cache: dict[tuple[str, str, str, str], bool] = {}
+
+    def load(self, component: str, configuration: Any) -> list[str]:
+        """(Re)load a component's policies from its configuration; returns the errors of skipped policies."""
+        access = _ci_get(configuration, "accessControl") if isinstance(configuration, dict) else None
+        policies, errors = parse_access_control(component, access)
+        by_service: dict[str, list[Policy]] = {}
+        for p in policies:
+            by_service.setdefault(p.service, []).append(p)
+        self._by_component[component] = {s: tuple(ps) for s, ps in by_service.items()}
+        self._cache = {}
+        for e in errors:
+            log.warning("invalid authorization policy skipped: %s", e)
+        return errors
+
+    def remove(self, component: str) -> None:
+        self._by_component.pop(component, None)
+        self._cache = {}
+
+    def is_authorized(self, principal: str, service: str, operation: str, resource: str) -> bool:
+        key = (principal, service, operation, resource)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        allowed = any(p.allows(operation, resource)
+                      for p in self._by_component.get(principal, {}).get(service, ()))
+        if len(self._cache) > 4096:  # bounded: resources come from clients
+            self._cache = {}
+        self._cache[key] = allowed
+        return allowed
+
+    def policies(self, principal: str) -> Iterable[Policy]:
+        for ps in self._by_component.get(principal, {}).values():
+            yield from ps
+
+
+def denial_message(principal: str, service: str, operation: str, resource: str) -> str:
+    """The nucleus's AuthorizationException text."""
+    return f"Principal {principal} is not authorized to perform {service}:{operation} on resource {resource}"
