@@ -1,0 +1,142 @@
+"""`ggdefender collect`: print (or write) Device Defender reports with no Greengrass around.
+
+`--once` prints one report; without it a report is printed every interval until Ctrl-C. The first report
+of a run has no `network_stats` (there is nothing to take a delta from yet); `--network-window S` takes
+a first look S seconds earlier so a one-shot report carries them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+log = logging.getLogger("ggdefender.collector")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("collect", help="print Device Defender metrics reports (no Greengrass needed)",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--once", action="store_true", help="print one report and exit")
+    p.add_argument("--format", choices=("json", "cbor"), help="report encoding (default: Collector.ReportFormat)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the report here instead of stdout "
+                   "(each loop report replaces the file)")
+    p.add_argument("--config", metavar="FILE", help="component configuration (JSON or YAML) with "
+                   "Collector / Plugins sections; defaults apply otherwise")
+    p.add_argument("--interval", type=float, metavar="S", help="seconds between reports in loop mode "
+                   "(default: the configured interval)")
+    p.add_argument("--network-window", type=float, default=0.0, metavar="S",
+                   help="take a baseline S seconds before the first report so it carries network_stats")
+    p.add_argument("--state-dir", metavar="DIR", help="persist the report-id counter here "
+                   "(default: $GGDEFENDER_STATE_DIR if set, else in memory)")
+    p.add_argument("--proc-root", default="/proc", help=argparse.SUPPRESS)  # fixture trees in tests
+    p.add_argument("--no-custom-metrics", action="store_true", help="leave plugin custom metrics out")
+    p.set_defaults(func=main)
+
+
+def _load_config(path):
+    if not path:
+        return {}
+    with open(path, "rb") as f:
+        text = f.read(1 << 20)
+    import yaml
+
+    data = yaml.safe_load(text) or {}  # YAML is a superset of JSON
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: expected an object with configuration sections")
+    return data
+
+
+def main(args) -> int:
+    from ggdefender.collector import config as cfg
+    from ggdefender.collector import sources
+    from ggdefender.collector.pipeline import Pipeline, ReportInvalid
+    from ggdefender.collector.report import ReportTooLarge
+    from ggdefender.collector.report_id import ReportIds
+    from ggdefender.settings import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    conf = _load_config(args.config)
+    try:
+        settings = cfg.parse(conf.get("Collector"))
+    except ConfigError as exc:
+        print(f"ggdefender collect: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    for w in settings.warnings:
+        log.warning("%s", w)
+    if args.format:
+        settings = dataclasses.replace(settings, report_format=args.format)
+    state = args.state_dir or os.environ.get("GGDEFENDER_STATE_DIR")
+    ids = ReportIds.in_state_dir(state) if state else ReportIds()
+    source = None
+    if args.proc_root != "/proc":
+        source = sources.create("procfs", proc_root=args.proc_root)
+    pipeline = Pipeline(settings, ids, source=source)
+    plugins = None if args.no_custom_metrics or not settings.include_custom_metrics else _plugin_host(conf)
+
+    def emit() -> bool:
+        custom = None
+        if plugins is not None:
+            try:
+                custom = plugins.collect()
+            except Exception as exc:  # a plugin bug must not cost the report
+                log.warning("custom metrics failed: %s", exc)
+        try:
+            built = pipeline.build(custom)
+        except (ReportInvalid, ReportTooLarge) as exc:
+            print(f"ggdefender collect: {exc}", file=sys.stderr)
+            return False
+        data = built.payload
+        if args.output:
+            from ggdefender.collector.report_id import atomic_write
+
+            atomic_write(args.output, data)
+        elif built.fmt == "json":
+            sys.stdout.write(json.dumps(built.report, indent=2) + "\n")
+            sys.stdout.flush()
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        return True
+
+    try:
+        if args.network_window > 0:
+            pipeline.build()  # baseline only; its report is discarded
+            time.sleep(args.network_window)
+        if args.once:
+            return 0 if emit() else 1
+        interval = args.interval or settings.interval
+        stop = threading.Event()
+        next_at = time.monotonic()
+        while not stop.is_set():
+            emit()
+            next_at += interval
+            stop.wait(max(0.0, next_at - time.monotonic()))
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if plugins is not None:
+            try:
+                plugins.close()
+            except Exception:
+                pass
+
+
+def _plugin_host(conf: dict):
+    try:
+        from ggdefender.plugins.host import PluginHost
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("ggdefender"):
+            return None  # plugin host not in this build
+        raise
+    try:
+        return PluginHost(conf.get("Plugins") or {})
+    except Exception as exc:
+        log.warning("custom metrics disabled: plugin configuration rejected: %s", exc)
+        return None

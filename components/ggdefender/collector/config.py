@@ -1,0 +1,135 @@
+"""The `Collector` configuration section -> immutable `CollectorSettings`.
+
+The whole section is validated before anything is swapped in: `parse()` raises one `ConfigError` that
+lists every bad key, so the service keeps its last good settings and logs exactly what was wrong.
+Reference: docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from ggdefender import settings as s
+from ggdefender.collector.report import DEFAULT_MAX_BYTES, MQTT_LIMIT
+from ggdefender.collector.sources import GROUPS, InterfaceFilter
+
+MIN_INTERVAL = 300  # AWS throttles faster reporting; every reference agent uses this floor
+KNOWN_KEYS = (
+    "Enabled", "SampleIntervalSeconds", "DevelopmentSampleIntervalSeconds", "StartJitterPercent",
+    "ReportFormat", "Metrics", "InterfaceInclude", "InterfaceExclude", "MaxListSize", "MaxReportBytes",
+    "PublishQos", "IncludeCustomMetrics", "Source",
+)
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    enabled: bool = True
+    sample_interval_seconds: int = MIN_INTERVAL
+    development_interval_seconds: Optional[float] = None
+    start_jitter_percent: float = 10.0
+    report_format: str = "json"
+    metrics: Tuple[str, ...] = GROUPS
+    interface_include: Tuple[str, ...] = ("*",)
+    interface_exclude: Tuple[str, ...] = ("lo",)
+    max_list_size: int = 1000
+    max_report_bytes: int = DEFAULT_MAX_BYTES
+    publish_qos: int = 1
+    include_custom_metrics: bool = True
+    source: str = "auto"
+    warnings: Tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between reports actually used."""
+        if self.development_interval_seconds is not None:
+            return self.development_interval_seconds
+        return float(self.sample_interval_seconds)
+
+    def interface_filter(self) -> InterfaceFilter:
+        return InterfaceFilter(self.interface_include, self.interface_exclude)
+
+
+def parse(section) -> CollectorSettings:
+    """Validate a `Collector` section (None = all defaults). Raises ConfigError naming every bad key."""
+    section = s.as_section(section, "Collector")
+    errors: List[str] = []
+    warnings: List[str] = []
+    values = {}
+
+    def read(key, attr, fn):
+        if key not in section or section[key] is None:
+            return
+        try:
+            values[attr] = fn(section[key])
+        except s.ConfigError as exc:
+            errors.append(f"Collector.{exc}")
+
+    read("Enabled", "enabled", lambda v: s.as_bool(v, "Enabled"))
+
+    def interval(v):
+        n = s.as_int(v, "SampleIntervalSeconds", minimum=1, maximum=86400)
+        if n < MIN_INTERVAL:
+            warnings.append(f"Collector.SampleIntervalSeconds {n} is below the minimum {MIN_INTERVAL}; using "
+                            f"{MIN_INTERVAL} (use DevelopmentSampleIntervalSeconds for faster test reporting)")
+            n = MIN_INTERVAL
+        return n
+
+    read("SampleIntervalSeconds", "sample_interval_seconds", interval)
+
+    def dev_interval(v):
+        if isinstance(v, str) and not v.strip():
+            return None  # "" switches the override off
+        n = s.as_float(v, "DevelopmentSampleIntervalSeconds", minimum=0, maximum=86400)
+        if n == 0:
+            return None  # 0 switches the override off too
+        if n < 1:
+            raise s.ConfigError(f"DevelopmentSampleIntervalSeconds: {n:g} is below the minimum 1")
+        warnings.append(f"Collector.DevelopmentSampleIntervalSeconds={n:g} is set: reporting every {n:g} s "
+                        f"instead of SampleIntervalSeconds. For development only: AWS IoT throttles devices "
+                        f"that report more often than every {MIN_INTERVAL} s")
+        return n
+
+    read("DevelopmentSampleIntervalSeconds", "development_interval_seconds", dev_interval)
+    read("StartJitterPercent", "start_jitter_percent",
+         lambda v: s.as_float(v, "StartJitterPercent", minimum=0, maximum=100))
+    read("ReportFormat", "report_format", lambda v: s.as_choice(v, "ReportFormat", ("json", "cbor")))
+
+    def metrics(v):
+        items = s.as_str_list(v, "Metrics", max_items=len(GROUPS))
+        unknown = [x for x in items if x not in GROUPS]
+        if unknown:
+            raise s.ConfigError(f"Metrics: unknown metric group(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(GROUPS)}")
+        return tuple(g for g in GROUPS if g in items)  # spec order, duplicates dropped
+
+    read("Metrics", "metrics", metrics)
+
+    def globs(key):
+        def fn(v):
+            items = s.as_str_list(v, key, max_items=64)
+            for p in items:
+                if len(p) > 64 or any(c.isspace() for c in p):
+                    raise s.ConfigError(f"{key}: {p!r} is not an interface name pattern")
+            return tuple(items)
+        return fn
+
+    read("InterfaceInclude", "interface_include", globs("InterfaceInclude"))
+    read("InterfaceExclude", "interface_exclude", globs("InterfaceExclude"))
+    read("MaxListSize", "max_list_size", lambda v: s.as_int(v, "MaxListSize", minimum=0, maximum=100000))
+    read("MaxReportBytes", "max_report_bytes",
+         lambda v: s.as_int(v, "MaxReportBytes", minimum=1024, maximum=MQTT_LIMIT))
+    read("PublishQos", "publish_qos", lambda v: s.as_int(v, "PublishQos", minimum=0, maximum=1))
+    read("IncludeCustomMetrics", "include_custom_metrics", lambda v: s.as_bool(v, "IncludeCustomMetrics"))
+    read("Source", "source", lambda v: s.as_choice(v, "Source", ("auto", "procfs", "psutil")))
+
+    for key in section:
+        if key not in KNOWN_KEYS:
+            # a typo must not silently fall back to a default (the Device Client "interval" trap)
+            close = [k for k in KNOWN_KEYS if k.lower() == str(key).lower()]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"Collector.{key}: unknown key ignored{hint}")
+    if errors:
+        raise s.ConfigError("; ".join(errors))
+    return CollectorSettings(**values, warnings=tuple(warnings))
+

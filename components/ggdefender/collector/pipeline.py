@@ -1,0 +1,86 @@
+"""One collection: sample -> network deltas -> report -> validate -> encode. Shared by the service and the CLI.
+
+Keeps the previous network counters (for deltas) and the report-id counter; everything else is stateless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Mapping, Optional
+
+from ggdefender.collector import report as rpt
+from ggdefender.collector import sources
+from ggdefender.collector.config import CollectorSettings
+from ggdefender.collector.report_id import ReportIds
+from ggdefender.collector.schema import validate_report
+
+log = logging.getLogger("ggdefender.collector")
+
+
+class ReportInvalid(ValueError):
+    def __init__(self, problems: List[str]):
+        super().__init__("report failed validation: " + "; ".join(problems[:10]))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Built:
+    report: dict  # long names
+    payload: bytes
+    fmt: str
+    report_id: int
+
+
+class Pipeline:
+    def __init__(self, settings: CollectorSettings, ids: ReportIds, source=None):
+        self.settings = settings
+        self.ids = ids
+        self._injected = source  # tests hand in a fixture source; otherwise one is picked per settings
+        self._source = None
+        self._source_key = None
+        self._previous_counters: Optional[Mapping] = None
+
+    def reconfigure(self, settings: CollectorSettings) -> None:
+        if self._key(settings) != self._key(self.settings):
+            self._previous_counters = None  # another interface set: restart the baseline
+        self.settings = settings
+
+    @staticmethod
+    def _key(st: CollectorSettings):
+        return (st.source, st.interface_include, st.interface_exclude)
+
+    def source(self):
+        key = self._key(self.settings)
+        if self._source is None or self._source_key != key:
+            if self._injected is not None:
+                self._injected.interface_filter = self.settings.interface_filter()
+                self._source = self._injected
+            else:
+                self._source = sources.pick_source(self.settings.source,
+                                                   interface_filter=self.settings.interface_filter())
+            self._source_key = key
+        return self._source
+
+    def build(self, custom_metrics: Optional[Mapping[str, list]] = None) -> Built:
+        st = self.settings
+        sample = self.source().sample(st.metrics)
+        for problem in sample.errors:
+            log.warning("collection problem (group left out of this report): %s", problem)
+        net = None
+        if sample.counters is not None:
+            net = rpt.network_delta(self._previous_counters, sample.counters)
+            if net is None and self._previous_counters is not None:
+                log.info("network counters went backwards (interface reset or counter wrap): "
+                         "network_stats left out of this report")
+            self._previous_counters = sample.counters
+        report_id = self.ids.next()
+        report = rpt.build_report(
+            sample, report_id, network_stats=net,
+            custom_metrics=custom_metrics if st.include_custom_metrics else None,
+            fmt=st.report_format, max_list=st.max_list_size, max_bytes=st.max_report_bytes)
+        payload = rpt.encode(report, st.report_format)
+        problems = validate_report(payload, st.report_format)
+        if problems:
+            raise ReportInvalid(problems)
+        return Built(report, payload, st.report_format, report_id)

@@ -1,0 +1,95 @@
+"""Report ids: epoch milliseconds, strictly increasing across reports and restarts.
+
+AWS discards a report whose id the thing already used; the reference agents reuse ids within a second or
+go backwards after a reboot. Here: id = max(now_ms, last + 1), and `last` is persisted in the state dir
+with an atomic replace before the id is handed out, so a crash can skip ids but never repeat one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from typing import Callable, Optional
+
+log = logging.getLogger("ggdefender.collector.report_id")
+
+MAX_ID = 2**53 - 1  # JSON consumers keep integers exact up to here
+FILE_NAME = "collector-report-id"
+
+
+def state_dir() -> str:
+    return os.environ.get("GGDEFENDER_STATE_DIR") or os.getcwd()
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write data to path so readers see either the old or the new content, never a torn file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the replace itself is atomic
+
+
+class ReportIds:
+    """Hands out report ids; `path=None` keeps the counter in memory only (one-shot CLI use)."""
+
+    def __init__(self, path: Optional[str] = None, clock: Callable[[], float] = time.time):
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = self._load()
+
+    @classmethod
+    def in_state_dir(cls, directory: Optional[str] = None, **kw) -> "ReportIds":
+        return cls(os.path.join(directory or state_dir(), FILE_NAME), **kw)
+
+    @property
+    def last(self) -> int:
+        return self._last
+
+    def _load(self) -> int:
+        if not self.path:
+            return 0
+        try:
+            with open(self.path, "rb") as f:
+                text = f.read(64).decode("ascii").strip()
+            value = int(text)
+            if not 0 <= value <= MAX_ID:
+                raise ValueError(f"out of range: {value}")
+            return value
+        except FileNotFoundError:
+            return 0
+        except (ValueError, UnicodeDecodeError) as exc:
+            # the clock (epoch ms) is still far ahead of any id we handed out before
+            log.warning("report id file %s is unreadable (%s); continuing from the clock", self.path, exc)
+            return 0
+
+    def next(self) -> int:
+        with self._lock:
+            rid = max(int(self._clock() * 1000), self._last + 1)
+            if rid > MAX_ID:
+                raise OverflowError("report id space exhausted (2^53 - 1)")
+            if self.path:
+                atomic_write(self.path, str(rid).encode())
+            self._last = rid
+            return rid
