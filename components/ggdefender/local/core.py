@@ -205,8 +205,7 @@ class ConfigStore:
                 if child is not None:
                     self._forget_under(name, sub)
                 node[key] = child = {}
-                self._mtimes[name][sub] = ts
-                changed.append(sub)
+                self._mtimes[name][sub] = ts  # a new interior node is not an event (the nucleus skips interiorAdded)
             node = child
         return node
 
@@ -224,9 +223,10 @@ class ConfigStore:
             if not isinstance(old, dict):
                 if old is not _ABSENT and times.get(path, 0.0) > ts:
                     return
+                if old is not _ABSENT:
+                    changed.append(path)  # a value replaced by an object: report the removed leaf
                 parent[key] = {}
                 times[path] = ts
-                changed.append(path)
             self._merge_into(name, parent[key], path, value, ts, changed)
             return
         if old is not _ABSENT and times.get(path, 0.0) > ts:

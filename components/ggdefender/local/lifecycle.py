@@ -1,0 +1,584 @@
+"""Runs components like the nucleus does: artifacts, work folders, Install/Run/Startup/Shutdown, restarts.
+
+Everything here runs on the runtime's asyncio loop (`LifecycleManager` methods are coroutines, except
+`request_restart`, which any thread may call). Scripts run with `sh -c` exactly like the nucleus; they are
+the recipe author's scripts, never remote input. Output goes straight to `<root>/logs/<Name>.log`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import stat
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from . import recipe as rcp
+from .recipe import Recipe, RecipeError, Step, VariableContext
+
+log = logging.getLogger("ggdefender.local.lifecycle")
+
+NUCLEUS_VERSION = "2.13.0"  # what GGC_VERSION says; the IPC shapes we serve match current nuclei
+SUN_PATH_MAX = 108
+MAX_ERRORS = 3  # three ERRORED states without recovery make a component BROKEN, as on a real core
+MAX_UNZIP_BYTES = 2 * 1024 ** 3
+MAX_UNZIP_ENTRIES = 100_000
+# the core's own components: a dependency on them is satisfied by `ggdefender local` itself
+PROVIDED_BY_CORE = ("aws.greengrass.Nucleus", "aws.greengrass.TokenExchangeService", "aws.greengrass.Cli")
+# variables a real core sets; stale ones from the caller's shell must not leak into components
+CORE_ENV = ("SVCUID", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH",
+            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "AWS_IOT_THING_NAME", "AWS_REGION",
+            "AWS_DEFAULT_REGION", "GGC_VERSION", "GGDEFENDER_STATE_DIR")
+
+
+def socket_path_for_component(socket_path: str) -> str:
+    """The nucleus hands out ../../ipc.socket (relative to <root>/work/<Name>) when sun_path would overflow."""
+    return "../../ipc.socket" if len(socket_path) >= SUN_PATH_MAX else socket_path
+
+
+def component_env(base: dict, *, svcuid: str, socket_path: str, thing_name: str, region: str,
+                  setenv: Optional[dict] = None) -> dict:
+    """The environment a real core gives a component's lifecycle scripts."""
+    env = {k: v for k, v in base.items() if k not in CORE_ENV}
+    env.update({
+        "SVCUID": svcuid,
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN": svcuid,
+        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH": socket_path,
+        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": socket_path_for_component(socket_path),
+        "AWS_IOT_THING_NAME": thing_name,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "GGC_VERSION": NUCLEUS_VERSION,
+    })
+    env.setdefault("PATH", os.defpath)
+    env.update(setenv or {})
+    return env
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+
+
+class StepFailed(Exception):
+    """A lifecycle step failed; the message is the reason shown in the view and the log."""
+
+
+# -- artifacts --------------------------------------------------------------------------------------
+
+def _artifact_mode(permission: dict) -> int:
+    mode = {"NONE": 0, "OWNER": 0o400, "ALL": 0o444}[permission.get("Read", "OWNER")]
+    execute = permission.get("Execute", "NONE")
+    if execute == "OWNER":
+        mode |= 0o500
+    elif execute == "ALL":
+        mode |= 0o555
+    return mode or 0o400  # we are the owner; keep it readable for ourselves
+
+
+def _safe_unzip(archive: Path, target: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_UNZIP_ENTRIES:
+            raise StepFailed(f"{archive.name}: more than {MAX_UNZIP_ENTRIES} entries")
+        if sum(i.file_size for i in infos) > MAX_UNZIP_BYTES:
+            raise StepFailed(f"{archive.name}: unpacks to more than {MAX_UNZIP_BYTES} bytes")
+        root = target.resolve()
+        for info in infos:
+            dest = (target / info.filename).resolve()
+            if dest != root and root not in dest.parents:
+                raise StepFailed(f"{archive.name}: entry {info.filename!r} points outside the archive folder")
+        zf.extractall(target)
+        for info in infos:
+            unix_mode = (info.external_attr >> 16) & 0o777
+            path = target / info.filename
+            if path.is_file() and not path.is_symlink():
+                # unpacked archives get read for all, execute where the archive says so
+                os.chmod(path, 0o755 if unix_mode & 0o111 else 0o644)
+    for dirpath, _dirs, _files in os.walk(target):
+        os.chmod(dirpath, 0o755)
+
+
+def install_artifacts(recipe: Recipe, artifact_dir: Optional[Path], root: Path) -> tuple:
+    """Copy the component's artifacts into the package store and unpack ZIPs; returns (path, decompressedPath)."""
+    store = root / "packages" / "artifacts" / recipe.name / recipe.version
+    unarchived = root / "packages" / "artifacts-unarchived" / recipe.name / recipe.version
+    store.mkdir(parents=True, exist_ok=True)
+    unarchived.mkdir(parents=True, exist_ok=True)
+    source = Path(artifact_dir) / recipe.name / recipe.version if artifact_dir else None
+    if source is not None and source.is_dir():
+        # greengrass-cli copies every file of <artifactDir>/<Name>/<Version> into the package store
+        for path in sorted(source.rglob("*")):
+            rel = path.relative_to(source)
+            dest = store / rel
+            if path.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists() or dest.is_symlink():
+                dest.chmod(0o600)
+                dest.unlink()
+            shutil.copyfile(path, dest)
+    for art in recipe.artifacts:
+        path = store / art["filename"]
+        if not path.is_file():
+            where = f"{source}" if source is not None else "(no --artifactDir given)"
+            raise RecipeError(f"{recipe.name}={recipe.version}: artifact {art['filename']} (URI {art['URI']}) "
+                              f"not found in {where} nor in {store}")
+        if art["Unarchive"] == "ZIP":
+            target = unarchived / Path(art["filename"]).stem
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            stamp_file = unarchived / f".{Path(art['filename']).stem}.sha256"
+            if not target.is_dir() or not stamp_file.is_file() or stamp_file.read_text() != digest:
+                if target.exists():
+                    shutil.rmtree(target)
+                target.mkdir(parents=True)
+                try:
+                    _safe_unzip(path, target)
+                except (zipfile.BadZipFile, StepFailed) as exc:
+                    shutil.rmtree(target, ignore_errors=True)
+                    raise RecipeError(f"{recipe.name}: cannot unarchive {art['filename']}: {exc}") from None
+                stamp_file.write_text(digest)
+        os.chmod(path, _artifact_mode(art["Permission"]))
+    return store, unarchived
+
+
+# -- one component ------------------------------------------------------------------------------------
+
+@dataclass
+class Deployed:
+    """A component placed by a deployment: its recipe, folders and computed configuration."""
+
+    recipe: Recipe
+    configuration: dict
+    artifacts_path: Path
+    decompressed_path: Path
+    work_path: Path
+    log_path: Path
+    svcuid: str = ""
+    process: Optional[Any] = None  # asyncio.subprocess.Process of Run/Startup
+    monitor: Optional[asyncio.Task] = None
+    errors: int = 0
+    installed: bool = False
+    stopping: bool = False
+    step_process: Optional[Any] = None  # the Install/Shutdown/Recover/Startup process in flight
+    reason: str = ""
+    ready: Optional[asyncio.Event] = None
+    lock: Optional[asyncio.Lock] = None
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+
+class LifecycleManager:
+    """Deploys and runs components against a `Core` on the current asyncio loop."""
+
+    def __init__(self, core, root: Path | str, *, socket_path: str, view=None, interpolate_config: bool = True,
+                 grace_seconds: float = 5.0, retry_delay: float = 1.0, base_env: Optional[dict] = None):
+        self.core = core
+        self.root = Path(root).resolve()
+        self.socket_path = socket_path
+        self.view = view
+        self.interpolate_config = interpolate_config
+        self.grace_seconds = grace_seconds
+        self.retry_delay = retry_delay
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.deployed: dict[str, Deployed] = {}
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._tasks: set = set()
+        self._closed = False
+
+    # -- reporting --------------------------------------------------------------------------------
+    def _note(self, component: str, text: str, level: str = "info") -> None:
+        if self.view is not None:
+            self.view.note(component, text, level=level)
+        dep = self.deployed.get(component)
+        if dep is not None:
+            self._log_line(dep, text)
+
+    @staticmethod
+    def _log_line(dep: Deployed, text: str) -> None:
+        try:
+            with open(dep.log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"{_stamp()} [ggdefender-local] {dep.name}: {text}\n")
+        except OSError:
+            pass
+
+    def _set_state(self, dep: Deployed, state: str, reason: str = "") -> None:
+        dep.reason = reason
+        if reason:
+            self._log_line(dep, f"state {state}: {reason}")
+        else:
+            self._log_line(dep, f"state {state}")
+        if self.view is not None and reason:
+            self.view.note(dep.name, f"{state}: {reason}", level="error" if state in ("ERRORED", "BROKEN") else "info")
+        self.core.set_state(dep.name, state)
+        if state in ("RUNNING", "FINISHED", "BROKEN") and dep.ready is not None:
+            dep.ready.set()
+
+    def state(self, name: str) -> str:
+        return self.core.component(name).state
+
+    # -- deployment ----------------------------------------------------------------------------------
+    def plan(self, recipe_dir: Path | str, merges: dict, update_config: Optional[dict] = None) -> list:
+        """Load the merged recipes and the dependencies found in recipe_dir, in start order."""
+        recipes: dict[str, Recipe] = {}
+        pending = list(merges.items())
+        requirements: dict[str, list] = {}
+        while pending:
+            name, version = pending.pop(0)
+            if name in recipes:
+                continue
+            rec = rcp.load_recipe(rcp.find_recipe(recipe_dir, name, version))
+            recipes[name] = rec
+            for dep, spec in rec.dependencies.items():
+                requirements.setdefault(dep, []).append((name, spec["VersionRequirement"]))
+                if dep in recipes or dep in merges or any(dep == p[0] for p in pending):
+                    continue
+                if dep in self.deployed:
+                    continue
+                if dep in PROVIDED_BY_CORE:
+                    continue
+                versions = [v for v in rcp.available_versions(recipe_dir, dep)
+                            if rcp.satisfies(v, spec["VersionRequirement"])]
+                if not versions:
+                    if spec["DependencyType"] == "SOFT" or dep.startswith("aws.greengrass."):
+                        if self.view is not None:
+                            self.view.note(name, f"dependency {dep} is not available offline; starting without it",
+                                           level="warning")
+                        continue
+                    raise RecipeError(f"{name}: dependency {dep} {spec['VersionRequirement']} has no recipe in "
+                                      f"{recipe_dir}; add it with --merge or put its recipe there")
+                pending.append((dep, versions[-1]))
+        for dep, wanted in requirements.items():
+            if dep in recipes:
+                for owner, requirement in wanted:
+                    if not rcp.satisfies(recipes[dep].version, requirement):
+                        raise RecipeError(f"{owner} needs {dep} {requirement}, but {dep}={recipes[dep].version} "
+                                          f"is being deployed")
+        for name in update_config or {}:
+            if name not in recipes and name not in self.deployed:
+                raise RecipeError(f"--update-config names {name}, which is not part of this deployment")
+        return rcp.dependency_order(recipes.values())
+
+    def _context(self, rec: Recipe, configuration: dict, artifacts: Path, unarchived: Path, work: Path,
+                 seen: Optional[set] = None) -> VariableContext:
+        ctx = VariableContext(
+            name=rec.name, configuration=configuration, artifacts_path=str(artifacts),
+            decompressed_path=str(unarchived), work_path=str(work), root_path=str(self.root),
+            thing_name=self.core.thing_name)
+        for dep_name in rec.dependencies:
+            dep = self.deployed.get(dep_name)
+            if dep is not None:
+                ctx.dependencies[dep_name] = VariableContext(
+                    name=dep_name, configuration=self._current_config(dep), artifacts_path=str(dep.artifacts_path),
+                    decompressed_path=str(dep.decompressed_path), work_path=str(dep.work_path),
+                    root_path=str(self.root), thing_name=self.core.thing_name)
+        return ctx
+
+    def _current_config(self, dep: Deployed) -> dict:
+        try:
+            return self.core.get_config(dep.name)
+        except KeyError:
+            return dep.configuration
+
+    async def deploy(self, recipe_dir: Path | str, artifact_dir: Optional[Path | str], merges: dict,
+                     update_config: Optional[dict] = None, *, wait_ready: float = 0) -> list:
+        """Place and start the merged components (and dependencies from recipe_dir), dependencies first."""
+        self._loop = asyncio.get_running_loop()
+        update_config = update_config or {}
+        ordered = self.plan(recipe_dir, merges, update_config)
+        for name in [r.name for r in ordered if r.name in self.deployed]:
+            await self.stop(name)  # a new version replaces the running one, as a deployment does
+        placed = []
+        for rec in ordered:
+            artifacts, unarchived = install_artifacts(rec, Path(artifact_dir) if artifact_dir else None, self.root)
+            work = self.root / "work" / rec.name
+            work.mkdir(parents=True, exist_ok=True)
+            (self.root / "logs").mkdir(parents=True, exist_ok=True)
+            config = rcp.apply_update(rec.default_configuration, rec.default_configuration,
+                                      update_config.get(rec.name))
+            if self.interpolate_config:
+                config = rcp.interpolate_configuration(
+                    config, self._context(rec, config, artifacts, unarchived, work))
+            dep = Deployed(recipe=rec, configuration=config, artifacts_path=artifacts, decompressed_path=unarchived,
+                           work_path=work, log_path=self.root / "logs" / f"{rec.name}.log",
+                           ready=asyncio.Event(), lock=asyncio.Lock())
+            self.deployed[rec.name] = dep
+            dep.svcuid = self.core.register_component(rec.name, rec.version, config)
+            self._log_line(dep, f"deployed {rec.name}={rec.version} from {rec.path}")
+            placed.append(dep)
+        for dep in placed:
+            self._spawn(self._start_when_ready(dep))
+        if wait_ready:
+            await asyncio.wait_for(asyncio.gather(*(d.ready.wait() for d in placed)), wait_ready)
+        return [d.name for d in placed]
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._report_crash)
+        return task
+
+    @staticmethod
+    def _report_crash(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("lifecycle task failed", exc_info=task.exception())
+
+    async def _start_when_ready(self, dep: Deployed) -> None:
+        for dep_name, spec in dep.recipe.dependencies.items():
+            other = self.deployed.get(dep_name)
+            if other is None or other is dep:
+                continue
+            await other.ready.wait()
+            if self.state(dep_name) == "BROKEN" and spec["DependencyType"] == "HARD":
+                self._set_state(dep, "BROKEN", f"hard dependency {dep_name} is BROKEN")
+                return
+        await self.start(dep.name)
+
+    # -- steps -------------------------------------------------------------------------------------------
+    def _step_env(self, dep: Deployed, step: Optional[Step], ctx: VariableContext) -> dict:
+        setenv = {k: rcp.interpolate(v, ctx) for k, v in dep.recipe.setenv.items()}
+        if step is not None:
+            setenv.update({k: rcp.interpolate(v, ctx) for k, v in step.setenv.items()})
+        return component_env(self.base_env, svcuid=dep.svcuid, socket_path=self.socket_path,
+                             thing_name=self.core.thing_name, region=self.core.region, setenv=setenv)
+
+    def _ctx_now(self, dep: Deployed) -> VariableContext:
+        return self._context(dep.recipe, self._current_config(dep), dep.artifacts_path, dep.decompressed_path,
+                             dep.work_path)
+
+    def _should_skip(self, step: Step, env: dict, ctx: VariableContext) -> bool:
+        if step.skipif is None:
+            return False
+        kind, arg = step.skipif
+        arg = rcp.interpolate(arg, ctx)
+        if kind == "onpath":
+            return shutil.which(arg, path=env.get("PATH")) is not None
+        target = Path(arg)
+        return (target if target.is_absolute() else Path(ctx.work_path) / target).exists()
+
+    def _argv(self, step: Step, script: str) -> list:
+        if step.requires_privilege and os.geteuid() != 0:
+            if shutil.which("sudo") is None:
+                raise StepFailed(f"{step.name} has RequiresPrivilege: true but ggdefender local is not root and "
+                                 f"sudo is not installed")
+            return ["sudo", "-n", "-E", "sh", "-c", script]
+        return ["sh", "-c", script]
+
+    async def _spawn_step(self, dep: Deployed, step: Step):
+        ctx = self._ctx_now(dep)
+        env = self._step_env(dep, step, ctx)
+        if self._should_skip(step, env, ctx):
+            self._note(dep.name, f"{step.name}: skipped ({step.skipif[0]} {step.skipif[1]})")
+            return None
+        script = rcp.interpolate(step.script, ctx)
+        lines = script.strip().splitlines() or [""]
+        more = " ..." if len(lines) > 1 else ""
+        self._log_line(dep, f"{step.name}: sh -c {lines[0][:200]!r}{more}")
+        with open(dep.log_path, "ab", buffering=0) as out:
+            try:
+                return await asyncio.create_subprocess_exec(
+                    *self._argv(step, script), cwd=str(dep.work_path), env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out, stderr=out, start_new_session=True)
+            except OSError as exc:
+                raise StepFailed(f"{step.name}: cannot start sh: {exc}") from None
+
+    async def _run_to_end(self, dep: Deployed, step_name: str) -> None:
+        """Run a step that must finish (Install, Shutdown, Recover); StepFailed on non-zero exit or timeout."""
+        step = dep.recipe.step(step_name)
+        if step is None:
+            return
+        proc = await self._spawn_step(dep, step)
+        if proc is None:
+            return
+        if step_name != "Shutdown":
+            dep.step_process = proc
+        try:
+            code = await asyncio.wait_for(proc.wait(), step.timeout) if step.timeout else await proc.wait()
+        except asyncio.TimeoutError:
+            await self._kill_group(proc, 0)
+            raise StepFailed(f"{step_name} timed out after {step.timeout:g} s") from None
+        except asyncio.CancelledError:
+            await self._kill_group(proc, 0)
+            raise
+        finally:
+            if dep.step_process is proc:
+                dep.step_process = None
+        if code != 0:
+            raise StepFailed(f"{step_name} exited with code {code}")
+
+    async def _kill_group(self, proc, grace: float) -> None:
+        """SIGTERM the step's process group, SIGKILL after grace seconds."""
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                await asyncio.wait_for(proc.wait(), grace if grace > 0 else 5)
+            except asyncio.TimeoutError:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                await proc.wait()
+        try:  # stragglers left in the group after the leader exited
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    # -- start / stop / restart --------------------------------------------------------------------------
+    async def start(self, name: str, *, install: bool = True) -> None:
+        dep = self.deployed[name]
+        async with dep.lock:
+            dep.stopping = False
+            await self._start_locked(dep, install)
+
+    async def _start_locked(self, dep: Deployed, install: bool) -> None:
+        while not self._closed and not dep.stopping:
+            try:
+                if install and not dep.installed:
+                    await self._run_to_end(dep, "Install")
+                    dep.installed = True
+                    self._set_state(dep, "INSTALLED")
+                if dep.stopping:
+                    return
+                run, startup = dep.recipe.step("Run"), dep.recipe.step("Startup")
+                if run is not None:
+                    dep.process = await self._spawn_step(dep, run)
+                    if dep.process is None:  # skipped
+                        self._set_state(dep, "FINISHED")
+                        return
+                    self._set_state(dep, "RUNNING")
+                    dep.monitor = self._spawn(self._watch_run(dep, dep.process))
+                    return
+                if startup is not None:
+                    self._set_state(dep, "STARTING")
+                    await self._run_startup(dep, startup)
+                    return
+                self._set_state(dep, "FINISHED")
+                return
+            except StepFailed as exc:
+                if not await self._errored(dep, str(exc)):
+                    return
+
+    async def _run_startup(self, dep: Deployed, step: Step) -> None:
+        proc = await self._spawn_step(dep, step)
+        if proc is None:
+            self._set_state(dep, "RUNNING")
+            return
+        dep.process = dep.step_process = proc
+        deadline = time.monotonic() + (step.timeout or 120.0)
+        while proc.returncode is None:
+            if dep.stopping:
+                return
+            if self.state(dep.name) == "RUNNING":  # reported over IPC UpdateState
+                dep.step_process = None
+                dep.monitor = self._spawn(self._watch_run(dep, proc))
+                return
+            if time.monotonic() > deadline:
+                await self._kill_group(proc, 0)
+                raise StepFailed(f"Startup timed out after {step.timeout:g} s without reporting RUNNING")
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 0.1)
+            except asyncio.TimeoutError:
+                pass
+        dep.process = dep.step_process = None
+        if proc.returncode != 0:
+            raise StepFailed(f"Startup exited with code {proc.returncode}")
+        self._set_state(dep, "RUNNING")
+
+    async def _watch_run(self, dep: Deployed, proc) -> None:
+        code = await proc.wait()
+        if dep.stopping or self._closed or dep.process is not proc:
+            return
+        dep.process = None
+        if code == 0:
+            self._log_line(dep, "Run exited with code 0")
+            self._set_state(dep, "FINISHED")
+            return
+        async with dep.lock:
+            if dep.stopping:
+                return
+            if await self._errored(dep, f"Run exited with code {code}"):
+                await self._start_locked(dep, install=False)
+
+    async def _errored(self, dep: Deployed, reason: str) -> bool:
+        """ERRORED, Recover step, then retry (True) or BROKEN after MAX_ERRORS (False)."""
+        if dep.stopping or self._closed:
+            return False
+        dep.errors += 1
+        self._set_state(dep, "ERRORED", f"{reason} (error {dep.errors} of {MAX_ERRORS})")
+        if dep.recipe.step("Recover") is not None:
+            try:
+                await self._run_to_end(dep, "Recover")
+            except StepFailed as exc:
+                self._note(dep.name, f"Recover failed: {exc}", level="warning")
+        if dep.errors >= MAX_ERRORS:
+            self._set_state(dep, "BROKEN", f"{MAX_ERRORS} errors: {reason}; fix it and deploy again")
+            return False
+        await asyncio.sleep(self.retry_delay * dep.errors)
+        return not dep.stopping and not self._closed
+
+    async def stop(self, name: str) -> None:
+        """Shutdown step, then SIGTERM to the process group, then SIGKILL after the grace period."""
+        dep = self.deployed[name]
+        dep.stopping = True
+        if dep.step_process is not None:  # an Install or Startup in flight holds the lock: end it first
+            await self._kill_group(dep.step_process, self.grace_seconds)
+        async with dep.lock:
+            state = self.state(name)
+            if state in ("NEW", "BROKEN") and dep.process is None:
+                return
+            self._set_state(dep, "STOPPING")
+            try:
+                await self._run_to_end(dep, "Shutdown")
+            except StepFailed as exc:
+                self._note(name, f"Shutdown step failed: {exc}", level="warning")
+            proc, dep.process = dep.process, None
+            if proc is not None:
+                await self._kill_group(proc, self.grace_seconds)
+                self._log_line(dep, f"process exited with code {proc.returncode}")
+            if dep.monitor is not None and not dep.monitor.done():
+                dep.monitor.cancel()
+            dep.monitor = None
+            self._set_state(dep, "FINISHED")
+
+    async def restart(self, name: str) -> None:
+        """RestartComponent: stop, then start again in the same work folder (Install is not re-run)."""
+        dep = self.deployed[name]
+        self._note(name, "restart requested")
+        await self.stop(name)
+        dep.errors = 0
+        dep.ready = asyncio.Event()
+        await self.start(name, install=False)
+
+    def request_restart(self, name: str) -> bool:
+        """Thread-safe hook for Core.on_restart_request."""
+        if name not in self.deployed or self._loop is None or self._closed:
+            return False
+        self._loop.call_soon_threadsafe(lambda: self._spawn(self.restart(name)))
+        return True
+
+    async def stop_all(self) -> None:
+        """Stop every component, dependants before their dependencies."""
+        ordered = rcp.dependency_order([d.recipe for d in self.deployed.values()])
+        for rec in reversed(ordered):
+            try:
+                await self.stop(rec.name)
+            except Exception:
+                log.exception("stopping %s failed", rec.name)
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

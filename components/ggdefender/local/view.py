@@ -1,0 +1,123 @@
+"""The live view of `ggdefender local run`: one readable line per thing that happens, plus a state table.
+
+Everything the core, the lifecycle runner, the cloud side and the bridge report comes here. The view keeps
+the last events in memory (tests and `local status` read them) and, when given a stream, prints them.
+Busy topics are folded: at most one line per topic per second, with a count of what was folded.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any, Optional, TextIO
+
+_STATE_MARK = {"RUNNING": "+", "FINISHED": ".", "ERRORED": "!", "BROKEN": "X", "STOPPING": "-"}
+
+
+def _size(n: Optional[int]) -> str:
+    if n is None:
+        return "json"
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB"
+
+
+class View:
+    def __init__(self, out: Optional[TextIO] = None, *, max_events: int = 5000, fold_seconds: float = 1.0):
+        self.out = out
+        self.events: collections.deque = collections.deque(maxlen=max_events)
+        self.states: dict[str, str] = {}
+        self.counters = collections.Counter()
+        self.fold_seconds = fold_seconds
+        self._lock = threading.Lock()
+        self._last_line: dict[str, float] = {}
+        self._folded: collections.Counter = collections.Counter()
+        self._started = time.time()
+
+    # -- sinks ---------------------------------------------------------------------------------------
+    def _emit(self, event: dict, line: Optional[str], fold_key: Optional[str] = None) -> None:
+        event.setdefault("at", time.time())
+        with self._lock:
+            self.events.append(event)
+            if line is None or self.out is None:
+                return
+            if fold_key is not None:
+                now = time.monotonic()
+                if now - self._last_line.get(fold_key, -1e9) < self.fold_seconds:
+                    self._folded[fold_key] += 1
+                    return
+                self._last_line[fold_key] = now
+                if self._folded.get(fold_key):
+                    line += f"  (+{self._folded.pop(fold_key)} more since last shown)"
+            stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+            try:
+                self.out.write(f"{stamp}  {line}\n")
+                self.out.flush()
+            except (OSError, ValueError):
+                pass
+
+    def note(self, component: str, text: str, *, level: str = "info") -> None:
+        tag = {"error": "ERROR ", "warning": "WARN  "}.get(level, "")
+        self._emit({"kind": "note", "component": component, "text": text, "level": level},
+                   f"{tag}{component}: {text}")
+
+    def report(self, *, thing: str, fmt: str, accepted: bool, report_id: Any, size: int, detail: str = "") -> None:
+        self.counters["accepted" if accepted else "rejected"] += 1
+        verdict = "ACCEPTED" if accepted else "REJECTED"
+        rid = f" report_id={report_id}" if report_id is not None else ""
+        line = f"defender: {thing} {fmt} report{rid} ({_size(size)}) {verdict}"
+        if detail:
+            line += f": {detail}"
+        self._emit({"kind": "report", "thing": thing, "format": fmt, "accepted": accepted, "reportId": report_id,
+                    "bytes": size, "detail": detail}, line)
+
+    def core_event(self, event: dict) -> None:
+        """Core.on_event hook."""
+        kind = event.get("kind")
+        event = dict(event)
+        if kind == "state":
+            self.states[event["component"]] = event["state"]
+            mark = _STATE_MARK.get(event["state"], " ")
+            self._emit(event, f"[{mark}] {event['component']} is {event['state']}")
+        elif kind == "denied":
+            self.counters["denied"] += 1
+            self._emit(event, f"DENIED {event.get('component')}: {event.get('message')}")
+        elif kind == "policy-error":
+            self._emit(event, f"WARN  {event.get('component')}: accessControl: {event.get('message')}")
+        elif kind in ("iot-publish", "local-publish"):
+            where = "IoT Core" if kind == "iot-publish" else "local"
+            self.counters[kind] += 1
+            line = (f"{event.get('component')} -> {where} {event.get('topic')} ({_size(event.get('bytes'))}, "
+                    f"{event.get('subscribers', 0)} subscriber(s))")
+            self._emit(event, line, fold_key=f"{kind}:{event.get('component')}:{event.get('topic')}")
+        elif kind == "iot-subscribe":
+            self._emit(event, f"{event.get('component')} subscribed to IoT Core {event.get('topic')}")
+        elif kind == "config-update":
+            paths = ", ".join("/" + p for p in event.get("paths", [])[:5])
+            self._emit(event, f"{event.get('component')}: configuration updated ({paths})")
+        elif kind == "restart-request":
+            self._emit(event, f"{event.get('component')}: RestartComponent requested")
+        else:
+            self._emit(event, None)
+
+    # -- summaries -------------------------------------------------------------------------------------
+    def table(self, components: dict) -> str:
+        """A state table: name, version, state (components as Core.components() returns them)."""
+        rows = [("COMPONENT", "VERSION", "STATE")]
+        for name in sorted(components):
+            rec = components[name]
+            rows.append((name, getattr(rec, "version", ""), getattr(rec, "state", "")))
+        widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
+        return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+    def totals(self) -> str:
+        c = self.counters
+        return (f"reports accepted {c['accepted']}, rejected {c['rejected']}; IoT Core messages {c['iot-publish']}, "
+                f"local messages {c['local-publish']}; denials {c['denied']}")
+
+    def print(self, text: str) -> None:
+        if self.out is not None:
+            with self._lock:
+                self.out.write(text + "\n")
+                self.out.flush()
