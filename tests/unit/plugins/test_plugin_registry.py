@@ -1,0 +1,109 @@
+"""Entry-point discovery: a package on sys.path adds plugins; clashes and broken entry points are reported."""
+
+import logging
+import sys
+import textwrap
+
+import pytest
+
+from ggdefender.plugins.builtin import BUILTINS
+from ggdefender.plugins.host import PluginHost
+from ggdefender.plugins.registry import discover
+
+PLUGIN_MODULE = '''
+from ggdefender.plugins.contract import Plugin, ValueType
+
+
+class Sensors(Plugin):
+    name = "acme_sensors"
+    value_type = ValueType.NUMBER_LIST
+    unit = "celsius"
+    description = "fixture sensor temperatures"
+    options = {"Offset": 0}
+
+    def configure(self, options):
+        self.offset = options["Offset"]
+
+    def sample(self):
+        return [40 + self.offset, 41 + self.offset]
+
+
+class Clash(Sensors):
+    name = "cpu_usage"
+
+
+NOT_A_PLUGIN = object()
+'''
+
+
+def _dist(root, dist_name, module, entry_points):
+    info = root / f"{dist_name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 1.0\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points)
+    (info / "entry_points.txt").write_text(f"[ggdefender.plugins]\n{lines}\n")
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """Two fake installed distributions (dist-info directories) on sys.path, like pip would leave them."""
+    pkg = tmp_path / "acme_ggd_plugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(PLUGIN_MODULE)
+    (pkg / "broken.py").write_text("raise ImportError('needs libsensors')\n")
+    _dist(tmp_path, "acme-ggd-plugins", "acme_ggd_plugins", [
+        ("acme_sensors", "acme_ggd_plugins:Sensors"),
+        ("cpu_usage", "acme_ggd_plugins:Clash"),
+        ("acme_broken", "acme_ggd_plugins.broken:Sensors"),
+        ("acme_object", "acme_ggd_plugins:NOT_A_PLUGIN"),
+        ("acme_renamed", "acme_ggd_plugins:Sensors"),
+    ])
+    _dist(tmp_path, "zeta-plugins", "acme_ggd_plugins", [("acme_sensors", "acme_ggd_plugins:Sensors")])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("acme_ggd_plugins")]:
+        del sys.modules[name]
+
+
+def test_discovers_installed_plugin_and_reports_each_problem(installed, caplog):
+    with caplog.at_level(logging.ERROR, logger="ggdefender.plugins"):
+        registry = discover()
+    assert registry.builtins == BUILTINS
+    assert list(registry.installed) == ["acme_sensors"]
+    assert registry.origins["acme_sensors"] == "acme-ggd-plugins 1.0 (acme_ggd_plugins:Sensors)"
+    problems = "\n".join(registry.problems)
+    assert "'cpu_usage' from acme-ggd-plugins 1.0 (acme_ggd_plugins:Clash) clashes with the built-in" in problems
+    assert "'acme_broken' from acme-ggd-plugins 1.0" in problems and "ImportError: needs libsensors" in problems
+    assert "'acme_object'" in problems and "is not a subclass of ggdefender.plugins.contract.Plugin" in problems
+    assert "'acme_renamed'" in problems and "differs from the plugin's name 'acme_sensors'" in problems
+    assert "'acme_sensors' from zeta-plugins 1.0" in problems and "clashes with the one from acme-ggd-plugins" in problems
+    assert len(registry.problems) == 5
+    assert len([r for r in caplog.records if r.getMessage().startswith("plugin discovery:")]) == 5
+
+
+def test_installed_plugin_reported_and_configurable(installed):
+    registry = discover()
+    names = list(BUILTINS)
+    section = {"Builtins": {name: {"Enabled": False} for name in names},
+               "Installed": {"acme_sensors": {"Offset": 10}}}
+    host = PluginHost(section, registry=registry)
+    try:
+        assert host.collect() == {"acme_sensors": [{"number_list": [50, 51]}]}
+        assert host.reconfigure({**section, "Installed": {"acme_sensors": {"Enabled": False}}})
+        assert host.collect() == {}
+        assert host.reconfigure({**section, "EnableInstalled": False, "Installed": {}})
+        assert host.collect() == {}
+    finally:
+        host.close()
+
+
+def test_configuring_a_plugin_this_device_lacks_is_a_warning_not_an_error(caplog):
+    registry = discover()
+    with caplog.at_level(logging.WARNING, logger="ggdefender.plugins"):
+        host = PluginHost({"Builtins": {n: {"Enabled": False} for n in BUILTINS},
+                           "Installed": {"not_here": {"Enabled": True}}}, registry=registry)
+    try:
+        assert "Plugins.Installed.not_here: no installed plugin of that name on this device; ignored" in caplog.text
+        assert "Plugins configuration rejected" not in caplog.text
+    finally:
+        host.close()
