@@ -1,0 +1,150 @@
+"""Run a validated `Plan`: pre-flight every step as a dry run, then the steps for real, one at a time.
+
+The pre-flight pass runs each operation in dry-run mode, which performs all of its checks (protected
+processes, privileges, firewall tool, handler files, users) without changing anything; only when every
+step passes does the first real step run, so a job that can never succeed is REJECTED having done
+nothing. Jobs (from IoT Jobs) and local mitigation requests (from Detect) both come through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Optional
+
+from . import handlers, operations
+from .operations.base import Context, Failed, OperationError, Outcome, Rejected
+
+log = logging.getLogger("ggdefender.remediation")
+
+# operations that are safe to run again after a restart interrupted them (their result is a state)
+IDEMPOTENT = {"stop-listener", "block-ip", "unblock-ip", "set-config", "collect-now", "kill-process"}
+
+
+@dataclasses.dataclass
+class Result:
+    status: str  # SUCCEEDED | FAILED | REJECTED
+    details: dict  # raw; jobs.sanitize_details() bounds it for the API
+
+
+class Executor:
+    def __init__(self, settings, safety, ipc=None, audit_sink: Optional[Callable[[dict], None]] = None):
+        self.settings = settings
+        self.safety = safety
+        self.ipc = ipc
+        self.audit_sink = audit_sink
+
+    def _context(self, label: str, dry_run: bool, step) -> Context:
+        timeout = (self.settings.handler_timeout_seconds if step.operation in ("runHandler", "runCommand")
+                   else self.settings.operation_timeout_seconds)
+        return Context(settings=self.settings, safety=self.safety, ipc=self.ipc, dry_run=dry_run, job=label,
+                       timeout=timeout, audit_sink=self.audit_sink)
+
+    def _run_step(self, step, plan, ctx: Context) -> Outcome:
+        if step.operation in ("runHandler", "runCommand"):
+            return handlers.run_step(step, ctx, plan.include_stdout)
+        return operations.get(step.operation).run(step.arguments, ctx)
+
+    def preflight(self, plan, label: str, steps) -> None:
+        for step in steps:
+            if step.operation in ("runHandler", "runCommand"):
+                handlers.preflight(step, self.settings)
+            else:
+                self._run_step(step, plan, self._context(label, True, step))
+
+    def execute(self, plan, label: str, *, done_steps: int = 0, interrupted: Optional[int] = None,
+                on_step: Optional[Callable[[int, str], None]] = None) -> Result:
+        """Run the plan. `done_steps` steps finished before a restart; `interrupted` is the index of a step
+        that had started when the process stopped (None if none)."""
+        steps = plan.all_steps()
+        base = {"format": plan.format, "steps": str(len(steps))}
+        if plan.dry_run:
+            base["dryRun"] = "true"
+        if plan.notes:
+            base["notes"] = "; ".join(plan.notes)
+        summaries = []
+        start = done_steps
+        if interrupted is not None and interrupted == done_steps:
+            step = steps[interrupted]
+            if step.operation == "restart-component":
+                summaries.append(f"{step.name}: restarted (the listener came back after the restart)")
+                start = interrupted + 1
+                if on_step:
+                    on_step(interrupted, "done")
+            elif step.operation not in IDEMPOTENT:
+                reason = (f"step {step.name!r} ({step.operation}) was interrupted by a restart and is not re-run "
+                          "automatically; re-run the job if it is still needed")
+                self._audit(label, step, "FAILED", reason, dry_run=False)
+                return Result("FAILED", dict(base, reason=reason, failedStep=step.name))
+        pending = steps[start:]
+        try:
+            self.preflight(plan, label, pending)
+        except OperationError as exc:
+            return Result(exc.status, dict(base, reason=exc.reason, **_str_facts(exc.details)))
+        except Exception as exc:  # a bug must still end the job cleanly
+            log.exception("pre-flight of %s failed unexpectedly", label)
+            return Result("FAILED", dict(base, reason=f"internal error during pre-flight: {exc}"))
+
+        facts: dict = {}
+        failed: Optional[tuple] = None
+        main_count = len(plan.steps)
+        for index in range(start, len(steps)):
+            step = steps[index]
+            if index >= main_count and failed is not None:
+                break  # finalStep runs only when every step got through
+            ctx = self._context(label, plan.dry_run, step)
+            if on_step and not plan.dry_run:
+                on_step(index, "started")
+            try:
+                outcome = self._run_step(step, plan, ctx)
+                self._audit(label, step, "DRY-RUN" if plan.dry_run else "SUCCEEDED", outcome.summary, plan.dry_run)
+                summaries.append(f"{step.name}: {outcome.summary}")
+                facts.update(_str_facts(outcome.details))
+            except OperationError as exc:
+                self._audit(label, step, exc.status, exc.reason, plan.dry_run)
+                facts.update(_str_facts(exc.details))
+                if exc.status == "FAILED" and step.ignore_failure:
+                    summaries.append(f"{step.name}: failed (ignored): {exc.reason}")
+                else:
+                    failed = (exc.status, step, exc.reason)
+                    if on_step and not plan.dry_run:
+                        on_step(index, "done")
+                    break
+            except Exception as exc:
+                log.exception("step %s of %s raised", step.name, label)
+                self._audit(label, step, "FAILED", f"internal error: {exc}", plan.dry_run)
+                failed = ("FAILED", step, f"internal error: {exc}")
+                break
+            if on_step and not plan.dry_run:
+                on_step(index, "done")
+        details = dict(base)
+        details.update(facts)
+        if summaries:
+            details["summary"] = " | ".join(summaries)
+        if failed:
+            status, step, reason = failed
+            details.update(reason=reason, failedStep=step.name, operation=step.operation)
+            return Result(status, details)
+        last = steps[-1] if steps else None
+        if last is not None:
+            details.setdefault("operation", last.operation if len(steps) == 1 else "multiple")
+        return Result("SUCCEEDED", details)
+
+    def _audit(self, label, step, result, detail, dry_run) -> None:
+        try:
+            target = step.target()
+        except Exception:
+            target = "?"
+        Context(settings=self.settings, safety=self.safety, dry_run=dry_run, job=label,
+                audit_sink=self.audit_sink).audit(step.operation, target, result, detail)
+
+
+def _str_facts(facts: dict) -> dict:
+    return {str(k): str(v) for k, v in (facts or {}).items() if v is not None and str(v) != ""}
+
+
+def reject(reason: str, **extra) -> Result:
+    return Result("REJECTED", dict(reason=reason, **{k: str(v) for k, v in extra.items()}))
+
+
+__all__ = ["Executor", "Result", "reject", "Failed", "Rejected"]

@@ -1,0 +1,74 @@
+"""What every remediation operation shares: its outcome type, the two failure kinds, and the run context.
+
+`Rejected` means the request can never succeed as written (bad argument, protected target, operation not
+allowed, tool missing) and maps to the job status REJECTED; `Failed` means it may succeed on a retry
+(timeout, a process that would not die, the collector not answering) and maps to FAILED.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from typing import Any, Callable, Optional
+
+audit_log = logging.getLogger("ggdefender.audit")
+
+
+class OperationError(Exception):
+    status = "FAILED"
+
+    def __init__(self, reason: str, details: Optional[dict] = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.details = dict(details or {})
+
+
+class Rejected(OperationError):
+    status = "REJECTED"
+
+
+class Failed(OperationError):
+    status = "FAILED"
+
+
+@dataclasses.dataclass
+class Outcome:
+    """A successful (or dry-run) result: one human summary plus short key/value facts for statusDetails."""
+
+    summary: str
+    details: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Context:
+    settings: Any  # RemediationSettings
+    safety: Any  # SafetyPolicy
+    ipc: Any = None  # ggdefender.ipc.Ipc (None in pure tests)
+    dry_run: bool = False
+    job: str = "-"  # job id / local request id, for the audit trail
+    timeout: float = 30.0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    audit_sink: Optional[Callable[[dict], None]] = None
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def check_time(self, what: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise Failed(f"timed out after {self.timeout:g}s while {what}")
+
+    def audit(self, operation: str, target: str, result: str, detail: str = "") -> None:
+        """One audit line per action: who asked (job), what, on which target, and how it ended."""
+        record = {"job": self.job, "operation": operation, "target": target, "result": result,
+                  "dryRun": self.dry_run}
+        if detail:
+            record["detail"] = detail[:512]
+        audit_log.info("AUDIT %s", json.dumps(record, sort_keys=True))
+        if self.audit_sink is not None:
+            self.audit_sink(record)

@@ -1,0 +1,68 @@
+"""Signal a set of already-vetted processes: the requested signal, a grace period, then SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psutil
+
+from .base import Context, Failed
+
+
+def describe(procs) -> str:
+    return ",".join(f"{p.pid}({_name(p)})" for p in procs)
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return "?"
+
+
+def terminate(procs: list, sig: signal.Signals, grace: float, ctx: Context, escalate: bool = True) -> dict:
+    """Send `sig`, wait up to `grace` seconds, SIGKILL survivors (unless sig already was SIGKILL).
+
+    psutil.Process remembers each process's start time, so a pid recycled in the meantime is never hit.
+    Returns short facts for statusDetails; raises Failed when something is still alive at the deadline.
+    """
+    signalled, gone_before = [], []
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+            signalled.append(proc)
+        except psutil.NoSuchProcess:
+            gone_before.append(proc)
+        except psutil.AccessDenied as exc:
+            raise Failed(f"permission denied signalling pid {proc.pid}: {exc}") from None
+    wait = min(grace, ctx.remaining())
+    gone, alive = psutil.wait_procs(signalled, timeout=wait) if signalled else ([], [])
+    killed = []
+    if not escalate:  # e.g. SIGHUP to make a daemon reload: survivors are expected
+        return {"signal": sig.name, "signalled": describe(signalled) or "none",
+                "exited": describe(gone) or "none"}
+    if alive and sig != signal.SIGKILL:
+        for proc in alive:
+            try:
+                proc.kill()
+                killed.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(alive, timeout=max(0.5, min(5.0, ctx.remaining())))
+    facts = {"signal": sig.name, "signalled": describe(signalled) or "none"}
+    if killed:
+        facts["killedAfterGrace"] = describe(killed)
+    if alive:
+        raise Failed(f"still running after {sig.name} and SIGKILL: {describe(alive)}", facts)
+    return facts
+
+
+def wait_until(predicate, ctx: Context, what: str, poll: float = 0.1) -> bool:
+    """Poll predicate until true or the operation's deadline; returns the last value."""
+    while True:
+        if predicate():
+            return True
+        if ctx.remaining() <= 0:
+            return False
+        time.sleep(min(poll, ctx.remaining()))

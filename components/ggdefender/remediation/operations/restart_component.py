@@ -1,0 +1,47 @@
+"""restart-component: ask the nucleus to restart a component (IPC RestartComponent).
+
+Only components in `Remediation.RestartableComponents` (default: this component itself). Restarting this
+component ends the listener's own process; the job journal records the step as started first, and the
+restarted listener finishes the execution as SUCCEEDED (the restart is the step's effect).
+"""
+
+from __future__ import annotations
+
+from .base import Context, Failed, Outcome, Rejected
+
+NAME = "restart-component"
+
+
+def target(args: dict) -> str:
+    return args.get("component") or "(this component)"
+
+
+def resolve(args: dict, settings) -> str:
+    from ..config import COMPONENT_NAME
+    return args.get("component") or COMPONENT_NAME
+
+
+def validate(args: dict, settings) -> None:
+    name = resolve(args, settings)
+    if name not in settings.restartable_components:
+        raise ValueError(f"component {name!r} is not in Remediation.RestartableComponents "
+                         f"({', '.join(settings.restartable_components) or 'empty'})")
+
+
+def run(args: dict, ctx: Context) -> Outcome:
+    name = resolve(args, ctx.settings)
+    try:
+        validate(args, ctx.settings)
+    except ValueError as exc:
+        raise Rejected(str(exc)) from None
+    if ctx.dry_run:
+        return Outcome(f"dry run: would restart {name}", {"component": name})
+    if ctx.ipc is None:
+        raise Failed("no Greengrass IPC connection")
+    try:
+        status = ctx.ipc.restart_component(name)
+    except Exception as exc:
+        raise Failed(f"RestartComponent({name}) failed: {exc}") from None
+    if "FAIL" in status.upper():
+        raise Failed(f"RestartComponent({name}) answered {status}")
+    return Outcome(f"restart of {name} requested ({status})", {"component": name, "restartStatus": status})
