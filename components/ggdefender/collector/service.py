@@ -1,0 +1,279 @@
+"""The collector loop of process B: tick -> sample -> custom metrics -> build -> validate -> publish.
+
+Never stalls: every tick is wrapped, a failed collection or publish is logged and the next tick tries
+again, ticks are fixed-rate (no drift) and a configuration change never publishes early. Only an IPC
+that stays unreachable after the retry budget ends the loop (the supervisor then restarts process B).
+Also answers `collect-now` commands and feeds each report to on-device detect (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from ggdefender.collector import config as cfg
+from ggdefender.collector.pipeline import Built, Pipeline
+from ggdefender.collector.report import topic as report_topic
+from ggdefender.collector.report_id import ReportIds
+from ggdefender.ipc import IpcUnavailable
+from ggdefender.settings import ConfigError
+
+log = logging.getLogger("ggdefender.collector")
+
+COMMANDS_TOPIC = "ggdefender/collector/commands"
+EVENTS_TOPIC = "ggdefender/collector/events"
+CUSTOM_METRICS_TOPIC = "ggdefender/custom-metrics"
+MAX_PENDING_COMMANDS = 16
+MAX_REQUEST_ID = 128
+
+
+def optional_class(module: str, name: str):
+    """A class from a part that may not be in this build; None when its module is absent."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+            return None
+        raise
+
+
+class CollectorService:
+    def __init__(self, ipc, thing: str, state_dir: str, *, source=None,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+        if not thing:
+            raise ValueError("no thing name (AWS_IOT_THING_NAME is not set)")
+        self.ipc = ipc
+        self.thing = thing
+        self.state_dir = state_dir
+        self._clock = clock
+        self._mono = monotonic
+        self._settings = cfg.CollectorSettings()
+        self.pipeline = Pipeline(self._settings, ReportIds.in_state_dir(state_dir), source=source)
+        self.plugins = None
+        self.detect = None
+        self._wake = threading.Event()
+        self._config_dirty = threading.Event()
+        self._commands: "queue.Queue[dict]" = queue.Queue(MAX_PENDING_COMMANDS)
+        self._subs = []
+        self.published = 0  # reports handed to IPC, for health and tests
+        self.failures = 0
+
+    # -- configuration -----------------------------------------------------------------------------
+    @property
+    def settings(self) -> cfg.CollectorSettings:
+        return self._settings
+
+    def apply_config(self, whole: Any) -> None:
+        """Apply the component configuration; each part keeps its last good section on errors."""
+        whole = whole if isinstance(whole, dict) else {}
+        try:
+            new = cfg.parse(whole.get("Collector"))
+        except ConfigError as exc:
+            log.error("Collector configuration rejected, keeping the last good one: %s", exc)
+        else:
+            for w in new.warnings:
+                log.warning("%s", w)
+            if new != self._settings:
+                log.info("Collector configuration: interval %gs, format %s, metrics %s",
+                         new.interval, new.report_format, ",".join(new.metrics) or "none")
+            self._settings = new
+            self.pipeline.reconfigure(new)
+        self._configure_part("plugins", "ggdefender.plugins.host", "PluginHost", whole.get("Plugins"))
+        self._configure_part("detect", "ggdefender.detect.service", "DetectService", whole.get("Detect"))
+
+    def _configure_part(self, attr: str, module: str, cls_name: str, section) -> None:
+        section = section if isinstance(section, dict) else {}
+        part = getattr(self, attr)
+        try:
+            if part is None:
+                cls = optional_class(module, cls_name)
+                if cls is None:
+                    return
+                if attr == "plugins":
+                    part = cls(section)
+                else:
+                    part = cls(self.ipc, self.thing, self.state_dir)
+                    part.reconfigure(section)
+                setattr(self, attr, part)
+            else:
+                part.reconfigure(section)
+        except Exception as exc:  # their validation errors: keep what they had, say why
+            log.error("%s configuration rejected, keeping the last good one: %s", cls_name, exc)
+
+    # -- IPC wiring --------------------------------------------------------------------------------
+    def _subscribe(self) -> None:
+        for fmt in ("json", "cbor"):
+            for outcome in ("accepted", "rejected"):
+                t = f"{report_topic(self.thing, fmt)}/{outcome}"
+                self._subs.append(self.ipc.subscribe_iot(t, self._on_reply))
+        self._subs.append(self.ipc.subscribe_local(COMMANDS_TOPIC, self._on_command))
+        self._subs.append(self.ipc.subscribe_local(CUSTOM_METRICS_TOPIC, self._on_custom_sample))
+        self._subs.append(self.ipc.subscribe_config(lambda path: self._mark_config_dirty()))
+
+    def _mark_config_dirty(self) -> None:
+        self._config_dirty.set()
+        self._wake.set()
+
+    def _on_reply(self, topic: str, payload: bytes) -> None:
+        fmt = "cbor" if "/metrics/cbor/" in topic else "json"
+        try:
+            if fmt == "json":
+                msg = json.loads(payload)
+            else:
+                import cbor2
+
+                msg = cbor2.loads(payload)
+        except Exception as exc:
+            log.warning("unreadable reply on %s: %s", topic, exc)
+            return
+        if not isinstance(msg, dict):
+            log.warning("unexpected reply on %s: %r", topic, msg)
+            return
+        rid = msg.get("reportId")
+        if topic.endswith("/accepted"):
+            log.info("report %s accepted", rid)
+        else:
+            details = msg.get("statusDetails") if isinstance(msg.get("statusDetails"), dict) else {}
+            log.warning("report %s REJECTED: %s: %s", rid if rid is not None else "(id unknown)",
+                        details.get("ErrorCode", "?"), details.get("ErrorMessage", "?"))
+
+    def _on_command(self, topic: str, message: Any) -> None:
+        if not isinstance(message, dict) or message.get("command") != "collect-now":
+            log.warning("ignored message on %s: expected {\"command\": \"collect-now\", \"requestId\": ...}",
+                        topic)
+            return
+        request_id = message.get("requestId")
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
+            log.warning("collect-now without a valid requestId (string, 1-%d characters)", MAX_REQUEST_ID)
+            return
+        try:
+            self._commands.put_nowait({"requestId": request_id})
+        except queue.Full:
+            self._event({"event": "report-failed", "requestId": request_id,
+                         "reason": "too many collect-now requests pending"})
+            return
+        self._wake.set()
+
+    def _on_custom_sample(self, topic: str, payload: Any) -> None:
+        if self.plugins is not None:
+            self.plugins.on_external_sample(topic, payload)
+
+    def _event(self, event: dict) -> None:
+        try:
+            self.ipc.publish_local(EVENTS_TOPIC, event)
+        except Exception as exc:
+            log.warning("could not publish %s event: %s", event.get("event"), exc)
+
+    # -- one report ----------------------------------------------------------------------------------
+    def collect_and_publish(self) -> Built:
+        """Build, validate, publish one report; raises on failure (the caller logs and goes on)."""
+        custom = None
+        if self.plugins is not None and self._settings.include_custom_metrics:
+            try:
+                custom = self.plugins.collect()
+            except Exception as exc:
+                log.warning("custom metrics left out of this report: %s", exc)
+        built = self.pipeline.build(custom)
+        at = self._clock()
+        try:
+            t = report_topic(self.thing, built.fmt)
+            self.ipc.publish_iot(t, built.payload, qos=self._settings.publish_qos)
+            self.published += 1
+            log.info("published report %d (%d bytes) to %s", built.report_id, len(built.payload), t)
+        finally:
+            if self.detect is not None:
+                try:
+                    self.detect.observe(built.report, at)
+                except Exception:
+                    log.exception("on-device detect failed on report %d", built.report_id)
+        return built
+
+    def _tick(self, request_ids=()) -> None:
+        try:
+            built = self.collect_and_publish()
+        except IpcUnavailable:
+            raise
+        except Exception as exc:
+            self.failures += 1
+            log.error("report not published (will try again next tick): %s", exc,
+                      exc_info=not isinstance(exc, (ValueError, OSError)))
+            for rid in request_ids:
+                self._event({"event": "report-failed", "requestId": rid, "reason": str(exc)[:500]})
+            return
+        for rid in request_ids:
+            self._event({"event": "report-published", "requestId": rid, "reportId": built.report_id,
+                         "topic": report_topic(self.thing, built.fmt)})
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.apply_config(self.ipc.get_config())
+        self._subscribe()
+        st = self._settings
+        jitter = random.uniform(0, st.interval * st.start_jitter_percent / 100.0)
+        next_at = self._mono() + jitter
+        interval = st.interval
+        log.info("collector started for thing %s: first report in %.1fs, then every %gs",
+                 self.thing, jitter, interval)
+        try:
+            while not stop.is_set():
+                wait = next_at - self._mono()
+                if wait > 0 and self._commands.empty() and not self._config_dirty.is_set():
+                    self._wake.wait(min(wait, 60.0))
+                    self._wake.clear()
+                if stop.is_set():
+                    break
+                if self._config_dirty.is_set():
+                    self._config_dirty.clear()
+                    try:
+                        self.apply_config(self.ipc.get_config())
+                    except IpcUnavailable:
+                        raise
+                    except Exception as exc:
+                        log.error("could not read the configuration: %s", exc)
+                    if self._settings.interval != interval:
+                        # keep the fixed rate; a shorter interval takes effect from the last tick
+                        next_at = next_at - interval + self._settings.interval
+                        interval = self._settings.interval
+                pending = self._drain_commands()
+                if pending:
+                    self._tick(pending)
+                    continue
+                if self._mono() >= next_at:
+                    if self._settings.enabled:
+                        self._tick()
+                    now = self._mono()
+                    while next_at <= now:
+                        next_at += interval  # skip missed ticks instead of bursting
+        finally:
+            self.close()
+
+    def wake(self) -> None:
+        """Make run() look at its stop event now (signal handlers call this)."""
+        self._wake.set()
+
+    def _drain_commands(self):
+        ids = []
+        while True:
+            try:
+                ids.append(self._commands.get_nowait()["requestId"])
+            except queue.Empty:
+                return ids
+
+    def close(self) -> None:
+        for sub in self._subs:
+            try:
+                sub.close()
+            except Exception:
+                pass
+        self._subs = []
+        if self.plugins is not None:
+            try:
+                self.plugins.close()
+            except Exception:
+                log.exception("plugin host close failed")

@@ -1,0 +1,316 @@
+"""`ggdefender run` (process A) and `ggdefender part collector` (process B).
+
+Process A is the recipe's Run step: it supervises process B (collector + plugin host + detect), restarting
+it with exponential backoff, and runs the remediation listener in a thread. When A is root, B is started
+as an unprivileged user (`Supervisor.CollectorUser`; default: the owner of the work folder, i.e. the
+component's posix user, else `nobody`). SIGTERM stops both cleanly. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from ggdefender import settings as s
+
+log = logging.getLogger("ggdefender.supervisor")
+
+PART_STATE_SUBDIR = "collector"  # process B's own state folder, writable by its user
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    collector_user: str = ""
+    collector_group: str = ""
+    restart_initial_backoff: float = 1.0
+    restart_max_backoff: float = 60.0
+    healthy_after: float = 300.0
+    stop_timeout: float = 10.0
+    log_level: str = "INFO"
+
+
+def parse_settings(section) -> SupervisorSettings:
+    section = s.as_section(section, "Supervisor")
+    errors, values = [], {}
+    readers = {
+        "CollectorUser": ("collector_user", lambda v: s.as_str(v, "CollectorUser", max_length=64, allow_empty=True)),
+        "CollectorGroup": ("collector_group",
+                           lambda v: s.as_str(v, "CollectorGroup", max_length=64, allow_empty=True)),
+        "RestartInitialBackoffSeconds": ("restart_initial_backoff",
+                                         lambda v: s.as_float(v, "RestartInitialBackoffSeconds", 0.1, 600)),
+        "RestartMaxBackoffSeconds": ("restart_max_backoff",
+                                     lambda v: s.as_float(v, "RestartMaxBackoffSeconds", 0.1, 3600)),
+        "HealthyAfterSeconds": ("healthy_after", lambda v: s.as_float(v, "HealthyAfterSeconds", 1, 86400)),
+        "StopTimeoutSeconds": ("stop_timeout", lambda v: s.as_float(v, "StopTimeoutSeconds", 1, 300)),
+        "LogLevel": ("log_level", lambda v: s.as_choice(v, "LogLevel", ("DEBUG", "INFO", "WARNING", "ERROR"))),
+    }
+    for key, value in section.items():
+        if key not in readers:
+            log.warning("Supervisor.%s: unknown key ignored", key)
+            continue
+        if value is None:
+            continue
+        attr, fn = readers[key]
+        try:
+            values[attr] = fn(value)
+        except s.ConfigError as exc:
+            errors.append(f"Supervisor.{exc}")
+    if errors:
+        raise s.ConfigError("; ".join(errors))
+    out = SupervisorSettings(**values)
+    if out.restart_max_backoff < out.restart_initial_backoff:
+        raise s.ConfigError("Supervisor.RestartMaxBackoffSeconds: below RestartInitialBackoffSeconds")
+    return out
+
+
+class Backoff:
+    """Restart delays: initial, doubling up to a maximum; back to initial after a healthy run."""
+
+    def __init__(self, initial: float, maximum: float, healthy_after: float):
+        self.initial, self.maximum, self.healthy_after = initial, maximum, healthy_after
+        self._next = initial
+
+    def delay(self, ran_for: float) -> float:
+        if ran_for >= self.healthy_after:
+            self._next = self.initial
+        d = self._next
+        self._next = min(self._next * 2, self.maximum)
+        return d
+
+
+def resolve_collector_user(cfg: SupervisorSettings, workdir: str) -> Optional[Tuple[int, int, str, str]]:
+    """(uid, gid, name, home) to run process B as, or None to keep ours (when not root)."""
+    if os.geteuid() != 0:
+        return None
+    if cfg.collector_user:
+        name = cfg.collector_user
+        try:
+            entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        except (KeyError, ValueError):
+            raise s.ConfigError(f"Supervisor.CollectorUser: no such user {name!r}") from None
+    else:
+        owner = os.stat(workdir).st_uid
+        try:
+            entry = pwd.getpwuid(owner) if owner != 0 else pwd.getpwnam("nobody")
+        except KeyError:
+            raise s.ConfigError("Supervisor.CollectorUser: not set and no 'nobody' user exists") from None
+    if entry.pw_uid == 0:
+        raise s.ConfigError("Supervisor.CollectorUser: refusing to run the collector as root")
+    gid = entry.pw_gid
+    if cfg.collector_group:
+        import grp
+
+        try:
+            g = cfg.collector_group
+            gid = grp.getgrgid(int(g)).gr_gid if g.isdigit() else grp.getgrnam(g).gr_gid
+        except (KeyError, ValueError):
+            raise s.ConfigError(f"Supervisor.CollectorGroup: no such group {cfg.collector_group!r}") from None
+    return entry.pw_uid, gid, entry.pw_name, entry.pw_dir
+
+
+def _state_dir() -> str:
+    return os.environ.get("GGDEFENDER_STATE_DIR") or os.getcwd()
+
+
+def _set_pdeathsig() -> None:
+    """Runs in the child after the uid change: die with the supervisor even if it is SIGKILLed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class Supervisor:
+    def __init__(self, cfg: SupervisorSettings, state_dir: str, argv=None):
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.argv = argv or [sys.executable, "-m", "ggdefender", "part", "collector"]
+        self.stop = threading.Event()
+        self.fatal: Optional[str] = None
+        self.child: Optional[subprocess.Popen] = None
+        self.starts = 0
+
+    def _child_env(self, part_state: str, home: Optional[str]) -> dict:
+        env = dict(os.environ)
+        env["GGDEFENDER_STATE_DIR"] = part_state
+        for key in ("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH"):
+            # the nucleus may hand a path relative to the work folder; B runs elsewhere
+            if env.get(key) and not os.path.isabs(env[key]):
+                env[key] = os.path.abspath(env[key])
+        if home is not None:
+            env["HOME"] = home
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        return env
+
+    def start_child(self) -> subprocess.Popen:
+        user = resolve_collector_user(self.cfg, os.getcwd())
+        part_state = os.path.join(self.state_dir, PART_STATE_SUBDIR)
+        os.makedirs(part_state, mode=0o700, exist_ok=True)
+        kwargs = {}
+        home = None
+        if user is not None:
+            uid, gid, name, _ = user
+            os.chown(part_state, uid, gid)
+            kwargs.update(user=uid, group=gid, extra_groups=[], cwd=part_state)
+            home = part_state
+            log.info("starting the collector as user %s (uid %d): least privilege", name, uid)
+        self.child = subprocess.Popen(self.argv, env=self._child_env(part_state, home), stdin=subprocess.DEVNULL,
+                                      preexec_fn=_set_pdeathsig, **kwargs)
+        self.starts += 1
+        log.info("collector process started (pid %d)", self.child.pid)
+        return self.child
+
+    def stop_child(self) -> None:
+        child, self.child = self.child, None
+        if child is None or child.poll() is not None:
+            return
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(self.cfg.stop_timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("collector did not stop within %gs; killing it", self.cfg.stop_timeout)
+            child.kill()
+            child.wait()
+
+    def supervise_child(self) -> None:
+        backoff = Backoff(self.cfg.restart_initial_backoff, self.cfg.restart_max_backoff, self.cfg.healthy_after)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                child = self.start_child()
+            except (OSError, s.ConfigError) as exc:
+                log.error("cannot start the collector process: %s", exc)
+                child = None
+            while child is not None and not self.stop.is_set() and child.poll() is None:
+                self.stop.wait(0.5)
+            if self.stop.is_set():
+                break
+            ran = time.monotonic() - started
+            delay = backoff.delay(ran)
+            code = child.returncode if child is not None else None
+            log.error("collector process exited (code %s) after %.1fs; restarting in %gs", code, ran, delay)
+            self.stop.wait(delay)
+        self.stop_child()
+
+    def run_remediation(self, ipc, thing: str) -> None:
+        from ggdefender.collector.service import optional_class
+        from ggdefender.ipc import IpcUnavailable
+
+        cls = optional_class("ggdefender.remediation.listener", "RemediationListener")
+        if cls is None:
+            log.info("remediation listener not in this build")
+            return
+        backoff = Backoff(self.cfg.restart_initial_backoff, self.cfg.restart_max_backoff, self.cfg.healthy_after)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                cls(ipc, thing, self.state_dir).run(self.stop)
+                if self.stop.is_set():
+                    return
+                log.error("remediation listener returned unexpectedly")
+            except IpcUnavailable as exc:
+                self.fatal = f"Greengrass IPC unreachable: {exc}"
+                self.stop.set()
+                return
+            except Exception:
+                log.exception("remediation listener failed")
+            self.stop.wait(backoff.delay(time.monotonic() - started))
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    level = os.environ.get("GGDEFENDER_LOG_LEVEL", level).upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+
+
+def _on_signals(handler) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: handler())
+
+
+def cmd_run(args) -> int:
+    from ggdefender.ipc import Ipc, IpcUnavailable
+
+    _setup_logging()
+    if not Ipc.available():
+        print("ggdefender run: not started by a Greengrass core (no SVCUID / IPC socket). "
+              "Use `ggdefender collect` or run the component under `ggdefender local`.", file=sys.stderr)
+        return 2
+    ipc = Ipc()
+    try:
+        try:
+            section = ipc.get_config(["Supervisor"])
+        except IpcUnavailable as exc:
+            log.error("%s", exc)
+            return 3
+        try:
+            cfg = parse_settings(section)
+        except s.ConfigError as exc:
+            log.error("Supervisor configuration rejected, using defaults: %s", exc)
+            cfg = SupervisorSettings()
+        logging.getLogger().setLevel(os.environ.get("GGDEFENDER_LOG_LEVEL", cfg.log_level).upper())
+        sup = Supervisor(cfg, _state_dir())
+        _on_signals(sup.stop.set)
+        remediation = threading.Thread(target=sup.run_remediation, args=(ipc, ipc.thing_name),
+                                       name="remediation", daemon=True)
+        remediation.start()
+        sup.supervise_child()
+        remediation.join(cfg.stop_timeout)
+        if sup.fatal:
+            log.error("stopping: %s", sup.fatal)
+            return 3
+        log.info("stopped")
+        return 0
+    finally:
+        ipc.close()
+
+
+def cmd_part(args) -> int:
+    from ggdefender.ipc import Ipc, IpcUnavailable
+
+    _setup_logging()
+    if not Ipc.available():
+        print("ggdefender part: must be started by `ggdefender run` under a Greengrass core", file=sys.stderr)
+        return 2
+    from ggdefender.collector.service import CollectorService
+
+    ipc = Ipc()
+    stop = threading.Event()
+    try:
+        service = CollectorService(ipc, ipc.thing_name, _state_dir())
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+
+    def on_signal():
+        stop.set()
+        service.wake()
+
+    _on_signals(on_signal)
+    try:
+        service.run(stop)
+        return 0
+    except IpcUnavailable as exc:
+        log.error("giving up: %s", exc)
+        return 3
+    finally:
+        ipc.close()
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="component entry point: supervisor + remediation (process A)")
+    p.set_defaults(func=cmd_run)
+    q = subparsers.add_parser("part", help="internal: one supervised part process (started by `run`)")
+    q.add_argument("name", choices=("collector",))
+    q.set_defaults(func=cmd_part)
