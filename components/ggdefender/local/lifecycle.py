@@ -356,6 +356,10 @@ class LifecycleManager:
         return self._context(dep.recipe, self._current_config(dep), dep.artifacts_path, dep.decompressed_path,
                              dep.work_path)
 
+    def variable_context(self, name: str) -> VariableContext:
+        """Recipe variables of a deployed component as they resolve now."""
+        return self._ctx_now(self.deployed[name])
+
     def _should_skip(self, step: Step, env: dict, ctx: VariableContext) -> bool:
         if step.skipif is None:
             return False

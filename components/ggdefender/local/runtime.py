@@ -1,0 +1,136 @@
+"""One running offline core: Core + IpcServer + cloud services + bridge + control channel + lifecycle runner.
+
+`Runtime` is assembled and driven on one asyncio loop. `local run` runs it in the foreground (`cli.py`);
+the test harness runs it on a background thread (`harness.py`). The root folder is laid out like a
+Greengrass root: `ipc.socket`, `control.sock`, `packages/`, `work/<Name>/`, `logs/<Name>.log`, `cloud/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional
+
+from . import recipe as rcp
+from .cloud import CLOUD_SERVICES, close_services, service_commands, start_services
+from .control import SUN_PATH_MAX, ControlServer
+from .core import Core
+from .lifecycle import LifecycleManager
+from .server import IpcServer
+from .view import View
+
+log = logging.getLogger("ggdefender.local.runtime")
+
+DEFAULT_THING = "ggdefender-local"
+IPC_SOCKET = "ipc.socket"
+
+
+class Runtime:
+    def __init__(self, root: Path | str, *, thing: str = DEFAULT_THING, region: str = "us-east-1",
+                 view: Optional[View] = None, interpolate_config: bool = True, broker: Optional[str] = None,
+                 services: Iterable[str] = CLOUD_SERVICES, grace_seconds: float = 5.0, retry_delay: float = 1.0,
+                 control: bool = True):
+        self.root = Path(root).resolve()
+        self.view = view or View()
+        self.core = Core(thing_name=thing, region=region)
+        self.socket_path = str(self.root / IPC_SOCKET)
+        self.interpolate_config = interpolate_config
+        self.broker_url = broker
+        self.service_specs = tuple(services)
+        self.control_enabled = control
+        self.lifecycle = LifecycleManager(self.core, self.root, socket_path=self.socket_path, view=self.view,
+                                          interpolate_config=interpolate_config, grace_seconds=grace_seconds,
+                                          retry_delay=retry_delay)
+        self.services: list = []
+        self.server: Optional[IpcServer] = None
+        self.control: Optional[ControlServer] = None
+        self.bridge = None
+        self._alias_dir: Optional[str] = None
+        self.defaults: dict[str, dict] = {}  # component -> DefaultConfiguration, for RESET
+
+    # -- start / stop -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for sub in ("work", "logs", "packages", "cloud"):
+            (self.root / sub).mkdir(exist_ok=True)
+        self.core.on_event = self.view.core_event
+        self.core.on_restart_request = self.lifecycle.request_restart
+        bind_path = self.socket_path
+        if len(self.socket_path.encode()) >= SUN_PATH_MAX:
+            # like the nucleus: the socket lives in the root, reached through a short alias; components get
+            # the relative ../../ipc.socket
+            self._alias_dir = tempfile.mkdtemp(prefix="ggd-")
+            os.symlink(self.root, os.path.join(self._alias_dir, "r"))
+            bind_path = os.path.join(self._alias_dir, "r", IPC_SOCKET)
+        self.server = IpcServer(self.core, bind_path)
+        await self.server.start()
+        self.services = start_services(self.core, self.root, self.view, self.service_specs)
+        if self.broker_url:
+            from .bridge import Bridge
+
+            self.bridge = Bridge(self.core, self.broker_url, view=self.view)
+            await asyncio.get_running_loop().run_in_executor(None, self.bridge.start)
+        if self.control_enabled:
+            commands = {"status": self._cmd_status, "config-update": self._cmd_config_update}
+            commands.update(service_commands(self.services))
+            self.control = ControlServer(self.root, commands)
+            await self.control.start()
+        if self.interpolate_config:
+            self.view.note("core", "interpolateComponentConfiguration is ON: recipe variables such as "
+                                   "{iot:thingName} are substituted in component configuration (a default nucleus "
+                                   "does not; use --no-interpolate-config to behave like one)")
+        self.view.note("core", f"thing {self.core.thing_name}, IPC socket {self.socket_path}")
+
+    async def deploy(self, recipe_dir: Path | str, artifact_dir: Optional[Path | str], merges: dict,
+                     update_config: Optional[dict] = None) -> list:
+        update_config = update_config or {}
+        names = await self.lifecycle.deploy(recipe_dir, artifact_dir, merges, update_config)
+        for name in names:
+            self.defaults[name] = self.lifecycle.deployed[name].recipe.default_configuration
+        return names
+
+    async def stop(self) -> None:
+        await self.lifecycle.stop_all()
+        if self.control is not None:
+            await self.control.stop()
+        if self.bridge is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.bridge.stop)
+        close_services(self.services)
+        if self.server is not None:
+            await self.server.stop()
+        if self._alias_dir is not None:
+            shutil.rmtree(self._alias_dir, ignore_errors=True)
+
+    # -- control commands (run in a worker thread) --------------------------------------------------------
+    def _cmd_status(self, args: dict) -> dict:
+        components = {}
+        for name, rec in self.core.components().items():
+            dep = self.lifecycle.deployed.get(name)
+            components[name] = {"version": rec.version, "state": rec.state,
+                                "reason": dep.reason if dep else "", "errors": dep.errors if dep else 0}
+        return {"thing": self.core.thing_name, "root": str(self.root), "components": components,
+                "totals": self.view.totals(), "broker": self.broker_url or None}
+
+    def _cmd_config_update(self, args: dict) -> dict:
+        updates = rcp.validate_update_config(args.get("update"))
+        return self.update_config(updates)
+
+    def update_config(self, updates: dict) -> dict:
+        """Apply greengrass-cli style {Component: {MERGE, RESET}} to running components (RESET first)."""
+        known = self.core.components()
+        for name in updates:
+            if name not in known:
+                raise ValueError(f"component {name} is not deployed on this core")
+        for name, update in updates.items():
+            for pointer in update.get("RESET", []):
+                self.core.reset_config(name, pointer, self.defaults.get(name, {}))
+            merge = update.get("MERGE") or {}
+            if merge:
+                if self.interpolate_config and name in self.lifecycle.deployed:
+                    merge = rcp.interpolate_configuration(merge, self.lifecycle.variable_context(name))
+                self.core.merge_config(name, [], merge)
+        return {name: self.core.get_config(name) for name in updates}
