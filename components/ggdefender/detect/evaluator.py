@@ -56,14 +56,14 @@ class Evaluator:
             b_new = new.get(key)
             if b_new is not None and st.fingerprint == b_new.fingerprint:
                 continue
-            old = self.behaviors.get(key) or b_new
-            if st.in_alarm and old is not None:
+            old = self.behaviors.get(key) or b_new or _stub(key, st)
+            if st.in_alarm:
                 reason = "behavior removed" if b_new is None else "behavior changed"
                 events.append(self._end(INVALIDATED, old, st, st.last_value, at or st.last_dp_at or 0.0, reason))
             del self.states[key]
         for key, b in new.items():
             if key not in self.states:
-                self.states[key] = BehaviorState(b.fingerprint)
+                self.states[key] = BehaviorState(b.fingerprint, b.source, b.spec.kind)
         self.behaviors = new
         self._entries = [(b, self.states[k]) for k, b in new.items()]
         return events
@@ -168,3 +168,12 @@ class Evaluator:
             if st.in_alarm and st.violation_id == violation_id:
                 return b, st
         return None, None
+
+
+def _stub(key: str, st: BehaviorState):
+    """Enough of a removed behavior (known only from persisted state) to write its invalidation event."""
+    from types import SimpleNamespace
+
+    profile, _, name = key.partition("/")
+    return SimpleNamespace(profile=profile, name=name, source=st.behavior or {"name": name},
+                           spec=SimpleNamespace(kind=st.kind or "count"), suppress=False, confidence=None)

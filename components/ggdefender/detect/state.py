@@ -27,10 +27,12 @@ class BehaviorState:
 
     __slots__ = ("fingerprint", "in_alarm", "violation_id", "violation_start", "last_value", "last_violation_time",
                  "vstreak", "cstreak", "last_dp_at", "win_index", "win_value", "verification",
-                 "verification_description", "actions", "offending")
+                 "verification_description", "actions", "offending", "behavior", "kind")
 
-    def __init__(self, fingerprint: str = ""):
+    def __init__(self, fingerprint: str = "", behavior: Optional[dict] = None, kind: str = ""):
         self.fingerprint = fingerprint
+        self.behavior = behavior  # the behavior JSON, so an alarm can still be invalidated after removal
+        self.kind = kind
         self.in_alarm = False
         self.violation_id: Optional[str] = None
         self.violation_start: Optional[float] = None
@@ -93,6 +95,7 @@ class AlarmStore:
         self.states: dict = {}
         self.outbox: collections.deque = collections.deque(maxlen=MAX_OUTBOX)  # (kind, payload)
         self.findings: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
+        self.extra: dict = {}  # small state of other detect parts (e.g. the mitigation rate limiter)
         if path:
             self.load()
 
@@ -114,6 +117,8 @@ class AlarmStore:
                 self.outbox.append(tuple(item))
         for vid, f in (data.get("findings") or {}).items():
             self.findings[vid] = f
+        if isinstance(data.get("extra"), dict):
+            self.extra = data["extra"]
 
     def remember_finding(self, violation_id: str, finding: dict) -> None:
         self.findings[violation_id] = finding
@@ -129,4 +134,5 @@ class AlarmStore:
             "states": {k: s.to_json() for k, s in self.states.items()},
             "outbox": [list(x) for x in self.outbox],
             "findings": dict(self.findings),
+            "extra": self.extra,
         })

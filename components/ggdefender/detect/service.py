@@ -1,0 +1,279 @@
+"""`DetectService`: on-device Detect wired into the collector process (process B).
+
+The collector calls `reconfigure(section)` with the `Detect` configuration section and `observe(report, at)`
+after each report. Detect evaluates every behavior, persists alarm state and history in the state folder,
+and publishes through `ggdefender.ipc.Ipc`:
+
+| what | IoT Core | local |
+|---|---|---|
+| violation events | `ggdefender/things/{thing}/violations` | `ggdefender/violations` |
+| ASFF findings | `ggdefender/things/{thing}/findings` | `ggdefender/findings` |
+| mitigation requests | | `ggdefender/remediation/requests` (results on `.../results`) |
+
+Everything to publish goes through a persisted outbox first, so a failed publish is retried on the next
+observation and a restart replays what was not yet sent (at-least-once; consumers dedupe on violationId +
+violationEventType, or on the finding's Id + UpdatedAt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Callable, Optional
+
+from . import config as C
+from . import findings as F
+from . import metrics as M
+from . import mitigation as MIT
+from .evaluator import Evaluator
+from .profile import load_profile, make_check
+from .state import STATE_FILE, AlarmStore
+from .statistics import History
+from .threatintel import THREAT_PROFILE, refresh
+from .violations import CLEARED, IN_ALARM, INVALIDATED
+
+log = logging.getLogger("ggdefender.detect")
+
+STATS_FILE = "detect-statistics.json"
+LOCAL_VIOLATIONS = "ggdefender/violations"
+LOCAL_FINDINGS = "ggdefender/findings"
+MAX_ACTION_RECORDS = 200  # violations whose mitigation actions are remembered for late results
+
+
+def violations_topic(thing: str) -> str:
+    return f"ggdefender/things/{thing}/violations"
+
+
+def findings_topic(thing: str) -> str:
+    return f"ggdefender/things/{thing}/findings"
+
+
+class _LiveCidrs:
+    """Membership in a threat list's current content (the list may be re-read without recompiling)."""
+
+    __slots__ = ("tl",)
+
+    def __init__(self, tl):
+        self.tl = tl
+
+    def __contains__(self, ip) -> bool:
+        return self.tl.cidrs.contains(ip)
+
+
+def threat_behaviors(lists) -> list:
+    """One synthetic `not-in-cidr-set` behavior per threat list, in profile `ggdefender-threat-intel`."""
+    if not lists:
+        return []
+    doc = {"securityProfileName": THREAT_PROFILE,
+           "securityProfileDescription": "Destination addresses checked against configured threat lists",
+           "behaviors": [tl.behavior_json() for tl in lists]}
+    prof = load_profile(doc)
+    out = []
+    for beh, tl in zip(prof.behaviors, lists):
+        beh.check = make_check("not-in-cidr-set", _LiveCidrs(tl))
+        beh.source = dict(beh.source, threatList={"name": tl.name, "source": tl.source, "entries": len(tl.cidrs)})
+        out.append(beh)
+    return out
+
+
+class DetectService:
+    def __init__(self, ipc, thing: str, state_dir: str, *, clock: Callable[[], float] = time.time):
+        self.ipc = ipc
+        self.thing = thing
+        self.state_dir = state_dir
+        self.clock = clock
+        self.config = C.DetectConfig(enabled=False)
+        self._lock = threading.RLock()
+        self.store = AlarmStore(os.path.join(state_dir, STATE_FILE))
+        self.history = History(path=os.path.join(state_dir, STATS_FILE))
+        self.evaluator = Evaluator(thing, history=self.history, states=self.store.states)
+        self.mitigator = MIT.Mitigator(memory=self.store.extra.setdefault("mitigation", {}))
+        self._results_sub = None
+        self._configured = False
+
+    # -- configuration ---------------------------------------------------------------------------------
+    def reconfigure(self, section: Optional[dict]) -> None:
+        """Validate and apply the `Detect` section; raises ConfigError and keeps the old one when invalid."""
+        cfg = C.parse(section)
+        behaviors = [b for p in cfg.profiles for b in p.behaviors] + threat_behaviors(cfg.threat_lists)
+        with self._lock:
+            now = self.clock()
+            self.config = cfg
+            self.history.cfg = cfg.stats
+            self.mitigator.cfg = cfg.mitigation
+            events = self.evaluator.set_behaviors(behaviors, now)
+            self._configured = True
+            self._handle(events, now)
+            self._apply_verification(now)
+            self._persist()
+            if cfg.mitigation.enabled and self.ipc is not None and self._results_sub is None:
+                try:
+                    self._results_sub = self.ipc.subscribe_local(MIT.RESULTS_TOPIC, self._on_result)
+                except Exception as exc:  # mitigation still works; results are then not recorded
+                    log.warning("cannot subscribe to %s: %s", MIT.RESULTS_TOPIC, exc)
+            self._flush()
+        log.info("detect configured: %d profile(s), %d behavior(s), %d threat list(s), mitigation %s",
+                 len(cfg.profiles), len(behaviors), len(cfg.threat_lists), "on" if cfg.mitigation.enabled else "off")
+
+    # -- evaluation -----------------------------------------------------------------------------------------
+    def observe(self, report: dict, at: float) -> list:
+        """Evaluate one report (long-name form) received/built at `at`; returns the violation events."""
+        with self._lock:
+            if not self.config.enabled:
+                return []
+            if self.config.threat_lists:
+                refresh(self.config.threat_lists, self.config.max_threat_entries)
+            metrics = M.extract(report, self.config.custom_types)
+            events = self.evaluator.observe(metrics, at)
+            now = self.clock()
+            if events:
+                self._handle(events, now)
+            if events or self.store.outbox or self.evaluator.behaviors:
+                self._persist()
+            self._flush()
+            return events
+
+    def _handle(self, events: list, now: float) -> None:
+        fcfg = self.config.findings
+        for ev in events:
+            key = f"{ev['securityProfileName']}/{ev['behavior'].get('name')}"
+            vid = ev["violationId"]
+            requests = []
+            finding = None
+            if ev["violationEventType"] == IN_ALARM:
+                beh = self.evaluator.behaviors.get(key)
+                st = self.evaluator.states.get(key)
+                if beh is not None and st is not None:
+                    actions, requests = self.mitigator.plan(ev, beh, now)
+                    if actions:
+                        st.actions = actions
+                        ev["mitigationActions"] = [dict(a) for a in actions]
+                        records = self.store.extra.setdefault("actions", {})
+                        records[vid] = [dict(a) for a in actions]
+                        while len(records) > MAX_ACTION_RECORDS:
+                            records.pop(next(iter(records)))
+                if fcfg.enabled and not ev.get("suppressAlerts"):
+                    finding = F.new_finding(ev, fcfg, now)
+                    if ev.get("mitigationActions"):
+                        finding = F.record_actions(finding, ev["mitigationActions"], now, bump=False)
+            elif ev["violationEventType"] in (CLEARED, INVALIDATED):
+                old = self.store.findings.get(vid)
+                if old is not None:
+                    finding = F.close_finding(old, ev, now)
+                    if ev.get("mitigationActions"):
+                        finding = F.record_actions(finding, ev["mitigationActions"], now, bump=False)
+            self.store.outbox.append(("violation", ev))
+            for r in requests:
+                self.store.outbox.append(("request", r))
+            if finding is not None:
+                self.store.remember_finding(vid, finding)
+                self.store.outbox.append(("finding", finding))
+            log.info("violation %s %s %s", ev["violationEventType"], key, vid)
+
+    def _apply_verification(self, now: float) -> None:
+        """Verification states from configuration onto active alarms and remembered findings."""
+        for vid, (state, desc) in self.config.verification.items():
+            _, st = self.evaluator.state_of(vid)
+            if st is not None:
+                st.verification, st.verification_description = state, desc or None
+            old = self.store.findings.get(vid)
+            if old is None:
+                continue
+            pf = old.get("ProductFields", {})
+            if pf.get("ggdefender/verificationState") == state and \
+                    pf.get("ggdefender/verificationStateDescription", "") == (desc or ""):
+                continue
+            f = F.set_verification(old, state, desc, now)
+            self.store.remember_finding(vid, f)
+            self.store.outbox.append(("finding", f))
+
+    # -- mitigation results (IPC callback thread) --------------------------------------------------------------
+    def _on_result(self, topic: str, payload) -> None:
+        if isinstance(payload, (bytes, bytearray)):
+            try:
+                payload = json.loads(payload)
+            except ValueError:
+                return
+        if not isinstance(payload, dict) or not isinstance(payload.get("requestId"), str):
+            return
+        with self._lock:
+            now = self.clock()
+            rid = payload["requestId"]
+            records = self.store.extra.setdefault("actions", {})
+            vid = next((v for v, acts in records.items() if any(a.get("requestId") == rid for a in acts)), None)
+            if vid is None or not MIT.apply_result(records[vid], payload, now):
+                return
+            for st in self.evaluator.states.values():
+                if st.in_alarm and st.violation_id == vid:
+                    st.actions = [dict(a) for a in records[vid]]
+            old = self.store.findings.get(vid)
+            if old is not None:
+                f = F.record_actions(old, records[vid], now)
+                self.store.remember_finding(vid, f)
+                self.store.outbox.append(("finding", f))
+            self._persist()
+            self._flush()
+
+    # -- output -----------------------------------------------------------------------------------------
+    def _persist(self) -> None:
+        try:
+            self.store.save()
+            self.history.save()
+        except OSError as exc:
+            log.error("cannot persist detect state in %s: %s", self.state_dir, exc)
+
+    def _flush(self) -> None:
+        if self.ipc is None or not self.store.outbox:
+            return
+        sent = 0
+        while self.store.outbox:
+            kind, payload = self.store.outbox[0]
+            try:
+                self._publish(kind, payload)
+            except Exception as exc:
+                log.warning("publishing %s failed (%s); %d item(s) kept for retry", kind, exc, len(self.store.outbox))
+                break
+            self.store.outbox.popleft()
+            sent += 1
+        if sent:
+            self._persist()
+
+    def _publish(self, kind: str, payload: dict) -> None:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        if kind == "violation":
+            self.ipc.publish_iot(violations_topic(self.thing), data)
+            self.ipc.publish_local(LOCAL_VIOLATIONS, payload)
+        elif kind == "finding":
+            self.ipc.publish_iot(findings_topic(self.thing), data)
+            self.ipc.publish_local(LOCAL_FINDINGS, payload)
+        elif kind == "request":
+            self.ipc.publish_local(MIT.REQUESTS_TOPIC, payload)
+
+    # -- views ------------------------------------------------------------------------------------------------
+    def active_violations(self) -> list:
+        with self._lock:
+            return self.evaluator.active_violations()
+
+    def status(self) -> dict:
+        with self._lock:
+            ml = {}
+            for b in self.evaluator.behaviors.values():
+                if b.criteria_type != "STATIC":
+                    ml[b.key] = self.history.model_status(b.metric, b.duration)
+            return {"enabled": self.config.enabled, "profiles": [p.name for p in self.config.profiles],
+                    "behaviors": sorted(self.evaluator.behaviors), "activeViolations": self.active_violations(),
+                    "models": ml, "outbox": len(self.store.outbox)}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._results_sub is not None:
+                try:
+                    self._results_sub.close()
+                except Exception:
+                    pass
+                self._results_sub = None
+            self._persist()
+
