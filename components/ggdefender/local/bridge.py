@@ -1,0 +1,127 @@
+"""Bridge the core's IoT Core traffic to a real MQTT broker (`local run --broker mqtt://127.0.0.1:1883`).
+
+Every IoT Core message routed by the core (component publishes and the offline cloud's replies) is
+published to the broker, so `mosquitto_sub -t '$aws/#' -v` shows it; every broker message comes in as an
+IoT Core message from the cloud, so `mosquitto_pub` can drive components (and reach the offline Device
+Defender). Echo loops are avoided on both sides: messages that came from the broker are not sent back, and
+the broker subscription uses MQTT v5 No Local so our own publishes never return. mosquitto accepts topics
+starting with `$aws/`; some brokers (amqtt) refuse every `$` topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.parse
+import uuid
+from typing import Optional
+
+log = logging.getLogger("ggdefender.local.bridge")
+
+SOURCE = "bridge"
+MAX_PAYLOAD = 128 * 1024  # IoT Core's MQTT payload limit: bigger broker messages are dropped, not forwarded
+CONNECT_TIMEOUT = 10.0
+
+
+class BridgeError(RuntimeError):
+    """The broker URL is invalid or the broker cannot be reached."""
+
+
+def parse_broker_url(url: str) -> tuple:
+    """mqtt://host[:port] -> (host, port). Only plain MQTT to a local broker is supported."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("mqtt", "tcp"):
+        raise BridgeError(f"--broker {url!r}: expected mqtt://HOST[:PORT]")
+    if not parsed.hostname:
+        raise BridgeError(f"--broker {url!r}: no host")
+    if parsed.path not in ("", "/") or parsed.query or parsed.username:
+        raise BridgeError(f"--broker {url!r}: only mqtt://HOST[:PORT] is supported")
+    try:
+        port = parsed.port or 1883
+    except ValueError:
+        raise BridgeError(f"--broker {url!r}: bad port") from None
+    return parsed.hostname, port
+
+
+class Bridge:
+    def __init__(self, core, url: str, *, view=None, client_id: Optional[str] = None):
+        self.core = core
+        self.url = url
+        self.host, self.port = parse_broker_url(url)
+        self.view = view
+        self.client_id = client_id or f"ggdefender-local-{uuid.uuid4().hex[:8]}"
+        self.sent = 0
+        self.received = 0
+        self._client = None
+        self._unsubscribe: list = []
+        self._connected = threading.Event()
+        self._connect_error: Optional[str] = None
+
+    def start(self) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv5)
+        options = SubscribeOptions(qos=1, noLocal=True)
+
+        def on_connect(c, userdata, flags, reason_code, properties):
+            if reason_code.is_failure:
+                self._connect_error = str(reason_code)
+                self._connected.set()
+                return
+            # everything, including the $aws/ tree that '#' does not match
+            c.subscribe([("#", options), ("$aws/#", options)])
+            self._connected.set()
+
+        def on_message(c, userdata, msg):
+            if len(msg.payload) > MAX_PAYLOAD:
+                self._note(f"dropped a {len(msg.payload)}-byte message on {msg.topic}: over the "
+                           f"{MAX_PAYLOAD}-byte IoT Core limit", "warning")
+                return
+            self.received += 1
+            self.core.publish_iot(msg.topic, bytes(msg.payload), source=SOURCE)
+
+        def on_disconnect(c, userdata, flags, reason_code, properties):
+            if self._client is not None:
+                self._note(f"disconnected from {self.url} ({reason_code}); reconnecting", "warning")
+
+        client.on_connect = on_connect
+        client.on_message = on_message
+        client.on_disconnect = on_disconnect
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        try:
+            client.connect(self.host, self.port, keepalive=30)
+        except OSError as exc:
+            raise BridgeError(f"cannot reach the broker at {self.url}: {exc}") from None
+        client.loop_start()
+        if not self._connected.wait(CONNECT_TIMEOUT) or self._connect_error:
+            client.loop_stop()
+            client.disconnect()
+            raise BridgeError(f"broker at {self.url} did not accept the connection: "
+                              f"{self._connect_error or 'no answer'}")
+        self._client = client
+        for topic_filter in ("#", "$aws/#"):
+            self._unsubscribe.append(self.core.subscribe_iot(topic_filter, self._outbound))
+        self._note(f"bridging IoT Core traffic to {self.url}")
+
+    def _outbound(self, topic: str, payload: bytes, source: str) -> None:
+        if source == SOURCE or self._client is None:
+            return  # it came from the broker: sending it back would loop
+        self.sent += 1
+        self._client.publish(topic, payload, qos=1)
+
+    def _note(self, text: str, level: str = "info") -> None:
+        if self.view is not None:
+            self.view.note("bridge", text, level=level)
+        else:
+            log.info("%s", text)
+
+    def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
