@@ -424,6 +424,22 @@ def load_profile(doc: Any, custom_types: Optional[dict] = None, source: str = ""
     return Profile(name, doc.get("securityProfileDescription") or "", tuple(compiled), doc)
 
 
+def lint(profile: Profile) -> list:
+    """Warnings about valid but probably unintended behaviors (a behavior describes NORMAL behavior)."""
+    out = []
+    for b in profile.behaviors:
+        if b.criteria_type == STATISTICAL and b.quantile is not None:
+            if b.operator in ("greater-than", "greater-than-equals") and b.quantile >= 50:
+                out.append(f"{b.name}: '{b.operator} {b.statistic}' says normal values lie ABOVE the "
+                           f"{b.statistic} of history, so almost every datapoint violates it; to alarm on "
+                           f"unusually high values write 'less-than-equals {b.statistic}'")
+            elif b.operator in ("less-than", "less-than-equals") and b.quantile <= 10:
+                out.append(f"{b.name}: '{b.operator} {b.statistic}' says normal values lie BELOW the "
+                           f"{b.statistic} of history, so almost every datapoint violates it; to alarm on "
+                           f"unusually low values write 'greater-than-equals {b.statistic}'")
+    return out
+
+
 def validate_behaviors(behaviors: Any, custom_types: Optional[dict] = None) -> dict:
     """`ValidateSecurityProfileBehaviors`' answer: {"valid": bool, "validationErrors": [{"errorMessage"}]}."""
     errors = _Errors()
