@@ -1,0 +1,465 @@
+"""The AWS IoT Jobs device protocol as a pure state machine: messages and clock ticks in, actions out.
+
+No I/O here: the listener feeds MQTT messages (`on_message`), execution results (`on_execution_done`),
+step progress (`on_step`) and the time (`tick`), and carries out the returned actions (`Publish`,
+`Execute`, `SaveJournal`). Rules it enforces (see docs/jobs.md and the IoT Jobs reference):
+
+- only this thing's non-namespaced topics; never the `aws-gg-deployment` namespace Greengrass uses;
+  job ids are checked against the API's pattern before any topic is built from them;
+- read-then-claim by default: `$next/get`, then `{jobId}/update` IN_PROGRESS with `expectedVersion`
+  (`ClaimMode: start-next` uses `start-next` like the Device Client); a QUEUED job is claimed at once;
+- one execution at a time; notifications only ever trigger a look at the queue, and a job runs only when
+  its (jobId, executionNumber) is not yet in the persisted journal, so duplicates execute once;
+- an execution found IN_PROGRESS at start-up is resumed from the journal (finished or failed), and a
+  terminal status whose acknowledgement was lost is re-sent (checked first with `{jobId}/get`);
+- only IN_PROGRESS, SUCCEEDED, FAILED and REJECTED are ever sent; statusDetails are cut to the API's
+  limits; only RequestThrottled and InternalError (and lost replies) are retried, with exponential
+  backoff; VersionMismatch is re-evaluated against the returned state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import unicodedata
+import uuid
+from typing import Any, Callable, Optional
+
+log = logging.getLogger("ggdefender.remediation.jobs")
+
+JOB_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+DETAIL_KEY_BAD = re.compile(r"[^a-zA-Z0-9:_-]")
+DEVICE_STATUSES = ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED")
+TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
+RETRYABLE_CODES = ("RequestThrottled", "InternalError")
+MAX_DETAIL_ENTRIES = 16
+MAX_DETAIL_VALUE = 1024
+MAX_JOURNAL_ENTRIES = 200
+_FIRST_KEYS = ("reason", "summary", "operation", "failedStep", "format", "dryRun")
+_TAIL_KEYS = ("stdout", "stderr")  # keep the end of output, like the Device Client
+_GG_DEPLOYMENT_KEYS = ("configurationArn", "deploymentPolicies", "deploymentId")
+
+
+# -- actions -----------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Publish:
+    topic: str
+    payload: dict
+
+
+@dataclasses.dataclass
+class Execute:
+    job_id: str
+    execution_number: int
+    document: Any  # dict (MQTT) or str (HTTPS plane); the listener validates it
+    done_steps: int = 0
+    interrupted: Optional[int] = None  # index of a step that had started before a restart
+
+
+@dataclasses.dataclass
+class SaveJournal:
+    pass
+
+
+# -- topics ------------------------------------------------------------------------------------------
+def jobs_prefix(thing: str) -> str:
+    if not THING_NAME.match(thing or ""):
+        raise ValueError(f"invalid thing name {thing!r} (1-128 of [a-zA-Z0-9:_-])")
+    return f"$aws/things/{thing}/jobs/"
+
+
+def subscription_filters(thing: str) -> list:
+    """Exact filters: `+` matches one level, so none of them can match a namespaced topic (one level more)."""
+    p = jobs_prefix(thing)
+    return [p + "notify", p + "notify-next", p + "start-next/+", p + "get/+", p + "+/get/+", p + "+/update/+"]
+
+
+def sanitize_details(details: dict) -> dict:
+    """statusDetails within the API limits: keys [a-zA-Z0-9:_-]{1,128}, values 1-1024 chars without control
+    characters, at most MAX_DETAIL_ENTRIES entries (the most useful first)."""
+    ordered = [k for k in _FIRST_KEYS if k in details] + [k for k in details if k not in _FIRST_KEYS]
+    out: dict = {}
+    for key in ordered:
+        if len(out) >= MAX_DETAIL_ENTRIES:
+            break
+        clean_key = DETAIL_KEY_BAD.sub("_", str(key))[:128]
+        value = "".join(ch if not unicodedata.category(ch).startswith("C") else " " for ch in str(details[key]))
+        value = value.strip()
+        if not clean_key or not value or clean_key in out:
+            continue
+        if len(value) > MAX_DETAIL_VALUE:
+            value = ("..." + value[-(MAX_DETAIL_VALUE - 3):]) if key in _TAIL_KEYS \
+                else (value[:MAX_DETAIL_VALUE - 3] + "...")
+        out[clean_key] = value
+    return out
+
+
+def looks_like_greengrass_deployment(document: Any) -> bool:
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except ValueError:
+            return False
+    return isinstance(document, dict) and any(k in document for k in _GG_DEPLOYMENT_KEYS)
+
+
+# -- journal -------------------------------------------------------------------------------------------
+class Journal:
+    """What this device did with each execution, keyed by jobId + executionNumber (persisted by the caller).
+
+    Entry states: claiming -> running -> finished (terminal status known, not yet acknowledged) ->
+    acknowledged; or abandoned (the service refused our updates; never touched again).
+    """
+
+    def __init__(self, entries: Optional[dict] = None):
+        self.entries: dict = dict(entries or {})
+
+    @staticmethod
+    def key(job_id: str, execution_number: Any) -> str:
+        return f"{job_id}#{execution_number}"
+
+    def get(self, job_id, execution_number) -> Optional[dict]:
+        return self.entries.get(self.key(job_id, execution_number))
+
+    def put(self, job_id, execution_number, now: float, **fields) -> dict:
+        k = self.key(job_id, execution_number)
+        entry = self.entries.setdefault(k, {"jobId": job_id, "executionNumber": execution_number,
+                                            "createdAt": now})
+        entry.update(fields)
+        entry["updatedAt"] = now
+        self._trim()
+        return entry
+
+    def unacknowledged(self) -> list:
+        return [e for e in self.entries.values() if e.get("state") == "finished"]
+
+    def _trim(self) -> None:
+        done = [k for k, e in self.entries.items() if e.get("state") in ("acknowledged", "abandoned")]
+        excess = len(self.entries) - MAX_JOURNAL_ENTRIES
+        if excess > 0:
+            done.sort(key=lambda k: self.entries[k].get("updatedAt", 0))
+            for k in done[:excess]:
+                del self.entries[k]
+
+    def to_json(self) -> dict:
+        return {"version": 1, "entries": self.entries}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Journal":
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+            raise ValueError("not a remediation journal")
+        return cls(data["entries"])
+
+
+# -- the machine ------------------------------------------------------------------------------------------
+class JobsMachine:
+    def __init__(
+        self,
+        thing: str,
+        journal: Optional[Journal] = None,
+        *,
+        claim_mode: str = "describe",
+        reply_timeout: float = 10.0,
+        retry_initial: float = 2.0,
+        retry_max: float = 300.0,
+        idle_poll: float = 0.0,
+        token_factory: Optional[Callable[[], str]] = None,
+    ):
+        self.thing = thing
+        self.prefix = jobs_prefix(thing)
+        self.journal = journal or Journal()
+        self.claim_mode = claim_mode
+        self.reply_timeout = reply_timeout
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.idle_poll = idle_poll
+        self._token = token_factory or (lambda: uuid.uuid4().hex[:16])
+        self.state = "stopped"  # stopped | idle | looking | checking | claiming | executing | reporting
+        self.current: Optional[dict] = None  # jobId, executionNumber, versionNumber
+        self.pending: Optional[dict] = None  # the one request awaiting a reply
+        self.look_again = False
+        self.idle_since = 0.0
+        self._claim_doc: Any = None  # the document from the $next/get reply, used once the claim is accepted
+
+    # -- public inputs ---------------------------------------------------------------------------------
+    def start(self, now: float) -> list:
+        """Begin (or begin again after a reconnect): re-send unacknowledged results, then look at the queue."""
+        self.state = "idle"
+        return self._next_work(now)
+
+    def on_message(self, topic: str, payload: bytes, now: float) -> list:
+        if not topic.startswith(self.prefix):
+            return []  # another thing's topic: never act on it
+        rest = topic[len(self.prefix):]
+        try:
+            msg = json.loads(payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("ignoring a non-JSON message on %s", topic)
+            return []
+        if not isinstance(msg, dict):
+            return []
+        parts = rest.split("/")
+        if rest == "notify":
+            jobs = msg.get("jobs") or {}
+            if isinstance(jobs, dict) and (jobs.get("QUEUED") or jobs.get("IN_PROGRESS")):
+                return self._want_next(now)
+            return []
+        if rest == "notify-next":
+            return self._want_next(now) if msg.get("execution") else []
+        if len(parts) == 2 and parts[0] == "start-next":
+            return self._on_next_reply(parts[1], msg, now)
+        if len(parts) == 3 and parts[1] == "get":
+            if parts[0] == "$next":
+                return self._on_next_reply(parts[2], msg, now)
+            return self._on_get_reply(parts[0], parts[2], msg, now)
+        if len(parts) == 3 and parts[1] == "update":
+            return self._on_update_reply(parts[0], parts[2], msg, now)
+        return []
+
+    def on_step(self, job_id: str, execution_number: int, index: int, phase: str, now: float) -> list:
+        """The executor started/finished a step; recorded so a restart knows where it stood."""
+        entry = self.journal.get(job_id, execution_number)
+        if entry is None or entry.get("state") != "running":
+            return []
+        if phase == "started":
+            entry["startedStep"] = index
+        else:
+            entry["doneSteps"] = index + 1
+            entry.pop("startedStep", None)
+        entry["updatedAt"] = now
+        return [SaveJournal()]
+
+    def on_execution_done(self, job_id: str, execution_number: int, status: str, details: dict,
+                          now: float) -> list:
+        if status not in ("SUCCEEDED", "FAILED", "REJECTED"):
+            raise ValueError(f"a device may not report {status!r}")
+        cur = self.current
+        if cur is None or cur["jobId"] != job_id or cur["executionNumber"] != execution_number:
+            log.warning("result for %s#%s arrived but it is not the current execution", job_id, execution_number)
+            return []
+        self.journal.put(job_id, execution_number, now, state="finished", status=status,
+                         statusDetails=sanitize_details(details))
+        self.state = "reporting"
+        return [SaveJournal()] + self._send_final(now)
+
+    def tick(self, now: float) -> list:
+        p = self.pending
+        if p is not None:
+            due = p.get("retry_at")
+            if due is not None:
+                return self._resend(now) if now >= due else []
+            if now - p["sent_at"] >= self.reply_timeout:
+                log.warning("no reply to %s on %s after %.0fs; retrying", p["kind"], p["topic"], self.reply_timeout)
+                return self._schedule_retry(now, immediate=True)
+            return []
+        if self.state == "idle" and self.idle_poll and now - self.idle_since >= self.idle_poll:
+            return self._next_work(now)  # a safety net for a lost notification
+        return []
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _publish(self, kind: str, topic: str, payload: dict, now: float, **extra) -> list:
+        token = self._token()
+        payload = dict(payload, clientToken=token)
+        self.pending = {"kind": kind, "topic": topic, "payload": payload, "token": token, "sent_at": now,
+                        "attempts": extra.pop("attempts", 0), **extra}
+        return [Publish(topic, payload)]
+
+    def _matches(self, msg: dict, kinds: tuple) -> bool:
+        p = self.pending
+        return p is not None and p["kind"] in kinds and msg.get("clientToken") == p["token"]
+
+    def _backoff(self, attempts: int) -> float:
+        return min(self.retry_max, self.retry_initial * (2 ** max(0, attempts - 1)))
+
+    def _schedule_retry(self, now: float, immediate: bool = False) -> list:
+        p = self.pending
+        p["attempts"] += 1
+        p["retry_at"] = now if immediate else now + self._backoff(p["attempts"])
+        return self._resend(now) if immediate else []
+
+    def _resend(self, now: float) -> list:
+        p = self.pending
+        token = self._token()  # a fresh token per attempt, so a late reply to the old one is ignored
+        p["payload"] = dict(p["payload"], clientToken=token)
+        p.update(token=token, sent_at=now)
+        p.pop("retry_at", None)
+        return [Publish(p["topic"], p["payload"])]
+
+    def _want_next(self, now: float) -> list:
+        if self.state == "idle":
+            return self._next_work(now)
+        self.look_again = True  # busy: look once more when the current execution is done
+        return []
+
+    def _go_idle(self, now: float) -> list:
+        self.pending = None
+        self.current = None
+        self.state = "idle"
+        self.idle_since = now
+        if self.look_again:
+            self.look_again = False
+            return self._next_work(now)
+        return []
+
+    def _next_work(self, now: float) -> list:
+        self.pending = None
+        self.look_again = False
+        for entry in self.journal.unacknowledged():
+            if JOB_ID.match(str(entry.get("jobId", ""))):
+                self.state = "checking"
+                self.current = {"jobId": entry["jobId"], "executionNumber": entry["executionNumber"],
+                                "versionNumber": None}
+                return self._publish("check", f"{self.prefix}{entry['jobId']}/get",
+                                     {"executionNumber": entry["executionNumber"], "includeJobDocument": False},
+                                     now)
+            entry["state"] = "abandoned"
+        self.state = "looking"
+        if self.claim_mode == "start-next":
+            return self._publish("next", self.prefix + "start-next", {}, now)
+        return self._publish("next", self.prefix + "$next/get", {"includeJobDocument": True}, now)
+
+    def _rejected_retryable(self, msg: dict, now: float) -> Optional[list]:
+        if msg.get("code") in RETRYABLE_CODES:
+            log.warning("%s rejected with %s; retrying with backoff", self.pending["kind"], msg.get("code"))
+            return self._schedule_retry(now)
+        return None
+
+    # -- replies ----------------------------------------------------------------------------------------
+    def _on_next_reply(self, outcome: str, msg: dict, now: float) -> list:
+        if not self._matches(msg, ("next",)):
+            return []
+        if outcome == "rejected":
+            retry = self._rejected_retryable(msg, now)
+            if retry is not None:
+                return retry
+            log.warning("looking for the next job was rejected: %s %s", msg.get("code"), msg.get("message"))
+            self.look_again = False
+            return self._go_idle(now)
+        if outcome != "accepted":
+            return []
+        execution = msg.get("execution")
+        self.pending = None
+        if not isinstance(execution, dict):
+            return self._go_idle(now)  # nothing pending
+        return self._consider(execution, now)
+
+    def _consider(self, ex: dict, now: float) -> list:
+        job_id, number = ex.get("jobId"), ex.get("executionNumber")
+        status, version = ex.get("status"), ex.get("versionNumber")
+        if not isinstance(job_id, str) or not JOB_ID.match(job_id) or not isinstance(number, int):
+            log.error("ignoring an execution with an invalid jobId/executionNumber: %r/%r", job_id, number)
+            return self._go_idle(now)
+        if ex.get("thingName") not in (None, self.thing):
+            log.error("ignoring execution %s for another thing %r", job_id, ex.get("thingName"))
+            return self._go_idle(now)
+        if looks_like_greengrass_deployment(ex.get("jobDocument")):
+            log.error("execution %s looks like a Greengrass deployment; leaving it alone", job_id)
+            return self._go_idle(now)
+        self.current = {"jobId": job_id, "executionNumber": number, "versionNumber": version}
+        entry = self.journal.get(job_id, number)
+        state = entry.get("state") if entry else None
+        if state == "abandoned":
+            log.warning("execution %s#%s was abandoned earlier; not touching it again", job_id, number)
+            self.current = None
+            return self._go_idle(now)
+        if state in ("finished", "acknowledged"):
+            # done before (the acknowledgement was lost): report the same result again, never re-run
+            entry["state"] = "finished"
+            self.state = "reporting"
+            return [SaveJournal()] + self._send_final(now)
+        if state == "running":
+            self.state = "executing"
+            return [Execute(job_id, number, ex.get("jobDocument"), done_steps=int(entry.get("doneSteps", 0)),
+                            interrupted=entry.get("startedStep"))]
+        if status == "QUEUED" and self.claim_mode == "describe":
+            self._claim_doc = ex.get("jobDocument")
+            self.journal.put(job_id, number, now, state="claiming")
+            self.state = "claiming"
+            payload = {"status": "IN_PROGRESS", "includeJobExecutionState": True, "executionNumber": number}
+            if isinstance(version, int):
+                payload["expectedVersion"] = version
+            return [SaveJournal()] + self._publish("claim", f"{self.prefix}{job_id}/update", payload, now)
+        if status in (None, "QUEUED", "IN_PROGRESS") or state == "claiming":
+            return self._begin(ex.get("jobDocument"), now)
+        log.warning("execution %s#%s is %s; nothing to do", job_id, number, status)
+        return self._go_idle(now)
+
+    def _begin(self, document: Any, now: float) -> list:
+        cur = self.current
+        self.journal.put(cur["jobId"], cur["executionNumber"], now, state="running", doneSteps=0)
+        self.state = "executing"
+        self.pending = None
+        return [SaveJournal(), Execute(cur["jobId"], cur["executionNumber"], document)]
+
+    def _send_final(self, now: float, minimal: bool = False) -> list:
+        cur = self.current
+        entry = self.journal.get(cur["jobId"], cur["executionNumber"])
+        details = entry.get("statusDetails") or {}
+        if minimal:  # after InvalidRequest: only the reason, shortened
+            details = sanitize_details({"reason": details.get("reason") or entry["status"].lower()})
+        payload = {"status": entry["status"], "statusDetails": details, "executionNumber": cur["executionNumber"]}
+        if isinstance(cur.get("versionNumber"), int):
+            payload["expectedVersion"] = cur["versionNumber"]
+        return self._publish("final", f"{self.prefix}{cur['jobId']}/update", payload, now,
+                             minimal=minimal, mismatches=(self.pending or {}).get("mismatches", 0))
+
+    def _on_get_reply(self, job_id: str, outcome: str, msg: dict, now: float) -> list:
+        if not self._matches(msg, ("check",)) or self.current is None or job_id != self.current["jobId"]:
+            return []
+        cur = self.current
+        entry = self.journal.get(cur["jobId"], cur["executionNumber"])
+        if outcome == "accepted":
+            ex = msg.get("execution") or {}
+            if ex.get("status") in ("QUEUED", "IN_PROGRESS"):
+                cur["versionNumber"] = ex.get("versionNumber")
+                self.state = "reporting"
+                return self._send_final(now)
+            entry["state"] = "acknowledged"  # the service already has a terminal status
+            return [SaveJournal()] + self._next_work(now)
+        retry = self._rejected_retryable(msg, now)
+        if retry is not None:
+            return retry
+        # TerminalStateReached / ResourceNotFound: the service is done with it
+        entry["state"] = "acknowledged" if msg.get("code") == "TerminalStateReached" else "abandoned"
+        return [SaveJournal()] + self._next_work(now)
+
+    def _on_update_reply(self, job_id: str, outcome: str, msg: dict, now: float) -> list:
+        if not self._matches(msg, ("claim", "final")) or self.current is None or job_id != self.current["jobId"]:
+            return []
+        cur = self.current
+        kind = self.pending["kind"]
+        state = msg.get("executionState") or {}
+        if outcome == "accepted":
+            if isinstance(state.get("versionNumber"), int):
+                cur["versionNumber"] = state["versionNumber"]
+            elif isinstance(cur.get("versionNumber"), int):
+                cur["versionNumber"] += 1
+            if kind == "claim":
+                return self._begin(self._claim_doc, now)
+            self.journal.put(cur["jobId"], cur["executionNumber"], now, state="acknowledged")
+            self.look_again = True  # look for the next queued job straight away
+            return [SaveJournal()] + self._go_idle(now)
+        retry = self._rejected_retryable(msg, now)
+        if retry is not None:
+            return retry
+        code = msg.get("code")
+        server_status = state.get("status")
+        if code == "VersionMismatch" and server_status == "IN_PROGRESS" and self.pending.get("mismatches", 0) < 3:
+            # re-evaluate with the returned state: it is still ours to finish, resubmit with its version
+            cur["versionNumber"] = state.get("versionNumber")
+            if kind == "claim":
+                return self._begin(self._claim_doc, now)
+            mismatches = self.pending.get("mismatches", 0) + 1
+            self.pending["mismatches"] = mismatches
+            return self._send_final(now, minimal=self.pending.get("minimal", False))
+        if kind == "final" and code == "InvalidRequest" and not self.pending.get("minimal"):
+            return self._send_final(now, minimal=True)
+        log.warning("update of %s#%s rejected: %s %s (service state %s)", cur["jobId"], cur["executionNumber"],
+                    code, msg.get("message"), server_status)
+        final_state = "acknowledged" if kind == "final" and server_status in TERMINAL else "abandoned"
+        self.journal.put(cur["jobId"], cur["executionNumber"], now, state=final_state, serviceCode=code)
+        self.look_again = kind == "final"
+        return [SaveJournal()] + self._go_idle(now)

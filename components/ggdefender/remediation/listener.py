@@ -1,0 +1,292 @@
+"""The remediation listener: IoT Jobs over Greengrass IPC, plus local mitigation requests from Detect.
+
+Runs inside process A (`ggdefender run`) as `RemediationListener(ipc, thing, state_dir).run(stop_event)`.
+One loop thread owns the pure `JobsMachine` and the journal; IPC callbacks only enqueue events; one worker
+thread executes job steps and local requests, one at a time, through the same `Executor` (same validation,
+allow-list and safety checks). `python -m ggdefender.remediation.listener` runs it alone (tests, debugging).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ggdefender.settings import ConfigError
+
+from . import config as rconfig
+from . import documents, jobs
+from .executor import Executor, Result, reject
+from .safety import SafetyPolicy
+
+log = logging.getLogger("ggdefender.remediation")
+
+REQUESTS_TOPIC = "ggdefender/remediation/requests"
+RESULTS_TOPIC = "ggdefender/remediation/results"
+JOURNAL_FILE = "remediation-journal.json"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_TICK = 0.25
+IDLE_POLL_SECONDS = 600.0  # re-check the queue now and then in case a notification was lost
+
+
+class RemediationListener:
+    def __init__(self, ipc, thing: str, state_dir):
+        self.ipc = ipc
+        self.thing = thing
+        self.state_dir = Path(state_dir)
+        self.events: queue.Queue = queue.Queue()
+        self.work: queue.Queue = queue.Queue()
+        self.settings: Optional[rconfig.RemediationSettings] = None
+        self.config_error: Optional[str] = None
+        self.pending_local = 0
+        self._subs: list = []
+        self._stop = threading.Event()
+
+    # -- configuration ------------------------------------------------------------------------------
+    def _load_settings(self) -> None:
+        try:
+            section = self.ipc.get_config(["Remediation"])
+            new = rconfig.parse(section)
+        except ConfigError as exc:
+            if self.settings is None:
+                # no last good configuration: reject every job with the reason rather than guess
+                self.config_error = f"Remediation configuration is invalid: {exc}"
+            log.error("Remediation configuration rejected (%s); %s", exc,
+                      "keeping the last good one" if self.settings else "jobs will be REJECTED until it is fixed")
+            return
+        self.settings, self.config_error = new, None
+        log.info("remediation settings: allowed operations %s", ", ".join(new.allowed_operations))
+
+    def _on_config(self, key_path: list) -> None:
+        if not key_path or key_path[0] == "Remediation":
+            self.events.put(("config",))
+
+    # -- journal ------------------------------------------------------------------------------------------
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / JOURNAL_FILE
+
+    def _load_journal(self) -> jobs.Journal:
+        try:
+            return jobs.Journal.from_json(json.loads(self.journal_path.read_text()))
+        except FileNotFoundError:
+            return jobs.Journal()
+        except (ValueError, OSError) as exc:
+            aside = self.journal_path.with_suffix(".corrupt")
+            log.error("job journal %s is unreadable (%s); moved to %s and starting empty",
+                      self.journal_path, exc, aside)
+            try:
+                os.replace(self.journal_path, aside)
+            except OSError:
+                pass
+            return jobs.Journal()
+
+    def _save_journal(self, journal: jobs.Journal) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.journal_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(journal.to_json(), f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.journal_path)
+
+    # -- run ----------------------------------------------------------------------------------------------
+    def run(self, stop_event: threading.Event) -> None:
+        self._load_settings()
+        settings = self.settings or rconfig.RemediationSettings()
+        if self.settings is not None and not self.settings.enabled:
+            log.warning("remediation is disabled (Remediation.Enabled=false): not listening for jobs")
+            stop_event.wait()
+            return
+        journal = self._load_journal()
+        machine = jobs.JobsMachine(
+            self.thing, journal, claim_mode=settings.claim_mode, reply_timeout=settings.reply_timeout_seconds,
+            retry_initial=settings.retry_initial_seconds, retry_max=settings.retry_max_seconds,
+            idle_poll=IDLE_POLL_SECONDS)
+        worker = threading.Thread(target=self._worker, name="remediation-worker", daemon=True)
+        worker.start()
+        try:
+            self._subscribe()
+            self._apply(machine, machine.start(time.time()))
+            while not stop_event.is_set():
+                try:
+                    event = self.events.get(timeout=_TICK)
+                except queue.Empty:
+                    event = None
+                if event is not None:
+                    self._handle(machine, event)
+                self._apply(machine, machine.tick(time.time()))
+        finally:
+            self._stop.set()
+            self.work.put(None)
+            for sub in self._subs:
+                try:
+                    sub.close()
+                except Exception:
+                    pass
+            self._subs.clear()
+
+    def _subscribe(self) -> None:
+        enqueue_iot = lambda topic, payload: self.events.put(("iot", topic, payload))  # noqa: E731
+        # reply topics first, so no reply can arrive before its subscription exists
+        for topic_filter in reversed(jobs.subscription_filters(self.thing)):
+            self._subs.append(self.ipc.subscribe_iot(topic_filter, enqueue_iot))
+        self._subs.append(self.ipc.subscribe_local(REQUESTS_TOPIC,
+                                                   lambda topic, msg: self.events.put(("request", msg))))
+        self._subs.append(self.ipc.subscribe_config(self._on_config))
+
+    def _handle(self, machine: jobs.JobsMachine, event: tuple) -> None:
+        kind = event[0]
+        now = time.time()
+        if kind == "iot":
+            self._apply(machine, machine.on_message(event[1], event[2], now))
+        elif kind == "step":
+            _, job_id, number, index, phase, ack = event
+            self._apply(machine, machine.on_step(job_id, number, index, phase, now))
+            ack.set()
+        elif kind == "done":
+            _, job_id, number, result = event
+            self._apply(machine, machine.on_execution_done(job_id, number, result.status, result.details, now))
+        elif kind == "request":
+            self._accept_request(event[1])
+        elif kind == "local-done":
+            self.pending_local -= 1
+        elif kind == "config":
+            self._load_settings()
+
+    def _apply(self, machine: jobs.JobsMachine, actions: list) -> None:
+        for action in actions:
+            if isinstance(action, jobs.Publish):
+                try:
+                    self.ipc.publish_iot(action.topic, json.dumps(action.payload, separators=(",", ":")))
+                except Exception as exc:  # the machine's reply timeout retries it
+                    log.warning("publishing to %s failed: %s", action.topic, exc)
+            elif isinstance(action, jobs.SaveJournal):
+                self._save_journal(machine.journal)
+            elif isinstance(action, jobs.Execute):
+                self.work.put(("job", action))
+
+    # -- local requests (Detect's mitigation) -------------------------------------------------------------
+    def _accept_request(self, msg: Any) -> None:
+        request_id = msg.get("requestId") if isinstance(msg, dict) else None
+        if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+            log.warning("ignoring a remediation request without a valid requestId")
+            self._reply_local({"requestId": str(request_id)[:64] if request_id else None},
+                              reject("requestId must be 1-64 of [A-Za-z0-9_.:-]"))
+            return
+        settings = self.settings
+        if settings is not None and not settings.accept_local_requests:
+            self._reply_local(msg, reject("local remediation requests are disabled (Remediation.AcceptLocalRequests)"))
+            return
+        limit = settings.max_pending_local_requests if settings else 1
+        if self.pending_local >= limit:
+            self._reply_local(msg, Result("FAILED", {"reason": f"busy: {self.pending_local} requests pending"}))
+            return
+        self.pending_local += 1
+        self.work.put(("request", msg))
+
+    def _reply_local(self, request: dict, result: Result) -> None:
+        payload = {"requestId": request.get("requestId"), "operation": request.get("operation"),
+                   "status": result.status, "statusDetails": jobs.sanitize_details(result.details)}
+        if request.get("violationId") is not None:
+            payload["violationId"] = str(request.get("violationId"))[:128]
+        try:
+            self.ipc.publish_local(RESULTS_TOPIC, payload)
+        except Exception as exc:
+            log.warning("publishing the result of request %s failed: %s", payload["requestId"], exc)
+
+    # -- the worker: one execution at a time -------------------------------------------------------------
+    def _executor(self) -> Optional[Executor]:
+        settings = self.settings
+        if settings is None:
+            return None
+        return Executor(settings, SafetyPolicy(settings), self.ipc)
+
+    def _worker(self) -> None:
+        while True:
+            item = self.work.get()
+            if item is None or self._stop.is_set():
+                return
+            kind, payload = item
+            try:
+                if kind == "job":
+                    result = self._run_job(payload)
+                    self.events.put(("done", payload.job_id, payload.execution_number, result))
+                else:
+                    try:
+                        self._reply_local(payload, self._run_request(payload))
+                    finally:
+                        self.events.put(("local-done",))
+            except Exception:  # never let one bad execution kill the worker
+                log.exception("remediation worker failed on a %s", kind)
+                if kind == "job":
+                    self.events.put(("done", payload.job_id, payload.execution_number,
+                                     Result("FAILED", {"reason": "internal error in the remediation worker"})))
+
+    def _run_job(self, action: jobs.Execute) -> Result:
+        label = f"{action.job_id}#{action.execution_number}"
+        executor = self._executor()
+        if executor is None:
+            return reject(self.config_error or "remediation is not configured")
+        try:
+            plan = documents.parse(action.document, executor.settings)
+        except documents.DocumentError as exc:
+            log.warning("job %s rejected: %s", label, exc)
+            return reject(str(exc))
+
+        def on_step(index: int, phase: str) -> None:
+            # wait until the journal is on disk: a step may end this very process (restart-component)
+            ack = threading.Event()
+            self.events.put(("step", action.job_id, action.execution_number, index, phase, ack))
+            ack.wait(10)
+
+        log.info("job %s: running %d step(s) (%s%s)", label, len(plan.all_steps()), plan.format,
+                 ", dry run" if plan.dry_run else "")
+        result = executor.execute(plan, label, done_steps=action.done_steps, interrupted=action.interrupted,
+                                  on_step=on_step)
+        log.info("job %s: %s %s", label, result.status, result.details.get("reason") or
+                 result.details.get("summary", ""))
+        return result
+
+    def _run_request(self, msg: dict) -> Result:
+        label = f"local:{msg['requestId']}"
+        executor = self._executor()
+        if executor is None:
+            return reject(self.config_error or "remediation is not configured")
+        try:
+            plan = documents.parse(documents.request_to_document(msg), executor.settings)
+        except documents.DocumentError as exc:
+            return reject(str(exc))
+        log.info("request %s (%s): %s", label, msg.get("violationId") or "no violation id", msg.get("reason") or "")
+        return executor.execute(plan, label)
+
+
+def main() -> int:
+    """Run the listener on its own (normally it runs inside `ggdefender run`)."""
+    import signal
+
+    from ggdefender.ipc import Ipc
+
+    logging.basicConfig(level=os.environ.get("GGDEFENDER_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ipc = Ipc().connect()
+    state_dir = os.environ.get("GGDEFENDER_STATE_DIR") or os.getcwd()
+    try:
+        RemediationListener(ipc, ipc.thing_name, state_dir).run(stop)
+    finally:
+        ipc.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
