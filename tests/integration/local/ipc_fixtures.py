@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import Optional
 
 from ggdefender.local.core import Core
@@ -50,6 +51,19 @@ class RunningCore:
         async def run():
             return fn(*args)
         return self.call(run(), timeout)
+
+    def wait_until(self, predicate, timeout: float = 20) -> bool:
+        """Poll predicate on the server loop until it is true (a wait with a generous bound, not a timing test)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.on_loop(predicate):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def wait_disconnected(self, timeout: float = 20) -> bool:
+        """Wait until every client connection has been closed and cleaned up."""
+        return self.wait_until(lambda: not self.server.connections, timeout)
 
     def register(self, name: str, configuration: Optional[dict] = None, version: str = "1.0.0") -> dict:
         """Register a component; returns the environment its process would get from a nucleus."""
