@@ -36,6 +36,9 @@ S3_PREFIX = "s3://"
 _COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9-_.]+$")
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+# Example components built beside the main one (recipe, folder holding its artifacts); they keep their own
+# name, version and publisher and are written as recipes/<Name>-<Version>.yaml (docs/plugins.md).
+EXTRA_COMPONENTS = [("recipes/ggdefender.ExamplePlugin.yaml", "components/example_plugin")]
 
 
 class BuildError(Exception):
@@ -214,7 +217,30 @@ def build(root: Optional[Path] = None) -> BuildResult:
         raise BuildError(f"built recipe is {len(text.encode())} bytes, over gdk's {RECIPE_SIZE_LIMIT}-byte limit")
     recipe_out = recipes_dir / project.recipe_file.name
     recipe_out.write_text(text)
+    for recipe_rel, source_rel in EXTRA_COMPONENTS:
+        build_extra(root / recipe_rel, root / source_rel, out)
     return BuildResult(recipe_out, archive, project.name, project.version)
+
+
+def build_extra(recipe_path: Path, source: Path, out: Path) -> Path:
+    """Copy an example component's artifacts from `source` and write its recipe into greengrass-build/."""
+    import yaml
+
+    recipe = yaml.safe_load(recipe_path.read_text())
+    name, version = recipe.get("ComponentName"), str(recipe.get("ComponentVersion"))
+    if not isinstance(name, str) or not _COMPONENT_NAME.match(name) or not _SEMVER.match(version):
+        raise BuildError(f"{recipe_path}: ComponentName/ComponentVersion missing or invalid")
+    files = sorted(p.name for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+    project = Project(out.parent, name, version, str(recipe.get("ComponentPublisher", "")), recipe_path)
+    recipe = transform_recipe(recipe, project, files)
+    artifacts = out / "artifacts" / name / version
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for manifest in recipe.get("Manifests") or []:
+        for art in manifest.get("Artifacts") or []:
+            shutil.copyfile(source / art["URI"].rsplit("/", 1)[-1], artifacts / art["URI"].rsplit("/", 1)[-1])
+    target = out / "recipes" / f"{name}-{version}.yaml"
+    target.write_text(yaml.safe_dump(recipe, sort_keys=False, width=120))
+    return target
 
 
 def register(subparsers) -> None:
