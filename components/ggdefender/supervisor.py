@@ -116,8 +116,39 @@ def resolve_collector_user(cfg: SupervisorSettings, workdir: str) -> Optional[Tu
     return entry.pw_uid, gid, entry.pw_name, entry.pw_dir
 
 
+def user_can_read(path: str, uid: int, groups) -> bool:
+    """Whether uid (with groups) can reach and read path, judged from permission bits on the way there."""
+    import stat as st
+
+    real = os.path.realpath(path)
+    parts = real.split(os.sep)
+    for i in range(1, len(parts) + 1):
+        p = os.sep.join(parts[:i]) or os.sep
+        try:
+            info = os.stat(p)
+        except OSError:
+            return False
+        need = st.S_IXUSR if i < len(parts) or st.S_ISDIR(info.st_mode) else st.S_IRUSR
+        if info.st_uid == uid:
+            shift = 0
+        elif info.st_gid in groups:
+            shift = 3
+        else:
+            shift = 6
+        if not info.st_mode & (need >> shift):
+            return False
+    return True
+
+
 def _state_dir() -> str:
     return os.environ.get("GGDEFENDER_STATE_DIR") or os.getcwd()
+
+
+def _whoami() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def _set_pdeathsig() -> None:
@@ -155,6 +186,19 @@ class Supervisor:
 
     def start_child(self) -> subprocess.Popen:
         user = resolve_collector_user(self.cfg, os.getcwd())
+        if user is not None:
+            uid, gid, name, _ = user
+            groups = set(os.getgrouplist(name, gid))
+            blocked = [p for p in (self.argv[0], os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                       if not user_can_read(p, uid, groups)]
+            if blocked and self.cfg.collector_user:
+                raise s.ConfigError(f"Supervisor.CollectorUser {name!r} cannot read {blocked[0]}")
+            if blocked:
+                # the default user only: better a running collector than none; say so loudly
+                log.warning("the collector stays as %s: the unprivileged user %s cannot read %s; set "
+                            "Supervisor.CollectorUser to a user who can run this Python", _whoami(), name,
+                            blocked[0])
+                user = None
         part_state = os.path.join(self.state_dir, PART_STATE_SUBDIR)
         os.makedirs(part_state, mode=0o700, exist_ok=True)
         kwargs = {}
