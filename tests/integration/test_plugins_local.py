@@ -79,3 +79,66 @@ def test_example_plugin_without_permission_is_refused(tmp_path):
         assert proc.returncode == 1
         assert "publish failed (5/5)" in core.log_text("ggdefender.ExamplePlugin")
         assert len(captured) == 0
+
+
+def _stage_project(target: Path) -> Path:
+    """A copy of what `ggdefender build` reads, so the build writes its greengrass-build/ under tmp."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "greengrass-build")
+    target.mkdir(parents=True)
+    for name in ("gdk-config.json", "pyproject.toml"):
+        shutil.copy2(REPO / name, target / name)
+    shutil.copytree(REPO / "recipes", target / "recipes", ignore=ignore)
+    shutil.copytree(REPO / "components", target / "components", ignore=ignore)
+    os.symlink(os.readlink(REPO / "recipe.yaml"), target / "recipe.yaml")
+    return target
+
+
+def _reports(captured) -> list:
+    out = []
+    for topic, payload, *_ in list(captured):
+        if topic.endswith("/defender/metrics/json"):
+            out.append(json.loads(payload))
+    return out
+
+
+def test_published_report_carries_seven_builtins_and_the_example_metric(tmp_path, monkeypatch):
+    build = pytest.importorskip("ggdefender.build")
+    project = _stage_project(tmp_path / "project")
+    build.build(project)
+    out = project / "greengrass-build"
+    assert (out / "recipes" / "ggdefender.ExamplePlugin-1.0.0.yaml").is_file()
+    assert (out / "artifacts" / "ggdefender.ExamplePlugin" / "1.0.0" / "open_fds.py").is_file()
+    # components run with this interpreter (it has the pinned requirements), as on a pre-provisioned device
+    monkeypatch.setenv("GGDEFENDER_PYTHON", sys.executable)
+
+    with harness.LocalCore(tmp_path / "core") as core:
+        captured = core.capture_iot("$aws/things/+/defender/metrics/#")
+        core.deploy(out / "recipes", out / "artifacts",
+                    {"ggdefender.Defender": "1.0.0", "ggdefender.ExamplePlugin": "1.0.0"},
+                    update_config={
+                        "ggdefender.Defender": {"MERGE": {"Collector": {"DevelopmentSampleIntervalSeconds": "2"}}},
+                        "ggdefender.ExamplePlugin": {"MERGE": {"IntervalSeconds": "1"}},
+                    })
+
+        def has_all(msgs) -> bool:
+            return any("open_file_descriptors" in r.get("custom_metrics", {}) for r in _reports(msgs))
+
+        try:
+            captured.wait_for(has_all, timeout=120)
+        except TimeoutError as exc:
+            pytest.fail(f"{exc}\n--- Defender log:\n{core.log_text('ggdefender.Defender')[-4000:]}"
+                        f"\n--- ExamplePlugin log:\n{core.log_text('ggdefender.ExamplePlugin')[-2000:]}")
+        report = next(r for r in _reports(captured) if "open_file_descriptors" in r.get("custom_metrics", {}))
+        cloud = core.service("DefenderService")
+        accepted_ids = {a["reportId"] for a in cloud.accepted}
+        rejected = list(cloud.rejected)
+
+    custom = report["custom_metrics"]
+    assert set(custom) == set(BUILTIN_TYPES) | {"open_file_descriptors"}, custom
+    for name, value_type in {**BUILTIN_TYPES, "open_file_descriptors": "number"}.items():
+        _check_shape(name, custom[name], value_type)
+    assert 0 <= custom["cpu_usage"][0]["number"] <= 100
+    assert custom["open_file_descriptors"][0]["number"] > 0
+    assert custom["process_count"][0]["number"] >= 2  # at least the two ggdefender processes
+    assert report["header"]["report_id"] in accepted_ids  # the offline Device Defender validated it too
+    assert rejected == []
