@@ -84,7 +84,10 @@ def on_config(event):
     status("config", mode=value.get("Mode"), keyPath=list(event.configuration_update_event.key_path))
 
 
-ipc.subscribe_to_iot_core(topic_name=f"test/things/{THING}/in", qos=QOS.AT_LEAST_ONCE, on_stream_event=on_iot)
+try:
+    ipc.subscribe_to_iot_core(topic_name=f"test/things/{THING}/in", qos=QOS.AT_LEAST_ONCE, on_stream_event=on_iot)
+except UnauthorizedError:
+    record("iot subscribe denied")
 ipc.subscribe_to_topic(topic="test/echo/in", on_stream_event=on_local)
 ipc.subscribe_to_configuration_update(key_path=[], on_stream_event=on_config)
 ipc.update_state(state="RUNNING")
