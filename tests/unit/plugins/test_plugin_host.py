@@ -323,3 +323,18 @@ def test_external_disabled_ignores_samples():
         assert "temp" not in host.collect()
     finally:
         host.close()
+
+
+def test_fresh_default_host_reports_all_seven_builtins_on_its_first_collect():
+    """What `ggdefender collect --once` relies on: real values, right types, from the very first call."""
+    from ggdefender.plugins.builtin import BUILTINS
+
+    host = PluginHost({"Builtins": {"cpu_usage": {"MinIntervalSeconds": 0.2},
+                                    "cpu_usage_per_core": {"MinIntervalSeconds": 0.2}}}, registry=Registry(dict(BUILTINS)))
+    try:
+        report = host.collect()
+    finally:
+        host.close()
+    expected = {name: cls.value_type.report_key for name, cls in BUILTINS.items()}
+    assert {name: list(entry[0]) for name, entry in report.items()} == {n: [k] for n, k in expected.items()}
+    assert all(len(entry) == 1 for entry in report.values())
