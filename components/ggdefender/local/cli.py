@@ -120,7 +120,6 @@ def cmd_run(args) -> int:
         try:
             await runtime.start()
         except (BridgeError, ControlError, OSError, ValueError) as exc:
-            await runtime.stop()
             return _fail(str(exc))
         code = 0
         try:

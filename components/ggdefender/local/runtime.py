@@ -54,6 +54,14 @@ class Runtime:
 
     # -- start / stop -------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Start everything; on failure whatever was started is stopped again before the error propagates."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         for sub in ("work", "logs", "packages", "cloud"):
             (self.root / sub).mkdir(exist_ok=True)
@@ -94,16 +102,23 @@ class Runtime:
         return names
 
     async def stop(self) -> None:
+        """Stop components (dependants first), then the control channel, bridge, services and server.
+        Safe to call more than once."""
         await self.lifecycle.stop_all()
-        if self.control is not None:
-            await self.control.stop()
-        if self.bridge is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.bridge.stop)
-        close_services(self.services)
-        if self.server is not None:
-            await self.server.stop()
+        control, self.control = self.control, None
+        if control is not None:
+            await control.stop()
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:
+            await asyncio.get_running_loop().run_in_executor(None, bridge.stop)
+        services, self.services = self.services, []
+        close_services(services)
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
         if self._alias_dir is not None:
             shutil.rmtree(self._alias_dir, ignore_errors=True)
+            self._alias_dir = None
 
     # -- control commands (run in a worker thread) --------------------------------------------------------
     def _cmd_status(self, args: dict) -> dict:
