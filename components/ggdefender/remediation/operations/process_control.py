@@ -37,7 +37,7 @@ def terminate(procs: list, sig: signal.Signals, grace: float, ctx: Context, esca
         except psutil.AccessDenied as exc:
             raise Failed(f"permission denied signalling pid {proc.pid}: {exc}") from None
     wait = min(grace, ctx.remaining())
-    gone, alive = psutil.wait_procs(signalled, timeout=wait) if signalled else ([], [])
+    gone, alive = _wait(signalled, wait)
     killed = []
     if not escalate:  # e.g. SIGHUP to make a daemon reload: survivors are expected
         return {"signal": sig.name, "signalled": describe(signalled) or "none",
@@ -49,13 +49,33 @@ def terminate(procs: list, sig: signal.Signals, grace: float, ctx: Context, esca
                 killed.append(proc)
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(alive, timeout=max(0.5, min(5.0, ctx.remaining())))
+        _, alive = _wait(alive, max(0.5, min(5.0, ctx.remaining())))
     facts = {"signal": sig.name, "signalled": describe(signalled) or "none"}
     if killed:
         facts["killedAfterGrace"] = describe(killed)
     if alive:
         raise Failed(f"still running after {sig.name} and SIGKILL: {describe(alive)}", facts)
     return facts
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie: a dead process whose parent has not reaped it yet no longer runs or listens."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait(procs: list, timeout: float) -> tuple:
+    """(gone, alive) after waiting up to timeout for procs to end (psutil.wait_procs counts zombies as alive)."""
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while alive:
+        alive = [p for p in alive if _running(p)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    return [p for p in procs if p not in alive], alive
 
 
 def wait_until(predicate, ctx: Context, what: str, poll: float = 0.1) -> bool:
