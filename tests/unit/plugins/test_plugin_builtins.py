@@ -171,6 +171,11 @@ def test_dns_resolvers_behind_systemd_resolved_stub(tmp_path):
     assert _resolver(tmp_path, stub).sample() == ["127.0.0.53"]  # no upstream file: the stub is all we know
 
 
+def test_dns_resolvers_paths_must_be_absolute():
+    with pytest.raises(ConfigError, match="ResolvConf: 'resolv.conf' is not an absolute path"):
+        configured(DnsResolvers, ResolvConf="resolv.conf")
+
+
 def test_dns_resolvers_missing_file_raises(tmp_path):
     plugin = configured(DnsResolvers, ResolvConf=str(tmp_path / "none"))
     with pytest.raises(OSError):

@@ -106,3 +106,40 @@ def test_configuring_a_plugin_this_device_lacks_is_a_warning_not_an_error(caplog
         assert "Plugins configuration rejected" not in caplog.text
     finally:
         host.close()
+
+
+HANGING_MODULE = '''
+import time
+from ggdefender.plugins.contract import Plugin, ValueType
+
+
+class Forever(Plugin):
+    name = "sleeps_forever"
+    value_type = ValueType.NUMBER
+    description = "never returns"
+
+    def sample(self):
+        while True:
+            time.sleep(3600)
+'''
+
+
+def test_collect_once_with_a_pip_installed_plugin_that_sleeps_forever(tmp_path):
+    """A real `ggdefender collect --once` process: the report comes out without the hung plugin, and the
+    process exits (the hung call sits in a daemon thread, which never holds up interpreter exit)."""
+    import json
+    import os
+    import subprocess
+
+    (tmp_path / "forever_plugin.py").write_text(HANGING_MODULE)
+    _dist(tmp_path, "forever-plugin", "forever_plugin", [("sleeps_forever", "forever_plugin:Forever")])
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"Plugins": {"TimeoutSeconds": 1,
+                                              "Builtins": {"cpu_usage_per_core": {"Enabled": False}}}}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-m", "ggdefender", "collect", "--once", "--config", str(config)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    custom = json.loads(proc.stdout)["custom_metrics"]
+    assert "sleeps_forever" not in custom and "cpu_usage" in custom and "cpu_usage_per_core" not in custom
+    assert "plugin 'sleeps_forever': no sample within 1 s" in proc.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 
 from ... import settings
 from ..contract import MAX_LIST_ITEMS, Plugin, ValueType
@@ -39,6 +40,13 @@ def parse_nameservers(text: str) -> list:
     return found[:MAX_LIST_ITEMS]
 
 
+def _absolute(value, key: str) -> str:
+    path = settings.as_str(value, key)
+    if not os.path.isabs(path):
+        raise settings.ConfigError(f"{key}: {path!r} is not an absolute path")
+    return path
+
+
 def _read(path: str) -> str:
     with open(path, "r", encoding="utf-8", errors="replace") as handle:
         return handle.read(MAX_FILE_BYTES)
@@ -57,8 +65,8 @@ class DnsResolvers(Plugin):
         self.resolved_conf = RESOLVED_UPSTREAM
 
     def configure(self, options):
-        self.resolv_conf = settings.as_str(options["ResolvConf"], "ResolvConf")
-        self.resolved_conf = settings.as_str(options["ResolvedResolvConf"], "ResolvedResolvConf")
+        self.resolv_conf = _absolute(options["ResolvConf"], "ResolvConf")
+        self.resolved_conf = _absolute(options["ResolvedResolvConf"], "ResolvedResolvConf")
 
     def sample(self):
         servers = parse_nameservers(_read(self.resolv_conf))
