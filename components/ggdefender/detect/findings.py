@@ -45,7 +45,10 @@ class FindingsConfig:
 def parse_config(section: dict) -> FindingsConfig:
     """The `Findings` object of the Detect section."""
     section = as_section(section, "Findings")
-    account = str(section.get("AwsAccountId", "000000000000"))
+    raw = section.get("AwsAccountId", "000000000000")
+    if isinstance(raw, float) and raw.is_integer():  # Greengrass turns numbers into floats
+        raw = int(raw)
+    account = str(raw).zfill(12) if isinstance(raw, int) and not isinstance(raw, bool) else str(raw)
     if not re.fullmatch(r"[0-9]{12}", account):
         raise ConfigError(f"Findings.AwsAccountId: expected 12 digits, got {account!r}")
     region = as_str(section.get("Region", ""), "Findings.Region", max_length=16, allow_empty=True)

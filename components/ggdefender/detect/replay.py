@@ -137,10 +137,12 @@ def load_records(path: str) -> list:
     for f in files:
         records.extend(_read_file(f, _thing_from_path(f)))
     records.sort(key=lambda r: r.at)  # stable: equal times keep file order
+    # plain reports carry no thing name: with at most one named thing they all belong to it
+    per_thing = len({r.thing for r in records if r.thing}) > 1
     seen, out = set(), []
     for r in records:
         rid = (r.report.get("header") or {}).get("report_id")
-        key = (r.thing, rid)
+        key = (r.thing if per_thing else None, rid)
         if rid is not None and key in seen:
             continue
         seen.add(key)
