@@ -1,0 +1,148 @@
+"""Report building: golden reports, deltas, size cap, long/short names, CBOR."""
+
+import json
+
+import cbor2
+import pytest
+
+from ggdefender.collector import report as r
+from ggdefender.collector.schema import validate_report
+from ggdefender.collector.sources import Connection, Listener, Sample
+
+
+def test_first_report_matches_golden_and_has_no_network_stats(source, golden):
+    s = source("basic").sample()
+    rep = r.build_report(s, 1700000000000, network_stats=r.network_delta(None, s.counters),
+                         custom_metrics={"cpu_usage": [{"number": 12.5}]})
+    assert rep == golden("basic-first.json")
+    assert "network_stats" not in rep["metrics"]
+    assert validate_report(rep) == []
+
+
+def test_second_report_carries_deltas(source, golden):
+    s1, s2 = source("basic").sample(), source("basic-later").sample()
+    rep = r.build_report(s2, 1700000300000, network_stats=r.network_delta(s1.counters, s2.counters))
+    assert rep == golden("basic-second.json")
+    # loopback is excluded by default: lo's +4000 bytes are not in bytes_in
+    assert rep["metrics"]["network_stats"] == {"bytes_in": 4000, "bytes_out": 1000,
+                                               "packets_in": 30, "packets_out": 20}
+
+
+def test_wrap_or_reset_leaves_network_stats_out(source):
+    before, after = source("wrap-before").sample(), source("wrap-after").sample()
+    assert r.network_delta(before.counters, after.counters) is None
+    # the next look after the reset works again (the new baseline is the post-reset value)
+    assert r.network_delta(after.counters, after.counters) == {
+        "bytes_in": 0, "bytes_out": 0, "packets_in": 0, "packets_out": 0}
+
+
+def test_new_interface_starts_its_baseline_and_gone_interface_is_ignored():
+    prev = {"eth0": (100, 100, 1, 1), "tun0": (50, 50, 5, 5)}
+    cur = {"eth0": (150, 120, 3, 2), "eth1": (10_000, 10_000, 100, 100)}
+    assert r.network_delta(prev, cur) == {"bytes_in": 50, "bytes_out": 20, "packets_in": 2, "packets_out": 1}
+
+
+def test_network_delta_is_never_negative_on_any_counter():
+    prev = {"eth0": (100, 100, 10, 10)}
+    for i in range(4):
+        cur = list(prev["eth0"])
+        cur[i] -= 1
+        assert r.network_delta(prev, {"eth0": tuple(cur)}) is None
+
+
+def test_list_cap_keeps_total_true_and_maximizes_distinct_remote_ips(source):
+    s = source("many").sample()
+    rep = r.build_report(s, 5, max_list=1000)
+    ec = rep["metrics"]["tcp_connections"]["established_connections"]
+    assert ec["total"] == 3000 and len(ec["connections"]) == 1000
+    first = [c["remote_addr"].rsplit(":", 1)[0] for c in ec["connections"][:600]]
+    assert len(set(first)) == 600  # one connection per distinct remote IP before any repeats
+    assert rep["metrics"]["listening_tcp_ports"]["total"] == 40
+
+
+def test_size_cap_is_deterministic_and_fits(source):
+    s = source("many").sample()
+    for fmt in ("json", "cbor"):
+        a = r.build_report(s, 7, fmt=fmt, max_bytes=20_000)
+        b = r.build_report(source("many").sample(), 7, fmt=fmt, max_bytes=20_000)
+        assert a == b
+        data = r.encode(a, fmt)
+        assert len(data) <= 20_000
+        assert validate_report(data, fmt) == []
+        ec = a["metrics"]["tcp_connections"]["established_connections"]
+        assert ec["total"] == 3000 and 0 < len(ec["connections"]) < 1000
+        # a cut list is a prefix of the priority order, and one more entry would not have fit
+        full = r.order_connections(s.connections)
+        kept = [c["remote_addr"] for c in ec["connections"]]
+        assert kept == [c.remote_addr for c in full[:len(kept)]]
+        bigger = r.build_report(s, 7, fmt=fmt, max_bytes=10**6, max_list=len(kept) + 1)
+        assert len(r.encode(bigger, fmt)) > 20_000
+
+
+def test_default_cap_fits_the_mqtt_limit_on_a_busy_host():
+    conns = [Connection(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 40000 + i % 20000, 1024 + i % 60000,
+                        "eth0") for i in range(10_000)]
+    ports = [Listener(1 + i, "eth0") for i in range(5000)]
+    s = Sample(tcp_listeners=ports, udp_listeners=list(ports), connections=conns)
+    rep = r.build_report(s, 9)
+    data = r.encode(rep, "json")
+    assert len(data) <= r.DEFAULT_MAX_BYTES
+    m = rep["metrics"]
+    assert m["tcp_connections"]["established_connections"]["total"] == 10_000
+    assert m["listening_tcp_ports"]["total"] == 5000 and m["listening_udp_ports"]["total"] == 5000
+
+
+def test_report_too_large_when_custom_metrics_alone_do_not_fit():
+    huge = {"names": [{"string_list": ["x" * 100] * 2000}]}
+    with pytest.raises(r.ReportTooLarge):
+        r.build_report(Sample(connections=[]), 1, custom_metrics=huge, max_bytes=10_000)
+
+
+def test_cbor_uses_short_names_and_round_trips(source):
+    s1, s2 = source("basic").sample(), source("basic-later").sample()
+    rep = r.build_report(s2, 2**40, network_stats=r.network_delta(s1.counters, s2.counters),
+                         custom_metrics={"cpu_usage": [{"number": 1.5}], "ips": [{"ip_list": ["10.0.0.1"]}]})
+    data = r.encode(rep, "cbor")
+    raw = cbor2.loads(data)
+    assert set(raw) == {"hed", "met", "cmet"}
+    assert set(raw["met"]) == {"tp", "up", "tc", "ns"}
+    assert raw["met"]["tp"]["pts"][0] == {"pt": 22, "if": "eth0"}
+    assert raw["cmet"] == {"cpu_usage": [{"number": 1.5}], "ips": [{"ip_list": ["10.0.0.1"]}]}
+    assert r.decode(data, "cbor") == rep  # round trip to exactly the long-name report
+    assert data[0] >> 5 == 5  # a definite-length map
+    # report_id is an unsigned integer (major type 0), version a text string (major type 3)
+    assert cbor2.dumps(2**40)[0] >> 5 == 0 and raw["hed"]["rid"] == 2**40 and raw["hed"]["v"] == "1.0"
+
+
+def test_json_uses_long_names_compactly(golden):
+    rep = golden("basic-first.json")
+    data = r.encode(rep, "json")
+    assert b" " not in data
+    assert json.loads(data) == rep and b'"header"' in data and b'"hed"' not in data
+
+
+def test_short_long_tables_are_inverse_and_complete():
+    assert set(r.SHORT_TO_LONG) == set("hed rid v met tc ec cs rad lp li tp up pts pt if ns bi bo pi po t cmet".split())
+    assert all(r.LONG_TO_SHORT[r.SHORT_TO_LONG[k]] == k for k in r.SHORT_TO_LONG)
+
+
+def test_custom_metric_names_are_never_shortened():
+    rep = {"header": {"report_id": 1, "version": "1.0"}, "metrics": {},
+           "custom_metrics": {"total": [{"number": 1}], "port": [{"number": 2}]}}
+    assert r.to_short(rep)["cmet"] == rep["custom_metrics"]
+    assert r.to_long(r.to_short(rep)) == rep
+
+
+def test_empty_sample_gives_a_valid_report():
+    rep = r.build_report(Sample(), 3)
+    assert rep == {"header": {"report_id": 3, "version": "1.0"}, "metrics": {}}
+    assert validate_report(rep) == []
+
+
+def test_unknown_format_is_refused():
+    with pytest.raises(ValueError, match="xml"):
+        r.encode({}, "xml")
+
+
+def test_topic_is_lower_case():
+    assert r.topic("thing-1", "cbor") == "$aws/things/thing-1/defender/metrics/cbor"
