@@ -97,5 +97,5 @@ def run_client(script: str, env: dict, *args: str, timeout: float = 60) -> dict:
 
 def start_client(script: str, env: dict, *args: str) -> subprocess.Popen:
     """Start a client script that keeps running (e.g. a subscriber); read its stdout line by line."""
-    return subprocess.Popen([sys.executable, "-u", "-c", script, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-u", "-c", script, *args], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
