@@ -55,6 +55,9 @@ def check_plugin_class(obj, expected_name: Optional[str] = None) -> type:
         raise SampleError(f"plugin {obj.name!r}: default_interval must be >= 0")
     if not isinstance(obj.options, dict) or not all(isinstance(k, str) for k in obj.options):
         raise SampleError(f"plugin {obj.name!r}: options must be a dict of option name -> default")
+    reserved = sorted(set(obj.options) & {"Enabled", "IntervalSeconds"})
+    if reserved:
+        raise SampleError(f"plugin {obj.name!r}: option name(s) {', '.join(reserved)} are reserved by the host")
     return obj
 
 

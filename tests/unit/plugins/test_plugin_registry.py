@@ -143,3 +143,27 @@ def test_collect_once_with_a_pip_installed_plugin_that_sleeps_forever(tmp_path):
     custom = json.loads(proc.stdout)["custom_metrics"]
     assert "sleeps_forever" not in custom and "cpu_usage" in custom and "cpu_usage_per_core" not in custom
     assert "plugin 'sleeps_forever': no sample within 1 s" in proc.stderr
+
+
+def test_check_plugin_class_rules():
+    from ggdefender.plugins.contract import Plugin, SampleError
+    from ggdefender.plugins.registry import check_plugin_class
+
+    class NoSample(Plugin):
+        name = "no_sample"
+
+    class Reserved(Plugin):
+        name = "reserved"
+        options = {"Enabled": True}
+
+        def sample(self):
+            return 1
+
+    class BadName(Reserved):
+        name = "aws:cpu"
+        options = {}
+
+    for cls, why in ((NoSample, "implements neither sample"), (Reserved, "reserved by the host"),
+                     (BadName, "must not begin with 'aws:'")):
+        with pytest.raises(SampleError, match=why):
+            check_plugin_class(cls)
