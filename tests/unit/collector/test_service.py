@@ -1,0 +1,200 @@
+"""The collector loop with a fake IPC (the real protocol is covered by the integration tests)."""
+
+import json
+import logging
+import threading
+
+import pytest
+
+from ggdefender.collector.report import decode
+from ggdefender.collector.schema import validate_report
+from ggdefender.collector.service import COMMANDS_TOPIC, EVENTS_TOPIC, CollectorService
+
+
+class Sub:
+    def __init__(self, ipc, kind, topic, handler):
+        self.kind, self.topic, self.handler = kind, topic, handler
+
+    def close(self):
+        pass
+
+
+class FakeIpc:
+    def __init__(self, config):
+        self.config = config
+        self.iot = []
+        self.local = []
+        self.subs = []
+        self.fail_publishes = 0
+        self.published = threading.Condition()
+
+    def get_config(self, key_path=None, component=None):
+        return self.config
+
+    def publish_iot(self, topic, payload, qos=1):
+        with self.published:
+            if self.fail_publishes:
+                self.fail_publishes -= 1
+                raise RuntimeError("publish timed out")
+            self.iot.append((topic, bytes(payload), qos))
+            self.published.notify_all()
+
+    def publish_local(self, topic, message):
+        with self.published:
+            self.local.append((topic, message))
+            self.published.notify_all()
+
+    def _sub(self, kind, topic, handler):
+        s = Sub(self, kind, topic, handler)
+        self.subs.append(s)
+        return s
+
+    def subscribe_iot(self, topic, handler, qos=1):
+        return self._sub("iot", topic, handler)
+
+    def subscribe_local(self, topic, handler):
+        return self._sub("local", topic, handler)
+
+    def subscribe_config(self, handler, component=None):
+        return self._sub("config", None, handler)
+
+    def deliver(self, kind, topic, payload):
+        for s in self.subs:
+            if s.kind == kind and (s.topic == topic or kind == "config"):
+                s.handler(payload) if kind == "config" else s.handler(topic, payload)
+
+    def wait(self, predicate, timeout=30):
+        with self.published:
+            assert self.published.wait_for(lambda: predicate(self), timeout), (self.iot, self.local)
+
+
+CONF = {"Collector": {"DevelopmentSampleIntervalSeconds": 1, "StartJitterPercent": 0},
+        "Plugins": {"Enabled": False}}
+
+
+def make(tmp_path, source, config=None, case="basic"):
+    ipc = FakeIpc(json.loads(json.dumps(config or CONF)))
+    svc = CollectorService(ipc, "thing1", str(tmp_path), source=source(case))
+    svc.apply_config(ipc.config)
+    return ipc, svc
+
+
+def test_one_report_published_valid_on_the_right_topic(tmp_path, source):
+    ipc, svc = make(tmp_path, source)
+    built = svc.collect_and_publish()
+    (topic, payload, qos), = ipc.iot
+    assert topic == "$aws/things/thing1/defender/metrics/json" and qos == 1
+    assert validate_report(payload, "json") == []
+    assert decode(payload)["header"]["report_id"] == built.report_id
+
+
+def test_cbor_and_qos_from_config(tmp_path, source):
+    ipc, svc = make(tmp_path, source, {"Collector": {"ReportFormat": "cbor", "PublishQos": "0"}})
+    svc.collect_and_publish()
+    (topic, payload, qos), = ipc.iot
+    assert topic.endswith("/metrics/cbor") and qos == 0 and validate_report(payload, "cbor") == []
+
+
+def test_bad_config_keeps_the_last_good_one(tmp_path, source, caplog):
+    ipc, svc = make(tmp_path, source, {"Collector": {"ReportFormat": "cbor"}})
+    svc.apply_config({"Collector": {"ReportFormat": "xml", "SampleIntervalSeconds": 600}})
+    assert svc.settings.report_format == "cbor" and svc.settings.interval == 300
+    assert "Collector.ReportFormat" in caplog.text and "keeping the last good one" in caplog.text
+
+
+def test_replies_are_logged_rejections_loudly(tmp_path, source, caplog):
+    ipc, svc = make(tmp_path, source)
+    svc._subscribe()
+    caplog.set_level(logging.INFO, "ggdefender.collector")
+    ipc.deliver("iot", "$aws/things/thing1/defender/metrics/json/rejected", json.dumps(
+        {"thingName": "thing1", "status": "REJECTED", "reportId": 42,
+         "statusDetails": {"ErrorCode": "InvalidPayload", "ErrorMessage": "Malformed metrics report"}}).encode())
+    rec = [r for r in caplog.records if "REJECTED" in r.getMessage()]
+    assert rec and rec[0].levelno == logging.WARNING
+    assert "42" in rec[0].getMessage() and "InvalidPayload: Malformed metrics report" in rec[0].getMessage()
+    import cbor2
+    ipc.deliver("iot", "$aws/things/thing1/defender/metrics/cbor/accepted",
+                cbor2.dumps({"reportId": 43, "status": "ACCEPTED"}))
+    assert "report 43 accepted" in caplog.text
+
+
+def run_loop(svc):
+    stop = threading.Event()
+    t = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+    t.start()
+    return stop, t
+
+
+def stop_loop(svc, stop, t):
+    stop.set()
+    svc.wake()
+    t.join(30)
+    assert not t.is_alive()
+
+
+def test_loop_survives_publish_failures_and_keeps_reporting(tmp_path, source):
+    ipc, svc = make(tmp_path, source)
+    ipc.fail_publishes = 2
+    stop, t = run_loop(svc)
+    try:
+        ipc.wait(lambda i: len(i.iot) >= 2)
+    finally:
+        stop_loop(svc, stop, t)
+    assert svc.failures >= 2
+    ids = [decode(p)["header"]["report_id"] for _, p, _ in ipc.iot]
+    assert ids == sorted(set(ids))  # strictly increasing, none reused after failures
+
+
+def test_collect_now_command_is_answered(tmp_path, source):
+    ipc, svc = make(tmp_path, source, {"Collector": {"StartJitterPercent": 0}, "Plugins": {"Enabled": False}})
+    stop, t = run_loop(svc)
+    try:
+        ipc.wait(lambda i: len(i.iot) >= 1)  # the first scheduled report; the next is 300 s away
+        ipc.deliver("local", COMMANDS_TOPIC, {"command": "collect-now", "requestId": "r-1"})
+        ipc.deliver("local", COMMANDS_TOPIC, {"command": "reboot", "requestId": "r-2"})
+        ipc.wait(lambda i: any(m.get("requestId") == "r-1" for _, m in i.local))
+    finally:
+        stop_loop(svc, stop, t)
+    (topic, event), = [x for x in ipc.local if x[0] == EVENTS_TOPIC]
+    assert event["event"] == "report-published" and event["requestId"] == "r-1"
+    assert event["topic"] == "$aws/things/thing1/defender/metrics/json"
+    assert event["reportId"] == decode(ipc.iot[-1][1])["header"]["report_id"]
+
+
+def test_collect_now_failure_is_reported(tmp_path, source):
+    ipc, svc = make(tmp_path, source)
+    ipc.fail_publishes = 1
+    svc._on_command(COMMANDS_TOPIC, {"command": "collect-now", "requestId": "abc"})
+    svc._tick(svc._drain_commands())
+    (_, event), = ipc.local
+    assert event == {"event": "report-failed", "requestId": "abc", "reason": "publish timed out"}
+
+
+def test_network_stats_only_from_the_second_report(tmp_path, source):
+    ipc, svc = make(tmp_path, source)
+    first = svc.collect_and_publish().report
+    second = svc.collect_and_publish().report
+    assert "network_stats" not in first["metrics"]
+    assert second["metrics"]["network_stats"] == {"bytes_in": 0, "bytes_out": 0, "packets_in": 0, "packets_out": 0}
+
+
+def test_detect_sees_every_report_even_when_publish_fails(tmp_path, source):
+    ipc, svc = make(tmp_path, source)
+
+    class Detect:
+        seen = []
+
+        def observe(self, report, at):
+            self.seen.append(report["header"]["report_id"])
+
+    svc.detect = Detect()
+    ipc.fail_publishes = 1
+    with pytest.raises(RuntimeError):
+        svc.collect_and_publish()
+    svc.collect_and_publish()
+    assert len(Detect.seen) == 2
+
+
+def test_needs_a_thing_name(tmp_path):
+    with pytest.raises(ValueError, match="AWS_IOT_THING_NAME"):
+        CollectorService(FakeIpc({}), "", str(tmp_path))
