@@ -1,0 +1,117 @@
+"""Pure pieces of the `ggdefender local` runtime: component environment, artifacts, registry, bridge URL, view."""
+
+import io
+import zipfile
+
+import pytest
+
+from ggdefender.local import cloud, lifecycle
+from ggdefender.local.bridge import BridgeError, parse_broker_url
+from ggdefender.local.control import ControlError, control_request, short_socket_path
+from ggdefender.local.view import View
+
+
+def test_component_env_sets_core_variables_and_drops_stale_ones():
+    base = {"PATH": "/usr/bin", "HOME": "/root", "SVCUID": "STALE", "GGDEFENDER_STATE_DIR": "/elsewhere"}
+    env = lifecycle.component_env(base, svcuid="ABC", socket_path="/gg/ipc.socket", thing_name="t1",
+                                  region="eu-west-1", setenv={"EXTRA": "1", "AWS_REGION": "override"})
+    assert env["SVCUID"] == env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] == "ABC"
+    assert env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH"] == "/gg/ipc.socket"
+    assert env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"] == "/gg/ipc.socket"
+    assert env["AWS_IOT_THING_NAME"] == "t1" and env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert env["AWS_REGION"] == "override"  # a recipe's Setenv wins, as on a real core
+    assert env["GGC_VERSION"] == lifecycle.NUCLEUS_VERSION and env["EXTRA"] == "1"
+    assert "GGDEFENDER_STATE_DIR" not in env and env["HOME"] == "/root"
+
+
+def test_socket_path_for_component_follows_the_108_char_rule():
+    short = "/" + "a" * 106
+    assert lifecycle.socket_path_for_component(short) == short
+    assert lifecycle.socket_path_for_component("/" + "a" * 107) == "../../ipc.socket"
+
+
+def test_artifact_modes():
+    assert lifecycle._artifact_mode({"Read": "OWNER", "Execute": "NONE"}) == 0o400
+    assert lifecycle._artifact_mode({"Read": "ALL", "Execute": "NONE"}) == 0o444
+    assert lifecycle._artifact_mode({"Read": "ALL", "Execute": "ALL"}) == 0o555
+    assert lifecycle._artifact_mode({"Read": "NONE", "Execute": "OWNER"}) == 0o500
+
+
+def test_unzip_refuses_entries_outside_the_folder(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok.txt", "fine")
+        zf.writestr(zipfile.ZipInfo("../../escape.txt"), "bad")
+    target = tmp_path / "out"
+    target.mkdir()
+    # zipfile strips '..' itself; either way nothing may land outside the target
+    try:
+        lifecycle._safe_unzip(archive, target)
+    except lifecycle.StepFailed as exc:
+        assert "outside" in str(exc)
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_service_registry_skips_missing_modules_and_rejects_bad_specs():
+    assert cloud.load_service_class("ggdefender.local.no_such_module:Service") is None
+    assert cloud.load_service_class("ggdefender.local.cloud_defender:DefenderService").__name__ == "DefenderService"
+    with pytest.raises(ValueError, match="expected 'module:Class'"):
+        cloud.load_service_class("ggdefender.local.cloud_defender")
+    with pytest.raises(ValueError, match="has no Nope"):
+        cloud.load_service_class("ggdefender.local.cloud_defender:Nope")
+
+
+def test_service_commands_must_be_unique():
+    class A:
+        def control_commands(self):
+            return {"x": lambda args: {}}
+
+    assert set(cloud.service_commands([A(), object()])) == {"x"}
+    with pytest.raises(ValueError, match="offered by two"):
+        cloud.service_commands([A(), A()])
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("mqtt://127.0.0.1:1883", ("127.0.0.1", 1883)),
+    ("mqtt://localhost", ("localhost", 1883)),
+    ("tcp://[::1]:1884", ("::1", 1884)),
+])
+def test_broker_urls(url, expected):
+    assert parse_broker_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://x:1", "mqtt://", "mqtt://h:99999", "mqtt://u:p@h:1", "mqtt://h/t"])
+def test_bad_broker_urls(url):
+    with pytest.raises(BridgeError):
+        parse_broker_url(url)
+
+
+def test_control_request_without_a_running_core(tmp_path):
+    with pytest.raises(ControlError, match="no running ggdefender local"):
+        control_request(tmp_path, "status")
+    (tmp_path / "control.sock").write_text("")  # stale, not a socket
+    with pytest.raises(ControlError, match="not running|stale"):
+        control_request(tmp_path, "status")
+
+
+def test_short_socket_path_aliases_long_paths(tmp_path):
+    long_dir = tmp_path / ("x" * 120)
+    long_dir.mkdir()
+    with short_socket_path(long_dir / "control.sock") as p:
+        assert len(p) < 108
+        assert (tmp_path / ("x" * 120)).samefile(p.rsplit("/", 1)[0])
+
+
+def test_view_folds_busy_topics_and_counts():
+    out = io.StringIO()
+    view = View(out, fold_seconds=60)
+    for _ in range(5):
+        view.core_event({"kind": "iot-publish", "component": "c", "topic": "t", "bytes": 10, "subscribers": 1})
+    view.core_event({"kind": "state", "component": "c", "state": "RUNNING"})
+    view.report(thing="t", fmt="json", accepted=False, report_id=3, size=20, detail="bad")
+    text = out.getvalue()
+    assert text.count("c -> IoT Core t") == 1
+    assert "[+] c is RUNNING" in text and "REJECTED: bad" in text
+    assert view.counters["iot-publish"] == 5 and view.counters["rejected"] == 1
+    assert len(view.events) == 7
+    assert "rejected 1" in view.totals()
