@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,3 +138,217 @@ def test_seed_scenario_stop_listener_job_then_report_no_longer_lists_port(core, 
     finally:
         target.kill()
         target.wait(5)
+
+
+def _journal(state: Path) -> dict:
+    try:
+        return json.loads((state / "remediation-journal.json").read_text())["entries"]
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def test_unknown_operation_and_protected_target_are_rejected_without_side_effects(core, tmp_path):
+    Component(core, tmp_path, _config()).start()
+    jobs = _jobs(core)
+    jobs.create_job({"schema": OURS, "steps": [{"operation": "format-disk", "arguments": {}}]}, "unknown-op")
+    unknown = jobs.wait_for("unknown-op", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+    assert unknown["status"] == "REJECTED"
+    assert "format-disk" in unknown["statusDetails"]["reason"]
+
+    jobs.create_job({"schema": OURS, "steps": [{"operation": "kill-process", "arguments": {"pid": 1}}]}, "pid-one")
+    pid_one = jobs.wait_for("pid-one", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+    assert pid_one["status"] == "REJECTED"
+    assert "$.steps[0].arguments.pid" in pid_one["statusDetails"]["reason"]
+
+    # a job aimed at the listener's own process is refused as well (and the process keeps running)
+    me = [p for p in core._children if p.poll() is None][-1]
+    jobs.create_job({"schema": OURS, "steps": [{"operation": "kill-process", "arguments": {"pid": me.pid}}]}, "self")
+    self_job = jobs.wait_for("self", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+    assert self_job["status"] == "REJECTED" and "this component" in self_job["statusDetails"]["reason"]
+    assert me.poll() is None
+
+
+@pytest.fixture
+def shared_tmp():
+    """A directory another user can reach (pytest's tmp_path sits under a root-only 0700 folder)."""
+    path = Path(tempfile.mkdtemp(prefix="ggd-rem-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _handler_dir(base: Path, name: str, body: str) -> Path:
+    hdir = base / "handlers"
+    hdir.mkdir(mode=0o755, exist_ok=True)
+    handler = hdir / name
+    handler.write_text(body)
+    os.chmod(handler, 0o755)
+    return hdir
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the handler as another user: needs root")
+def test_device_client_run_handler_document(core, tmp_path, shared_tmp):
+    hdir = _handler_dir(shared_tmp, "echo-args.sh",
+                        '#!/bin/sh\necho "user=$(id -un) runAs=[$1] args=[$2] [$3]"\necho "to stderr" >&2\n')
+    Component(core, tmp_path, _config({"HandlerDirectory": str(hdir), "HandlerUser": "nobody"})).start()
+    jobs = _jobs(core)
+    # the Device Client "1.0" schema as the AWS managed templates write it; the argument is not a shell
+    doc = {"version": "1.0", "includeStdOut": "true", "steps": [{"action": {
+        "name": "Echo", "type": "runHandler", "allowStdErr": 1,
+        "input": {"handler": "echo-args.sh", "args": ["8888", "a;b $(touch /tmp/pwned) `id`"], "path": "default"}}}]}
+    jobs.create_job(doc, "dc-handler")
+    done = jobs.wait_for("dc-handler", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+    assert done["status"] == "SUCCEEDED", done["statusDetails"]
+    out = done["statusDetails"]["stdout"]
+    assert "user=nobody runAs=[] args=[8888] [a;b $(touch /tmp/pwned) `id`]" in out
+    assert done["statusDetails"]["format"] == "device-client"
+
+    # path traversal and runCommand (off by default) are REJECTED before anything runs
+    bad = dict(doc, steps=[{"action": {"name": "x", "type": "runHandler",
+                                       "input": {"handler": "../../bin/sh", "args": ["-c", "id"]}}}])
+    jobs.create_job(bad, "dc-traversal")
+    rejected = jobs.wait_for("dc-traversal", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+    assert rejected["status"] == "REJECTED" and "plain file name" in rejected["statusDetails"]["reason"]
+    cmd = {"version": "1.0", "steps": [{"action": {"name": "c", "type": "runCommand",
+                                                   "input": {"command": "sh,-c,id"}}}]}
+    jobs.create_job(cmd, "dc-command")
+    rejected = jobs.wait_for("dc-command", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+    assert rejected["status"] == "REJECTED" and "AllowRunCommand" in rejected["statusDetails"]["reason"]
+
+
+def test_duplicate_notifications_execute_once(core, tmp_path, shared_tmp):
+    marker = shared_tmp / "runs.log"
+    marker.touch()
+    os.chmod(marker, 0o666)
+    hdir = _handler_dir(shared_tmp, "count.sh", f'#!/bin/sh\necho run >> {marker}\nsleep 1\n')
+    user = "nobody" if os.geteuid() == 0 else ""
+    Component(core, tmp_path, _config({"HandlerDirectory": str(hdir), "HandlerUser": user})).start()
+    jobs = _jobs(core)
+    doc = {"version": "1.0", "steps": [{"action": {"name": "Count", "type": "runHandler",
+                                                   "input": {"handler": "count.sh"}}}]}
+    jobs.create_job(doc, "dup")
+    _wait(lambda: marker.read_text(), 60, "the handler never ran")
+    # the same notifications again while it runs and after it finished (MQTT is at-least-once)
+    with jobs.lock:
+        execution = jobs._execution(jobs._latest(THING, "dup"))
+    for _ in range(3):
+        core.publish_iot(f"$aws/things/{THING}/jobs/notify-next", json.dumps({"timestamp": 1, "execution": execution}))
+        core.publish_iot(f"$aws/things/{THING}/jobs/notify", json.dumps(
+            {"timestamp": 1, "jobs": {"IN_PROGRESS": [{"jobId": "dup", "executionNumber": 1, "versionNumber": 2}]}}))
+    done = jobs.wait_for("dup", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+    assert done["status"] == "SUCCEEDED", done["statusDetails"]
+    for _ in range(3):
+        core.publish_iot(f"$aws/things/{THING}/jobs/notify-next", json.dumps({"timestamp": 2, "execution": execution}))
+    # a second job proves the listener went on looking at the queue after the duplicates
+    jobs.create_job(doc, "after")
+    assert jobs.wait_for("after", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)["status"] == "SUCCEEDED"
+    assert marker.read_text().count("run") == 2
+
+
+def test_restart_mid_job_resumes_and_finishes(core, tmp_path):
+    # a listener that ignores SIGTERM, so stop-listener waits out its grace period: we kill the component then
+    code = ("import signal, socket, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(5)\n"
+            "print(s.getsockname()[1], flush=True)\ntime.sleep(600)\n")
+    target = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    port = int(target.stdout.readline())
+    try:
+        comp = Component(core, tmp_path, _config()).start()
+        jobs = _jobs(core)
+        jobs.create_job({"schema": OURS, "steps": [
+            {"operation": "stop-listener", "arguments": {"port": port, "gracePeriodSeconds": 6}}]}, "mid")
+        _wait(lambda: any(e.get("startedStep") == 0 for e in _journal(comp.state).values()), 60,
+              "the step never started")
+        comp.kill()  # the device loses power mid-job
+        assert jobs.wait_for("mid", "IN_PROGRESS", timeout=5)["status"] == "IN_PROGRESS"
+        assert target.poll() is None
+        comp.start()  # Greengrass starts the component again
+        done = jobs.wait_for("mid", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)
+        assert done["status"] == "SUCCEEDED", done["statusDetails"]
+        assert str(target.pid) in done["statusDetails"]["killedAfterGrace"]
+        assert target.wait(10) == -signal.SIGKILL
+        # the service's acceptance reaches the device a moment later; the journal then closes the entry
+        _wait(lambda: _journal(comp.state)["mid#1"]["state"] == "acknowledged", 30, "never acknowledged")
+    finally:
+        target.kill()
+        target.wait(5)
+
+
+def test_local_mitigation_request_takes_the_same_path(core, tmp_path):
+    target, port = _listener_process()
+    try:
+        results = core.capture_local("ggdefender/remediation/results")
+        Component(core, tmp_path, _config()).start()
+        core.wait_for_log(COMPONENT, "remediation settings", timeout=60)
+        time.sleep(0.5)  # the subscription follows the settings line
+        core.publish_local("ggdefender/remediation/requests", {
+            "requestId": "r-1", "operation": "kill-process", "arguments": {"pid": 1}, "reason": "test",
+            "violationId": "v-1"})
+        core.publish_local("ggdefender/remediation/requests", {
+            "requestId": "r-2", "operation": "stop-listener", "arguments": {"port": port, "gracePeriodSeconds": 2},
+            "reason": "listening port not in profile", "violationId": "v-2"})
+        results.wait_for(lambda msgs: len(msgs) >= 2, timeout=60)
+        by_id = {m["requestId"]: m for _, m, *_ in results}
+        assert by_id["r-1"]["status"] == "REJECTED" and "pid" in by_id["r-1"]["statusDetails"]["reason"]
+        assert by_id["r-2"]["status"] == "SUCCEEDED", by_id["r-2"]
+        assert by_id["r-2"]["violationId"] == "v-2"
+        assert target.wait(10) is not None
+    finally:
+        target.kill()
+        target.wait(5)
+
+
+def _netns_ready() -> str:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("ip", "nft"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed"
+    return ""
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(bool(_netns_ready()), reason=_netns_ready() or "ok")
+def test_block_and_unblock_ip_inside_a_network_namespace(core, tmp_path):
+    ns = f"ggd-rem-{os.getpid()}"
+    host_before = subprocess.run(["nft", "list", "table", "inet", "ggdefender"], capture_output=True).returncode
+    made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
+    try:
+        # the listener alone, inside the namespace: its nft commands only ever see the namespace's firewall
+        comp = Component(core, tmp_path, _config(),
+                         argv=["ip", "netns", "exec", ns, sys.executable, "-m", "ggdefender.remediation.listener"])
+        comp.start()
+        jobs = _jobs(core)
+        jobs.create_job({"schema": OURS, "steps": [{"operation": "block-ip",
+                                                    "arguments": {"address": "203.0.113.7"}}]}, "block")
+        done = jobs.wait_for("block", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+        assert done["status"] == "SUCCEEDED", done["statusDetails"]
+        assert done["statusDetails"]["backend"] == "nft"
+        listed = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "set", "inet", "ggdefender", "blocked4"],
+                                capture_output=True, text=True)
+        assert "203.0.113.7" in listed.stdout, listed.stderr
+        jobs.create_job({"schema": OURS, "steps": [{"operation": "unblock-ip",
+                                                    "arguments": {"address": "203.0.113.7"}}]}, "unblock")
+        assert jobs.wait_for("unblock", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)["status"] == "SUCCEEDED"
+        listed = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "set", "inet", "ggdefender", "blocked4"],
+                                capture_output=True, text=True)
+        assert listed.returncode == 0 and "203.0.113.7" not in listed.stdout
+        jobs.create_job({"schema": OURS, "steps": [{"operation": "block-ip", "arguments": {"address": "0.0.0.0/0"}}]},
+                        "too-broad")
+        assert jobs.wait_for("too-broad", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)["status"] == "REJECTED"
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+    host_after = subprocess.run(["nft", "list", "table", "inet", "ggdefender"], capture_output=True).returncode
+    assert host_after == host_before  # the host's own firewall was never touched

@@ -2,8 +2,8 @@
 
 - Handlers come only from `Remediation.HandlerDirectory`: a plain file name (checked in documents.py),
   resolved without following symlinks; the directory and the file must be owned by root or by this
-  process's user and writable by nobody else; the file must have no group/other permissions (like the
-  Device Client's required mode 700) and be executable by its owner.
+  process's user and writable by their owner only (the Device Client asks for mode 700 but checks it only
+  for path "default"); no setuid/setgid; the file must be executable by the user it runs as.
 - The step runs as a user we resolve and check: the document's `runAsUser` only if it is in
   `AllowedRunAsUsers` (or equals `HandlerUser`), else `HandlerUser`; never root unless "root" is listed
   explicitly. When we are not root we can only run as ourselves, and say so instead of falling back.
@@ -72,10 +72,39 @@ def check_handler(handler: str, settings) -> str:
     if not _owner_ok(fst):
         raise Rejected(f"handler {handler!r} is owned by uid {fst.st_uid}; it must be owned by root or "
                        f"uid {os.geteuid()}")
-    if mode & 0o077 or not mode & 0o100:
-        raise Rejected(f"handler {handler!r} has mode {mode:o}; it must be owner-only and executable "
-                       "(e.g. chmod 700)")
+    if mode & 0o022 or mode & 0o6000 or not mode & 0o100:
+        raise Rejected(f"handler {handler!r} has mode {mode:o}; only its owner may write it, it must not be "
+                       "setuid/setgid, and it must be executable (e.g. chmod 700, or 755 for another run user)")
     return path
+
+
+def check_executable_by(path: str, account: pwd.struct_passwd) -> None:
+    """The run user must be able to execute the handler (it is not run through root)."""
+    st = os.stat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    if account.pw_uid == 0 or account.pw_uid == st.st_uid:
+        return
+    if mode & 0o001 or (mode & 0o010 and st.st_gid == account.pw_gid):
+        return
+    raise Rejected(f"handler {os.path.basename(path)!r} (mode {mode:o}, owner uid {st.st_uid}) is not executable "
+                   f"by run user {account.pw_name!r}")
+
+
+def check_reachable_by(path: str, account: pwd.struct_passwd) -> None:
+    """Every directory above the program must be searchable by the run user, or exec fails."""
+    if account.pw_uid == 0:
+        return
+    directory = os.path.dirname(path)
+    while True:
+        st = os.stat(directory)
+        mode = stat.S_IMODE(st.st_mode)
+        if not (st.st_uid == account.pw_uid or mode & 0o001 or (mode & 0o010 and st.st_gid == account.pw_gid)):
+            raise Rejected(f"directory {directory} (mode {mode:o}) is not searchable by run user "
+                           f"{account.pw_name!r}")
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return
+        directory = parent
 
 
 def check_command(argv: list, settings) -> str:
@@ -92,11 +121,13 @@ def check_command(argv: list, settings) -> str:
 
 def preflight(step, settings) -> None:
     """Everything that would make the step impossible, checked before any step of the job runs."""
+    account = resolve_user(step, settings)
     if step.operation == "runHandler":
-        check_handler(step.arguments["handler"], settings)
+        path = check_handler(step.arguments["handler"], settings)
     else:
-        check_command(step.arguments["argv"], settings)
-    resolve_user(step, settings)
+        path = check_command(step.arguments["argv"], settings)
+    check_reachable_by(path, account)
+    check_executable_by(path, account)
 
 
 def run_step(step, ctx: Context, include_stdout: bool) -> Outcome:

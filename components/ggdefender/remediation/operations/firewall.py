@@ -63,6 +63,11 @@ class Firewall:
     def _set(self, net) -> str:
         return "blocked4" if net.version == 4 else "blocked6"
 
+    @staticmethod
+    def _element(net) -> str:
+        # nft stores a host as a plain address; `get element` does not find "a.b.c.d/32"
+        return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
     # -- nftables --------------------------------------------------------------------------------
     def _nft_ensure(self) -> None:
         if self._run(["nft", "list", "table", "inet", self.table], check=False).returncode == 0:
@@ -80,7 +85,7 @@ class Firewall:
         self._run(["nft", "-f", "-"], stdin=script.encode())
 
     def _nft_present(self, net) -> bool:
-        res = self._run(["nft", "get", "element", "inet", self.table, self._set(net), "{", str(net), "}"],
+        res = self._run(["nft", "get", "element", "inet", self.table, self._set(net), "{", self._element(net), "}"],
                         check=False)
         return res.returncode == 0
 
@@ -115,7 +120,7 @@ class Firewall:
     def block(self, net) -> None:
         if self.tool == "nft":
             self._nft_ensure()
-            self._run(["nft", "add", "element", "inet", self.table, self._set(net), "{", str(net), "}"])
+            self._run(["nft", "add", "element", "inet", self.table, self._set(net), "{", self._element(net), "}"])
             return
         self._ipt_ensure(net)
         tool = self._ipt(net)
@@ -128,7 +133,7 @@ class Firewall:
             if self._run(["nft", "list", "table", "inet", self.table], check=False).returncode != 0:
                 return  # our table does not exist: nothing is blocked
             if self._nft_present(net):
-                self._run(["nft", "delete", "element", "inet", self.table, self._set(net), "{", str(net), "}"])
+                self._run(["nft", "delete", "element", "inet", self.table, self._set(net), "{", self._element(net), "}"])
             return
         tool = self._ipt(net)
         for rule in self._ipt_rules(net):
