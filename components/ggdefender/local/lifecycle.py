@@ -194,6 +194,7 @@ class LifecycleManager:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._tasks: set = set()
         self._closed = False
+        self._own_change: Optional[str] = None  # the component whose state we are setting right now
 
     # -- reporting --------------------------------------------------------------------------------
     def _note(self, component: str, text: str, level: str = "info") -> None:
@@ -219,7 +220,11 @@ class LifecycleManager:
             self._log_line(dep, f"state {state}")
         if self.view is not None and reason:
             self.view.note(dep.name, f"{state}: {reason}", level="error" if state in ("ERRORED", "BROKEN") else "info")
-        self.core.set_state(dep.name, state)
+        self._own_change = dep.name
+        try:
+            self.core.set_state(dep.name, state)
+        finally:
+            self._own_change = None
         if state in ("RUNNING", "FINISHED", "BROKEN") and dep.ready is not None:
             dep.ready.set()
 
@@ -541,8 +546,8 @@ class LifecycleManager:
             await self._kill_group(dep.step_process, self.grace_seconds)
         async with dep.lock:
             state = self.state(name)
-            if state in ("NEW", "BROKEN") and dep.process is None:
-                return
+            if state in ("NEW", "BROKEN", "FINISHED") and dep.process is None:
+                return  # nothing runs: no Shutdown step either
             self._set_state(dep, "STOPPING")
             try:
                 await self._run_to_end(dep, "Shutdown")
@@ -565,6 +570,25 @@ class LifecycleManager:
         dep.errors = 0
         dep.ready = asyncio.Event()
         await self.start(name, install=False)
+
+    def on_state_change(self, name: str, state: str) -> None:
+        """Core.on_state_change hook: a component reporting ERRORED over IPC is handled like a failed step."""
+        if state != "ERRORED" or name == self._own_change or name not in self.deployed or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(lambda: self._spawn(self._reported_errored(name)))
+
+    async def _reported_errored(self, name: str) -> None:
+        dep = self.deployed[name]
+        if dep.stopping or self._closed:
+            return
+        async with dep.lock:
+            if dep.stopping or self.state(name) != "ERRORED":
+                return
+            proc, dep.process = dep.process, None
+            if proc is not None:
+                await self._kill_group(proc, self.grace_seconds)
+            if await self._errored(dep, "the component reported ERRORED (UpdateState)"):
+                await self._start_locked(dep, install=False)
 
     def request_restart(self, name: str) -> bool:
         """Thread-safe hook for Core.on_restart_request."""

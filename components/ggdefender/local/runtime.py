@@ -67,6 +67,7 @@ class Runtime:
             (self.root / sub).mkdir(exist_ok=True)
         self.core.on_event = self.view.core_event
         self.core.on_restart_request = self.lifecycle.request_restart
+        self.core.on_state_change = self.lifecycle.on_state_change
         bind_path = self.socket_path
         if len(self.socket_path.encode()) >= SUN_PATH_MAX:
             # like the nucleus: the socket lives in the root, reached through a short alias; components get

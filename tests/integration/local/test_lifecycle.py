@@ -81,11 +81,11 @@ def test_restart_component_over_ipc_keeps_the_work_folder(tmp_path):
         status = core.capture_local("test/echo/status")
         core.deploy(RECIPES, ARTIFACTS, ECHO, update_config=PYTHON)
         first = _ready(status)[0]
-        states = []
-        core.core.on_state_change = lambda name, state: states.append(state)
+        seen = len(core.events("state"))
         core.publish_local("test/echo/in", {"command": "restart"})
         second = _ready(status, 2)[1]
         assert second["pid"] != first["pid"]
+        states = [e["state"] for e in core.events("state")[seen:]]
         assert states[:2] == ["STOPPING", "FINISHED"] and "RUNNING" in states[2:]
         assert _events(core).count("start") == 2
         assert "restart SUCCEEDED" in _events(core)
@@ -126,8 +126,12 @@ def test_update_state_errored_and_live_configuration(tmp_path):
         status.wait_for(lambda m: any(x[1].get("event") == "config" and x[1].get("mode") == "tuned" for x in m), 30)
         core.update_config("test.Echo", {"RESET": ["/Mode"]})
         assert core.get_config("test.Echo", ["Mode"]) == "normal"
+        # ERRORED reported over IPC is handled like a failed step: counted, then the component restarts
+        first_pid = _ready(status)[0]["pid"]
         core.publish_local("test/echo/in", {"command": "errored"})
-        core.wait_for_state("test.Echo", "ERRORED", 30)
+        second = _ready(status, 2)[1]
+        assert second["pid"] != first_pid
+        assert "state ERRORED: the component reported ERRORED (UpdateState) (error 1 of 3)" in core.log_text("test.Echo")
 
 
 def _zipped_recipe(tmp_path: Path) -> tuple:
