@@ -91,6 +91,7 @@ async def main() -> int:
                 line = await asyncio.wait_for(p.stdout.readline(), 60)
                 assert line.strip() == b"ready", line
             t0 = time.perf_counter()
+            cpu0 = time.process_time()
             for p in procs:
                 p.stdin.write(b"go\n")
                 await p.stdin.drain()
@@ -100,6 +101,7 @@ async def main() -> int:
                 results.append(json.loads(out))
                 await p.wait()
             wall = time.perf_counter() - t0
+            server_cpu = time.process_time() - cpu0
         finally:
             await server.stop()
     total = sum(r["ops"] for r in results)
@@ -109,6 +111,8 @@ async def main() -> int:
     print(f"operations           : {total}")
     print(f"wall time            : {wall:.3f} s")
     print(f"throughput           : {total / wall:,.0f} ops/s (target >= 5,000)")
+    print(f"server CPU           : {server_cpu:.3f} s ({1e6 * server_cpu / max(total, 1):.0f} us per operation, "
+          f"{total / max(server_cpu, 1e-9):,.0f} ops per server CPU-second)")
     if args.op == "iot":
         print(f"cloud-side received  : {received[0]}")
     print("round-trip latency   : p50 {:.3f} ms  p90 {:.3f} ms  p99 {:.3f} ms  max {:.3f} ms  mean {:.3f} ms".format(

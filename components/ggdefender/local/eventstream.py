@@ -167,74 +167,87 @@ def encode(frame: Frame) -> bytes:
 
 # -- decoding ---------------------------------------------------------------------------------------------
 
+_new_header = tuple.__new__  # skips NamedTuple.__new__'s Python-level argument handling on the hot path
+_T = list(HeaderType)
+_T_BOOL_TRUE, _T_BOOL_FALSE, _T_BYTE, _T_INT16, _T_INT32, _T_INT64, _T_BYTES, _T_STRING, _T_TIMESTAMP, _T_UUID = _T
+_name_cache: dict[bytes, str] = {}  # header names repeat on every frame; bounded below
+
+
 def decode_headers(buf: memoryview | bytes) -> list[Header]:
     """Parse a complete header block; ProtocolError naming the problem."""
+    block = bytes(buf)
     headers: list[Header] = []
-    i = 0
-    n = len(buf)
     append = headers.append
+    names = _name_cache
+    i = 0
+    n = len(block)
     while i < n:
         if len(headers) >= MAX_HEADERS:
             raise ProtocolError(f"more than {MAX_HEADERS} headers")
-        name_len = buf[i]
+        name_len = block[i]
         i += 1
         if name_len == 0:
             raise ProtocolError("header name is empty")
-        if i + name_len + 1 > n:
+        end = i + name_len
+        if end + 1 > n:
             raise ProtocolError("header block truncated inside a header name")
-        try:
-            name = bytes(buf[i:i + name_len]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError("header name is not valid UTF-8") from None
-        i += name_len
-        t = buf[i]
-        i += 1
+        raw_name = block[i:end]
+        name = names.get(raw_name)
+        if name is None:
+            try:
+                name = raw_name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("header name is not valid UTF-8") from None
+            if len(names) < 256:
+                names[raw_name] = name
+        t = block[end]
+        i = end + 1
         if t == 4:  # int32 first: the three RPC headers use it
             if i + 4 > n:
                 raise ProtocolError(f"header {name!r}: int32 value truncated")
-            append(Header(name, HeaderType.INT32, _I32.unpack_from(buf, i)[0]))
+            append(_new_header(Header, (name, _T_INT32, _I32.unpack_from(block, i)[0])))
             i += 4
         elif t == 7 or t == 6:
             if i + 2 > n:
                 raise ProtocolError(f"header {name!r}: value length truncated")
-            vlen = _U16.unpack_from(buf, i)[0]
+            vlen = (block[i] << 8) | block[i + 1]
             i += 2
             if vlen > MAX_HEADER_VALUE_BYTES:
                 raise ProtocolError(f"header {name!r}: value of {vlen} bytes exceeds {MAX_HEADER_VALUE_BYTES}")
             if i + vlen > n:
                 raise ProtocolError(f"header {name!r}: value truncated")
-            raw = bytes(buf[i:i + vlen])
+            raw = block[i:i + vlen]
             i += vlen
             if t == 7:
                 try:
-                    append(Header(name, HeaderType.STRING, raw.decode("utf-8")))
+                    append(_new_header(Header, (name, _T_STRING, raw.decode("utf-8"))))
                 except UnicodeDecodeError:
                     raise ProtocolError(f"header {name!r}: string value is not valid UTF-8") from None
             else:
-                append(Header(name, HeaderType.BYTES, raw))
+                append(_new_header(Header, (name, _T_BYTES, raw)))
         elif t == 0:
-            append(Header(name, HeaderType.BOOL_TRUE, True))
+            append(_new_header(Header, (name, _T_BOOL_TRUE, True)))
         elif t == 1:
-            append(Header(name, HeaderType.BOOL_FALSE, False))
+            append(_new_header(Header, (name, _T_BOOL_FALSE, False)))
         elif t == 2:
             if i + 1 > n:
                 raise ProtocolError(f"header {name!r}: byte value truncated")
-            append(Header(name, HeaderType.BYTE, _I8.unpack_from(buf, i)[0]))
+            append(_new_header(Header, (name, _T_BYTE, _I8.unpack_from(block, i)[0])))
             i += 1
         elif t == 3:
             if i + 2 > n:
                 raise ProtocolError(f"header {name!r}: int16 value truncated")
-            append(Header(name, HeaderType.INT16, _I16.unpack_from(buf, i)[0]))
+            append(_new_header(Header, (name, _T_INT16, _I16.unpack_from(block, i)[0])))
             i += 2
         elif t == 5 or t == 8:
             if i + 8 > n:
                 raise ProtocolError(f"header {name!r}: 8-byte value truncated")
-            append(Header(name, HeaderType(t), _I64.unpack_from(buf, i)[0]))
+            append(_new_header(Header, (name, _T[t], _I64.unpack_from(block, i)[0])))
             i += 8
         elif t == 9:
             if i + 16 > n:
                 raise ProtocolError(f"header {name!r}: UUID value truncated")
-            append(Header(name, HeaderType.UUID, uuid.UUID(bytes=bytes(buf[i:i + 16]))))
+            append(_new_header(Header, (name, _T_UUID, uuid.UUID(bytes=block[i:i + 16]))))
             i += 16
         else:
             raise ProtocolError(f"header {name!r}: unknown value type {t}")
