@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import socket
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -97,18 +98,20 @@ def order_listeners(listeners: Iterable[Listener]) -> List[Listener]:
 def order_connections(connections: Iterable[Connection]) -> List[Connection]:
     """Round-robin over distinct remote IPs (ascending), within one IP by remote port then local port,
     so a cut list still names as many distinct destinations as possible."""
+    # indexes, not attribute names: the procfs source hands plain tuples in Connection's field order
     by_ip: Dict[str, List[Connection]] = {}
     for c in connections:
-        lst = by_ip.get(c.remote_ip)
+        lst = by_ip.get(c[0])
         if lst is None:
-            by_ip[c.remote_ip] = [c]
+            by_ip[c[0]] = [c]
         else:
             lst.append(c)
     groups = []
+    by_ports = operator.itemgetter(1, 2)
     for ip in sorted(by_ip, key=_ip_key):
         g = by_ip[ip]
         if len(g) > 1:
-            g.sort(key=lambda c: (c.remote_port, c.local_port, c.local_interface or ""))
+            g.sort(key=by_ports)  # stable: equal ports keep the source's order
         groups.append(g)
     if len(groups) == 1:
         return groups[0]
@@ -122,9 +125,10 @@ def _listener_obj(item: Listener) -> dict:
 
 
 def _connection_obj(c: Connection) -> dict:
-    obj = {"remote_addr": c.remote_addr, "local_port": c.local_port}
-    if c.local_interface is not None:
-        obj["local_interface"] = c.local_interface
+    ip, rport, lport, iface = c
+    obj = {"remote_addr": f"[{ip}]:{rport}" if ":" in ip else f"{ip}:{rport}", "local_port": lport}
+    if iface is not None:
+        obj["local_interface"] = iface
     return obj
 
 

@@ -20,13 +20,13 @@ def test_tcp_listeners_ipv4_ipv6_wildcards_and_dedup(source):
 
 def test_established_only_with_brackets_and_mapped_ipv4(source):
     s = source("basic").sample()
-    assert sorted(s.connections, key=lambda c: c.remote_port) == [
+    assert sorted(s.connections, key=lambda c: c[1]) == [
         Connection("93.184.216.34", 443, 40000, "eth0"),
         Connection("10.0.0.5", 51234, 22, "eth0"),
         Connection("2001:db8::99", 55000, 443, "eth0"),
         Connection("10.0.0.9", 60000, 8080, "eth0"),   # ::ffff:10.0.0.9 shown as IPv4
     ]  # the TIME_WAIT row is not established
-    addrs = {c.remote_addr for c in s.connections}
+    addrs = {Connection(*c).remote_addr for c in s.connections}
     assert "[2001:db8::99]:55000" in addrs and "10.0.0.9:60000" in addrs
 
 
@@ -68,7 +68,7 @@ def test_many_connections_all_counted(source):
     s = source("many").sample()
     assert len(s.connections) == 3000
     assert len(s.tcp_listeners) == 40
-    assert len({c.remote_ip for c in s.connections}) == 600
+    assert len({c[0] for c in s.connections}) == 600
 
 
 @pytest.mark.parametrize("hexaddr,little,expected", [
@@ -110,3 +110,31 @@ def test_unknown_local_address_leaves_interface_out():
                      by_address={"192.168.1.10": "eth0"})
     assert m.for_address("172.16.0.1") is None
     assert m.for_address("127.9.9.9") == "lo"
+
+
+def test_families_without_sockets_are_not_read(source, tmp_path):
+    import shutil
+    from ggdefender.collector.procfs import ProcfsSource
+
+    tree = tmp_path / "proc"
+    shutil.copytree(source("basic").proc_root, tree)
+    (tree / "net" / "sockstat").write_text("sockets: used 9\nTCP: inuse 4 orphan 0 tw 1 alloc 5 mem 1\n"
+                                           "UDP: inuse 3 mem 0\n")
+    (tree / "net" / "sockstat6").write_text("TCP6: inuse 0\nUDP6: inuse 0\n")
+    s = ProcfsSource(proc_root=str(tree), interfaces=source("basic")._interfaces).sample()
+    # the tcp6/udp6 tables still hold rows, but sockstat6 says the family is unused: they are not read
+    assert all(":" not in c[0] for c in s.connections) and len(s.connections) == 2
+    assert sorted(x.port for x in s.udp_listeners) == [53, 68]
+
+
+def test_read_proc_file_reads_files_larger_than_one_read(tmp_path):
+    import os
+    from ggdefender.collector.procfs import _READ_SIZE, read_proc_file
+
+    data = b"x" * (_READ_SIZE * 2 + 17)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        assert read_proc_file(fd) == data
+    finally:
+        os.close(fd)

@@ -74,7 +74,7 @@ def test_size_cap_is_deterministic_and_fits(source):
         # a cut list is a prefix of the priority order, and one more entry would not have fit
         full = r.order_connections(s.connections)
         kept = [c["remote_addr"] for c in ec["connections"]]
-        assert kept == [c.remote_addr for c in full[:len(kept)]]
+        assert kept == [Connection(*c).remote_addr for c in full[:len(kept)]]
         bigger = r.build_report(s, 7, fmt=fmt, max_bytes=10**6, max_list=len(kept) + 1)
         assert len(r.encode(bigger, fmt)) > 20_000
 
