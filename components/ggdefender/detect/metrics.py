@@ -8,7 +8,7 @@ a declared type (`number`, `number-list`, `string-list`, `ip-address-list`).
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
@@ -104,6 +104,19 @@ def custom_spec(name: str, custom_type: str) -> MetricSpec:
 # -- datapoints from a report ------------------------------------------------------------------------
 
 
+def canonical_ip(host: str) -> Optional[str]:
+    """The canonical text of an IPv4/IPv6 address, None if it is not one (inet_pton: strict and fast)."""
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+        return host
+    except (OSError, TypeError, ValueError):
+        pass
+    try:
+        return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, host))
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 def remote_ip(remote_addr: Any) -> Optional[str]:
     """The IP part of `a.b.c.d:port` or `[v6]:port` (a bare address is accepted too); None if malformed."""
     if not isinstance(remote_addr, str) or not remote_addr:
@@ -116,10 +129,7 @@ def remote_ip(remote_addr: Any) -> Optional[str]:
         host = text.split(":", 1)[0]
     else:
         host = text  # bare IPv4, or an unbracketed IPv6 without port (PyPI agent SDK 2.0.0 form)
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
+    return canonical_ip(host)
 
 
 def _count(block: Any, list_key: str) -> Optional[int]:
@@ -221,12 +231,8 @@ def custom_value(entry: Any, custom_type: Optional[str]) -> Any:
             return tuple(sorted({float(x) for x in v if _number(x)}))
         if key == "string_list":
             return tuple(sorted({x for x in v if isinstance(x, str)}))
-        ips = set()
-        for x in v:  # service docs: invalid addresses are neither shown nor kept
-            try:
-                ips.add(str(ipaddress.ip_address(x)))
-            except (ValueError, TypeError):
-                continue
+        ips = {canonical_ip(x) for x in v if isinstance(x, str)}  # invalid ones are neither shown nor kept
+        ips.discard(None)
         return tuple(sorted(ips))
     return None
 

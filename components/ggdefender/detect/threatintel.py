@@ -8,8 +8,10 @@ ordinary violation, finding and (if configured) mitigation.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -43,17 +45,27 @@ class CidrSet:
         return len(self.networks)
 
     def contains(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
+        parsed = _ip_int(ip)
+        if parsed is None:
             return False
-        value, version = int(addr), addr.version
+        version, value = parsed
         for v, mask, nets in self._by_prefix:
             if v == version and (value & mask) in nets:
                 return True
         return False
 
     __contains__ = contains
+
+
+@functools.lru_cache(maxsize=65536)
+def _ip_int(ip: str):
+    """(version, integer) of an address; cached because the same peers show up report after report."""
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            return version, int.from_bytes(socket.inet_pton(family, ip), "big")
+        except (OSError, TypeError, ValueError):
+            continue
+    return None
 
 
 def parse_cidr(text: str) -> ipaddress._BaseNetwork:
