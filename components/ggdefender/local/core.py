@@ -438,25 +438,24 @@ class Core:
         if not isinstance(value_to_merge, dict):
             raise ValueError("valueToMerge must be an object")
         if (path[:1] == (ACCESS_CONTROL,)) or (not path and ACCESS_CONTROL in value_to_merge):
-            raise ValueError(f"Config update is not allowed for following field [{ACCESS_CONTROL}]")
+            raise ValueError(f"Config update is not allowed for following fields [{ACCESS_CONTROL}]")
+        ts = float(timestamp)
         with self._lock:
             if name not in self._components:
                 raise KeyError(name)
-            mtime = self._config.mtime(name, path)
-            if mtime is not None and float(timestamp) < mtime:
-                raise FailedUpdateCondition("Proposed timestamp is older than the config's latest modified timestamp")
             try:
                 node = self._config.node(name, path)
             except KeyError:
-                node = None
-            if path and node is not None and not isinstance(node, dict):
-                # the path names a leaf: {"leaf": v} sets it, as the nucleus's Topic update does
-                if set(value_to_merge) != {path[-1]}:
-                    raise ValueError(f"key path {'/'.join(path)} is a value, not an object: "
-                                     f"valueToMerge must be {{{path[-1]!r}: value}}")
-                changed = self._config.merge(name, path, value_to_merge[path[-1]], float(timestamp))
-            else:
-                changed = self._config.merge(name, path, value_to_merge, float(timestamp))
+                node = _ABSENT
+                ts = time.time()  # a node created by this update gets the current time, as in the nucleus
+            if node is not _ABSENT and not isinstance(node, dict):
+                # the nucleus merges the map into the leaf's parent under the leaf's name, which fails
+                raise ValueError(f"key path {'/'.join(path)} names a value, not an object: "
+                                 f"use the parent key path {list(path[:-1])} to change it")
+            mtime = self._config.mtime(name, path)
+            if mtime is not None and ts < mtime:
+                raise FailedUpdateCondition("Proposed timestamp is older than the config's latest modified timestamp")
+            changed = self._config.merge(name, path, value_to_merge, ts)
         if changed:
             self._config_changed(name, changed)
 

@@ -210,11 +210,11 @@ def update_configuration(core: Core, principal: str, req: dict) -> dict:
     path = _key_path(req)
     ts = req.get("timestamp")
     if ts is None:
-        raise invalid("timestamp is required")
+        raise invalid("Timestamp is required")
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
         raise invalid("timestamp must be a number (epoch seconds)")
     if "valueToMerge" not in req or req["valueToMerge"] is None:
-        raise invalid("valueToMerge is required")
+        raise invalid("ValueToMerge is required")
     try:
         core.update_configuration(principal, path, req["valueToMerge"], float(ts))
     except FailedUpdateCondition as exc:
@@ -231,9 +231,9 @@ def subscribe_to_configuration_update(core: Core, principal: str, req: dict, str
     name = _str(req, "componentName", required=False) or principal
     path = _key_path(req)
     try:
-        core.get_config(name, ())
+        core.get_config(name, path)  # the nucleus subscribes to an existing node only
     except KeyError:
-        raise OperationError("ResourceNotFoundError", f"Component {name} not found", resourceType="component",
+        raise OperationError("ResourceNotFoundError", "Key not found", resourceType="configuration",
                              resourceName=name) from None
     shape = NS + "ConfigurationUpdateEvents"
 

@@ -60,6 +60,9 @@ out["acl_update"] = err(lambda: c.update_configuration(key_path=[], value_to_mer
                         timestamp=datetime.datetime.now()))
 out["missing_key"] = err(lambda: c.get_configuration(key_path=["nope"]))
 out["missing_component"] = err(lambda: c.get_configuration(component_name="no.Such", key_path=[]))
+out["missing_sub_key"] = err(lambda: c.subscribe_to_configuration_update(key_path=["nope"]))
+out["leaf_update"] = err(lambda: c.update_configuration(key_path=["Collector", "Format"], value_to_merge={"Format": "cbor"},
+                         timestamp=datetime.datetime.now()))
 
 c.update_state(state=m.ReportedLifecycleState.ERRORED)
 d = c.get_component_details(component_name="ggdefender.Defender").component_details
@@ -113,9 +116,11 @@ def test_every_operation():
     assert out["cfg"] == [["Collector", "SampleIntervalSeconds"]]
     assert out["stale_update"][0] == "FailedUpdateConditionCheckError"
     assert out["acl_update"] == ["InvalidArgumentsError",
-                                 "Config update is not allowed for following field [accessControl]"]
+                                 "Config update is not allowed for following fields [accessControl]"]
     assert out["missing_key"] == ["ResourceNotFoundError", "Key not found"]
     assert out["missing_component"][0] == "ResourceNotFoundError"
+    assert out["missing_sub_key"] == ["ResourceNotFoundError", "Key not found"]
+    assert out["leaf_update"][0] == "InvalidArgumentsError"
     assert states == [("ggdefender.Defender", "ERRORED")]
     assert out["details"] == ["ggdefender.Defender", "1.2.3", "ERRORED", ["Collector", "accessControl"]]
     assert out["list"] == ["ggdefender.Defender", "other.Component"]

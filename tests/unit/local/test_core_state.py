@@ -82,10 +82,10 @@ def test_update_configuration_nucleus_rules(core):
         core.update_configuration("A", [], {"accessControl": {}}, timestamp=3e9)
     with pytest.raises(ValueError, match="accessControl"):
         core.update_configuration("A", ["accessControl"], {"x": 1}, timestamp=3e9)
-    core.update_configuration("A", ["leaf"], {"leaf": 6}, timestamp=3e9)
+    with pytest.raises(ValueError, match="names a value, not an object"):
+        core.update_configuration("A", ["leaf"], {"leaf": 6}, timestamp=3e9)
+    core.update_configuration("A", [], {"leaf": 6}, timestamp=3e9)
     assert core.get_config("A", ["leaf"]) == 6
-    with pytest.raises(ValueError, match="is a value, not an object"):
-        core.update_configuration("A", ["leaf"], {"other": 1}, timestamp=3e9)
     core.update_configuration("A", ["new", "branch"], {"k": "v"}, timestamp=3e9)
     assert core.get_config("A", ["new"]) == {"branch": {"k": "v"}}
 
