@@ -1,0 +1,131 @@
+"""The executor: pre-flight (nothing half-done), dry run, resume after a restart, audit lines."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ggdefender.remediation import config, documents
+from ggdefender.remediation.executor import Executor
+from ggdefender.remediation.safety import SafetyPolicy
+
+OURS = "ggdefender.remediation/1"
+
+
+class FakeIpc:
+    def __init__(self):
+        self.calls = []
+
+    def restart_component(self, name):
+        self.calls.append(("restart", name))
+        return "SUCCEEDED"
+
+    def get_config(self, key_path):
+        return {"SampleIntervalSeconds": "300"}
+
+    def update_config(self, key_path, value):
+        self.calls.append(("update", key_path, value))
+
+
+def _sleep():
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+
+@pytest.fixture
+def sleeper():
+    proc = _sleep()
+    yield proc
+    proc.kill()
+    proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def component():
+    """Stands in for the component's own process: the test's children are then not its descendants."""
+    proc = _sleep()
+    yield proc
+    proc.kill()
+    proc.wait(5)
+
+
+@pytest.fixture
+def make(component):
+    def factory(settings=None):
+        settings = settings or config.parse({})
+        audit = []
+        ipc = FakeIpc()
+        policy = SafetyPolicy(settings, own_pid=component.pid)
+        return Executor(settings, policy, ipc, audit_sink=audit.append), audit, ipc
+    return factory
+
+
+def plan(*steps, **extra):
+    return documents.parse(dict({"schema": OURS, "steps": list(steps)}, **extra), config.parse({}))
+
+
+def test_a_later_impossible_step_stops_the_job_before_the_first_step_runs(sleeper, component, make):
+    ex, audit, _ = make()
+    p = plan({"operation": "kill-process", "arguments": {"pid": sleeper.pid, "gracePeriodSeconds": 1}},
+             {"operation": "kill-process", "arguments": {"pid": component.pid}})
+    result = ex.execute(p, "job-x")
+    assert result.status == "REJECTED" and "this component" in result.details["reason"]
+    assert sleeper.poll() is None  # the first step never ran
+    assert audit == []
+
+
+def test_dry_run_reports_and_changes_nothing(make):
+    code = "import socket, time\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\nprint(s.getsockname()[1], flush=True); time.sleep(600)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        ex, audit, _ = make()
+        result = ex.execute(plan({"operation": "stop-listener", "arguments": {"port": port}}, dryRun=True), "job-d")
+        assert result.status == "SUCCEEDED" and result.details["dryRun"] == "true"
+        assert "would send SIGTERM" in result.details["summary"] and str(proc.pid) in result.details["pids"]
+        assert proc.poll() is None
+        assert audit[0]["result"] == "DRY-RUN" and audit[0]["target"] == f"tcp/{port}"
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_kill_process_success_is_audited(sleeper, make):
+    ex, audit, _ = make()
+    result = ex.execute(plan({"operation": "kill-process", "arguments": {"pid": sleeper.pid}}), "job-k")
+    assert result.status == "SUCCEEDED", result.details
+    assert sleeper.wait(5) is not None
+    assert audit == [{"job": "job-k", "operation": "kill-process", "target": f"pid {sleeper.pid}",
+                      "result": "SUCCEEDED", "dryRun": False, "detail": audit[0]["detail"]}]
+
+
+def test_vanished_pid_is_rejected(make):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(10)
+    ex, _, _ = make()
+    result = ex.execute(plan({"operation": "kill-process", "arguments": {"pid": proc.pid}}), "job-v")
+    assert result.status == "REJECTED" and "no process" in result.details["reason"]
+
+
+def test_interrupted_restart_component_counts_as_done(make):
+    ex, _, ipc = make()
+    result = ex.execute(plan({"operation": "restart-component"}), "job-r", done_steps=0, interrupted=0)
+    assert result.status == "SUCCEEDED" and ipc.calls == []
+
+
+def test_interrupted_handler_is_not_rerun(make):
+    settings = config.parse({"HandlerDirectory": "/nonexistent", "HandlerUser": "nobody"})
+    ex, _, _ = make(settings)
+    p = documents.parse({"version": "1.0", "steps": [{"action": {"name": "h", "type": "runHandler",
+                                                                 "input": {"handler": "x.sh"}}}]}, settings)
+    result = ex.execute(p, "job-h", done_steps=0, interrupted=0)
+    assert result.status == "FAILED" and "interrupted by a restart" in result.details["reason"]
+
+
+def test_set_config_goes_through_ipc_and_checks_kinds(make):
+    ex, _, ipc = make()
+    ok = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Collector",
+                                                                   "values": {"SampleIntervalSeconds": 600}}}), "j")
+    assert ok.status == "SUCCEEDED" and ipc.calls == [("update", ["Collector"], {"SampleIntervalSeconds": 600})]
+    bad = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Collector",
+                                                                    "values": {"SampleIntervalSeconds": True}}}), "j")
+    assert bad.status == "REJECTED" and "refusing" in bad.details["reason"]
