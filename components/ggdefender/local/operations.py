@@ -145,9 +145,15 @@ def subscribe_to_iot_core(core: Core, principal: str, req: dict, stream: Stream)
 # -- local pub/sub ------------------------------------------------------------------------------------------
 
 def publish_to_topic(core: Core, principal: str, req: dict) -> dict:
-    topic = _str(req, "topic")
+    topic = req.get("topic")
+    if topic is None:
+        raise invalid("Publish topic must not be null")
+    topic = _str(req, "topic", required=False)
+    # the nucleus authorizes first, then validates the topic and the message
+    if not core.is_authorized(principal, PUBSUB, NS + "PublishToTopic", topic):
+        raise OperationError("UnauthorizedError", denial_message(principal, PUBSUB, NS + "PublishToTopic", topic))
     if any(c in topic for c in "+#*"):
-        raise invalid(f"topic {topic!r} must not contain wildcards (+, #, *)")
+        raise invalid("Publish topic must not contain a wildcard.")
     msg = req.get("publishMessage")
     if not isinstance(msg, dict):
         raise invalid("publishMessage is required")
@@ -159,26 +165,23 @@ def publish_to_topic(core: Core, principal: str, req: dict) -> dict:
         raise invalid(f"publishMessage.{keys[0]} must be an object")
     if keys[0] == "jsonMessage":
         message: Any = body.get("message")
-        if message is None:
-            raise invalid("publishMessage.jsonMessage.message is required")
+        if not isinstance(message, dict):  # the model's message is a map (Java: Map<String, Object>)
+            raise invalid("publishMessage.jsonMessage.message must be a JSON object")
     else:
         message = _blob(body, "message", required=False)
-    if not core.is_authorized(principal, PUBSUB, NS + "PublishToTopic", topic):
-        raise OperationError("UnauthorizedError", denial_message(principal, PUBSUB, NS + "PublishToTopic", topic))
     core.publish_local(topic, message, source=principal)
     return {}
 
 
 def subscribe_to_topic(core: Core, principal: str, req: dict, stream: Stream):
-    topic = _str(req, "topic")
-    reason = validate_filter(topic)
-    if reason:
-        raise invalid(f"topic {topic!r} is not a valid topic filter: {reason}")
+    topic = _str(req, "topic", required=False) or ""
     mode = req.get("receiveMode")
     if mode is not None and mode not in (RECEIVE_ALL, RECEIVE_FROM_OTHERS):
         raise invalid(f"receiveMode must be {RECEIVE_ALL} or {RECEIVE_FROM_OTHERS}, got {mode!r}")
     if not core.is_authorized(principal, PUBSUB, NS + "SubscribeToTopic", topic):
         raise OperationError("UnauthorizedError", denial_message(principal, PUBSUB, NS + "SubscribeToTopic", topic))
+    if not topic:
+        raise invalid("Subscribe topic must not be empty")
     shape = NS + "SubscriptionResponseMessage"
 
     def deliver(published_topic: str, message: Any, source: str) -> None:
@@ -188,7 +191,8 @@ def subscribe_to_topic(core: Core, principal: str, req: dict, stream: Stream):
         else:
             stream.send_event(shape, {"jsonMessage": {"message": message, "context": context}})
 
-    return {"topicName": topic}, lambda: core.subscribe_local(principal, topic, deliver, mode)
+    # the nucleus answers an empty SubscribeToTopicResponse
+    return {}, lambda: core.subscribe_local(principal, topic, deliver, mode)
 
 
 # -- configuration -----------------------------------------------------------------------------------------
