@@ -1,0 +1,198 @@
+"""`ggdefender build`: gdk's layout, URI rewriting, recipe schema and limits, the shipped archive."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from ggdefender import build as b
+
+ROOT = Path(__file__).resolve().parents[2]
+GDK = ROOT / "tests" / "data" / "gdk"
+RECIPE = ROOT / "recipes" / "ggdefender.Defender.yaml"
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project's build inputs (building wipes <root>/greengrass-build)."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copy(ROOT / "gdk-config.json", root)
+    shutil.copy(ROOT / "pyproject.toml", root)
+    shutil.copytree(ROOT / "recipes", root / "recipes")
+    for extra_recipe, extra_source in b.EXTRA_COMPONENTS:  # example components built alongside
+        shutil.copytree(ROOT / extra_source, root / extra_source, ignore=shutil.ignore_patterns("__pycache__"))
+    os.symlink("recipes/ggdefender.Defender.yaml", root / "recipe.yaml")
+    shutil.copytree(ROOT / "components" / "ggdefender", root / "components" / "ggdefender",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return root
+
+
+def test_recipe_yaml_is_a_relative_symlink_to_the_one_recipe():
+    link = ROOT / "recipe.yaml"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+    assert link.resolve() == RECIPE.resolve()
+    assert not (ROOT / "recipe.json").exists()
+
+
+def test_gdk_config_passes_gdk_schema():
+    schema = json.loads((GDK / "gdk_config_schema.json").read_text())
+    cfg = json.loads((ROOT / "gdk-config.json").read_text())
+    jsonschema.validate(cfg, schema)
+    (name, comp), = cfg["component"].items()
+    assert name == "ggdefender.Defender" and comp["build"]["build_system"] == "custom"
+
+
+def test_gdk_config_schema_can_fail():
+    schema = json.loads((GDK / "gdk_config_schema.json").read_text())
+    bad = {"component": {"a": {"author": "x", "version": "1.0", "build": {"build_system": "custom"},
+                               "publish": {"bucket": "b"}}, "b": {}}, "gdk_version": "1.0.0"}
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(bad))
+    text = " ".join(e.message for e in errors)
+    assert "has too many properties" in text
+
+
+def test_source_recipe_passes_recipe_schema_and_size_limit():
+    raw = RECIPE.read_bytes()
+    assert len(raw) < b.RECIPE_SIZE_LIMIT
+    schema = json.loads((GDK / "recipe_schema.json").read_text())
+    jsonschema.validate(yaml.safe_load(raw), schema)
+
+
+def test_recipe_schema_catches_mistakes():
+    schema = json.loads((GDK / "recipe_schema.json").read_text())
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe["Manifests"][0]["Lifecycle"]["Startup"] = "x"        # Run and Startup together
+    recipe["Manifests"][0]["Artifacts"][0]["Unarchive"] = "TAR"
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(recipe))
+    assert len(errors) == 2
+
+
+def test_recipe_contract():
+    r = yaml.safe_load(RECIPE.read_text())
+    assert r["ComponentName"] == "ggdefender.Defender"
+    assert r["ComponentDependencies"]["aws.greengrass.Nucleus"]["VersionRequirement"].startswith(">=2.6.0")
+    (manifest,) = r["Manifests"]
+    assert manifest["Platform"]["os"] == "linux"
+    life = manifest["Lifecycle"]
+    install = life["Install"]["Script"]
+    assert not re.search(r"\s--user\b", install)
+    assert 'WORK="{work:path}"' in install and 'python3 -m venv "$WORK/venv"' in install
+    assert "-m ggdefender run" in life["Run"]["Script"]
+    conf = r["ComponentConfiguration"]["DefaultConfiguration"]
+    for section in ("Collector", "Plugins", "Remediation", "Detect", "Supervisor"):
+        assert section in conf
+    acl = conf["accessControl"]
+    mqtt = {res for pol in acl["aws.greengrass.ipc.mqttproxy"].values() for res in pol["resources"]}
+    base = "$aws/things/{iot:thingName}/defender/metrics/"
+    for fmt in ("json", "cbor"):
+        assert base + fmt in mqtt and base + fmt + "/accepted" in mqtt and base + fmt + "/rejected" in mqtt
+    assert "$aws/things/{iot:thingName}/jobs/notify-next" in mqtt and "ggdefender/things/{iot:thingName}/#" in mqtt
+    assert not any(res in ("#", "*") or res.startswith("$aws/things/+") for res in mqtt)
+    pubsub = {res for pol in acl["aws.greengrass.ipc.pubsub"].values() for res in pol["resources"]}
+    assert all(res.startswith("ggdefender/") and "*" not in res for res in pubsub)
+    assert {"ggdefender/collector/commands", "ggdefender/collector/events", "ggdefender/custom-metrics"} <= pubsub
+    cli = list(acl["aws.greengrass.Cli"].values())
+    assert cli == [{"policyDescription": cli[0]["policyDescription"],
+                    "operations": ["aws.greengrass#RestartComponent"], "resources": ["ggdefender.Defender"]}]
+
+
+def test_build_writes_gdk_layout(project):
+    result = b.build(project)
+    out = project / "greengrass-build"
+    assert result.recipe == out / "recipes" / "recipe.yaml"
+    assert result.artifact == out / "artifacts" / "ggdefender.Defender" / "1.0.0" / "ggdefender.zip"
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    ours = [f for f in files if "ggdefender.Defender" in f or f == "recipes/recipe.yaml"]
+    assert ours == ["artifacts/ggdefender.Defender/1.0.0/ggdefender.zip", "recipes/recipe.yaml"]
+    built = yaml.safe_load(result.recipe.read_text())
+    assert built["Manifests"][0]["Artifacts"][0]["URI"] == \
+        "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/ggdefender.zip"
+    assert (built["ComponentName"], built["ComponentVersion"], built["ComponentPublisher"]) == \
+        ("ggdefender.Defender", "1.0.0", "ggdefender")
+    assert len(result.recipe.read_bytes()) < b.RECIPE_SIZE_LIMIT
+    jsonschema.validate(built, json.loads((GDK / "recipe_schema.json").read_text()))
+
+
+def test_version_and_author_come_from_gdk_config(project):
+    cfg = json.loads((project / "gdk-config.json").read_text())
+    cfg["component"]["ggdefender.Defender"].update(version="2.3.4", author="Example Corp")
+    (project / "gdk-config.json").write_text(json.dumps(cfg))
+    result = b.build(project)
+    built = yaml.safe_load(result.recipe.read_text())
+    assert built["ComponentVersion"] == "2.3.4" and built["ComponentPublisher"] == "Example Corp"
+    assert result.artifact.parent.name == "2.3.4"
+
+
+def test_archive_contents(project):
+    (project / "components" / "ggdefender" / "__pycache__").mkdir(exist_ok=True)
+    (project / "components" / "ggdefender" / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    result = b.build(project)
+    with zipfile.ZipFile(result.artifact) as zf:
+        names = zf.namelist()
+        reqs = zf.read("requirements.txt").decode()
+    assert "ggdefender/__main__.py" in names and "ggdefender/collector/procfs.py" in names
+    assert not any(n.startswith("ggdefender/local/") for n in names)
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    assert all(n.startswith("ggdefender/") or n == "requirements.txt" for n in names)
+    pins = [line for line in reqs.splitlines() if line and not line.startswith("#")]
+    assert pins and all(re.match(r"^[A-Za-z0-9._-]+==\S+$", p) for p in pins)
+    import tomllib
+    assert pins == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def test_archive_is_reproducible(project):
+    first = hashlib.sha256(b.build(project).artifact.read_bytes()).hexdigest()
+    second = hashlib.sha256(b.build(project).artifact.read_bytes()).hexdigest()
+    assert first == second
+
+
+def test_unpinned_dependency_is_refused(project):
+    text = (project / "pyproject.toml").read_text().replace('"cbor2==6.3.0"', '"cbor2>=6"')
+    (project / "pyproject.toml").write_text(text)
+    with pytest.raises(b.BuildError, match="not pinned"):
+        b.build(project)
+
+
+def test_two_recipes_or_none_are_refused(project):
+    (project / "recipe.json").write_text("{}")
+    with pytest.raises(b.BuildError, match="exactly one"):
+        b.build(project)
+    (project / "recipe.json").unlink()
+    (project / "recipe.yaml").unlink()
+    with pytest.raises(b.BuildError, match="exactly one"):
+        b.build(project)
+
+
+def test_oversized_recipe_is_refused(project):
+    target = project / "recipes" / "ggdefender.Defender.yaml"
+    target.write_text(target.read_text() + "#" + "x" * b.RECIPE_SIZE_LIMIT + "\n")
+    with pytest.raises(b.BuildError, match="16000-byte limit"):
+        b.build(project)
+
+
+def test_artifact_not_built_is_refused(project):
+    target = project / "recipes" / "ggdefender.Defender.yaml"
+    target.write_text(target.read_text().replace("COMPONENT_VERSION/ggdefender.zip", "COMPONENT_VERSION/other.zip"))
+    with pytest.raises(b.BuildError, match="other.zip"):
+        b.build(project)
+
+
+def test_cli_print_merge_and_gdk_style_invocation(project):
+    env = {**os.environ, "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, "-m", "ggdefender", "build", "--print-merge", "--root", str(project)],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ggdefender.Defender=1.0.0"
+    # what gdk's custom build runs, from the project folder, with no package installed on the path
+    subprocess.run([sys.executable, "components/ggdefender/build.py"], cwd=project, env=env, check=True,
+                   capture_output=True)
+    assert (project / "greengrass-build" / "recipes" / "recipe.yaml").is_file()
