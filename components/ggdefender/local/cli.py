@@ -13,7 +13,6 @@ optional `ggdefender.local.jobs_cli.register(local_subparsers)`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib
 import json

@@ -71,10 +71,11 @@ class ControlServer:
         os.chmod(self.path, 0o600)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._server is None:
+            return  # never started (e.g. another core owns this root): its socket is not ours to remove
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
         with contextlib.suppress(OSError):
             self.path.unlink()
 

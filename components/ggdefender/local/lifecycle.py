@@ -13,12 +13,11 @@ import logging
 import os
 import shutil
 import signal
-import stat
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from . import recipe as rcp
 from .recipe import Recipe, RecipeError, Step, VariableContext
@@ -60,6 +59,36 @@ def component_env(base: dict, *, svcuid: str, socket_path: str, thing_name: str,
     env.setdefault("PATH", os.defpath)
     env.update(setenv or {})
     return env
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any live (non-zombie) process left in the process group."""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # fields after the parenthesised command: state ppid pgrp ...
+        fields = stat_line[stat_line.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def _stamp() -> str:
@@ -347,6 +376,8 @@ class LifecycleManager:
             if self.state(dep_name) == "BROKEN" and spec["DependencyType"] == "HARD":
                 self._set_state(dep, "BROKEN", f"hard dependency {dep_name} is BROKEN")
                 return
+        if dep.stopping or self._closed:
+            return  # shut down while waiting for a dependency
         await self.start(dep.name)
 
     # -- steps -------------------------------------------------------------------------------------------
@@ -426,30 +457,28 @@ class LifecycleManager:
             raise StepFailed(f"{step_name} exited with code {code}")
 
     async def _kill_group(self, proc, grace: float) -> None:
-        """SIGTERM the step's process group, SIGKILL after grace seconds."""
-        if proc.returncode is None:
+        """SIGTERM the step's process group, SIGKILL whatever is left of it after grace seconds.
+
+        The group, not just the leader: `sh -c` may run the real program as its child, and that child must get
+        its SIGTERM and its grace period even when sh itself dies at once."""
+        pgid = proc.pid
+        deadline = time.monotonic() + max(grace, 0)
+        _signal_group(pgid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        while time.monotonic() < deadline:
+            if proc.returncode is not None and not _group_alive(pgid):
+                break
             try:
-                os.killpg(proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                await asyncio.wait_for(proc.wait(), grace if grace > 0 else 5)
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 0.05)
             except asyncio.TimeoutError:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                await proc.wait()
-        try:  # stragglers left in the group after the leader exited
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+                pass
+        if proc.returncode is None or _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+        await proc.wait()
 
     # -- start / stop / restart --------------------------------------------------------------------------
     async def start(self, name: str, *, install: bool = True) -> None:
         dep = self.deployed[name]
         async with dep.lock:
-            dep.stopping = False
             await self._start_locked(dep, install)
 
     async def _start_locked(self, dep: Deployed, install: bool) -> None:
@@ -567,6 +596,7 @@ class LifecycleManager:
         dep = self.deployed[name]
         self._note(name, "restart requested")
         await self.stop(name)
+        dep.stopping = False
         dep.errors = 0
         dep.ready = asyncio.Event()
         await self.start(name, install=False)

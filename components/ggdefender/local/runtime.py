@@ -75,6 +75,11 @@ class Runtime:
             self._alias_dir = tempfile.mkdtemp(prefix="ggd-")
             os.symlink(self.root, os.path.join(self._alias_dir, "r"))
             bind_path = os.path.join(self._alias_dir, "r", IPC_SOCKET)
+        if self.control_enabled:
+            # first, so a second `local run` on the same root stops here instead of taking over its socket
+            self.control = ControlServer(self.root, {"status": self._cmd_status,
+                                                     "config-update": self._cmd_config_update})
+            await self.control.start()
         self.server = IpcServer(self.core, bind_path)
         await self.server.start()
         self.services = start_services(self.core, self.root, self.view, self.service_specs)
@@ -83,11 +88,12 @@ class Runtime:
 
             self.bridge = Bridge(self.core, self.broker_url, view=self.view)
             await asyncio.get_running_loop().run_in_executor(None, self.bridge.start)
-        if self.control_enabled:
-            commands = {"status": self._cmd_status, "config-update": self._cmd_config_update}
-            commands.update(service_commands(self.services))
-            self.control = ControlServer(self.root, commands)
-            await self.control.start()
+        if self.control is not None:
+            offered = service_commands(self.services)
+            clash = set(offered) & set(self.control.commands)
+            if clash:
+                raise ValueError(f"cloud services offer control commands that already exist: {sorted(clash)}")
+            self.control.commands.update(offered)
         if self.interpolate_config:
             self.view.note("core", "interpolateComponentConfiguration is ON: recipe variables such as "
                                    "{iot:thingName} are substituted in component configuration (a default nucleus "

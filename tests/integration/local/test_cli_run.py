@@ -133,3 +133,14 @@ def test_broken_component_makes_exit_status_1(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "test.Echo is BROKEN" in out.stdout
     assert "Run exited with code 3" in out.stdout
+
+
+def test_second_core_on_the_same_root_is_refused(tmp_path):
+    from ggdefender.local.control import ControlError
+    from ggdefender.local.harness import LocalCore
+
+    with LocalCore(tmp_path / "gg") as first:
+        with pytest.raises(ControlError, match="already running"):
+            LocalCore(tmp_path / "gg").start()
+        assert first.control("status")["thing"] == "testThing"
+        assert (tmp_path / "gg" / "ipc.socket").exists()
