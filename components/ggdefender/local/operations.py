@@ -78,7 +78,7 @@ def _blob(req: dict, key: str, *, required: bool) -> bytes:
     value = req.get(key)
     if value is None:
         if required:
-            raise invalid(f"{key} is required")
+            raise invalid(f"{key[:1].upper()}{key[1:]} is required")
         return b""
     if not isinstance(value, str):
         raise invalid(f"{key} must be a base64 string")
@@ -102,9 +102,9 @@ def _key_path(req: dict) -> list[str]:
 def _qos(req: dict) -> int:
     q = req.get("qos")
     if q is None:
-        raise invalid("qos is required")
-    if q not in ("0", "1", 0, 1):
-        raise invalid(f"qos must be \"0\" or \"1\", got {q!r}")
+        raise invalid("QoS is required")
+    if q not in ("0", "1"):
+        raise invalid(f"Invalid QoS value: {q}")
     return int(q)
 
 
@@ -114,26 +114,34 @@ def _b64(data: bytes) -> str:
 
 # -- IoT Core (mqttproxy) ------------------------------------------------------------------------------------
 
+def _iot_topic(req: dict) -> str:
+    if req.get("topicName") is None:
+        raise invalid("Topic is required")
+    return _str(req, "topicName", required=False)
+
+
 def publish_to_iot_core(core: Core, principal: str, req: dict) -> dict:
-    topic = _str(req, "topicName")
-    qos = _qos(req)
-    payload = _blob(req, "payload", required=False)
-    if "+" in topic or "#" in topic:
-        raise invalid(f"topicName {topic!r} must not contain MQTT wildcards")
+    # the nucleus's order: topic present, authorization, payload, QoS
+    topic = _iot_topic(req)
     if not core.is_authorized(principal, MQTTPROXY, NS + "PublishToIoTCore", topic):
         raise OperationError("UnauthorizedError", "Not Authorized")
+    payload = _blob(req, "payload", required=True)
+    qos = _qos(req)
+    if not topic or "+" in topic or "#" in topic:
+        raise invalid(f"topicName {topic!r} is not a valid topic to publish to (empty or with MQTT wildcards)")
     core.publish_iot(topic, payload, source=principal, qos=qos)
     return {}
 
 
 def subscribe_to_iot_core(core: Core, principal: str, req: dict, stream: Stream):
-    topic_filter = _str(req, "topicName")
+    topic_filter = _iot_topic(req)
+    if not core.is_authorized(principal, MQTTPROXY, NS + "SubscribeToIoTCore", topic_filter):
+        raise OperationError("UnauthorizedError", "Not Authorized")
     qos = _qos(req)
     reason = validate_filter(topic_filter)
     if reason:
+        # IoT Core refuses such a SUBSCRIBE; the nucleus reports the failed subscription
         raise invalid(f"topicName {topic_filter!r} is not a valid MQTT topic filter: {reason}")
-    if not core.is_authorized(principal, MQTTPROXY, NS + "SubscribeToIoTCore", topic_filter):
-        raise OperationError("UnauthorizedError", "Not Authorized")
     shape = NS + "IoTCoreMessage"
 
     def deliver(topic: str, payload: bytes, source: str) -> None:
