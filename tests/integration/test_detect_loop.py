@@ -129,3 +129,36 @@ def test_seed_000_rogue_listener_alarm_mitigation_clear_and_finding(tmp_path):
     finally:
         rogue.kill()
         rogue.wait(5)
+
+
+CLIENT = """
+import sys
+from ggdefender.ipc import Ipc
+ipc = Ipc(connect_attempts=3)
+for size in (100, 2000, 10):
+    ipc.publish_iot("telemetry/" + sys.argv[1], b"x" * size)
+ipc.close()
+"""
+
+
+def test_cloud_side_message_size_behavior_under_the_local_core(tmp_path):
+    root = tmp_path / "gg"
+    profiles = root / "cloud" / "detect" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "small.json").write_text((SEED_000.parent / "message-size.json").read_text())
+    policy = {"accessControl": {"aws.greengrass.ipc.mqttproxy": {"telemetry": {
+        "operations": ["aws.greengrass#PublishToIoTCore"], "resources": ["telemetry/*"]}}}}
+    with harness.LocalCore(root, thing=THING) as core:
+        violations = core.capture_iot(f"ggdefender/things/{THING}/violations")
+        env = core.add_component("test.Telemetry", policy)
+        out = subprocess.run([sys.executable, "-c", CLIENT, THING], env=env, capture_output=True, text=True,
+                             timeout=60, cwd=core.work_dir("test.Telemetry"))
+        assert out.returncode == 0, out.stderr
+        violations.wait_for(lambda c: len(c) >= 2, timeout=30)
+        events = [json.loads(p) for _, p, *_ in violations]
+        assert [(e["violationEventType"], e["metricValue"]) for e in events] == [
+            ("in-alarm", {"count": 2000}), ("alarm-cleared", {"count": 10})]
+        assert events[0]["securityProfileName"] == "SmallMessages" and events[0]["thingName"] == THING
+        listed = core.control("detect-violations", {})
+        assert len(listed["events"]) == 2 and listed["active"] == []
+    assert len((root / "cloud" / "detect" / "violations.jsonl").read_text().splitlines()) == 2
