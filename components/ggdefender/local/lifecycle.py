@@ -406,12 +406,11 @@ class LifecycleManager:
         target = Path(arg)
         return (target if target.is_absolute() else Path(ctx.work_path) / target).exists()
 
-    def _argv(self, step: Step, script: str) -> list:
+    def _argv(self, dep: Deployed, step: Step, script: str) -> list:
         if step.requires_privilege and os.geteuid() != 0:
-            if shutil.which("sudo") is None:
-                raise StepFailed(f"{step.name} has RequiresPrivilege: true but ggdefender local is not root and "
-                                 f"sudo is not installed")
-            return ["sudo", "-n", "-E", "sh", "-c", script]
+            # a nucleus that is not root runs privileged steps as its own user; so do we, and say so
+            self._note(dep.name, f"{step.name} has RequiresPrivilege: true but ggdefender local is not root: "
+                                 f"running it as the current user", level="warning")
         return ["sh", "-c", script]
 
     async def _spawn_step(self, dep: Deployed, step: Step):
@@ -427,7 +426,7 @@ class LifecycleManager:
         with open(dep.log_path, "ab", buffering=0) as out:
             try:
                 return await asyncio.create_subprocess_exec(
-                    *self._argv(step, script), cwd=str(dep.work_path), env=env, stdin=asyncio.subprocess.DEVNULL,
+                    *self._argv(dep, step, script), cwd=str(dep.work_path), env=env, stdin=asyncio.subprocess.DEVNULL,
                     stdout=out, stderr=out, start_new_session=True)
             except OSError as exc:
                 raise StepFailed(f"{step.name}: cannot start sh: {exc}") from None
