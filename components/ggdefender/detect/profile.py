@@ -344,8 +344,8 @@ def _compile_behavior(errors: _Errors, index: int, b: Any, profile: str, custom_
 
     if len(errors) > n_before:
         return None
-    fp = hashlib.sha256(json.dumps([metric, criteria, dimension, sorted(custom_types.items())],
-                                   sort_keys=True, default=str).encode()).hexdigest()[:16]
+    fp = _fingerprint(metric, spec, ctype, operator, threshold, duration, to_alarm, to_clear, statistic,
+                      confidence, dimension)
     beh = Behavior(profile=profile, name=name, metric=metric, spec=spec, criteria_type=ctype, operator=operator,
                    threshold=threshold, duration=duration, to_alarm=to_alarm, to_clear=to_clear,
                    suppress=bool(b.get("suppressAlerts", False)), statistic=statistic, quantile=quantile,
@@ -355,6 +355,21 @@ def _compile_behavior(errors: _Errors, index: int, b: Any, profile: str, custom_
     if operator in _COMPARE:
         beh.compare = _COMPARE[operator]
     return beh
+
+
+def _fingerprint(metric, spec, *parts) -> str:
+    """Identity of a behavior's meaning: equal whether numbers came as ints, floats or strings, so a
+    configuration round trip through Greengrass does not look like a change (which would invalidate alarms)."""
+    def norm(v):
+        if isinstance(v, CidrSet):
+            return sorted(str(n) for n in v.networks)
+        if isinstance(v, frozenset):
+            return sorted(v, key=str)
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+    data = [metric, spec.kind, spec.custom_type] + [norm(p) for p in parts]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _validate_top(errors: _Errors, doc: dict) -> None:

@@ -228,3 +228,16 @@ def test_event_shape_matches_aws_violation_event():
                 "violationEventTime", "verificationState"):
         assert key in e
     assert e["verificationState"] == "UNKNOWN" and e["behavior"]["criteria"]["comparisonOperator"] == "in-port-set"
+
+
+def test_configuration_round_trip_through_floats_is_not_a_change():
+    as_file = behavior("aws:all-bytes-out", "less-than", {"count": 4096}, durationSeconds=300)
+    as_greengrass = behavior("aws:all-bytes-out", "less-than", {"count": 4096.0}, durationSeconds="300")
+    ev = _ev(as_file)
+    ev.observe({"aws:all-bytes-out": 9999}, 1.0)
+    ev.tick(301.0)
+    assert len(ev.active_violations()) == 1
+    assert ev.set_behaviors(profile(as_greengrass).behaviors, 400.0) == []
+    assert len(ev.active_violations()) == 1
+    # declaring an unrelated custom metric type does not touch this behavior either
+    assert ev.set_behaviors(profile(as_file, custom_types={"other": "number"}).behaviors, 500.0) == []
