@@ -352,3 +352,28 @@ def test_block_and_unblock_ip_inside_a_network_namespace(core, tmp_path):
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
     host_after = subprocess.run(["nft", "list", "table", "inet", "ggdefender"], capture_output=True).returncode
     assert host_after == host_before  # the host's own firewall was never touched
+
+
+def _cli(core, *args):
+    return subprocess.run([sys.executable, "-m", "ggdefender", "local", "jobs", *args, "--root", str(core.root)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_local_jobs_cli_create_list_describe_cancel(core, tmp_path):
+    doc = tmp_path / "stop-port-8888.json"
+    doc.write_text(json.dumps({"schema": OURS, "steps": [{"operation": "stop-listener", "arguments": {"port": 8888}}]}))
+    created = _cli(core, "create", "--document", str(doc), "--job-id", "cli-1", "--timeout-minutes", "5")
+    assert created.returncode == 0, created.stderr
+    assert "created job cli-1 for remThing (execution 1 QUEUED)" in created.stdout
+    listed = _cli(core, "list", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["executionStatus"] == "QUEUED"
+    described = json.loads(_cli(core, "describe", "cli-1").stdout)
+    assert described["job"]["document"]["steps"][0]["arguments"]["port"] == 8888
+    assert _cli(core, "cancel", "cli-1").returncode == 0
+    assert "CANCELED" in _cli(core, "list").stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    failed = _cli(core, "create", "--document", str(bad))
+    assert failed.returncode == 2 and "cannot read job document" in failed.stderr
+    dup = _cli(core, "create", "--document", str(doc), "--job-id", "cli-1")
+    assert dup.returncode == 1 and "already exists" in dup.stderr

@@ -33,6 +33,9 @@ JOURNAL_FILE = "remediation-journal.json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TICK = 0.25
 IDLE_POLL_SECONDS = 600.0  # re-check the queue now and then in case a notification was lost
+# One execution at a time per process, even across listener restarts by the supervisor: a worker left
+# finishing a step from a crashed listener instance must end before a new instance resumes that job.
+_EXECUTION_LOCK = threading.Lock()
 
 
 class RemediationListener:
@@ -215,20 +218,24 @@ class RemediationListener:
             if item is None or self._stop.is_set():
                 return
             kind, payload = item
-            try:
-                if kind == "job":
-                    result = self._run_job(payload)
-                    self.events.put(("done", payload.job_id, payload.execution_number, result))
-                else:
-                    try:
-                        self._reply_local(payload, self._run_request(payload))
-                    finally:
-                        self.events.put(("local-done",))
-            except Exception:  # never let one bad execution kill the worker
-                log.exception("remediation worker failed on a %s", kind)
-                if kind == "job":
-                    self.events.put(("done", payload.job_id, payload.execution_number,
-                                     Result("FAILED", {"reason": "internal error in the remediation worker"})))
+            with _EXECUTION_LOCK:
+                self._work_item(kind, payload)
+
+    def _work_item(self, kind: str, payload) -> None:
+        try:
+            if kind == "job":
+                result = self._run_job(payload)
+                self.events.put(("done", payload.job_id, payload.execution_number, result))
+            else:
+                try:
+                    self._reply_local(payload, self._run_request(payload))
+                finally:
+                    self.events.put(("local-done",))
+        except Exception:  # never let one bad execution kill the worker
+            log.exception("remediation worker failed on a %s", kind)
+            if kind == "job":
+                self.events.put(("done", payload.job_id, payload.execution_number,
+                                 Result("FAILED", {"reason": "internal error in the remediation worker"})))
 
     def _run_job(self, action: jobs.Execute) -> Result:
         label = f"{action.job_id}#{action.execution_number}"
