@@ -1,0 +1,121 @@
+"""Supervisor pieces: backoff, settings, privilege-drop checks, restart of a crashing child."""
+
+import os
+import sys
+import threading
+
+import pytest
+
+from ggdefender import supervisor as sv
+from ggdefender.settings import ConfigError
+
+
+def test_backoff_doubles_caps_and_resets_after_a_healthy_run():
+    b = sv.Backoff(1, 8, 300)
+    assert [b.delay(0.1) for _ in range(6)] == [1, 2, 4, 8, 8, 8]
+    assert b.delay(301) == 1 and b.delay(2) == 2
+
+
+def test_settings_defaults_strings_and_errors():
+    assert sv.parse_settings(None) == sv.SupervisorSettings()
+    st = sv.parse_settings({"RestartInitialBackoffSeconds": "0.5", "RestartMaxBackoffSeconds": 30.0,
+                            "CollectorUser": "", "LogLevel": "debug"})
+    assert st.restart_initial_backoff == 0.5 and st.restart_max_backoff == 30 and st.log_level == "DEBUG"
+    with pytest.raises(ConfigError) as e:
+        sv.parse_settings({"RestartInitialBackoffSeconds": "x", "StopTimeoutSeconds": 0})
+    assert "RestartInitialBackoffSeconds" in str(e.value) and "StopTimeoutSeconds" in str(e.value)
+    with pytest.raises(ConfigError, match="below RestartInitialBackoffSeconds"):
+        sv.parse_settings({"RestartInitialBackoffSeconds": 10, "RestartMaxBackoffSeconds": 5})
+
+
+def test_user_can_read_follows_permission_bits(tmp_path):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    base = Path(tempfile.mkdtemp(prefix="ggd-perm-", dir="/tmp"))  # pytest's tmp root is 0700
+    try:
+        d = base / "d"
+        d.mkdir()
+        f = d / "f"
+        f.write_text("x")
+        os.chmod(base, 0o755)
+        os.chmod(d, 0o755)
+        os.chmod(f, 0o644)
+        other = 54321
+        assert sv.user_can_read(str(f), other, set())
+        os.chmod(f, 0o640)
+        assert not sv.user_can_read(str(f), other, set())
+        assert sv.user_can_read(str(f), other, {os.stat(f).st_gid})  # group read
+        os.chmod(f, 0o644)
+        os.chmod(d, 0o700)
+        assert not sv.user_can_read(str(f), other, set())
+        assert sv.user_can_read(str(f), os.stat(d).st_uid, set())
+        assert not sv.user_can_read(str(tmp_path), other, set())
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop only happens as root")
+def test_collector_user_rules_as_root(tmp_path):
+    with pytest.raises(ConfigError, match="no such user"):
+        sv.resolve_collector_user(sv.SupervisorSettings(collector_user="no-such-user-xyz"), str(tmp_path))
+    with pytest.raises(ConfigError, match="refusing to run the collector as root"):
+        sv.resolve_collector_user(sv.SupervisorSettings(collector_user="root"), str(tmp_path))
+    uid, gid, name, _ = sv.resolve_collector_user(sv.SupervisorSettings(), str(tmp_path))  # root-owned dir
+    assert name == "nobody" and uid != 0
+    os.chown(tmp_path, 4242, 4242)
+    if uid != 4242:
+        try:
+            import pwd
+            pwd.getpwuid(4242)
+        except KeyError:
+            with pytest.raises(ConfigError):
+                sv.resolve_collector_user(sv.SupervisorSettings(), str(tmp_path))
+
+
+def test_non_root_keeps_its_user(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert sv.resolve_collector_user(sv.SupervisorSettings(collector_user="nobody"), str(tmp_path)) is None
+
+
+def test_crashing_child_is_restarted_with_backoff_and_stopped_cleanly(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # no privilege drop in this test
+    marker = tmp_path / "starts"
+    script = f"open({str(marker)!r}, 'a').write('x'); raise SystemExit(3)"
+    cfg = sv.SupervisorSettings(restart_initial_backoff=0.1, restart_max_backoff=0.2)
+    sup = sv.Supervisor(cfg, str(tmp_path), argv=[sys.executable, "-c", script])
+    t = threading.Thread(target=sup.supervise_child)
+    t.start()
+    try:
+        deadline_reached = threading.Event()
+        for _ in range(600):
+            if marker.exists() and len(marker.read_text()) >= 3:
+                break
+            deadline_reached.wait(0.1)
+    finally:
+        sup.stop.set()
+        t.join(30)
+    assert len(marker.read_text()) >= 3 and not t.is_alive()
+    assert (tmp_path / sv.PART_STATE_SUBDIR).is_dir()
+
+
+def test_stop_terminates_a_running_child(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    ready = tmp_path / "ready"
+    script = (f"import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); "
+              f"open({str(ready)!r}, 'w').close(); time.sleep(600)")
+    sup = sv.Supervisor(sv.SupervisorSettings(), str(tmp_path), argv=[sys.executable, "-c", script])
+    t = threading.Thread(target=sup.supervise_child)
+    t.start()
+    try:
+        waiter = threading.Event()
+        for _ in range(600):
+            if ready.exists():
+                break
+            waiter.wait(0.1)
+        child = sup.child
+    finally:
+        sup.stop.set()
+        t.join(30)
+    assert not t.is_alive() and child is not None and child.returncode == 0 and sup.starts == 1
