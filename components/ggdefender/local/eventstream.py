@@ -83,14 +83,20 @@ class Frame:
         self.payload = bytes(payload)
         self._index: Optional[dict[str, Header]] = None
 
-    def header(self, name: str) -> Optional[Header]:
+    def index(self) -> dict[str, Header]:
+        """Headers by lower-cased name (first occurrence wins); built once per frame."""
         index = self._index
         if index is None:
             index = {}
             for h in self.headers:
-                index.setdefault(h.name.lower(), h)
+                key = h.name.lower()
+                if key not in index:
+                    index[key] = h
             self._index = index
-        return index.get(name.lower())
+        return index
+
+    def header(self, name: str) -> Optional[Header]:
+        return self.index().get(name.lower())
 
     def value(self, name: str, default: Any = None) -> Any:
         h = self.header(name)

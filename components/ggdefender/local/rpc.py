@@ -160,9 +160,10 @@ class RpcConnection:
         return events
 
     def _handle(self, frame: Frame) -> Optional[Event]:
-        mt = frame.header(":message-type")
-        mf = frame.header(":message-flags")
-        sid = frame.header(":stream-id")
+        index = frame.index()
+        mt = index.get(":message-type")
+        mf = index.get(":message-flags")
+        sid = index.get(":stream-id")
         if (mt is None or mf is None or sid is None or mt.type != HeaderType.INT32
                 or mf.type != HeaderType.INT32 or sid.type != HeaderType.INT32):
             return self._protocol_error("A message was received with missing required fields: :message-type, "
@@ -221,7 +222,8 @@ class RpcConnection:
     def _stream_message(self, frame: Frame, msg_type: int, flags: int, stream_id: int) -> Optional[Event]:
         terminate = bool(flags & FLAG_TERMINATE_STREAM)
         if stream_id > self.last_stream_id:
-            op = frame.header("operation")
+            index = frame.index()
+            op = index.get("operation")
             if op is None or op.type != HeaderType.STRING or not op.value:
                 return self._protocol_error(f"stream {stream_id}: the first message of a stream needs an "
                                             f"'operation' string header")
@@ -231,7 +233,7 @@ class RpcConnection:
             if len(self.open_streams) >= self.max_open_streams:
                 return self._protocol_error(f"more than {self.max_open_streams} open streams")
             self.open_streams.add(stream_id)
-            mst = frame.header("service-model-type")
+            mst = index.get("service-model-type")
             model_type = mst.value if mst is not None and mst.type == HeaderType.STRING else None
             return Request(stream_id, op.value, model_type, frame.payload)
         if stream_id in self.open_streams:

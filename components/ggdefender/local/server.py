@@ -27,6 +27,10 @@ REJECT_GRACE_SECONDS = 2.0  # after a rejecting CONNECT_ACK, let the client hang
 MAX_WRITE_BUFFER = 64 * 1024 * 1024  # a subscriber this far behind is disconnected rather than buffered forever
 
 
+def _json(body: dict) -> bytes:
+    return b"{}" if not body else json.dumps(body).encode()
+
+
 class _Stream:
     """What a streaming operation's deliveries write to."""
 
@@ -164,12 +168,12 @@ class _Connection(asyncio.Protocol):
             if spec.streaming:
                 stream = _Stream(self, req.stream_id)
                 response, start = spec.handler(self.core, principal, request, stream)
-                self.rpc.send_message(req.stream_id, spec.response_shape, json.dumps(response).encode())
+                self.rpc.send_message(req.stream_id, spec.response_shape, _json(response))
                 # subscribe only now: every event is queued after the initial response
                 self.unsubscribe[req.stream_id] = start()
             else:
                 response = spec.handler(self.core, principal, request)
-                self.rpc.send_message(req.stream_id, spec.response_shape, json.dumps(response).encode(),
+                self.rpc.send_message(req.stream_id, spec.response_shape, _json(response),
                                       terminate=True)
         except OperationError as err:
             self._error(req.stream_id, err)
@@ -197,7 +201,7 @@ class _Connection(asyncio.Protocol):
             if err is not None:
                 self._error(stream_id, err)
             else:
-                self.rpc.send_message(stream_id, spec.response_shape, json.dumps(response).encode(), terminate=True)
+                self.rpc.send_message(stream_id, spec.response_shape, _json(response), terminate=True)
             self._schedule_flush()
 
         loop.run_in_executor(None, work).add_done_callback(done)
