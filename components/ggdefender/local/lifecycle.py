@@ -570,8 +570,10 @@ class LifecycleManager:
         """Shutdown step, then SIGTERM to the process group, then SIGKILL after the grace period."""
         dep = self.deployed[name]
         dep.stopping = True
-        if dep.step_process is not None:  # an Install or Startup in flight holds the lock: end it first
-            await self._kill_group(dep.step_process, self.grace_seconds)
+        in_flight = dep.step_process
+        if in_flight is not None and not (in_flight is dep.process and self.state(name) == "RUNNING"):
+            # an Install, or a Startup that has not reported RUNNING, holds the lock: end it first
+            await self._kill_group(in_flight, self.grace_seconds)
         async with dep.lock:
             state = self.state(name)
             if state in ("NEW", "BROKEN", "FINISHED") and dep.process is None:

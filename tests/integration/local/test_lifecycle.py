@@ -261,3 +261,21 @@ def test_teardown_after_failure_leaves_no_process(tmp_path):
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     assert not (tmp_path / "gg" / "ipc.socket").exists()
     assert shutil.which("sh")
+
+
+def test_startup_step_running_over_ipc(tmp_path):
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    doc = yaml.safe_load((RECIPES / "test.Echo-1.0.0.yaml").read_text())
+    lifecycle = doc["Manifests"][0]["Lifecycle"]
+    lifecycle["Startup"] = lifecycle.pop("Run")  # a long-running Startup that reports RUNNING itself
+    (recipes / "test.Echo-1.0.0.yaml").write_text(yaml.safe_dump(doc))
+    with LocalCore(tmp_path / "gg") as core:
+        status = core.capture_local("test/echo/status")
+        core.deploy(recipes, ARTIFACTS, ECHO, update_config=PYTHON)
+        _ready(status)
+        states = [e["state"] for e in core.events("state") if e["component"] == "test.Echo"]
+        assert states[:3] == ["INSTALLED", "STARTING", "RUNNING"]
+        work = core.work_dir("test.Echo")
+    lines = (work / "events.log").read_text().splitlines()
+    assert lines.index("shutdown-step") < lines.index("sigterm")

@@ -115,3 +115,16 @@ def test_view_folds_busy_topics_and_counts():
     assert view.counters["iot-publish"] == 5 and view.counters["rejected"] == 1
     assert len(view.events) == 7
     assert "rejected 1" in view.totals()
+
+
+def test_privileged_step_as_non_root_runs_as_current_user_with_warning(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ggdefender.local.recipe import Step
+
+    view = View()
+    manager = lifecycle.LifecycleManager(SimpleNamespace(), tmp_path, socket_path="/x", view=view)
+    monkeypatch.setattr(lifecycle.os, "geteuid", lambda: 1000)
+    step = Step(name="Run", script="id", requires_privilege=True)
+    assert manager._argv(SimpleNamespace(name="c"), step, "id") == ["sh", "-c", "id"]
+    assert any(e.get("level") == "warning" and "RequiresPrivilege" in e["text"] for e in view.events)
