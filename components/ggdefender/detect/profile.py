@@ -11,7 +11,6 @@ configuration; integer fields accept those (via `ggdefender.settings`), everythi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import operator as op
@@ -369,6 +368,8 @@ def _fingerprint(metric, spec, *parts) -> str:
             return int(v)
         return v
     data = [metric, spec.kind, spec.custom_type] + [norm(p) for p in parts]
+    import hashlib  # here, not at start-up: it maps libcrypto (~3 MiB RSS) into the idle component
+
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
