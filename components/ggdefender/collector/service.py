@@ -54,7 +54,8 @@ class CollectorService:
         self._clock = clock
         self._mono = monotonic
         self._settings = cfg.CollectorSettings()
-        self.pipeline = Pipeline(self._settings, ReportIds.in_state_dir(state_dir), source=source)
+        # no per-report jsonschema validation in the running component: memory and time (Pipeline.__init__)
+        self.pipeline = Pipeline(self._settings, ReportIds.in_state_dir(state_dir), source=source, validate=False)
         self.plugins = None
         self.detect = None
         self._wake = threading.Event()
