@@ -20,9 +20,10 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
 
 from . import operations
 
@@ -124,17 +125,25 @@ class Plan:
         return self.steps + ([self.final_step] if self.final_step else [])
 
 
+def _jsonschema():
+    # imported on the first job document, not at start-up: it adds ~5 MiB RSS to the idle component
+    # (docs/performance.md, memory budget)
+    import jsonschema
+
+    return jsonschema
+
+
 @lru_cache(maxsize=1)
-def _our_validator() -> jsonschema.Draft202012Validator:
+def _our_validator() -> "jsonschema.Draft202012Validator":
     text = resources.files("ggdefender.remediation").joinpath("job_document.schema.json").read_text()
-    return jsonschema.Draft202012Validator(json.loads(text))
+    return _jsonschema().Draft202012Validator(json.loads(text))
 
 
 def _check(validator, doc: Any, label: str) -> None:
     errors = list(validator.iter_errors(doc))
     if not errors:
         return
-    best = jsonschema.exceptions.best_match(errors)
+    best = _jsonschema().exceptions.best_match(errors)
     where = _path(best.absolute_path)
     msg = best.message if len(best.message) <= 300 else best.message[:300] + "..."
     raise DocumentError(f"invalid {label} document at {where}: {msg}")
@@ -240,7 +249,7 @@ def _allow_stderr(value: Any, where: str) -> Optional[int]:
 
 
 def _parse_device_client(doc: dict, settings) -> Plan:
-    _check(jsonschema.Draft202012Validator(DEVICE_CLIENT_SCHEMA), doc, "Device Client")
+    _check(_jsonschema().Draft202012Validator(DEVICE_CLIENT_SCHEMA), doc, "Device Client")
     _no_placeholders(doc)
     plan = Plan(format="device-client", steps=[], include_stdout=_truthy(doc.get("includeStdOut")))
     if doc.get("conditions"):
@@ -253,7 +262,7 @@ def _parse_device_client(doc: dict, settings) -> Plan:
 
 
 def _parse_legacy(doc: dict, settings) -> Plan:
-    _check(jsonschema.Draft202012Validator(DEVICE_CLIENT_LEGACY_SCHEMA), doc, "Device Client (legacy)")
+    _check(_jsonschema().Draft202012Validator(DEVICE_CLIENT_LEGACY_SCHEMA), doc, "Device Client (legacy)")
     _no_placeholders(doc)
     action = {"name": doc["operation"], "type": "runHandler",
               "input": {"handler": doc["operation"], "args": doc.get("args", [])}}
