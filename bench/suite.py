@@ -68,50 +68,24 @@ def median_ms(values: List[float]) -> float:
 
 # == connection holder (child process) ======================================================================
 def hold_worker() -> int:
-    """Child: hold N loopback connections, resized on each stdin line "N"; stdin EOF (the parent ended, even
-    by SIGKILL) closes every socket with SO_LINGER 0 (RST: no TIME_WAIT left) and exits."""
+    """Child: hold N loopback connections (collector_bench.hold_connections), re-sized on each stdin line "N";
+    stdin EOF (the parent ended, even by SIGKILL) closes them all (SO_LINGER 0: no TIME_WAIT) and exits."""
+    from collector_bench import hold_connections
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent; we end on stdin EOF
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 2 * MAX_CONNECTIONS + 64
-    if soft < want and (hard == resource.RLIM_INFINITY or hard >= soft):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard) if hard != resource.RLIM_INFINITY else want, hard))
-    limit_fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    linger0 = struct.pack("ii", 1, 0)
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1024)
-    pairs: List[tuple] = []
-
-    def close(sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
-        sock.close()
-
-    try:
+    with contextlib.ExitStack() as held:
         for line in sys.stdin:
+            held.close()  # release the previous N first (bounded: never two sets at once)
             try:
                 n = int(line)
                 if not 0 <= n <= MAX_CONNECTIONS:
                     raise ValueError(f"N must be 0..{MAX_CONNECTIONS}")
-                if 2 * n + 32 > limit_fds:
-                    raise ValueError(f"{n} connections need {2 * n + 32} file descriptors; limit is {limit_fds}")
-            except ValueError as exc:
+                held.enter_context(hold_connections(n))
+            except (ValueError, RuntimeError, OSError) as exc:
                 print(json.dumps({"error": str(exc)}), flush=True)
                 continue
-            while len(pairs) > n:
-                for s in pairs.pop():
-                    close(s)
-            while len(pairs) < n:
-                c = socket.create_connection(server.getsockname())
-                a, _ = server.accept()
-                pairs.append((c, a))
-            print(json.dumps({"held": len(pairs), "port": server.getsockname()[1]}), flush=True)
-    finally:
-        for pair in pairs:
-            for s in pair:
-                close(s)
-        server.close()
+            print(json.dumps({"held": n}), flush=True)
     return 0
 
 
@@ -121,7 +95,6 @@ class ConnectionHolder:
     def __init__(self):
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--hold-worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.port = None
 
     def hold(self, n: int) -> None:
         self.proc.stdin.write(f"{n}\n")
@@ -129,7 +102,6 @@ class ConnectionHolder:
         reply = json.loads(self.proc.stdout.readline() or '{"error": "holder exited"}')
         if "error" in reply:
             raise RuntimeError(f"connection holder: {reply['error']}")
-        self.port = reply["port"]
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -203,22 +175,15 @@ class ReferenceAgent:
                 self.proc.wait()
 
 
-# == our collector ==========================================================================================
-def our_pipeline():
-    """The component's per-report work: sample + report + size cap + validation + encoding, default settings."""
-    from ggdefender.collector.config import CollectorSettings
-    from ggdefender.collector.pipeline import Pipeline
-    from ggdefender.collector.report_id import ReportIds
-
-    return Pipeline(CollectorSettings(), ReportIds())
-
-
+# == our collector (timing helpers: bench/collector_bench.py) ===============================================
 def rss_worker(reps: int) -> int:
     """Child: a fresh interpreter builds `reps` reports; prints peak RSS (ru_maxrss) and the report size."""
-    pipeline = our_pipeline()
-    size = 0
+    from collector_bench import make_pipeline, time_ours
+
+    pipeline = make_pipeline()
     for _ in range(reps):
-        size = len(pipeline.build().payload)
+        time_ours(pipeline)
+    size = len(pipeline.build().payload)
     print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "bytes": size}))
     return 0
 
@@ -229,22 +194,10 @@ def collector_peak_rss(reps: int = 3) -> dict:
     return json.loads(out.stdout)
 
 
-def time_ss() -> tuple:
-    t0 = time.perf_counter()
-    out = subprocess.run(["sh", "-c", "ss -tan | wc -l"], capture_output=True, text=True, check=True)
-    return time.perf_counter() - t0, int(out.stdout.strip() or 0)
-
-
-def time_raw_read() -> float:
-    t0 = time.perf_counter()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(FileNotFoundError), open(name, "rb") as f:
-            f.read()
-    return time.perf_counter() - t0
-
-
 def run_scaling(ns, reps_for: Callable[[int], tuple], agent: Optional[ReferenceAgent]) -> List[dict]:
-    pipeline = our_pipeline()
+    from collector_bench import make_pipeline, time_ours, time_ours_validated, time_raw_read, time_ss
+
+    pipeline = make_pipeline()
     have_ss = shutil.which("ss") is not None
     rows = []
     with ConnectionHolder() as holder:
@@ -252,8 +205,8 @@ def run_scaling(ns, reps_for: Callable[[int], tuple], agent: Optional[ReferenceA
             holder.hold(n)
             rows_est = established_rows()
             ours_reps, agent_reps = reps_for(n)
-            ours, ours_cpu, ss, raw, ag, ag_cpu = [], [], [], [], [], []
-            ss_lines = payload_bytes = agent_bytes = 0
+            ours, ours_cpu, valid, ss, raw, ag, ag_cpu = [], [], [], [], [], [], []
+            agent_bytes = 0
             # warm-up: caches, the agent's first cpu_percent, page cache of /proc reads
             payload_bytes = len(pipeline.build().payload)
             if agent is not None and n <= 1000:
@@ -263,16 +216,15 @@ def run_scaling(ns, reps_for: Callable[[int], tuple], agent: Optional[ReferenceA
 
             def m_ours():
                 c0 = time.process_time()
-                t0 = time.perf_counter()
-                pipeline.build()
-                ours.append(time.perf_counter() - t0)
+                ours.append(time_ours(pipeline))
                 ours_cpu.append(time.process_time() - c0)
 
+            def m_valid():
+                valid.append(time_ours_validated(pipeline))
+
             def m_ss():
-                nonlocal ss_lines
                 if have_ss:
-                    t, ss_lines = time_ss()
-                    ss.append(t)
+                    ss.append(time_ss())
 
             def m_raw():
                 raw.append(time_raw_read())
@@ -285,16 +237,17 @@ def run_scaling(ns, reps_for: Callable[[int], tuple], agent: Optional[ReferenceA
                     ag_cpu.extend(r["cpu"])
                     agent_bytes = r["bytes"]
 
-            steps = [m_ours, m_ss, m_raw, m_agent]
+            steps = [m_ours, m_ss, m_raw, m_agent, m_valid]
             for i in range(ours_reps):
                 k = i % len(steps)  # rotate the order each round so no one always runs first
                 for step in steps[k:] + steps[:k]:
                     step()
             rss = collector_peak_rss()
             row = {
-                "n": n, "established_rows": rows_est, "ss_lines": ss_lines,
+                "n": n, "established_rows": rows_est,
                 "ours_ms": median_ms(ours), "ours_cpu_ms": median_ms(ours_cpu),
                 "ours_min_ms": 1000 * min(ours), "ours_max_ms": 1000 * max(ours), "ours_reps": len(ours),
+                "validated_ms": median_ms(valid),
                 "ours_bytes": payload_bytes, "ours_peak_rss_mib": rss["maxrss_kib"] / 1024,
                 "ss_ms": median_ms(ss), "raw_ms": median_ms(raw),
                 "agent_ms": median_ms(ag), "agent_cpu_ms": median_ms(ag_cpu), "agent_reps": len(ag),
@@ -302,8 +255,8 @@ def run_scaling(ns, reps_for: Callable[[int], tuple], agent: Optional[ReferenceA
             }
             row["ours_vs_ss"] = row["ours_ms"] / row["ss_ms"] if ss else float("nan")
             row["agent_vs_ours"] = row["agent_ms"] / row["ours_ms"] if ag else float("nan")
-            log("N={n}: ours {ours_ms:.2f} ms, ss {ss_ms:.2f} ms, raw {raw_ms:.2f} ms, agent {agent_ms:.1f} ms, "
-                "peak RSS {ours_peak_rss_mib:.1f} MiB".format(**row))
+            log("N={n}: ours {ours_ms:.2f} ms (validated {validated_ms:.2f}), ss {ss_ms:.2f} ms, raw {raw_ms:.2f} ms, "
+                "agent {agent_ms:.1f} ms, peak RSS {ours_peak_rss_mib:.1f} MiB".format(**row))
             rows.append(row)
     return rows
 
@@ -549,13 +502,13 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
           "Medians; ours and the agent are one full report each (`Pipeline.build()`: sample, report with size cap, "
           "validation, JSON encoding; the agent: `collect_metrics()` + `to_json_string()`). `ss` includes spawning "
           "`sh`, `ss` and `wc`, like the baseline.", "",
-          "| connections (sockets) | ESTABLISHED rows | ours (min–max) | ours CPU | `ss -tan \\| wc -l` | raw read | "
-          "AWS agent (reps) | ours/ss | agent/ours | our report | ours peak RSS |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| connections (sockets) | ESTABLISHED rows | ours (min–max) | ours CPU | + jsonschema validation | "
+          "`ss -tan \\| wc -l` | raw read | AWS agent (reps) | ours/ss | agent/ours | our report | ours peak RSS |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         L.append(f"| {r['n']:,} ({2 * r['n']:,}) | {r['established_rows']:,} | {fmt(r['ours_ms'], '.2f')} ms "
                  f"({fmt(r['ours_min_ms'], '.1f')}–{fmt(r['ours_max_ms'], '.1f')}) | {fmt(r['ours_cpu_ms'], '.2f')} ms | "
-                 f"{fmt(r['ss_ms'], '.2f')} ms | {fmt(r['raw_ms'], '.2f')} ms | {fmt(r['agent_ms'], '.1f')} ms "
+                 f"{fmt(r['validated_ms'], '.2f')} ms | {fmt(r['ss_ms'], '.2f')} ms | {fmt(r['raw_ms'], '.2f')} ms | {fmt(r['agent_ms'], '.1f')} ms "
                  f"({r['agent_reps']}) | {fmt(r['ours_vs_ss'], '.2f')} | {fmt(r['agent_vs_ours'], '.0f')} | "
                  f"{r['ours_bytes']:,} B | {fmt(r['ours_peak_rss_mib'])} MiB |")
     if g:
