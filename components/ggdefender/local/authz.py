@@ -123,7 +123,14 @@ def _as_list(value: Any, what: str, where: str) -> list:
     return value
 
 
-def parse_policy(component: str, service: str, policy_id: str, body: Any) -> Policy:
+def parse_policy(component: str, service: str, policy_id: str, body: Any) -> tuple[Policy, list[str]]:
+    """One policy and the problems found in it.
+
+    Like the nucleus's AuthorizationHandler: a malformed policy (not an object, no operations, no
+    resources) raises PolicyError and grants nothing; operations the service does not have are reported
+    but the policy is still loaded (those operations can never match a request); a resource that does not
+    compile (a bare `?`) is reported and only that resource is left out.
+    """
     where = f"component {component}: accessControl.{service}.{policy_id}"
     if not isinstance(body, dict):
         raise PolicyError(f"{where}: policy must be an object with operations and resources")
@@ -131,24 +138,29 @@ def parse_policy(component: str, service: str, policy_id: str, body: Any) -> Pol
     for op in ops:
         if not isinstance(op, str) or not op:
             raise PolicyError(f"{where}: operation {op!r} is not a string")
+    errors: list[str] = []
     known = SERVICE_OPERATIONS.get(service)
     if known is not None:
         bad = [op for op in ops if op != "*" and op not in known]
         if bad:
-            raise PolicyError(f"{where}: operation(s) {', '.join(bad)} not supported by {service}")
+            errors.append(f"{where}: operation(s) {', '.join(bad)} not supported by {service}")
     resources = _as_list(_ci_get(body, "resources"), "resources", where)
     mqtt = service in MQTT_STYLE_SERVICES
-    sources = [compile_resource(r, mqtt, f"{where}: resource {r!r}") for r in resources]
-    matcher = re.compile("|".join(f"(?:{s})" for s in sources), re.DOTALL)
-    return Policy(component, service, policy_id, frozenset(ops), tuple(resources), matcher)
+    sources = []
+    kept = []
+    for r in resources:
+        try:
+            sources.append(compile_resource(r, mqtt, f"{where}: resource {r!r}"))
+            kept.append(r)
+        except PolicyError as exc:
+            errors.append(str(exc))
+    # an empty alternation would match only ""; (?!) matches nothing when every resource was rejected
+    matcher = re.compile("|".join(f"(?:{s})" for s in sources) if sources else "(?!)", re.DOTALL)
+    return Policy(component, service, policy_id, frozenset(ops), tuple(kept), matcher), errors
 
 
 def parse_access_control(component: str, access_control: Any) -> tuple[list[Policy], list[str]]:
-    """All valid policies of a component, plus an error text for each one skipped.
-
-    Like the nucleus, an invalid policy is skipped (the component loses what it would grant) rather than
-    failing the component; the caller reports the errors.
-    """
+    """All loadable policies of a component, plus a text for each problem (reported, never fatal)."""
     policies: list[Policy] = []
     errors: list[str] = []
     if access_control is None:
@@ -161,9 +173,12 @@ def parse_access_control(component: str, access_control: Any) -> tuple[list[Poli
             continue
         for policy_id, body in by_id.items():
             try:
-                policies.append(parse_policy(component, str(service), str(policy_id), body))
+                policy, problems = parse_policy(component, str(service), str(policy_id), body)
             except PolicyError as exc:
                 errors.append(str(exc))
+                continue
+            policies.append(policy)
+            errors.extend(problems)
     return policies, errors
 
 

@@ -92,31 +92,43 @@ def test_any_policy_of_the_component_may_allow():
 
 
 def test_keys_are_case_insensitive():
-    p = parse_policy("C", PUBSUB, "p", {"Operations": [PUB], "RESOURCES": ["a"], "PolicyDescription": "d"})
-    assert p.allows(PUB, "a")
+    p, errors = parse_policy("C", PUBSUB, "p", {"Operations": [PUB], "RESOURCES": ["a"], "PolicyDescription": "d"})
+    assert p.allows(PUB, "a") and errors == []
 
 
 def test_bare_question_mark_rejected_at_load():
     with pytest.raises(PolicyError, match=r"'\?' is not allowed"):
         compile_resource("a/?", mqtt_style=False)
-    policies, errors = parse_access_control("C", {PUBSUB: {"p": {"operations": ["*"], "resources": ["a?"]},
-                                                            "ok": {"operations": ["*"], "resources": ["b"]}}})
-    assert [p.policy_id for p in policies] == ["ok"]  # the bad policy is skipped, the good one kept
-    assert "accessControl.aws.greengrass.ipc.pubsub.p" in errors[0]
+    policies, errors = parse_access_control("C", {PUBSUB: {"p": {"operations": ["*"], "resources": ["a?", "b"]},
+                                                            "q": {"operations": ["*"], "resources": ["c?"]}}})
+    # like the nucleus, only the bad resource is left out; the rest of the policy still grants
+    p, q = policies
+    assert p.allows(PUB, "b") and not p.allows(PUB, "a?")
+    assert not q.allows(PUB, "c?") and not q.allows(PUB, "")
+    assert len(errors) == 2 and "accessControl.aws.greengrass.ipc.pubsub.p: resource 'a?'" in errors[0]
+
+
+def test_unknown_operation_is_reported_but_the_policy_loads():
+    p, errors = parse_policy("C", PUBSUB, "p", {"operations": [PUB, "aws.greengrass#PublishToIoTCore"],
+                                                "resources": ["a"]})
+    assert p.allows(PUB, "a") and "not supported by aws.greengrass.ipc.pubsub" in errors[0]
 
 
 @pytest.mark.parametrize("body,problem", [
     ({"resources": ["a"]}, "operations must be a non-empty list"),
     ({"operations": [], "resources": ["a"]}, "operations must be a non-empty list"),
     ({"operations": ["*"]}, "resources must be a non-empty list"),
-    ({"operations": ["aws.greengrass#PublishToIoTCore"], "resources": ["a"]}, "not supported by"),
     ({"operations": [3], "resources": ["a"]}, "not a string"),
-    ({"operations": ["*"], "resources": [5]}, "must be a string"),
     ("nope", "must be an object"),
 ])
 def test_invalid_policies_name_the_problem(body, problem):
     with pytest.raises(PolicyError, match=problem):
         parse_policy("C", PUBSUB, "p", body)
+
+
+def test_non_string_resource_is_reported():
+    p, errors = parse_policy("C", PUBSUB, "p", {"operations": ["*"], "resources": [5, "x"]})
+    assert p.allows(PUB, "x") and "must be a string" in errors[0]
 
 
 def test_unknown_services_are_kept_unvalidated():
