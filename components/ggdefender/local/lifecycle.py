@@ -302,8 +302,8 @@ class LifecycleManager:
                 raise RecipeError(f"--update-config names {name}, which is not part of this deployment")
         return rcp.dependency_order(recipes.values())
 
-    def _context(self, rec: Recipe, configuration: dict, artifacts: Path, unarchived: Path, work: Path,
-                 seen: Optional[set] = None) -> VariableContext:
+    def _context(self, rec: Recipe, configuration: dict, artifacts: Path, unarchived: Path,
+                 work: Path) -> VariableContext:
         ctx = VariableContext(
             name=rec.name, configuration=configuration, artifacts_path=str(artifacts),
             decompressed_path=str(unarchived), work_path=str(work), root_path=str(self.root),
@@ -329,11 +329,15 @@ class LifecycleManager:
         self._loop = asyncio.get_running_loop()
         update_config = update_config or {}
         ordered = self.plan(recipe_dir, merges, update_config)
+        # every artifact first (in a worker thread: a big ZIP must not stall the IPC server), so a missing
+        # one fails the deployment before anything is registered or stopped
+        source = Path(artifact_dir) if artifact_dir else None
+        loop = asyncio.get_running_loop()
+        stores = [await loop.run_in_executor(None, install_artifacts, rec, source, self.root) for rec in ordered]
         for name in [r.name for r in ordered if r.name in self.deployed]:
             await self.stop(name)  # a new version replaces the running one, as a deployment does
         placed = []
-        for rec in ordered:
-            artifacts, unarchived = install_artifacts(rec, Path(artifact_dir) if artifact_dir else None, self.root)
+        for rec, (artifacts, unarchived) in zip(ordered, stores):
             work = self.root / "work" / rec.name
             work.mkdir(parents=True, exist_ok=True)
             (self.root / "logs").mkdir(parents=True, exist_ok=True)

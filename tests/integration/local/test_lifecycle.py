@@ -230,6 +230,7 @@ def test_install_timeout_and_missing_artifact(tmp_path):
         from ggdefender.local.recipe import RecipeError
         with pytest.raises(RecipeError, match="artifact missing.bin .* not found"):
             core.deploy(recipes, tmp_path, {"test.NoArt": "1.0.0"})
+        assert "test.NoArt" not in core.core.components()  # nothing half-done
 
 
 def test_bare_principals_exchange_local_messages(tmp_path):
