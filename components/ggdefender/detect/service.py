@@ -40,6 +40,7 @@ log = logging.getLogger("ggdefender.detect")
 STATS_FILE = "detect-statistics.json"
 LOCAL_VIOLATIONS = "ggdefender/violations"
 LOCAL_FINDINGS = "ggdefender/findings"
+HISTORY_SAVE_SECONDS = 60.0
 MAX_ACTION_RECORDS = 200  # violations whose mitigation actions are remembered for late results
 
 
@@ -93,6 +94,7 @@ class DetectService:
         self.mitigator = MIT.Mitigator(memory=self.store.extra.setdefault("mitigation", {}))
         self._results_sub = None
         self._configured = False
+        self._history_saved = float("-inf")
 
     # -- configuration ---------------------------------------------------------------------------------
     def reconfigure(self, section: Optional[dict]) -> None:
@@ -218,10 +220,15 @@ class DetectService:
             self._flush()
 
     # -- output -----------------------------------------------------------------------------------------
-    def _persist(self) -> None:
+    def _persist(self, force_history: bool = False) -> None:
         try:
             self.store.save()
-            self.history.save()
+            # the history can hold 20,000 values per series: written at most once a minute (and on close);
+            # a crash loses at most a minute of baseline, never an alarm
+            now = time.monotonic()
+            if force_history or now - self._history_saved >= HISTORY_SAVE_SECONDS:
+                self.history.save()
+                self._history_saved = now
         except OSError as exc:
             log.error("cannot persist detect state in %s: %s", self.state_dir, exc)
 
@@ -275,5 +282,5 @@ class DetectService:
                 except Exception:
                     pass
                 self._results_sub = None
-            self._persist()
+            self._persist(force_history=True)
 

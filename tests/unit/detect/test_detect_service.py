@@ -192,3 +192,19 @@ def test_suppressed_behavior_publishes_violations_but_no_finding_or_mitigation(t
     svc.observe(report(1, ports=[8888]), 1.0)
     assert len(ipc.on(VIOLATIONS)) == 1 and ipc.on(FINDINGS) == []
     assert ipc.on("ggdefender/remediation/requests") == []
+
+
+def test_statistics_history_survives_a_restart_of_the_service(tmp_path):
+    section = {"Statistics": {"WarmupDatapoints": "3"}, "Profiles": [{"securityProfileName": "P", "behaviors": [
+        behavior("aws:all-packets-out", "less-than-equals", durationSeconds=300,
+                 statisticalThreshold={"statistic": "p100"})]}]}
+    svc = _svc(tmp_path, section)
+    for i, v in enumerate([100, 120, 110, 105]):
+        svc.observe(report(i + 1, packets_out=v), 300.0 * i + 1)
+    svc.close()
+    again = _svc(tmp_path, section)
+    assert len(again.history.series["aws:all-packets-out@300"]) == 3  # three windows closed before the restart
+    assert again.observe(report(9, packets_out=400), 1000.0) == []   # the open window [900, 1200) is now 505
+    (e,) = again.observe(report(10, packets_out=0), 1201.0)
+    # only a history that survived (3 values, warm-up met) gives this verdict
+    assert (e["violationEventType"], e["metricValue"], e["thresholdValue"]) == ("in-alarm", {"count": 505}, 120.0)
