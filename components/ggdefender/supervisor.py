@@ -174,6 +174,7 @@ class Supervisor:
     def _child_env(self, part_state: str, home: Optional[str]) -> dict:
         env = dict(os.environ)
         env["GGDEFENDER_STATE_DIR"] = part_state
+        env.setdefault("GGDEFENDER_LOG_LEVEL", self.cfg.log_level)
         for key in ("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH"):
             # the nucleus may hand a path relative to the work folder; B runs elsewhere
             if env.get(key) and not os.path.isabs(env[key]):
