@@ -384,6 +384,16 @@ def parse_requirement(text: str, where: str) -> list:
             token = token.replace(" ", "")
             if token in ("*", "x", "X"):
                 continue
+            xrange = re.fullmatch(r"=?v?(\d+)(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?", token)
+            if xrange and any(g is not None and not g.isdigit() for g in xrange.groups()):
+                # 1.x, 1.2.* -> >=1.0.0 <2.0.0, >=1.2.0 <1.3.0
+                fixed = [int(g) for g in xrange.groups() if g is not None and g.isdigit()]
+                fixed = fixed[:[g is not None and not g.isdigit() for g in xrange.groups()].index(True)]
+                lower = tuple(fixed + [0] * (3 - len(fixed)))
+                upper = list(lower)
+                upper[len(fixed) - 1] += 1
+                comparators += [(">=", lower), ("<", tuple(upper))]
+                continue
             match = _COMPARATOR_RE.match(token)
             if not match:
                 raise RecipeError(f"{where}: cannot read version requirement {text!r} (at {token!r})")

@@ -209,6 +209,11 @@ def test_versions_and_requirements():
     assert r.satisfies("1.9.0", "^1.2.0") and not r.satisfies("2.0.0", "^1.2.0")
     assert r.satisfies("1.2.9", "~1.2.0") and not r.satisfies("1.3.0", "~1.2.0")
     assert r.satisfies("3.0.0", "<1.0.0 || >=3.0.0")
+    assert r.satisfies("2.9.1", "2.x") and not r.satisfies("3.0.0", "2.x")
+    assert r.satisfies("1.2.7", "1.2.*") and not r.satisfies("1.3.0", "1.2.*")
+    assert r.satisfies("0.0.1", "*")
+    with pytest.raises(r.RecipeError, match="cannot read version requirement"):
+        r.parse_requirement(">=banana", "here")
     assert r.version_key("1.0.0-rc1") < r.version_key("1.0.0") < r.version_key("1.0.10")
 
 
