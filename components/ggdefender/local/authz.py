@@ -64,22 +64,28 @@ class Policy:
         return self.matcher.fullmatch(resource) is not None
 
 
-def _literal_chunk(text: str, where: str) -> str:
-    """Regex for one run of pattern text: `*` is a wildcard, `${x}` escapes, bare `?` is an error."""
-    out: list[str] = []
+def _tokens(pattern: str, where: str) -> list[tuple[str, bool]]:
+    """(char, escaped) pairs: `${c}` is the literal character c (any c, as the nucleus's WildcardTrie reads
+    it); a bare `?` is an error."""
+    out: list[tuple[str, bool]] = []
     i = 0
-    n = len(text)
+    n = len(pattern)
     while i < n:
-        c = text[i]
-        if c == "$" and i + 3 < n and text[i + 1] == "{" and text[i + 2] in "*$?" and text[i + 3] == "}":
-            out.append(re.escape(text[i + 2]))
+        c = pattern[i]
+        if c == "$" and i + 3 < n and pattern[i + 1] == "{" and pattern[i + 3] == "}":
+            out.append((pattern[i + 2], True))
             i += 4
             continue
         if c == "?":
             raise PolicyError(f"{where}: '?' is not allowed in a resource (write ${{?}} for a literal '?')")
-        out.append(".*" if c == "*" else re.escape(c))
+        out.append((c, False))
         i += 1
-    return "".join(out)
+    return out
+
+
+def _glob(tokens: list[tuple[str, bool]]) -> str:
+    """Regex for a run of tokens where only an unescaped `*` is a wildcard."""
+    return "".join(".*" if (c == "*" and not esc) else re.escape(c) for c, esc in tokens)
 
 
 def compile_resource(pattern: str, mqtt_style: bool, where: str = "resource") -> str:
@@ -88,22 +94,24 @@ def compile_resource(pattern: str, mqtt_style: bool, where: str = "resource") ->
         raise PolicyError(f"{where}: resource must be a string, got {type(pattern).__name__}")
     if len(pattern) > MAX_RESOURCE_CHARS:
         raise PolicyError(f"{where}: resource longer than {MAX_RESOURCE_CHARS} characters")
+    tokens = _tokens(pattern, where)
     if not mqtt_style:
-        return _literal_chunk(pattern, where)
-    if pattern == "#":
+        return _glob(tokens)
+    if tokens == [("#", False)]:
         return "(?s:.*)"
-    levels = pattern.split("/")
+    # split into levels on unescaped '/'; '+' and '#' are wildcards only as a whole level
+    levels: list[list[tuple[str, bool]]] = [[]]
+    for tok in tokens:
+        if tok == ("/", False):
+            levels.append([])
+        else:
+            levels[-1].append(tok)
     parts: list[str] = []
     for idx, level in enumerate(levels):
-        last = idx == len(levels) - 1
-        if level == "#" and last:
+        if level == [("#", False)] and idx == len(levels) - 1 and idx > 0:
             # `a/#` matches `a`, `a/`, `a/b/c`: the separator before `#` is optional
-            prefix = "/".join(parts)
-            return prefix + "(?:/.*)?"
-        if level == "+":
-            parts.append("[^/]*")
-        else:
-            parts.append(_literal_chunk(level, where))
+            return "/".join(parts) + "(?:/.*)?"
+        parts.append("[^/]*" if level == [("+", False)] else _glob(level))
     return "/".join(parts)
 
 

@@ -45,6 +45,15 @@ def authorizer(service, resources, operations=("*",), component="C"):
     ("a/${*}", "a/b", False),
     ("a${$}b", "a$b", True),
     ("what${?}", "what?", True),
+    ("${a}b/+", "ab/x", True),       # any character may be escaped
+    ("a${/}+", "a/+", True),         # an escaped '/' is no level separator, so this '+' is literal
+    ("a${/}+", "a/x", False),
+    ("a/${+}", "a/x", False),        # an escaped '+' is literal
+    ("a/${#}", "a/#", True),
+    ("a/${#}", "a", False),
+    ("+/b", "x/b", True),            # '+' as the first level
+    ("a/+/#", "a/x", True),
+    ("a/*xy/#", "a/12xy", True),     # the nucleus's own example
 ])
 def test_mqttproxy_matching(pattern, resource, allowed):
     a = authorizer(MQTTPROXY, [pattern])
@@ -161,3 +170,30 @@ def test_denial_message_text():
     assert denial_message("C", PUBSUB, PUB, "t") == (
         "Principal C is not authorized to perform aws.greengrass.ipc.pubsub:aws.greengrass#PublishToTopic "
         "on resource t")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+pattern_text = st.text(alphabet="ab/+#*?${}", max_size=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pattern_text, st.text(alphabet="ab/+#*?$", max_size=20), st.booleans())
+def test_any_pattern_compiles_or_names_the_problem(pattern, resource, mqtt):
+    import re
+    try:
+        source = compile_resource(pattern, mqtt_style=mqtt)
+    except PolicyError as exc:
+        assert "?" in str(exc)
+        return
+    re.compile(source).fullmatch(resource)  # never raises
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abc/.-_", min_size=1, max_size=30), st.booleans())
+def test_plain_patterns_match_only_themselves(text, mqtt):
+    a = authorizer(MQTTPROXY if mqtt else PUBSUB, [text])
+    service, op = (MQTTPROXY, PUB_IOT) if mqtt else (PUBSUB, PUB)
+    assert a.is_authorized("C", service, op, text)
+    assert not a.is_authorized("C", service, op, text + "x")
