@@ -28,6 +28,7 @@ NUCLEUS_VERSION = "2.13.0"  # what GGC_VERSION says; the IPC shapes we serve mat
 SUN_PATH_MAX = 108
 MAX_ERRORS = 3  # three ERRORED states without recovery make a component BROKEN, as on a real core
 MAX_UNZIP_BYTES = 2 * 1024 ** 3
+MAX_LOG_BYTES = 10 * 1024 ** 2  # a bigger log is rotated to <Name>.log.1 when the component is deployed
 MAX_UNZIP_ENTRIES = 100_000
 # the core's own components: a dependency on them is satisfied by `ggdefender local` itself
 PROVIDED_BY_CORE = ("aws.greengrass.Nucleus", "aws.greengrass.TokenExchangeService", "aws.greengrass.Cli")
@@ -346,8 +347,12 @@ class LifecycleManager:
             if self.interpolate_config:
                 config = rcp.interpolate_configuration(
                     config, self._context(rec, config, artifacts, unarchived, work))
+            log_path = self.root / "logs" / f"{rec.name}.log"
+            if log_path.exists() and log_path.stat().st_size > MAX_LOG_BYTES:
+                # one rotation per deployment keeps a chatty component from filling the disk across runs
+                os.replace(log_path, log_path.with_name(log_path.name + ".1"))
             dep = Deployed(recipe=rec, configuration=config, artifacts_path=artifacts, decompressed_path=unarchived,
-                           work_path=work, log_path=self.root / "logs" / f"{rec.name}.log",
+                           work_path=work, log_path=log_path,
                            ready=asyncio.Event(), lock=asyncio.Lock())
             self.deployed[rec.name] = dep
             dep.svcuid = self.core.register_component(rec.name, rec.version, config)

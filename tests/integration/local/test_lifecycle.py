@@ -280,3 +280,20 @@ def test_startup_step_running_over_ipc(tmp_path):
         work = core.work_dir("test.Echo")
     lines = (work / "events.log").read_text().splitlines()
     assert lines.index("shutdown-step") < lines.index("sigterm")
+
+
+def test_big_log_is_rotated_at_deployment(tmp_path):
+    from ggdefender.local.lifecycle import MAX_LOG_BYTES
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    _shell_recipe(recipes, "test.Chatty", {"Run": "echo fresh"})
+    logs = tmp_path / "gg" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "test.Chatty.log").write_bytes(b"x" * (MAX_LOG_BYTES + 1))
+    with LocalCore(tmp_path / "gg") as core:
+        core.deploy(recipes, None, {"test.Chatty": "1.0.0"})
+        core.wait_for_state("test.Chatty", "FINISHED")
+        core.wait_for_log("test.Chatty", "fresh")
+    assert (logs / "test.Chatty.log.1").stat().st_size == MAX_LOG_BYTES + 1
+    assert (logs / "test.Chatty.log").stat().st_size < 10_000
