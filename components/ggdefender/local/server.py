@@ -25,6 +25,8 @@ log = logging.getLogger("ggdefender.local.server")
 
 REJECT_GRACE_SECONDS = 2.0  # after a rejecting CONNECT_ACK, let the client hang up first (deterministic error)
 MAX_WRITE_BUFFER = 64 * 1024 * 1024  # a subscriber this far behind is disconnected rather than buffered forever
+CONNECT_TIMEOUT_SECONDS = 30.0  # a socket that never sends CONNECT does not hold a slot forever
+MAX_CONNECTIONS = 1024
 
 
 def _json(body: dict) -> bytes:
@@ -56,11 +58,24 @@ class _Connection(asyncio.Protocol):
         self.unsubscribe: dict[int, Callable[[], None]] = {}
         self._flush_scheduled = False
         self._closing = False
+        self._connect_timer: Optional[asyncio.TimerHandle] = None
 
     # -- asyncio callbacks -----------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        if len(self.server.connections) >= self.server.max_connections:
+            log.warning("refusing IPC connection: %d connections already open", len(self.server.connections))
+            self._closing = True
+            transport.abort()
+            return
         self.server.connections.add(self)
+        self._connect_timer = self.server.loop.call_later(self.server.connect_timeout, self._connect_timeout)
+
+    def _connect_timeout(self) -> None:
+        if self.rpc.state == "awaiting-connect" and not self._closing:
+            log.info("closing an IPC connection that sent no CONNECT within %.0f s", self.server.connect_timeout)
+            self._closing = True
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -95,6 +110,8 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def connection_lost(self, exc) -> None:
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
         self.server.connections.discard(self)
         self.rpc.connection_lost()
         subs, self.unsubscribe = self.unsubscribe, {}
@@ -210,10 +227,13 @@ class _Connection(asyncio.Protocol):
 class IpcServer:
     """Serves Greengrass IPC for `core` on a Unix socket (mode 0666 like the nucleus)."""
 
-    def __init__(self, core: Core, socket_path: str, *, max_frame_bytes: int = MAX_MESSAGE_BYTES):
+    def __init__(self, core: Core, socket_path: str, *, max_frame_bytes: int = MAX_MESSAGE_BYTES,
+                 max_connections: int = MAX_CONNECTIONS, connect_timeout: float = CONNECT_TIMEOUT_SECONDS):
         self.core = core
         self.socket_path = os.path.abspath(socket_path)
         self.max_frame_bytes = max_frame_bytes
+        self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
         self.connections: set[_Connection] = set()
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._server: Optional[asyncio.AbstractServer] = None
@@ -238,6 +258,7 @@ class IpcServer:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        await asyncio.sleep(0)  # let connection_lost drop their subscriptions while deliveries still run here
         await self._server.wait_closed()
         self._server = None
         self.core.detach_loop()

@@ -19,11 +19,13 @@ from ggdefender.local.server import IpcServer
 class RunningCore:
     """A Core served over a real Unix socket from a daemon thread's event loop."""
 
-    def __init__(self, thing_name: str = "test-thing", *, max_frame_bytes: Optional[int] = None):
+    def __init__(self, thing_name: str = "test-thing", *, max_frame_bytes: Optional[int] = None, **server_options):
         self.core = Core(thing_name=thing_name)
         self._dir = tempfile.TemporaryDirectory(prefix="ggd-ipc-")
         self.socket_path = os.path.join(self._dir.name, "ipc.socket")
-        kwargs = {} if max_frame_bytes is None else {"max_frame_bytes": max_frame_bytes}
+        kwargs = dict(server_options)
+        if max_frame_bytes is not None:
+            kwargs["max_frame_bytes"] = max_frame_bytes
         self.server = IpcServer(self.core, self.socket_path, **kwargs)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="ipc-server", daemon=True)

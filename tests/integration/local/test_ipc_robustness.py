@@ -151,3 +151,23 @@ print(json.dumps({"done": True}))
         assert result == {"ok": True, "got": list(range(50))}, err
         idle.close()
         assert rc.wait_disconnected()
+
+
+def test_silent_sockets_time_out_and_connections_are_bounded():
+    with RunningCore(connect_timeout=0.5, max_connections=3) as rc:
+        env = rc.register("com.example.Good", {"x": 1})
+        silent = raw(rc)
+        assert silent.recv(1) == b""  # closed by the server: no CONNECT within the timeout
+        held = [raw(rc) for _ in range(3)]
+        assert rc.wait_until(lambda: len(rc.server.connections) == 3)
+        extra = raw(rc)
+        try:
+            assert extra.recv(1) == b""  # over the limit: refused at once
+        except ConnectionResetError:
+            pass
+        for s in held:
+            s.close()
+        assert rc.wait_disconnected()
+        out = run_client(WELL_BEHAVED.replace('["Stable"]', '["x"]').replace(
+            'c.publish_to_topic(topic="fuzz/ok", publish_message=m.PublishMessage(json_message=m.JsonMessage(message={"ok": 1})))\n', ''), env)
+        assert out == {"value": {"x": 1}}
