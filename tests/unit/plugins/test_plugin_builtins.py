@@ -14,7 +14,9 @@ from ggdefender.plugins.builtin.cpu_usage import CpuUsage
 from ggdefender.plugins.builtin.cpu_usage_per_core import CpuUsagePerCore
 from ggdefender.plugins.builtin.disk_usage import DiskUsage
 from ggdefender.plugins.builtin.dns_resolvers import DnsResolvers, parse_nameservers
-from ggdefender.plugins.builtin.listening_processes import ListeningProcesses, clean_name, listening_pids
+from ggdefender.plugins.builtin.listening_processes import (
+    ListeningProcesses, clean_name, listening_inodes, socket_owners,
+)
 from ggdefender.plugins.builtin.memory_usage import MemoryUsage
 from ggdefender.plugins.builtin.process_count import ProcessCount
 from ggdefender.plugins.contract import ValueType, validate_value
@@ -182,19 +184,40 @@ def test_dns_resolvers_missing_file_raises(tmp_path):
         plugin.sample()
 
 
-Conn = collections.namedtuple("Conn", "fd family type laddr raddr status pid")
+TCP_TABLE = (
+    b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    b"   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0 100 0 0 10 0\n"
+    b"   1: 0200000A:0016 0900000A:15B3 01 00000000:00000000 00:00000000 00000000     0        0 1002 1 0 20 4 30 10 -1\n"
+)
+UDP6_TABLE = (
+    b"  sl  local_address                         remote_address                        st tx_queue rx_queue "
+    b"tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n"
+    b"  0: 00000000000000000000000000000000:14E9 00000000000000000000000000000000:0000 07 00000000:00000000 "
+    b"00:00000000 00000000   100        0 2001 2 0 0\n"
+    b"  1: 0000000000000000FFFF00000200000A:9C40 0000000000000000FFFF0000350200C0:0035 01 00000000:00000000 "
+    b"00:00000000 00000000   100        0 2002 2 0 0\n"
+)
 
 
-def test_listening_pids_from_fixture_connections():
-    conns = [
-        Conn(3, socket.AF_INET, socket.SOCK_STREAM, ("0.0.0.0", 22), (), psutil.CONN_LISTEN, 100),
-        Conn(4, socket.AF_INET, socket.SOCK_STREAM, ("10.0.0.2", 22), ("10.0.0.9", 5555), psutil.CONN_ESTABLISHED, 101),
-        Conn(5, socket.AF_INET6, socket.SOCK_DGRAM, ("::", 5353), (), psutil.CONN_NONE, 200),
-        Conn(6, socket.AF_INET, socket.SOCK_DGRAM, ("10.0.0.2", 40000), ("192.0.2.53", 53), psutil.CONN_NONE, 201),
-        Conn(-1, socket.AF_INET, socket.SOCK_STREAM, ("0.0.0.0", 8883), (), psutil.CONN_LISTEN, None),
-    ]
-    assert listening_pids(conns, {"tcp", "udp"}) == ({100, 200}, True)
-    assert listening_pids(conns, {"udp"}) == ({200}, False)
+def test_listening_inodes_from_fixture_tables():
+    tables = {"tcp": TCP_TABLE, "udp6": UDP6_TABLE}
+    assert listening_inodes(tables, {"tcp", "udp"}) == {1001, 2001}  # LISTEN tcp, unconnected udp
+    assert listening_inodes(tables, {"udp"}) == {2001}
+
+
+def test_socket_owners_from_a_fixture_proc_tree(tmp_path):
+    def proc(pid, links):
+        fd_dir = tmp_path / str(pid) / "fd"
+        fd_dir.mkdir(parents=True)
+        for i, target in enumerate(links):
+            os.symlink(target, fd_dir / str(i))
+
+    proc(100, ["/dev/null", "socket:[1001]"])
+    proc(101, ["socket:[1002]"])
+    (tmp_path / "net").mkdir()  # non-pid entries are skipped
+    assert socket_owners({1001}, str(tmp_path)) == ({100}, False)
+    assert socket_owners({1001, 3003}, str(tmp_path)) == ({100}, True)  # 3003: no visible owner
+    assert socket_owners(set(), str(tmp_path)) == (set(), False)
 
 
 def test_clean_name_keeps_device_defender_alphabet():
