@@ -13,7 +13,7 @@ import logging
 from typing import Callable, Optional
 
 from . import handlers, operations
-from .operations.base import Context, Failed, OperationError, Outcome, Rejected
+from .operations.base import Context, OperationError, Outcome
 
 log = logging.getLogger("ggdefender.remediation")
 
@@ -87,11 +87,9 @@ class Executor:
 
         facts: dict = {}
         failed: Optional[tuple] = None
-        main_count = len(plan.steps)
+        # a failing step ends the loop, so a Device Client finalStep (last in steps) runs only after success
         for index in range(start, len(steps)):
             step = steps[index]
-            if index >= main_count and failed is not None:
-                break  # finalStep runs only when every step got through
             ctx = self._context(label, plan.dry_run, step)
             if on_step and not plan.dry_run:
                 on_step(index, "started")
@@ -146,5 +144,3 @@ def _str_facts(facts: dict) -> dict:
 def reject(reason: str, **extra) -> Result:
     return Result("REJECTED", dict(reason=reason, **{k: str(v) for k, v in extra.items()}))
 
-
-__all__ = ["Executor", "Result", "reject", "Failed", "Rejected"]

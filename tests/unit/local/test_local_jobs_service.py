@@ -1,7 +1,6 @@
 """The offline IoT Jobs service (local/jobs.py) against a recording fake core: API semantics and errors."""
 
 import json
-import time
 
 import pytest
 
