@@ -66,19 +66,6 @@ class Pipeline:
             self._source_key = key
         return self._source
 
-    @staticmethod
-    def valid_custom_metrics(custom: Mapping[str, list]) -> dict:
-        """Custom metrics that pass the report rules; a bad one is left out (and logged), not the report."""
-        good = {}
-        for name, value in custom.items():
-            problems = validate_report({"header": {"report_id": 1, "version": rpt.VERSION},
-                                        "custom_metrics": {name: value}})
-            if problems:
-                log.warning("custom metric %r left out of the report: %s", name, "; ".join(problems))
-            else:
-                good[name] = value
-        return good
-
     def build(self, custom_metrics: Optional[Mapping[str, list]] = None) -> Built:
         st = self.settings
         sample = self.source().sample(st.metrics)
@@ -91,10 +78,10 @@ class Pipeline:
                 log.info("network counters went backwards (interface reset or counter wrap): "
                          "network_stats left out of this report")
             self._previous_counters = sample.counters
-        custom = self.valid_custom_metrics(custom_metrics) if st.include_custom_metrics and custom_metrics else None
         report_id = self.ids.next()
         report = rpt.build_report(
-            sample, report_id, network_stats=net, custom_metrics=custom,
+            sample, report_id, network_stats=net,
+            custom_metrics=custom_metrics if st.include_custom_metrics else None,
             fmt=st.report_format, max_list=st.max_list_size, max_bytes=st.max_report_bytes)
         payload = rpt.encode(report, st.report_format)
         if self.validate:

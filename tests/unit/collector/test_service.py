@@ -199,18 +199,3 @@ def test_needs_a_thing_name(tmp_path):
     with pytest.raises(ValueError, match="AWS_IOT_THING_NAME"):
         CollectorService(FakeIpc({}), "", str(tmp_path))
 
-
-def test_a_bad_custom_metric_is_dropped_not_the_report(tmp_path, source, caplog):
-    ipc, svc = make(tmp_path, source)
-
-    class Plugins:
-        def collect(self):
-            return {"cpu_usage": [{"number": 3.5}], "broken": {"number": 1}, "aws:reserved": [{"number": 1}]}
-
-        def close(self):
-            pass
-
-    svc.plugins = Plugins()
-    built = svc.collect_and_publish()
-    assert built.report["custom_metrics"] == {"cpu_usage": [{"number": 3.5}]}
-    assert "'broken' left out" in caplog.text and "'aws:reserved' left out" in caplog.text
