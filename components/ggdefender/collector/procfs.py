@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from ggdefender.collector.sources import (
     GROUPS, Connection, Counters, InterfaceFilter, InterfaceMap, Listener, Sample, host_interfaces, register,
@@ -63,7 +63,9 @@ class ProcfsSource:
     def sample(self, groups: Iterable[str] = GROUPS) -> Sample:
         groups = set(groups)
         out = Sample()
-        ifmap = self._interfaces() if callable(self._interfaces) else self._interfaces
+        ifmap = InterfaceMap()
+        if groups & {"listening_tcp_ports", "listening_udp_ports", "tcp_connections"}:
+            ifmap = self._interfaces() if callable(self._interfaces) else self._interfaces
         if len(self._addr_cache) > _CACHE_LIMIT:
             self._addr_cache.clear()
         want_listen = "listening_tcp_ports" in groups

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import operator
 import socket
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ggdefender.collector.sources import Connection, Counters, Listener, Sample
 

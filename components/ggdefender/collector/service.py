@@ -15,7 +15,7 @@ import queue
 import random
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from ggdefender.collector import config as cfg
 from ggdefender.collector.pipeline import Built, Pipeline
