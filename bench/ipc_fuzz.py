@@ -21,10 +21,12 @@ import random
 import selectors
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 import zlib
 
 from ggdefender.local.core import Core
@@ -134,8 +136,7 @@ class FrameFuzzer:
                                  Header.string("service-model-type", NS + op + "Request"),
                                  Header.string("operation", NS + op)] + rpc(0, r.choice([0, 0, 0, 2]), sid), payload))
         if roll < 0.85:
-            extra = [Header("h%d" % i, HeaderType(r.randint(0, 9)), None) for i in range(r.randint(0, 3))]
-            extra = [self._typed(h.name, h.type) for h in extra]
+            extra = [self._typed("h%d" % i, HeaderType(r.randint(0, 9))) for i in range(r.randint(0, 3))]
             return encode(Frame(extra + rpc(2, 0, 0), r.randbytes(r.randint(0, 64))))
         if roll < 0.95 and self.last_stream:
             sid = r.randint(1, self.last_stream)  # close (or write to) an existing or stale stream
@@ -148,10 +149,7 @@ class FrameFuzzer:
                  HeaderType.INT16: r.randint(-2**15, 2**15 - 1), HeaderType.INT32: r.randint(-2**31, 2**31 - 1),
                  HeaderType.INT64: r.randint(-2**63, 2**63 - 1), HeaderType.BYTES: r.randbytes(r.randint(0, 20)),
                  HeaderType.STRING: "s" * r.randint(0, 20), HeaderType.TIMESTAMP: r.randint(0, 2**40),
-                 HeaderType.UUID: r.randbytes(16)}[t]
-        import uuid
-        if t == HeaderType.UUID:
-            value = uuid.UUID(bytes=value)
+                 HeaderType.UUID: uuid.UUID(bytes=r.randbytes(16))}[t]
         return Header(name, t, value)
 
     def hostile(self) -> bytes:
@@ -315,7 +313,6 @@ def main() -> int:
             failure = str(exc)
             stats = {}
         elapsed = time.perf_counter() - t0
-        import subprocess
         env = dict(os.environ, SVCUID=token, AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT=server.socket_path)
         proc = subprocess.run([sys.executable, "-c", WELL_BEHAVED], env=env, capture_output=True, text=True,
                               timeout=60)

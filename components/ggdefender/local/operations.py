@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 from .authz import CLI, MQTTPROXY, PUBSUB, denial_message
-from .core import (ACCESS_CONTROL, RECEIVE_ALL, RECEIVE_FROM_OTHERS, Core, FailedUpdateCondition,
-                   validate_filter)
+from .core import RECEIVE_ALL, RECEIVE_FROM_OTHERS, Core, FailedUpdateCondition, validate_filter
 
 NS = "aws.greengrass#"
 MAX_TOPIC_CHARS = 65535  # the MQTT limit on a topic's UTF-8 length, applied to every topic we accept
@@ -358,4 +357,4 @@ def internal_error(exc: BaseException) -> OperationError:
 
 
 __all__ = ["OPERATIONS", "OperationError", "OperationSpec", "Stream", "parse_request", "unsupported",
-           "internal_error", "ACCESS_CONTROL"]
+           "internal_error"]
