@@ -160,3 +160,39 @@ def test_client_error_frames_close_quietly():
     (ev,) = conn.receive_data(frame(6))
     assert isinstance(ev, Close)
     assert conn.data_to_send() == b""
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+any_header = st.builds(
+    lambda name, kind, n: {
+        0: Header.int32(name, n), 1: Header.string(name, str(n)), 2: Header(name, HeaderType.INT64, n),
+        3: Header.bool(name, n % 2 == 0)}[kind],
+    st.sampled_from([":message-type", ":message-flags", ":stream-id", "operation", ":version", "x"]),
+    st.integers(0, 3), st.integers(-2, 9))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.builds(lambda mt, fl, sid: frame(mt, fl, sid), st.integers(0, 9), st.integers(0, 3), st.integers(-1, 6)),
+    st.builds(lambda sid, fl: request(sid, flags=fl), st.integers(1, 8), st.sampled_from([0, 2])),
+    st.builds(lambda hs, p: encode(Frame(hs, p)), st.lists(any_header, max_size=6), st.binary(max_size=20)),
+    st.binary(max_size=30),
+), max_size=12))
+def test_any_frame_sequence_yields_events_and_valid_output(chunks):
+    conn = RpcConnection(lambda t: "Comp" if t == TOKEN else None)
+    events = conn.receive_data(connect_frame())
+    for chunk in chunks:
+        events += conn.receive_data(chunk)
+        for ev in events:
+            if isinstance(ev, Request):  # answer like a server would, possibly after the stream closed
+                conn.send_message(ev.stream_id, "aws.greengrass#XResponse", b"{}", terminate=True)
+        events = []
+        out = Decoder().feed(conn.data_to_send())  # whatever the server sends is valid eventstream
+        for f in out:
+            assert f.header(":message-type").type == HeaderType.INT32
+        if conn.state == "closed":
+            assert conn.receive_data(request(99)) == []
+            break
+    assert conn.open_streams <= set(range(1, 9))
