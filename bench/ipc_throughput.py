@@ -4,7 +4,7 @@ The server runs on this process's event loop; clients run in child processes (th
 GreengrassCoreIPCClientV2), each with several threads sharing one connection, calling publish_to_iot_core
 (and publish_to_topic with --op local) synchronously. Prints ops/s and latency percentiles.
 
-    .venv/bin/python bench/ipc_throughput.py [--processes 2] [--threads 4] [--ops 5000] [--op iot|local]
+    .venv/bin/python bench/ipc_throughput.py [--processes 2] [--threads 8] [--ops 8000] [--op iot|local]
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def pct(sorted_values, p):
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--processes", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=4, help="threads per client process")
-    ap.add_argument("--ops", type=int, default=5000, help="operations per client process")
+    ap.add_argument("--threads", type=int, default=8, help="threads per client process")
+    ap.add_argument("--ops", type=int, default=8000, help="operations per client process")
     ap.add_argument("--op", choices=("iot", "local"), default="iot")
     args = ap.parse_args()
 
