@@ -200,7 +200,7 @@ UDP6_TABLE = (
 
 
 def test_listening_inodes_from_fixture_tables():
-    tables = {"tcp": TCP_TABLE, "udp6": UDP6_TABLE}
+    tables = {"tcp": TCP_TABLE.decode().splitlines(), "udp6": UDP6_TABLE.decode().splitlines()}
     assert listening_inodes(tables, {"tcp", "udp"}) == {1001, 2001}  # LISTEN tcp, unconnected udp
     assert listening_inodes(tables, {"udp"}) == {2001}
 

@@ -11,13 +11,15 @@ so a new listener still changes the set. Run the collector with CAP_SYS_PTRACE o
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+from typing import Iterable
 
 import psutil
 
 from ... import settings
-from ...collector.procfs import read_proc_file
+from ...collector.procfs import proc_lines
 from ..contract import MAX_LIST_ITEMS, MAX_STRING_LENGTH, Plugin, ValueType
 
 UNKNOWN = "unknown"
@@ -30,8 +32,8 @@ def clean_name(name: str) -> str:
     return cleaned or UNKNOWN
 
 
-def listening_inodes(tables: "dict[str, bytes]", protocols) -> "set[int]":
-    """Socket inodes of listeners from /proc/net/{tcp,tcp6,udp,udp6} contents (name -> bytes).
+def listening_inodes(tables: "dict[str, Iterable[str]]", protocols) -> "set[int]":
+    """Socket inodes of listeners from /proc/net/{tcp,tcp6,udp,udp6} (name -> the table's lines).
 
     Only the state (TCP) or the peer (UDP) is looked at, so a table with 10,000 established connections
     costs one split per line; psutil.net_connections() decoded every address of every socket and took
@@ -42,15 +44,16 @@ def listening_inodes(tables: "dict[str, bytes]", protocols) -> "set[int]":
         tcp = name.startswith("tcp")
         if ("tcp" if tcp else "udp") not in protocols:
             continue
-        for line in data.split(b"\n")[1:]:
-            # sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode ...
+        for line in data:
+            # sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode ...; the header row
+            # matches no state and fails the peer test
             f = line.split(None, 10)
-            if len(f) < 10:
+            if len(f) < 10 or not f[9].isdigit():
                 continue
             if tcp:
-                if f[3] != b"0A":  # LISTEN
+                if f[3] != "0A":  # LISTEN
                     continue
-            elif f[2].strip(b"0") != b":":  # connected UDP socket: has a peer
+            elif f[2].strip("0") != ":":  # connected UDP socket: has a peer
                 continue
             inode = int(f[9])
             if inode:
@@ -88,19 +91,10 @@ def socket_owners(inodes: "set[int]", proc_root: str = "/proc") -> "tuple[set, b
     return pids, len(found) < len(inodes)
 
 
-def _read_tables(protocols, proc_root: str = "/proc") -> "dict[str, bytes]":
-    tables = {}
-    for proto in sorted(protocols):
-        for name in (proto, proto + "6"):
-            try:
-                fd = os.open(os.path.join(proc_root, "net", name), os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # IPv6 disabled: no such sockets
-            try:
-                tables[name] = read_proc_file(fd)
-            finally:
-                os.close(fd)
-    return tables
+def _tables(protocols, proc_root: str = "/proc") -> "dict[str, Iterable[str]]":
+    """Lazily read lines of the tables we need, a chunk at a time (flat memory on a busy host)."""
+    return {name: itertools.chain.from_iterable(proc_lines(os.path.join(proc_root, "net", name)))
+            for proto in sorted(protocols) for name in (proto, proto + "6")}
 
 
 class ListeningProcesses(Plugin):
@@ -124,7 +118,7 @@ class ListeningProcesses(Plugin):
         self.include_unknown = settings.as_bool(options["IncludeUnknown"], "IncludeUnknown")
 
     def sample(self):
-        pids, unattributed = socket_owners(listening_inodes(_read_tables(self.protocols), self.protocols))
+        pids, unattributed = socket_owners(listening_inodes(_tables(self.protocols), self.protocols))
         names = set()
         for pid in pids:
             try:
