@@ -340,7 +340,7 @@ class _Rogue:
         self.proc.wait(10)
 
 
-def run_component(seconds: float, loaded_n: int, loop: bool) -> dict:
+def run_component(seconds: float, loaded_n: int, loop: bool, job: bool) -> dict:
     """`python -m ggdefender run` (process A; it starts process B) deployed as ggdefender.Defender under the local
     core (test harness) with the recipe's default configuration and a 2 s development interval.
 
@@ -403,7 +403,7 @@ def run_component(seconds: float, loaded_n: int, loop: bool) -> dict:
             log(f"component {label}: peak {result['memory'][label]['peak_sum_mib']:.1f} MiB RSS over "
                 f"{result['memory'][label]['processes']} processes, {result['memory'][label]['reports']} reports")
 
-        observe("idle")
+        observe("idle, Detect profile + mitigation" if loop else "idle")
         if loaded_n:
             with ConnectionHolder() as holder:
                 holder.hold(loaded_n)
@@ -424,6 +424,8 @@ def run_component(seconds: float, loaded_n: int, loop: bool) -> dict:
         # an IoT job (the offline Jobs service, as `ggdefender local jobs create`): the first job document loads
         # the validator, so memory is measured again afterwards
         try:
+            if not job:
+                return result
             core.control("jobs-create", {"jobId": "bench-collect-now", "document": {
                 "schema": "ggdefender.remediation/1", "steps": [{"operation": "collect-now"}]}})
             done = core.service("JobsService").wait_for("bench-collect-now", ("SUCCEEDED", "FAILED", "REJECTED"),
@@ -530,7 +532,41 @@ def fmt(v, spec=".1f") -> str:
 
 
 CHANGES = """\
-- `collector/schema.py` / `collector/pipeline.py`: see git log; placeholder until the profiling pass lands.
+Each change is its own commit (`git log --grep perf`), made where the numbers pointed:
+
+1. **Collector: no per-report jsonschema validation in the running component** (`collector/pipeline.py`,
+   `collector/service.py`). cProfile at 10,000 sockets: validating the 76 KB report with jsonschema was more than
+   half of a report's time (the "+ jsonschema validation" column above), and importing jsonschema cost process B
+   ~4.5 MiB RSS (B idle: 37.5 → 33.9 MiB). What it checked is guaranteed elsewhere: the builder's output is
+   tested against the schema (tests/unit/collector), custom metrics pass `plugins.contract.validate_value`, and
+   the local core's cloud side and `ggdefender collect` still validate every report with the full schema
+   (`Pipeline(validate=True)`, the default).
+2. **Remediation: jsonschema imported on the first job document** (`remediation/documents.py`), not at start-up:
+   process A idle 32.4 → 28.6 MiB. It comes back with the first job (the "after an IoT job" row).
+3. **Detect: hashlib imported where the profile fingerprint is computed** (`detect/profile.py`): hashlib maps
+   libcrypto (3.3 MiB RSS) into process B even with no profile configured. (Made in the shared tree; the detect
+   engineer committed the same edit.)
+4. **Plugins: `listening_processes` without `psutil.net_connections()`**
+   (`plugins/builtin/listening_processes.py`). At 10,000 sockets psutil decoded every address of every socket:
+   0.16 s per sample (0.6 s under tracemalloc) and +13 MiB RSS in process B (which peaked at 44 MiB). It now
+   reads only the inodes of listening sockets from /proc/net and follows fd links: ~0.1 s, flat memory.
+5. **Collector: /proc/net/tcp* parsed a read chunk at a time** (`collector/procfs.py`, `proc_lines`): the
+   1.5 MB table (plus its decoded copy and the list of 10,000 lines) was held whole; per-sample peak traced
+   memory 4.6 → 1.4 MiB, same speed. The plugin above reads through the same helper.
+
+Together: the whole component idle 70.0 → ~59 MiB RSS, and at 10,000 sockets process B 44 → ~35 MiB.
+The collector engineer's own speed work is in `c390345` (one read per table: every read of /proc/net/tcp*
+walks the kernel's whole 262,144-bucket established hash; tables of families with no sockets skipped via
+/proc/net/sockstat).
+
+Not done (proposals for the remaining misses):
+- After the first job, process A keeps jsonschema (+4.3 MiB). Options: validate job documents in process B
+  (which already must parse reports), or generate plain validation code from the schema at build time.
+- With 10,000 sockets the component's RSS is a few MiB over the budget while its PSS stays near 48 MiB:
+  libpython and `_awscrt` pages are shared by both processes and counted twice in an RSS sum.
+- The idle floor is the kernel's walk of the 262,144-bucket established hash per /proc/net/tcp read (~2 ms on
+  this VM, more when the machine is busy); an `inet_diag` netlink dump with a state filter (what `ss` uses)
+  would avoid most of it.
 """
 
 
@@ -565,9 +601,10 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
                  f"{verdict(idle['ours_ms'] <= t['idle_ms'])} |")
     comp = res.get("component") or {}
     if "idle" in comp:
-        worst = max(v["peak_sum_mib"] for v in comp.values() if isinstance(v, dict) and "peak_sum_mib" in v)
-        L.append(f"| whole component ≤ {t['component_mib']:g} MiB RSS (peak, all processes) | {worst:.1f} MiB | "
-                 f"{verdict(worst <= t['component_mib'])} |")
+        for label, v in comp.items():  # one row per phase: a budget met only when idle is not a pass
+            L.append(f"| whole component ≤ {t['component_mib']:g} MiB RSS (peak sum of both processes), {label} | "
+                     f"{v['peak_sum_mib']:.1f} MiB (PSS {fmt(v['pss_mib'])} MiB) | "
+                     f"{verdict(v['peak_sum_mib'] <= t['component_mib'])} |")
     else:
         L.append(f"| whole component ≤ {t['component_mib']:g} MiB RSS | {comp.get('skipped', 'not run')} | n/a |")
     ipc = res.get("ipc") or {}
@@ -607,8 +644,12 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
     L += ["## Memory of the running component", ""]
     if "idle" in comp:
         L += ["`python -m ggdefender run` deployed as `ggdefender.Defender` under the local core (harness) with the "
-              "recipe's default configuration and a 2 s development interval; RSS summed over its process tree "
-              "(process A: supervisor + remediation; process B: collector + plugins + detect), sampled every 0.1 s.", "",
+              "recipe's default configuration (seven built-in plugins, Detect without profiles) and a 2 s development "
+              "interval; RSS summed over its process tree (process A: supervisor + remediation; process B: collector "
+              "+ plugins + detect), sampled every 0.1 s for 10 s per phase: idle; while 5,000 loopback connections "
+              "(10,000 sockets) are held; after one IoT job (a `collect-now` job document) ran. PSS (proportional set "
+              "size: shared pages such as libpython and `_awscrt` counted once across both processes) is the memory the "
+              "component really costs the device; RSS double-counts those pages.", "",
               "| phase | processes | reports | peak RSS sum | median RSS sum | PSS sum | per process (peak RSS) |",
               "|---|---|---|---|---|---|---|"]
         for label, v in comp.items():
@@ -616,6 +657,16 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
                 per = "; ".join(f"{k}: {mib:.1f} MiB" for k, mib in v["per_process_peak_mib"].items())
                 L.append(f"| {label} | {v['processes']} | {v['reports']} | {v['peak_sum_mib']:.1f} MiB | "
                          f"{v['median_sum_mib']:.1f} MiB | {fmt(v['pss_mib'])} MiB | {per} |")
+        lm = (res.get("closed_loop") or {}).get("memory") or {}
+        for label, v in lm.items():
+            per = "; ".join(f"{k}: {mib:.1f} MiB" for k, mib in v["per_process_peak_mib"].items())
+            L.append(f"| {label} (closed-loop run) | {v['processes']} | {v['reports']} | {v['peak_sum_mib']:.1f} MiB | "
+                     f"{v['median_sum_mib']:.1f} MiB | {fmt(v['pss_mib'])} MiB | {per} |")
+        L += ["", "Where the memory goes (measured with `ru_maxrss` after each import, on this machine): a bare "
+              "Python 3.11 is 8.5 MiB; the awsiotsdk IPC client brings a process to 22 MiB (the `_awscrt` native "
+              "library alone 5 MiB); so two IPC processes start at ~44 MiB RSS before any of our code. jsonschema "
+              "(with referencing, rpds, attrs) adds ~4.5 MiB to a process, psutil ~1 MiB, `importlib.metadata` "
+              "(plugin entry points) ~1.3 MiB, hashlib's libcrypto ~3.3 MiB."]
     else:
         L.append(f"Skipped: {comp.get('skipped', 'not run')}")
     L += ["", "## IPC of the local core", ""]
@@ -701,15 +752,18 @@ def main(argv=None) -> int:
         if agent is not None:
             agent.close()
             agent = None
-        if phases & {"component", "loop"}:
+        if "component" in phases:
             try:
-                comp = run_component(3.0 if args.quick else 10.0, 0 if args.quick else 5000, "loop" in phases)
-                res["component"] = comp["memory"] if "component" in phases else {"skipped": "not selected"}
-                res["job_status"] = comp.get("job_status")
-                if "loop" in phases:
-                    res["closed_loop"] = comp.get("closed_loop") or {"skipped": "not run"}
+                comp = run_component(3.0 if args.quick else 10.0, 0 if args.quick else 5000, loop=False, job=True)
+                res["component"], res["job_status"] = comp["memory"], comp.get("job_status")
             except (ImportError, RuntimeError, TimeoutError) as exc:
                 res["component"] = {"skipped": str(exc)[:500]}
+        if "loop" in phases:
+            try:
+                comp = run_component(2.0, 0, loop=True, job=False)
+                res["closed_loop"] = comp.get("closed_loop") or {"skipped": "not run"}
+                res["closed_loop"]["memory"] = comp["memory"]
+            except (ImportError, RuntimeError, TimeoutError) as exc:
                 res["closed_loop"] = {"skipped": str(exc)[:500]}
         if "ipc" in phases:
             try:
