@@ -76,11 +76,11 @@ def hold_worker() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.ExitStack() as held:
         for line in sys.stdin:
-            held.close()  # release the previous N first (bounded: never two sets at once)
             try:
                 n = int(line)
                 if not 0 <= n <= MAX_CONNECTIONS:
                     raise ValueError(f"N must be 0..{MAX_CONNECTIONS}")
+                held.close()  # release the previous N first (bounded: never two sets at once)
                 held.enter_context(hold_connections(n))
             except (ValueError, RuntimeError, OSError) as exc:
                 print(json.dumps({"error": str(exc)}), flush=True)
@@ -450,7 +450,9 @@ def ipc_bench(ops: int) -> dict:
         n = re.search(r"operations\s*:\s*(\d+)", r.stdout)
         if not (m and lat and n):
             raise RuntimeError(f"unexpected ipc_throughput.py output:\n{r.stdout}")
+        cpu = re.search(r"server CPU\s*:\s*([\d.]+) s \((\d+) us per operation", r.stdout)
         out[op] = {"ops_per_s": float(m.group(1).replace(",", "")), "operations": int(n.group(1)),
+                   "server_us_per_op": float(cpu.group(2)) if cpu else float("nan"),
                    "p50_ms": float(lat.group(1)), "p90_ms": float(lat.group(2)),
                    "p99_ms": float(lat.group(3)), "max_ms": float(lat.group(4))}
         log(f"IPC {op}: {out[op]['ops_per_s']:,.0f} ops/s, p50 {out[op]['p50_ms']} ms, p99 {out[op]['p99_ms']} ms")
@@ -565,8 +567,8 @@ Not done (proposals for the remaining misses):
 - With 10,000 sockets the component's RSS is a few MiB over the budget while its PSS stays near 48 MiB:
   libpython and `_awscrt` pages are shared by both processes and counted twice in an RSS sum.
 - The idle floor is the kernel's walk of the 262,144-bucket established hash per /proc/net/tcp read (~2 ms on
-  this VM, more when the machine is busy); an `inet_diag` netlink dump with a state filter (what `ss` uses)
-  would avoid most of it.
+  this VM, more when the machine is busy). `ss` (an `inet_diag` netlink dump) takes about as long including
+  three process spawns, so a netlink source might lower the floor; not tried.
 """
 
 
@@ -673,11 +675,13 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
     if "iot" in ipc:
         L += ["`bench/ipc_throughput.py`: the unmodified awsiotsdk `GreengrassCoreIPCClientV2`, 2 processes × 4 "
               "threads, synchronous calls (each waits for the server's reply).", "",
-              "| operation | operations | throughput | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|---|"]
+              "| operation | operations | throughput | server CPU per op | p50 | p90 | p99 | max |",
+              "|---|---|---|---|---|---|---|---|"]
         for op, name in (("iot", "PublishToIoTCore"), ("local", "PublishToTopic")):
             if op in ipc:
                 v = ipc[op]
-                L.append(f"| {name} | {v['operations']:,} | {v['ops_per_s']:,.0f}/s | {v['p50_ms']:.2f} ms | "
+                L.append(f"| {name} | {v['operations']:,} | {v['ops_per_s']:,.0f}/s | "
+                         f"{fmt(v.get('server_us_per_op', float('nan')), '.0f')} µs | {v['p50_ms']:.2f} ms | "
                          f"{v['p90_ms']:.2f} ms | {v['p99_ms']:.2f} ms | {v['max_ms']:.2f} ms |")
     else:
         L.append(f"Skipped: {ipc.get('skipped', 'not run')}")
@@ -776,8 +780,10 @@ def main(argv=None) -> int:
         if agent is not None:
             agent.close()
     res["elapsed_s"] = time.monotonic() - started
-    WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / "results.json").write_text(json.dumps(res, indent=2))
+    # raw numbers: bench/.work/results.json for the real report, next to a report written elsewhere
+    raw_path = WORK / "results.json" if args.out_dir is None and not args.quick else out_dir / "results.json"
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    raw_path.write_text(json.dumps(res, indent=2))
     if res["scaling"]:
         chart(res["scaling"], out_dir / "performance.png")
     write_markdown(res, out_dir / "performance.md", "performance.png")
