@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from ggdefender import settings as s
+from ggdefender import statefile
 
 log = logging.getLogger("ggdefender.supervisor")
 
@@ -141,7 +142,7 @@ def user_can_read(path: str, uid: int, groups) -> bool:
 
 
 def _state_dir() -> str:
-    return os.environ.get("GGDEFENDER_STATE_DIR") or os.getcwd()
+    return statefile.state_dir()
 
 
 def _whoami() -> str:

@@ -9,45 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from typing import Callable, Optional
+
+from ggdefender.statefile import atomic_write, state_dir  # noqa: F401  (re-exported for callers)
 
 log = logging.getLogger("ggdefender.collector.report_id")
 
 MAX_ID = 2**53 - 1  # JSON consumers keep integers exact up to here
 FILE_NAME = "collector-report-id"
-
-
-def state_dir() -> str:
-    return os.environ.get("GGDEFENDER_STATE_DIR") or os.getcwd()
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write data to path so readers see either the old or the new content, never a torn file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the replace itself is atomic
 
 
 class ReportIds:

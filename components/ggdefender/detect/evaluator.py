@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Optional
 
 from . import metrics as M
-from .profile import ML, STATIC, STATISTICAL
+from .profile import STATIC, STATISTICAL
 from .state import BehaviorState
 from .statistics import History, StatsConfig
 from .violations import CLEARED, IN_ALARM, INVALIDATED, make_event, new_violation_id

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any, Optional
 
-from .statistics import atomic_write_json
+from ggdefender.statefile import atomic_write_json
 
 log = logging.getLogger("ggdefender.detect.state")
 

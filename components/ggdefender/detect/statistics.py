@@ -18,10 +18,10 @@ import collections
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
+
+from ggdefender.statefile import atomic_write_json
 
 log = logging.getLogger("ggdefender.detect.statistics")
 
@@ -173,22 +173,3 @@ class History:
             return
         atomic_write_json(self.path, self.to_json())
         self.dirty = False
-
-
-def atomic_write_json(path: str, obj) -> None:
-    """Write JSON so a crash leaves either the old or the new file, never half of one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+from ggdefender.statefile import atomic_write_json
 
 log = logging.getLogger("ggdefender.local.jobs")
 
@@ -81,9 +82,7 @@ class JobsService:
             log.error("jobs state %s is unreadable (%s); starting empty", self.path, exc)
 
     def _save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"jobs": self.jobs, "executions": self.executions}, indent=1))
-        os.replace(tmp, self.path)
+        atomic_write_json(str(self.path), {"jobs": self.jobs, "executions": self.executions}, indent=1)
 
     def close(self) -> None:
         self._stop.set()

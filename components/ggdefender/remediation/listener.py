@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ggdefender import statefile
 from ggdefender.settings import ConfigError
+from ggdefender.statefile import atomic_write_json
 
 from . import config as rconfig
 from . import documents, jobs
@@ -91,14 +93,7 @@ class RemediationListener:
             return jobs.Journal()
 
     def _save_journal(self, journal: jobs.Journal) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.journal_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(journal.to_json(), f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.journal_path)
+        atomic_write_json(str(self.journal_path), journal.to_json())
 
     # -- run ----------------------------------------------------------------------------------------------
     def run(self, stop_event: threading.Event) -> None:
@@ -287,7 +282,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     ipc = Ipc().connect()
-    state_dir = os.environ.get("GGDEFENDER_STATE_DIR") or os.getcwd()
+    state_dir = statefile.state_dir()
     try:
         RemediationListener(ipc, ipc.thing_name, state_dir).run(stop)
     finally:
