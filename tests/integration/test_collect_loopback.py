@@ -51,7 +51,12 @@ def test_listener_and_connection_show_up(sockets):
     m = report["metrics"]
     assert {"port": sockets["tcp"], "interface": "lo"} in m["listening_tcp_ports"]["ports"]
     assert {"port": sockets["udp"], "interface": "lo"} in m["listening_udp_ports"]["ports"]
-    conns = m["tcp_connections"]["established_connections"]["connections"]
+    established = m["tcp_connections"]["established_connections"]
+    conns = established["connections"]
+    assert established["total"] >= 2
+    if len(conns) < established["total"]:
+        # another process on this host holds so many connections that the size cap cut the list
+        pytest.skip(f"list capped at {len(conns)} of {established['total']} connections: ours may be cut")
     # both ends are local: the client's view (remote = the listener) and the server's (remote = client)
     assert {"remote_addr": f"127.0.0.1:{sockets['tcp']}", "local_port": sockets["client"],
             "local_interface": "lo"} in conns

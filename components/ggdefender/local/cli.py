@@ -44,7 +44,7 @@ def register(subparsers) -> None:
                                                      "mqtt://127.0.0.1:1883 (mosquitto)")
     run.add_argument("--root", default=DEFAULT_ROOT, help=f"root folder (default {DEFAULT_ROOT}); kept across "
                                                           f"runs so Install steps are fast the second time")
-    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop cleanly after this long")
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop cleanly after this long (0 = until Ctrl-C, the default)")
     run.add_argument("--no-interpolate-config", dest="interpolate", action="store_false",
                      help="leave recipe variables in configuration literal, like a default nucleus")
     run.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
@@ -101,8 +101,9 @@ def cmd_run(args) -> int:
         updates = load_update_config(args.update_config) if args.update_config else {}
     except RecipeError as exc:
         return _fail(str(exc))
-    if args.duration is not None and not args.duration > 0:
-        return _fail("--duration must be a positive number of seconds")
+    if args.duration is not None and not args.duration >= 0:
+        return _fail("--duration must be a number of seconds ≥ 0 (0 = until Ctrl-C)")
+    args.duration = args.duration or None
     if not Path(args.recipeDir).is_dir():
         return _fail(f"--recipeDir {args.recipeDir}: not a directory")
     if args.artifactDir and not Path(args.artifactDir).is_dir():
