@@ -156,10 +156,13 @@ class Ipc:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
+            # Close the connection first and only then stop the callback worker: awsiotsdk 1.31's
+            # clientv2.close() stops the executor first and then raises on every stream-closed callback.
             try:
-                client.close(executor_wait=False)
+                client.client.close().result(timeout=2)
             except Exception:
                 pass
+        self._executor.shutdown(wait=False)
 
     # -- IoT Core ----------------------------------------------------------------------------------
     def publish_iot(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
