@@ -29,7 +29,6 @@ import shutil
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -586,7 +585,8 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
          "## Machine", "",
          f"- CPU: {m['cpu']}, {m['cores']} cores; RAM {m['mem_mib']} MiB; kernel {m['kernel']}",
          f"- Python {m['python']}; reference agent `AWSIoTDeviceDefenderAgentSDK` {res.get('agent_version', '–')} "
-         f"in its own venv (`bench/.work/refagent-venv`); `{m['ss']}`",
+         f"in its own venv (`bench/.work/refagent-venv`)"
+         f"{' — ' + res['agent_skipped'] if res.get('agent_skipped') else ''}; `{m['ss']}`",
          f"- load average when the run started: {m['load']} (other work on the machine makes every number noisier)",
          "", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     t = TARGETS
@@ -761,8 +761,12 @@ def main(argv=None) -> int:
     try:
         if "scaling" in phases:
             if not args.no_agent:
-                agent = ReferenceAgent(ensure_reference_venv())
-                res["agent_version"] = agent.version
+                try:
+                    agent = ReferenceAgent(ensure_reference_venv())
+                    res["agent_version"] = agent.version
+                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                    res["agent_skipped"] = f"reference agent unavailable: {exc}"
+                    log(res["agent_skipped"])
             ns = (0, 10) if args.quick else FULL_NS
             reps = (lambda n: (1, 1)) if args.quick else (lambda n: FULL_REPS.get(n, (9, 3)))
             res["scaling"] = run_scaling(ns, reps, agent)
