@@ -380,7 +380,16 @@ def run_component(seconds: float, loaded_n: int, loop: bool, job: bool) -> dict:
         def observe(label: str) -> None:
             import psutil
 
+            def tree_cpu() -> float:
+                total = 0.0
+                for pid in _tree_rss(proc.pid):
+                    with contextlib.suppress(psutil.Error):
+                        t = psutil.Process(pid).cpu_times()
+                        total += t.user + t.system
+                return total
+
             start = len(reports)
+            cpu0 = tree_cpu()
             peaks: Dict[int, tuple] = {}
             sums, pss = [], []
             deadline = time.monotonic() + seconds
@@ -393,8 +402,11 @@ def run_component(seconds: float, loaded_n: int, loop: bool, job: bool) -> dict:
                 time.sleep(0.1)
             with contextlib.suppress(psutil.Error):
                 pss.append(sum(psutil.Process(pid).memory_full_info().pss for pid in _tree_rss(proc.pid)))
+            cpu = tree_cpu() - cpu0
+            n_reports = len(reports) - start
             result["memory"][label] = {
-                "processes": len(peaks), "reports": len(reports) - start,
+                "processes": len(peaks), "reports": n_reports,
+                "cpu_ms_per_report": 1000 * cpu / n_reports if n_reports else float("nan"),
                 "peak_sum_mib": max(sums) / 2**20, "median_sum_mib": statistics.median(sums) / 2**20,
                 "pss_mib": pss[0] / 2**20 if pss else float("nan"),
                 "per_process_peak_mib": {name: rss / 2**20 for pid, (name, rss) in sorted(peaks.items())},
@@ -569,9 +581,12 @@ Not done (proposals for the remaining misses):
   dependency, so it is left as a proposal.
 - With 10,000 sockets the component's RSS is a few MiB over the budget while its PSS stays near 48 MiB:
   libpython and `_awscrt` pages are shared by both processes and counted twice in an RSS sum.
-- The idle floor is the kernel's walk of the 262,144-bucket established hash per /proc/net/tcp read (~2 ms on
-  this VM, more when the machine is busy). `ss` (an `inet_diag` netlink dump) takes about as long including
-  three process spawns, so a netlink source might lower the floor; not tried.
+- Idle, ~2 ms of our ~2.7 ms is the kernel walking its 262,144-bucket established hash for the one read of
+  /proc/net/tcp (cProfile: `posix.read`); netlink (`ss`) walks the same hash, so little is left to win in
+  Python there.
+- The largest lever left on memory is structural: each process pays ~22 MiB for the awsiotsdk client. A
+  process B without its own IPC connection (reports relayed to A over a pipe) would save ~13 MiB RSS; that is
+  an architecture decision (docs/architecture.md), not made here.
 """
 
 
@@ -663,18 +678,21 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
               "+ plugins + detect), sampled every 0.1 s for 10 s per phase: idle; while 5,000 loopback connections "
               "(10,000 sockets) are held; after one IoT job (a `collect-now` job document) ran. PSS (proportional set "
               "size: shared pages such as libpython and `_awscrt` counted once across both processes) is the memory the "
-              "component really costs the device; RSS double-counts those pages.", "",
-              "| phase | processes | reports | peak RSS sum | median RSS sum | PSS sum | per process (peak RSS) |",
-              "|---|---|---|---|---|---|---|"]
+              "component really costs the device; RSS double-counts those pages. CPU per report is the user + system "
+              "time of both processes during the phase divided by the reports published in it (collection, seven "
+              "plugins, detect, IPC; with a 2 s interval, so idle overheads such as IPC keep-alives are included).", "",
+              "| phase | processes | reports | CPU per report | peak RSS sum | median RSS sum | PSS sum | "
+              "per process (peak RSS) |", "|---|---|---|---|---|---|---|---|"]
         for label, v in comp.items():
             if isinstance(v, dict) and "peak_sum_mib" in v:
                 per = "; ".join(f"{k}: {mib:.1f} MiB" for k, mib in v["per_process_peak_mib"].items())
-                L.append(f"| {label} | {v['processes']} | {v['reports']} | {v['peak_sum_mib']:.1f} MiB | "
-                         f"{v['median_sum_mib']:.1f} MiB | {fmt(v['pss_mib'])} MiB | {per} |")
+                L.append(f"| {label} | {v['processes']} | {v['reports']} | {fmt(v.get('cpu_ms_per_report'))} ms | "
+                         f"{v['peak_sum_mib']:.1f} MiB | {v['median_sum_mib']:.1f} MiB | {fmt(v['pss_mib'])} MiB | {per} |")
         lm = (res.get("closed_loop") or {}).get("memory") or {}
         for label, v in lm.items():
             per = "; ".join(f"{k}: {mib:.1f} MiB" for k, mib in v["per_process_peak_mib"].items())
-            L.append(f"| {label} (closed-loop run) | {v['processes']} | {v['reports']} | {v['peak_sum_mib']:.1f} MiB | "
+            L.append(f"| {label} (closed-loop run) | {v['processes']} | {v['reports']} | "
+                     f"{fmt(v.get('cpu_ms_per_report'))} ms | {v['peak_sum_mib']:.1f} MiB | "
                      f"{v['median_sum_mib']:.1f} MiB | {fmt(v['pss_mib'])} MiB | {per} |")
         L += ["", "Where the memory goes (measured with `ru_maxrss` after each import, on this machine): a bare "
               "Python 3.11 is 8.5 MiB; the awsiotsdk IPC client brings a process to 22 MiB (the `_awscrt` native "
