@@ -697,7 +697,7 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
         L += ["", "Where the memory goes (measured with `ru_maxrss` after each import, on this machine): a bare "
               "Python 3.11 is 8.5 MiB; the awsiotsdk IPC client brings a process to 22 MiB (the `_awscrt` native "
               "library alone 5 MiB); so two IPC processes start at ~44 MiB RSS before any of our code. jsonschema "
-              "(with referencing, rpds, attrs) adds ~4.5 MiB to a process, psutil ~1 MiB, `importlib.metadata` "
+              "(with referencing, rpds, attrs and the stdlib modules they pull in) adds 4.5–5.7 MiB to a process, psutil ~1 MiB, `importlib.metadata` "
               "(plugin entry points) ~1.3 MiB, hashlib's libcrypto ~3.3 MiB."]
     else:
         L.append(f"Skipped: {comp.get('skipped', 'not run')}")
