@@ -1,6 +1,7 @@
 """The performance suite: ggdefender against the AWS reference agent and the kernel, in one command.
 
     .venv/bin/python bench/suite.py            # full run (< 10 min on 2 cores), rewrites docs/performance.{md,png}
+    .venv/bin/python -m bench.suite            # the same, from the repository root
     .venv/bin/python bench/suite.py --quick    # tiny N, one repetition: checks that every piece runs
     .venv/bin/python bench/suite.py --help
 
@@ -38,6 +39,8 @@ from typing import Callable, Dict, List, Optional
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+if str(BENCH) not in sys.path:  # `python -m bench.suite` works too: the sibling benchmarks import as modules
+    sys.path.insert(0, str(BENCH))
 WORK = BENCH / ".work"
 REF_VENV = WORK / "refagent-venv"
 REF_PACKAGE = "awsiotdevicedefenderagentsdk==2.0.0"  # the version measured in reference-agents.md §10
