@@ -109,8 +109,11 @@ def cmd_run(args) -> int:
     if args.artifactDir and not Path(args.artifactDir).is_dir():
         return _fail(f"--artifactDir {args.artifactDir}: not a directory")
     view = View(None if args.quiet else sys.stdout)
-    runtime = Runtime(args.root, thing=args.thing or DEFAULT_THING, region=args.region, view=view,
-                      interpolate_config=args.interpolate, broker=args.broker, grace_seconds=args.grace)
+    try:
+        runtime = Runtime(args.root, thing=DEFAULT_THING if args.thing is None else args.thing, region=args.region, view=view,
+                          interpolate_config=args.interpolate, broker=args.broker, grace_seconds=args.grace)
+    except ValueError as exc:
+        return _fail(str(exc))
 
     async def main() -> int:
         stop = asyncio.Event()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +29,21 @@ log = logging.getLogger("ggdefender.local.runtime")
 
 DEFAULT_THING = "ggdefender-local"
 IPC_SOCKET = "ipc.socket"
+# AWS IoT's thing-name rule. It matters beyond looks: the name is substituted into accessControl resources and
+# topics, so "a/#" would silently widen a component's policy.
+THING_NAME_RE = re.compile(r"[A-Za-z0-9:_-]{1,128}")
+REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
+
+
+def check_settings(thing: str, region: str, grace_seconds: float) -> None:
+    """ValueError naming the bad setting: thing name, region, or shutdown grace period."""
+    if not isinstance(thing, str) or not THING_NAME_RE.fullmatch(thing):
+        raise ValueError(f"thing name {thing!r} is not valid: AWS IoT allows 1-128 characters of "
+                         f"A-Z a-z 0-9 : _ -")
+    if not isinstance(region, str) or not REGION_RE.fullmatch(region):
+        raise ValueError(f"region {region!r} is not an AWS region name such as us-east-1")
+    if not isinstance(grace_seconds, (int, float)) or not math.isfinite(grace_seconds) or grace_seconds < 0:
+        raise ValueError(f"grace period {grace_seconds!r} must be a number of seconds >= 0")
 
 
 class Runtime:
@@ -34,6 +51,7 @@ class Runtime:
                  view: Optional[View] = None, interpolate_config: bool = True, broker: Optional[str] = None,
                  services: Iterable[str] = CLOUD_SERVICES, grace_seconds: float = 5.0, retry_delay: float = 1.0,
                  control: bool = True):
+        check_settings(thing, region, grace_seconds)
         self.root = Path(root).resolve()
         self.view = view or View()
         self.core = Core(thing_name=thing, region=region)

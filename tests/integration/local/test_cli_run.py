@@ -116,6 +116,8 @@ def test_ctrl_c_status_and_config_update_on_a_running_core(tmp_path):
     (["--merge", "test.Echo=9.9.9"], "no recipe for test.Echo=9.9.9"),
     (["--merge", "test.Echo=1.0.0", "--update-config", '{"test.Echo": {"merge": {}}}'], "upper case"),
     (["--merge", "test.Echo=1.0.0", "--duration", "-1"], "--duration"),
+    (["--merge", "test.Echo=1.0.0", "--thing", "a/#"], "thing name 'a/#' is not valid"),
+    (["--merge", "test.Echo=1.0.0", "--grace", "-1"], "grace period"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, args, message):
     cmd = _cli("run", "--recipeDir", DATA / "recipes", "--artifactDir", DATA / "artifacts", "--root",

@@ -1,6 +1,7 @@
 """Pure pieces of the `ggdefender local` runtime: component environment, artifacts, registry, bridge URL, view."""
 
 import io
+import re
 import zipfile
 
 import pytest
@@ -128,3 +129,28 @@ def test_privileged_step_as_non_root_runs_as_current_user_with_warning(tmp_path,
     step = Step(name="Run", script="id", requires_privilege=True)
     assert manager._argv(SimpleNamespace(name="c"), step, "id") == ["sh", "-c", "id"]
     assert any(e.get("level") == "warning" and "RequiresPrivilege" in e["text"] for e in view.events)
+
+
+@pytest.mark.parametrize("thing, region, grace, problem", [
+    ("a/#", "us-east-1", 5, "thing name 'a/#'"),        # would widen {iot:thingName} policies
+    ("", "us-east-1", 5, "thing name ''"),
+    ("x" * 129, "us-east-1", 5, "thing name"),
+    ("t+", "us-east-1", 5, "thing name 't+'"),
+    ("t", "", 5, "region ''"),
+    ("t", "us east 1", 5, "region"),
+    ("t", "us-east-1", -1, "grace period -1"),
+    ("t", "us-east-1", float("nan"), "grace period nan"),
+])
+def test_runtime_settings_are_checked(thing, region, grace, problem):
+    from ggdefender.local.runtime import check_settings
+
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        check_settings(thing, region, grace)
+
+
+def test_runtime_settings_accept_what_aws_accepts():
+    from ggdefender.local.runtime import check_settings
+
+    for thing, region in (("ggdefender-local", "us-east-1"), ("My_Thing:1", "us-gov-west-1"),
+                          ("x" * 128, "ap-southeast-3")):
+        check_settings(thing, region, 0)
