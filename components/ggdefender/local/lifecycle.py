@@ -39,8 +39,11 @@ CORE_ENV = ("SVCUID", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_GG_NUCLEUS_DOMAI
 
 
 def socket_path_for_component(socket_path: str) -> str:
-    """The nucleus hands out ../../ipc.socket (relative to <root>/work/<Name>) when sun_path would overflow."""
-    return "../../ipc.socket" if len(socket_path) >= SUN_PATH_MAX else socket_path
+    """The nucleus hands out ../../ipc.socket (relative to <root>/work/<Name>) when sun_path would overflow.
+
+    Counted in bytes, like sun_path and like the runtime's choice to bind through a short alias: a root with
+    non-ASCII characters can be under 108 characters and still too long."""
+    return "../../ipc.socket" if len(socket_path.encode()) >= SUN_PATH_MAX else socket_path
 
 
 def component_env(base: dict, *, svcuid: str, socket_path: str, thing_name: str, region: str,

@@ -29,6 +29,8 @@ def test_socket_path_for_component_follows_the_108_char_rule():
     short = "/" + "a" * 106
     assert lifecycle.socket_path_for_component(short) == short
     assert lifecycle.socket_path_for_component("/" + "a" * 107) == "../../ipc.socket"
+    # 60 characters but 119 bytes: too long for sun_path, so the relative path the alias serves
+    assert lifecycle.socket_path_for_component("/" + "é" * 59) == "../../ipc.socket"
 
 
 def test_artifact_modes():
