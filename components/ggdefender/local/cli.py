@@ -190,6 +190,12 @@ def cmd_config_update(args) -> int:
 
 
 def cmd_logs(args) -> int:
+    from .recipe import RecipeError, check_component_name
+
+    try:
+        check_component_name(args.name, "local logs")  # a name, never a path out of <root>/logs
+    except RecipeError as exc:
+        return _fail(str(exc))
     path = Path(args.root) / "logs" / f"{args.name}.log"
     if not path.is_file():
         known = sorted(p.stem for p in (Path(args.root) / "logs").glob("*.log"))

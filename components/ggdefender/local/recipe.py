@@ -625,12 +625,19 @@ def _ci_get(mapping: Any, key: str, default: Any = None) -> Any:
 
 
 def _check_name(name: str, where: str) -> None:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise RecipeError(f"{where}: component name {name!r} may use only letters, digits, '.', '_' and '-'")
+    if not name.strip("."):  # "." and ".." would make <root>/work/<Name> and logs/<Name>.log point elsewhere
+        raise RecipeError(f"{where}: component name {name!r} must not consist of dots only")
+
+
+def check_component_name(name: str, where: str) -> None:
+    """RecipeError unless name is a usable component name (it becomes a folder and a file name)."""
+    _check_name(name, where)
 
 
 def _check_version(version: str, where: str) -> None:
-    if not _VERSION_RE.match(version):
+    if not _VERSION_RE.fullmatch(version):
         raise RecipeError(f"{where}: version {version!r} is not a semantic version like 1.0.0")
 
 

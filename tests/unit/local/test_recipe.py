@@ -127,9 +127,16 @@ def test_load_rejects_invalid_yaml_and_non_objects(tmp_path):
 
 def test_parse_merge():
     assert r.parse_merge("ggdefender.Defender=1.0.0") == ("ggdefender.Defender", "1.0.0")
-    for bad in ("ggdefender.Defender", "=1.0.0", "a=b", "a b=1.0.0"):
+    for bad in ("ggdefender.Defender", "=1.0.0", "a=b", "a b=1.0.0", "..=1.0.0", "../x=1.0.0"):
         with pytest.raises(r.RecipeError):
             r.parse_merge(bad)
+
+
+def test_component_names_are_never_paths():
+    r.check_component_name("ggdefender.Defender", "here")
+    for bad in ("..", ".", "a/b", "../etc/passwd", "a\n", "x" * 129, ""):
+        with pytest.raises(r.RecipeError, match="here: component name"):
+            r.check_component_name(bad, "here")
 
 
 def _ctx(**over):
