@@ -46,14 +46,17 @@ def listening_inodes(tables: "dict[str, Iterable[str]]", protocols) -> "set[int]
             continue
         for line in data:
             # sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode ...; the header row
-            # matches no state and fails the peer test
-            f = line.split(None, 10)
-            if len(f) < 10 or not f[9].isdigit():
+            # matches no state and fails the peer test. Filter on a short split first: most rows go no further.
+            f = line.split(None, 4)
+            if len(f) < 4:
                 continue
             if tcp:
                 if f[3] != "0A":  # LISTEN
                     continue
             elif f[2].strip("0") != ":":  # connected UDP socket: has a peer
+                continue
+            f = line.split(None, 10)
+            if len(f) < 10 or not f[9].isdigit():
                 continue
             inode = int(f[9])
             if inode:
