@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import base64
 import json
+import logging
 import os
 import random
 import selectors
@@ -46,6 +47,28 @@ FUZZ_ACCESS = {
 
 class Failure(AssertionError):
     pass
+
+
+class ServerErrors(logging.Handler):
+    """Collects ERROR records of the in-process local core while installed (a context manager).
+
+    The server turns an exception in its own code into a closed connection, which looks like a close for
+    cause from the socket; the log tells them apart, so any record here is a crash the fuzzer found."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+        self._logger = logging.getLogger("ggdefender.local")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(self.format(record))
+
+    def __enter__(self) -> "ServerErrors":
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._logger.removeHandler(self)
 
 
 def rpc(mt: int, flags: int, sid: int) -> list[Header]:
@@ -308,7 +331,10 @@ def main() -> int:
         t0 = time.perf_counter()
         failure = None
         try:
-            stats = run_fuzz(server.socket_path, token, args.frames, seed=args.seed)
+            with ServerErrors() as errors:
+                stats = run_fuzz(server.socket_path, token, args.frames, seed=args.seed)
+            if errors.records:
+                failure = f"{len(errors.records)} server error(s), the first: {errors.records[0][-2000:]}"
         except Failure as exc:
             failure = str(exc)
             stats = {}

@@ -38,7 +38,9 @@ def test_fuzzed_frames_no_crash_no_hang():
     fuzz = load_fuzzer()
     with RunningCore(max_frame_bytes=1024 * 1024) as rc:
         env = rc.register("fuzz.Component", {"A": 1, "Stable": "yes", "accessControl": fuzz.FUZZ_ACCESS})
-        stats = fuzz.run_fuzz(rc.socket_path, env["SVCUID"], 20_000, seed=7)
+        with fuzz.ServerErrors() as errors:  # a server exception would otherwise pass for a close for cause
+            stats = fuzz.run_fuzz(rc.socket_path, env["SVCUID"], 20_000, seed=7)
+        assert errors.records == []
         assert stats["frames"] >= 20_000
         assert stats["closed_after_hostile"] > 50 and stats["pongs"] > stats["connections"]
         assert rc.wait_disconnected()
