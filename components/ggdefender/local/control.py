@@ -34,7 +34,7 @@ class ControlError(RuntimeError):
 def short_socket_path(path: Path | str) -> Iterator[str]:
     """A path under sun_path's 108-byte limit naming the same socket: a short symlink to its folder."""
     path = Path(path)
-    if len(str(path)) < SUN_PATH_MAX:
+    if len(str(path).encode()) < SUN_PATH_MAX:  # sun_path counts bytes
         yield str(path)
         return
     alias_dir = tempfile.mkdtemp(prefix="ggd-")

@@ -156,3 +156,11 @@ def test_runtime_settings_accept_what_aws_accepts():
     for thing, region in (("ggdefender-local", "us-east-1"), ("My_Thing:1", "us-gov-west-1"),
                           ("x" * 128, "ap-southeast-3")):
         check_settings(thing, region, 0)
+
+
+def test_short_socket_path_counts_bytes(tmp_path):
+    wide_dir = tmp_path / ("é" * 50)  # 50 characters, 100 bytes: with the file name over sun_path's 108 bytes
+    wide_dir.mkdir()
+    with short_socket_path(wide_dir / "control.sock") as p:
+        assert len(p.encode()) < 108
+        assert wide_dir.samefile(p.rsplit("/", 1)[0])
