@@ -76,21 +76,21 @@ def socket_owners(inodes: "set[int]", proc_root: str = "/proc") -> "tuple[set, b
     for entry in os.scandir(proc_root):
         if not entry.name.isdigit():
             continue
-        fd_dir = os.path.join(entry.path, "fd")
         try:
-            fds = os.listdir(fd_dir)
+            fds = os.scandir(os.path.join(entry.path, "fd"))  # an iterator: a process with 10k fds costs no list
         except OSError:  # gone, or not ours to read
             continue
-        for fd in fds:
-            try:
-                link = os.readlink(os.path.join(fd_dir, fd))
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inode = int(link[8:-1])
-                if inode in inodes:
-                    pids.add(int(entry.name))
-                    found.add(inode)
+        with fds:
+            for fd in fds:
+                try:
+                    link = os.readlink(fd.path)
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    inode = int(link[8:-1])
+                    if inode in inodes:
+                        pids.add(int(entry.name))
+                        found.add(inode)
     return pids, len(found) < len(inodes)
 
 
