@@ -47,10 +47,14 @@ class Executor:
 
     def preflight(self, plan, label: str, steps) -> None:
         for step in steps:
-            if step.operation in ("runHandler", "runCommand"):
-                handlers.preflight(step, self.settings)
-            else:
-                self._run_step(step, plan, self._context(label, True, step))
+            try:
+                if step.operation in ("runHandler", "runCommand"):
+                    handlers.preflight(step, self.settings)
+                else:
+                    self._run_step(step, plan, self._context(label, True, step))
+            except OperationError as exc:
+                exc.step = step  # so the refusal is audited and reported against its step
+                raise
 
     def execute(self, plan, label: str, *, done_steps: int = 0, interrupted: Optional[int] = None,
                 on_step: Optional[Callable[[int, str], None]] = None) -> Result:
@@ -80,7 +84,13 @@ class Executor:
         try:
             self.preflight(plan, label, pending)
         except OperationError as exc:
-            return Result(exc.status, dict(base, reason=exc.reason, **_str_facts(exc.details)))
+            details = dict(base, reason=exc.reason, **_str_facts(exc.details))
+            step = getattr(exc, "step", None)
+            if step is not None:
+                # a refused target (protected process, missing privilege, bad handler) is an audited event too
+                self._audit(label, step, exc.status, exc.reason, dry_run=plan.dry_run)
+                details.update(failedStep=step.name, operation=step.operation)
+            return Result(exc.status, details)
         except Exception as exc:  # a bug must still end the job cleanly
             log.exception("pre-flight of %s failed unexpectedly", label)
             return Result("FAILED", dict(base, reason=f"internal error during pre-flight: {exc}"))

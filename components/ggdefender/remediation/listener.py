@@ -25,6 +25,7 @@ from ggdefender.statefile import atomic_write_json
 from . import config as rconfig
 from . import documents, jobs
 from .executor import Executor, Result, reject
+from .operations.base import Context
 from .safety import SafetyPolicy
 
 log = logging.getLogger("ggdefender.remediation")
@@ -241,6 +242,7 @@ class RemediationListener:
             plan = documents.parse(action.document, executor.settings)
         except documents.DocumentError as exc:
             log.warning("job %s rejected: %s", label, exc)
+            _audit_rejected_document(label, str(exc))
             return reject(str(exc))
 
         def on_step(index: int, phase: str) -> None:
@@ -265,9 +267,15 @@ class RemediationListener:
         try:
             plan = documents.parse(documents.request_to_document(msg), executor.settings)
         except documents.DocumentError as exc:
+            _audit_rejected_document(label, str(exc))
             return reject(str(exc))
         log.info("request %s (%s): %s", label, msg.get("violationId") or "no violation id", msg.get("reason") or "")
         return executor.execute(plan, label)
+
+
+def _audit_rejected_document(label: str, reason: str) -> None:
+    """A document refused before any step exists still leaves an audit line (someone asked for it)."""
+    Context(settings=None, safety=None, job=label).audit("document", "-", "REJECTED", reason)
 
 
 def main() -> int:

@@ -70,7 +70,10 @@ def test_a_later_impossible_step_stops_the_job_before_the_first_step_runs(sleepe
     result = ex.execute(p, "job-x")
     assert result.status == "REJECTED" and "this component" in result.details["reason"]
     assert sleeper.poll() is None  # the first step never ran
-    assert audit == []
+    assert result.details["failedStep"] == "2-kill-process" and result.details["operation"] == "kill-process"
+    # only the refusal is audited: one line naming the protected target, nothing for the step that never ran
+    assert [(a["operation"], a["target"], a["result"]) for a in audit] == [
+        ("kill-process", f"pid {component.pid}", "REJECTED")]
 
 
 def test_dry_run_reports_and_changes_nothing(make):

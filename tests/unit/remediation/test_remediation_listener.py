@@ -1,6 +1,7 @@
 """The listener wiring, in-process: a fake Ipc looped to the offline Jobs service (no sockets, no processes)."""
 
 import json
+import logging
 import threading
 
 import pytest
@@ -117,11 +118,15 @@ def test_invalid_configuration_rejects_jobs_with_the_reason(running):
     assert "RunCommandExecutables" in done["statusDetails"]["reason"]
 
 
-def test_disallowed_operation_is_rejected_and_journal_persisted(running, tmp_path):
+def test_disallowed_operation_is_rejected_and_journal_persisted(running, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ggdefender.audit")
     ipc, service = running({"AllowedOperations": ["collect-now"], "ReplyTimeoutSeconds": "1"})
     service.create_job({"schema": OURS, "steps": [{"operation": "stop-listener", "arguments": {"port": 9}}]}, "j2")
     done = service.wait_for("j2", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=30)
     assert done["status"] == "REJECTED" and "not allowed on this device" in done["statusDetails"]["reason"]
+    audits = [json.loads(r.getMessage()[len("AUDIT "):]) for r in caplog.records if r.name == "ggdefender.audit"]
+    assert [(a["job"], a["operation"], a["result"]) for a in audits] == [("j2#1", "document", "REJECTED")]
+    assert "not allowed on this device" in audits[0]["detail"]
     journal = json.loads((tmp_path / "state" / JOURNAL_FILE).read_text())
     assert journal["entries"]["j2#1"]["status"] == "REJECTED"
     assert oct((tmp_path / "state" / JOURNAL_FILE).stat().st_mode & 0o777) == "0o600"
