@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from .core import thing_name_problem  # also keeps "..", "." out of <root>/cloud/defender/<thing>/
+
 log = logging.getLogger("ggdefender.local.cloud_defender")
 
 TOPIC_FILTER = "$aws/things/+/defender/metrics/+"
 FORMATS = ("json", "cbor")
-MAX_THING_BYTES = 128
 MAX_REMEMBERED_IDS = 100_000  # per thing, for duplicate detection
 MAX_KEPT_REPLIES = 1000
 
@@ -71,14 +72,6 @@ def _report_id(report: Any) -> Optional[int]:
         return None
     rid = header.get("report_id", header.get("rid"))
     return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
-
-
-def thing_name_problem(thing: str) -> Optional[str]:
-    if len(thing.encode("utf-8")) > MAX_THING_BYTES:
-        return f"thing name is longer than {MAX_THING_BYTES} bytes"
-    if any(ord(c) < 32 or ord(c) == 127 for c in thing):
-        return "thing name contains control characters"
-    return None
 
 
 class DefenderService:

@@ -20,7 +20,7 @@ from typing import Iterable, Optional
 from . import recipe as rcp
 from .cloud import CLOUD_SERVICES, close_services, service_commands, start_services
 from .control import SUN_PATH_MAX, ControlServer
-from .core import Core
+from .core import Core, thing_name_problem
 from .lifecycle import LifecycleManager
 from .server import IpcServer
 from .view import View
@@ -29,17 +29,14 @@ log = logging.getLogger("ggdefender.local.runtime")
 
 DEFAULT_THING = "ggdefender-local"
 IPC_SOCKET = "ipc.socket"
-# AWS IoT's thing-name rule. It matters beyond looks: the name is substituted into accessControl resources and
-# topics, so "a/#" would silently widen a component's policy.
-THING_NAME_RE = re.compile(r"[A-Za-z0-9:_-]{1,128}")
 REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
 
 
 def check_settings(thing: str, region: str, grace_seconds: float) -> None:
     """ValueError naming the bad setting: thing name, region, or shutdown grace period."""
-    if not isinstance(thing, str) or not THING_NAME_RE.fullmatch(thing):
-        raise ValueError(f"thing name {thing!r} is not valid: AWS IoT allows 1-128 characters of "
-                         f"A-Z a-z 0-9 : _ -")
+    problem = thing_name_problem(thing)  # it is substituted into policies: "a/#" would widen them
+    if problem:
+        raise ValueError(problem)
     if not isinstance(region, str) or not REGION_RE.fullmatch(region):
         raise ValueError(f"region {region!r} is not an AWS region name such as us-east-1")
     if not isinstance(grace_seconds, (int, float)) or not math.isfinite(grace_seconds) or grace_seconds < 0:

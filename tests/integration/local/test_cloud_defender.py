@@ -76,6 +76,19 @@ def test_invalid_reports_rejected_with_reason(tmp_path, payload, fragment):
         assert not (tmp_path / "gg" / "cloud" / "defender" / THING / "reports.jsonl").exists()
 
 
+@pytest.mark.parametrize("thing", ["..", "."])
+def test_report_for_an_invalid_thing_name_is_rejected_and_never_kept(tmp_path, thing):
+    topic = f"$aws/things/{thing}/defender/metrics/json"
+    with LocalCore(tmp_path / "gg", thing=THING) as core:
+        replies = core.capture_iot(topic + "/+")
+        core.publish_iot(topic, json.dumps(_report(1)).encode(), source="test")
+        replies.wait_for(lambda m: m, 30)
+        assert replies[0][0] == topic + "/rejected"
+        assert "thing name" in json.loads(replies[0][1])["statusDetails"]["ErrorMessage"]
+    kept = [p.relative_to(tmp_path) for p in (tmp_path / "gg" / "cloud").rglob("reports.jsonl")]
+    assert kept == []
+
+
 def test_duplicate_report_id_rejected_even_after_restart(tmp_path):
     for _ in range(2):
         with LocalCore(tmp_path / "gg", thing=THING) as core:

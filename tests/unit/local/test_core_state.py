@@ -193,3 +193,11 @@ def test_restart_request(core):
     assert core.request_restart("A") is True
     with pytest.raises(KeyError):
         core.request_restart("B")
+
+
+def test_thing_name_rule():
+    from ggdefender.local.core import thing_name_problem
+
+    assert thing_name_problem("ggdefender-local") is None and thing_name_problem("a:b_c-1") is None
+    for bad in ("", "..", ".", "a/b", "a/#", "+", "x" * 129, "t\n", None):
+        assert "thing name" in thing_name_problem(bad)
