@@ -289,8 +289,10 @@ def test_local_mitigation_request_takes_the_same_path(core, tmp_path):
     try:
         results = core.capture_local("ggdefender/remediation/results")
         Component(core, tmp_path, _config()).start()
-        core.wait_for_log(COMPONENT, "remediation settings", timeout=60)
-        time.sleep(0.5)  # the subscription follows the settings line
+        # publish only once the listener's subscription exists (a fixed sleep loses the requests on a busy host)
+        _wait(lambda: any(sub.component == COMPONENT
+                          for sub in core.core._local.matching("ggdefender/remediation/requests")),
+              60, "the listener never subscribed to its requests topic")
         core.publish_local("ggdefender/remediation/requests", {
             "requestId": "r-1", "operation": "kill-process", "arguments": {"pid": 1}, "reason": "test",
             "violationId": "v-1"})
