@@ -25,6 +25,9 @@ CONTENT_TYPE_JSON = "application/json"
 FLAG_CONNECTION_ACCEPTED = 0x1
 FLAG_TERMINATE_STREAM = 0x2
 MAX_STREAM_ID = 2**31 - 1
+# A CONNECT is about 120 bytes. Until a connection has authenticated, a bigger frame is refused at its prelude,
+# so anyone who can open the (mode 0666) socket cannot make the server buffer 24 MiB per connection.
+MAX_CONNECT_BYTES = 64 * 1024
 
 
 class MessageType(IntEnum):
@@ -111,7 +114,8 @@ class RpcConnection:
     def __init__(self, authenticate: Callable[[str], Optional[str]], *,
                  max_message_bytes: int = MAX_MESSAGE_BYTES, max_open_streams: int = 10000):
         self._authenticate = authenticate
-        self._decoder = Decoder(max_message_bytes)
+        self._max_message_bytes = max_message_bytes
+        self._decoder = Decoder(min(max_message_bytes, MAX_CONNECT_BYTES))
         self._out: list[bytes] = []
         self.state = "awaiting-connect"  # -> "connected" | "rejected" | "closed"
         self.principal: Optional[str] = None
@@ -211,6 +215,7 @@ class RpcConnection:
             return self._reject("missing or unknown authToken" if body is not None else "CONNECT payload is not JSON")
         self.state = "connected"
         self.principal = principal
+        self._decoder.max_message_bytes = self._max_message_bytes  # the real client waits for the ACK first
         self._queue(frame_bytes(MessageType.CONNECT_ACK, FLAG_CONNECTION_ACCEPTED, 0))
         return Connected(principal)
 

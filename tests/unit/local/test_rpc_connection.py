@@ -196,3 +196,17 @@ def test_any_frame_sequence_yields_events_and_valid_output(chunks):
             assert conn.receive_data(request(99)) == []
             break
     assert conn.open_streams <= set(range(1, 9))
+
+
+def test_before_connect_only_small_frames_are_read():
+    from ggdefender.local.rpc import MAX_CONNECT_BYTES
+
+    big = request(1, payload=b"x" * MAX_CONNECT_BYTES)
+    conn = RpcConnection(lambda t: "Comp" if t == TOKEN else None)
+    (ev,) = conn.receive_data(big[:12])  # the prelude alone is enough to refuse it, nothing is buffered
+    assert isinstance(ev, Close) and "exceeds the limit" in ev.reason
+    (err,) = replies(conn)
+    assert err.value(":message-type") == 6
+    # once authenticated, the full frame size applies
+    conn = connected()
+    assert [type(e) for e in conn.receive_data(big)] == [Request]
