@@ -21,6 +21,9 @@ from .core import RECEIVE_ALL, RECEIVE_FROM_OTHERS, Core, FailedUpdateCondition,
 NS = "aws.greengrass#"
 MAX_TOPIC_CHARS = 65535  # the MQTT limit on a topic's UTF-8 length, applied to every topic we accept
 MAX_KEY_PATH = 64
+# Nesting of a request (the request object is level 1). Deeper documents would hit Python's recursion limit
+# later, in a config merge or copy, half-way through an update.
+MAX_JSON_DEPTH = 100
 
 
 class OperationError(Exception):
@@ -343,9 +346,29 @@ def parse_request(payload: bytes) -> dict:
         req = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         raise invalid("request payload is not valid JSON") from None
+    except RecursionError:
+        raise invalid(f"request payload is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(req, dict):
         raise invalid("request payload must be a JSON object")
+    if _depth_exceeds(req, MAX_JSON_DEPTH):
+        raise invalid(f"request payload is nested deeper than {MAX_JSON_DEPTH} levels")
     return req
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def unsupported(operation: str) -> OperationError:

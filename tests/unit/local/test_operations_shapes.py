@@ -132,3 +132,14 @@ def test_parse_request_and_unsupported():
     err = unsupported(NS + "PauseComponent")
     assert err.shape == NS + "ServiceError" and json.loads(err.payload())["message"] == (
         "Operation aws.greengrass#PauseComponent is not supported by Greengrass")
+
+
+@pytest.mark.parametrize("depth", [150, 100_000])
+def test_deeply_nested_requests_are_invalid_arguments(depth):
+    # 150 levels parse, but would break a config merge or copy half-way; 100,000 break json itself
+    body = '{"keyPath": [], "valueToMerge": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
+    with pytest.raises(OperationError, match="nested deeper than 100 levels") as info:
+        parse_request(body.encode())
+    assert info.value.shape == NS + "InvalidArgumentsError"
+    ok = '{"valueToMerge": ' + '{"a": ' * 90 + "1" + "}" * 90 + "}"
+    assert parse_request(ok.encode())["valueToMerge"]
