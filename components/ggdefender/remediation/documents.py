@@ -30,6 +30,9 @@ from . import operations
 MAX_DOCUMENT_CHARS = 32768  # the IoT Jobs API limit for jobDocument
 SCHEMA_ID = "ggdefender.remediation/1"
 
+# JSON Schema counts 8888.0 as an integer, and Greengrass stores configured numbers (a mitigation rule's
+# Arguments) as floats: these arguments are made real ints before an operation sees them.
+_INTEGER_ARGUMENTS = ("port", "pid")
 HANDLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PLACEHOLDER = "${aws:iot:"
 
@@ -219,7 +222,8 @@ def _parse_ours(doc: dict, settings) -> Plan:
     steps = []
     for i, raw_step in enumerate(doc["steps"]):
         op = raw_step["operation"]
-        args = dict(raw_step.get("arguments") or {})
+        args = {k: int(v) if k in _INTEGER_ARGUMENTS and isinstance(v, float) else v
+                for k, v in (raw_step.get("arguments") or {}).items()}
         module = operations.get(op)
         validate = getattr(module, "validate", None)
         if validate is not None:

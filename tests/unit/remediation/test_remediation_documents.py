@@ -33,6 +33,15 @@ def test_seed_document_parses():
     assert plan.steps[0].target() == "tcp/8888"
 
 
+def test_integral_floats_become_ints_for_ports_and_pids():
+    # 8888.0 is an integer to JSON Schema, and Greengrass turns configured numbers (mitigation rules) into floats
+    plan = documents.parse(ours(step("stop-listener", port=8888.0), step("kill-process", pid=4242.0)), SETTINGS)
+    assert [s.arguments for s in plan.steps] == [{"port": 8888}, {"pid": 4242}]
+    assert type(plan.steps[1].arguments["pid"]) is int and plan.steps[0].target() == "tcp/8888"
+    with pytest.raises(DocumentError, match="pid"):
+        documents.parse(ours(step("kill-process", pid=4242.5)), SETTINGS)
+
+
 def test_string_form_is_accepted_like_the_https_plane():
     plan = documents.parse(json.dumps(ours(step("collect-now"), dryRun=True)), SETTINGS)
     assert plan.dry_run
