@@ -13,6 +13,10 @@ import time
 from typing import Any, Optional, TextIO
 
 _STATE_MARK = {"RUNNING": "+", "FINISHED": ".", "ERRORED": "!", "BROKEN": "X", "STOPPING": "-"}
+MAX_FOLD_KEYS = 10_000  # topics remembered for folding; components may publish on ever-new topics
+# Topics and messages come from components and the broker: control characters (ANSI escapes, newlines) are
+# shown escaped so they can neither fake a line of the view nor drive the terminal.
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
 
 
 def _size(n: Optional[int]) -> str:
@@ -47,12 +51,18 @@ class View:
                 if now - self._last_line.get(fold_key, -1e9) < self.fold_seconds:
                     self._folded[fold_key] += 1
                     return
+                if len(self._last_line) >= MAX_FOLD_KEYS:
+                    # forget topics whose fold window has passed (they would print anyway)
+                    self._last_line = {k: t for k, t in self._last_line.items() if now - t < self.fold_seconds}
+                    if len(self._last_line) >= MAX_FOLD_KEYS:
+                        self._last_line = {}
+                    self._folded = collections.Counter({k: n for k, n in self._folded.items() if k in self._last_line})
                 self._last_line[fold_key] = now
                 if self._folded.get(fold_key):
                     line += f"  (+{self._folded.pop(fold_key)} more since last shown)"
             stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
             try:
-                self.out.write(f"{stamp}  {line}\n")
+                self.out.write(f"{stamp}  {line.translate(_UNPRINTABLE)}\n")
                 self.out.flush()
             except (OSError, ValueError):
                 pass

@@ -170,3 +170,19 @@ def test_short_socket_path_counts_bytes(tmp_path):
     with short_socket_path(path) as p:
         assert len(p.encode()) < 108
         assert wide_dir.samefile(p.rsplit("/", 1)[0])
+
+
+def test_view_escapes_control_characters_and_bounds_folding(monkeypatch):
+    from ggdefender.local import view as view_module
+
+    out = io.StringIO()
+    view = View(out, fold_seconds=60)
+    view.core_event({"kind": "iot-publish", "component": "c", "topic": "t\n12:00:00  [+] fake is RUNNING\x1b[2J",
+                     "bytes": 1, "subscribers": 0})
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "\x1b" not in lines[0]
+    assert "t\\x0a12:00:00  [+] fake is RUNNING\\x1b[2J" in lines[0]
+    monkeypatch.setattr(view_module, "MAX_FOLD_KEYS", 50)
+    for i in range(500):
+        view.core_event({"kind": "iot-publish", "component": "c", "topic": f"t/{i}", "bytes": 1})
+    assert len(view._last_line) <= 50 and len(view._folded) <= 50
