@@ -25,7 +25,7 @@ from .violations import VERIFICATION_STATES
 
 MAX_PROFILES = 50
 KNOWN_KEYS = {"Enabled", "Profiles", "ProfileDirectory", "CustomMetrics", "Statistics", "ThreatLists",
-              "MaxThreatListEntries", "Mitigation", "VerificationStates", "Findings"}
+              "MaxThreatListEntries", "Mitigation", "VerificationStates", "VerificationStatesText", "Findings"}
 _VIOLATION_ID = re.compile(r"^[a-zA-Z0-9-]{1,128}$")
 
 
@@ -132,6 +132,20 @@ def parse_verification(value) -> dict:
     return out
 
 
+def _verification(section: dict) -> dict:
+    """`VerificationStates` (an object: deployments) plus `VerificationStatesText` (the string form, a separate
+    leaf because a remediation `set-config` step writes scalars and Greengrass cannot turn the recipe's
+    `VerificationStates: {}` container into a string). For the same violation the text form wins."""
+    text = section.get("VerificationStatesText")
+    if text is not None and not isinstance(text, str):
+        raise ConfigError("VerificationStatesText: expected a string violationId=STATE[:description];...")
+    out = parse_verification(section.get("VerificationStates"))
+    out.update(parse_verification(text))
+    if len(out) > 1000:
+        raise ConfigError("VerificationStates + VerificationStatesText: more than 1000 entries")
+    return out
+
+
 def parse(section: Optional[dict]) -> DetectConfig:
     """Validate the whole `Detect` section (unknown keys are errors: a typo must not silently disable a rule)."""
     section = as_section(section, "Detect")
@@ -149,7 +163,7 @@ def parse(section: Optional[dict]) -> DetectConfig:
         threat_lists=tuple(parse_threat_lists(section.get("ThreatLists"), max_entries)),
         max_threat_entries=max_entries,
         mitigation=MIT.parse_config(section.get("Mitigation")),
-        verification=parse_verification(section.get("VerificationStates")),
+        verification=_verification(section),
         findings=F.parse_config(section.get("Findings")),
     )
 
