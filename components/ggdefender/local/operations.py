@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
@@ -21,6 +22,13 @@ from .core import RECEIVE_ALL, RECEIVE_FROM_OTHERS, Core, FailedUpdateCondition,
 NS = "aws.greengrass#"
 MAX_TOPIC_CHARS = 65535  # the MQTT limit on a topic's UTF-8 length, applied to every topic we accept
 MAX_KEY_PATH = 64
+# What the nucleus's MQTT client checks before it spools a PublishToIoTCore (MqttClient.isValidPublishRequest):
+# payload below mqtt.maxMessageSizeInBytes (default 128 KiB), at most 7 '/' and 256 bytes of topic, not counting
+# a Basic Ingest prefix `$aws/rules/<rule>/`. A component that breaks them fails on a device, so it fails here.
+MAX_IOT_PAYLOAD_BYTES = 128 * 1024
+MAX_IOT_TOPIC_BYTES = 256
+MAX_IOT_TOPIC_SLASHES = 7
+_BASIC_INGEST_PREFIX = re.compile(r"\$aws/rules/[^/\s]+/(?=\S)", re.IGNORECASE)
 # Nesting of a request (the request object is level 1). Deeper documents would hit Python's recursion limit
 # later, in a config merge or copy, half-way through an update.
 MAX_JSON_DEPTH = 100
@@ -131,8 +139,26 @@ def publish_to_iot_core(core: Core, principal: str, req: dict) -> dict:
     qos = _qos(req)
     if not topic or "+" in topic or "#" in topic:
         raise invalid(f"topicName {topic!r} is not a valid topic to publish to (empty or with MQTT wildcards)")
+    problem = iot_publish_problem(topic, payload)
+    if problem:
+        raise OperationError("ServiceError", problem)
     core.publish_iot(topic, payload, source=principal, qos=qos)
     return {}
+
+
+def iot_publish_problem(topic: str, payload: bytes) -> Optional[str]:
+    """Why the nucleus would refuse to publish this to IoT Core, or None."""
+    if len(payload) >= MAX_IOT_PAYLOAD_BYTES:
+        return (f"The publishing message size {len(payload)} bytes exceeds the configured limit of "
+                f"{MAX_IOT_PAYLOAD_BYTES} bytes")
+    counted = _BASIC_INGEST_PREFIX.sub("", topic, count=1) if topic[:1] == "$" else topic
+    if counted.count("/") > MAX_IOT_TOPIC_SLASHES:
+        return (f"The topic of request must have no more than {MAX_IOT_TOPIC_SLASHES} forward slashes (/), "
+                f"not counting a $aws/rules/<rule>/ prefix")
+    if len(counted.encode("utf-8")) > MAX_IOT_TOPIC_BYTES:
+        return (f"The topic size of request must be no larger than {MAX_IOT_TOPIC_BYTES} bytes of UTF-8 encoded "
+                f"characters, not counting a $aws/rules/<rule>/ prefix")
+    return None
 
 
 def subscribe_to_iot_core(core: Core, principal: str, req: dict, stream: Stream):

@@ -56,6 +56,14 @@ def error(core, op, req, principal="C"):
     ("PublishToIoTCore", {"topicName": "a", "payload": ""}, ("InvalidArgumentsError", "QoS is required")),
     ("PublishToIoTCore", {"topicName": "a", "payload": "", "qos": "2"}, ("InvalidArgumentsError", "Invalid QoS value: 2")),
     ("PublishToIoTCore", {"topicName": "a", "payload": "%%%", "qos": "1"}, ("InvalidArgumentsError", "payload is not valid base64")),
+    ("PublishToIoTCore", {"topicName": "a", "qos": "1", "payload": base64.b64encode(b"x" * 131072).decode()},
+     ("ServiceError", "The publishing message size 131072 bytes exceeds the configured limit of 131072 bytes")),
+    ("PublishToIoTCore", {"topicName": "a/1/2/3/4/5/6/7/8", "qos": "1", "payload": ""},
+     ("ServiceError", "The topic of request must have no more than 7 forward slashes (/), not counting a "
+                      "$aws/rules/<rule>/ prefix")),
+    ("PublishToIoTCore", {"topicName": "t" * 257, "qos": "1", "payload": ""},
+     ("ServiceError", "The topic size of request must be no larger than 256 bytes of UTF-8 encoded characters, "
+                      "not counting a $aws/rules/<rule>/ prefix")),
     ("PublishToTopic", {"publishMessage": {}}, ("InvalidArgumentsError", "Publish topic must not be null")),
     ("PublishToTopic", {"topic": "a/+", "publishMessage": {}}, ("InvalidArgumentsError", "Publish topic must not contain a wildcard.")),
     ("PublishToTopic", {"topic": "a", "publishMessage": {"jsonMessage": {"message": [1]}}},
@@ -143,3 +151,13 @@ def test_deeply_nested_requests_are_invalid_arguments(depth):
     assert info.value.shape == NS + "InvalidArgumentsError"
     ok = '{"valueToMerge": ' + '{"a": ' * 90 + "1" + "}" * 90 + "}"
     assert parse_request(ok.encode())["valueToMerge"]
+
+
+def test_iot_publish_limits_are_the_nucleus_ones():
+    from ggdefender.local.operations import iot_publish_problem
+
+    assert iot_publish_problem("$aws/things/T/defender/metrics/json", b"x" * 131071) is None
+    assert iot_publish_problem("a/1/2/3/4/5/6/7", b"") is None  # 7 slashes
+    assert iot_publish_problem("$aws/rules/myRule/a/1/2/3/4/5/6/7", b"") is None  # the prefix is not counted
+    assert iot_publish_problem("$AWS/Rules/myRule/" + "t" * 256, b"") is None
+    assert "forward slashes" in iot_publish_problem("$aws/things/T/a/1/2/3/4/5", b"")
