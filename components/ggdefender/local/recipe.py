@@ -520,11 +520,16 @@ def load_update_config(value: str) -> dict:
             raise RecipeError(f"--update-config {value!r}: neither a JSON object nor an existing file")
         if path.stat().st_size > MAX_RECIPE_BYTES:
             raise RecipeError(f"--update-config {path}: larger than {MAX_RECIPE_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"--update-config {path}: cannot read it as UTF-8 text: {exc}") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecipeError(f"--update-config: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RecipeError("--update-config: JSON nested too deeply") from None
     return validate_update_config(doc)
 
 

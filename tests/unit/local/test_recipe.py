@@ -232,3 +232,12 @@ def test_dependency_order_and_cycles():
     c = r.parse_recipe(_doc(ComponentName="b", ComponentDependencies={"a": {}}), platform=LINUX)
     with pytest.raises(r.RecipeError, match="dependency cycle"):
         r.dependency_order([a, c])
+
+
+def test_update_config_file_that_is_not_text_or_too_deep(tmp_path):
+    binary = tmp_path / "update.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(r.RecipeError, match="cannot read it as UTF-8 text"):
+        r.load_update_config(str(binary))
+    with pytest.raises(r.RecipeError, match="nested too deeply"):
+        r.load_update_config("{" + '"a": {' * 100_000 + "}" * 100_001)
