@@ -172,14 +172,17 @@ class Supervisor:
         self.child: Optional[subprocess.Popen] = None
         self.starts = 0
 
-    def _child_env(self, part_state: str, home: Optional[str]) -> dict:
+    def _child_env(self, part_state: str, home: Optional[str], child_cwd: Optional[str] = None) -> dict:
         env = dict(os.environ)
         env["GGDEFENDER_STATE_DIR"] = part_state
         env.setdefault("GGDEFENDER_LOG_LEVEL", self.cfg.log_level)
         for key in ("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH"):
             # the nucleus may hand a path relative to the work folder; B runs elsewhere
             if env.get(key) and not os.path.isabs(env[key]):
-                env[key] = os.path.abspath(env[key])
+                absolute = os.path.abspath(env[key])
+                # it does so because the absolute path is over sun_path's 108 bytes: then stay relative, to B's cwd
+                env[key] = (absolute if len(absolute.encode()) < 108
+                            else os.path.relpath(absolute, child_cwd or os.getcwd()))
         if home is not None:
             env["HOME"] = home
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,7 +214,8 @@ class Supervisor:
             kwargs.update(user=uid, group=gid, extra_groups=[], cwd=part_state)
             home = part_state
             log.info("starting the collector as user %s (uid %d): least privilege", name, uid)
-        self.child = subprocess.Popen(self.argv, env=self._child_env(part_state, home), stdin=subprocess.DEVNULL,
+        self.child = subprocess.Popen(self.argv, env=self._child_env(part_state, home, kwargs.get("cwd")),
+                                      stdin=subprocess.DEVNULL,
                                       preexec_fn=_set_pdeathsig, **kwargs)
         self.starts += 1
         log.info("collector process started (pid %d)", self.child.pid)

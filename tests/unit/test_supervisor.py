@@ -119,3 +119,21 @@ def test_stop_terminates_a_running_child(tmp_path, monkeypatch):
         sup.stop.set()
         t.join(30)
     assert not t.is_alive() and child is not None and child.returncode == 0 and sup.starts == 1
+
+
+def test_relative_socket_path_stays_usable_from_the_collector_folder(tmp_path, monkeypatch):
+    # a root so deep that the nucleus hands out ../../ipc.socket (absolute path >= 108 bytes)
+    root = tmp_path / ("r" * max(1, 110 - len(str(tmp_path))))
+    work = root / "work" / "ggdefender.Defender"
+    collector = work / "collector"
+    collector.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "../../ipc.socket")
+    sup = sv.Supervisor(sv.SupervisorSettings(), str(work))
+    env = sup._child_env(str(collector), None, str(collector))
+    value = env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"]
+    assert value == "../../../ipc.socket"
+    assert os.path.normpath(collector / value) == str(root / "ipc.socket")
+    # B in A's folder: the path A got is still right
+    assert sup._child_env(str(collector), None)["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"] == (
+        "../../ipc.socket")
