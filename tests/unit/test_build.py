@@ -96,8 +96,10 @@ def test_recipe_contract():
     base = "$aws/things/{iot:thingName}/defender/metrics/"
     for fmt in ("json", "cbor"):
         assert base + fmt in mqtt and base + fmt + "/accepted" in mqtt and base + fmt + "/rejected" in mqtt
-    assert "$aws/things/{iot:thingName}/jobs/notify-next" in mqtt and "ggdefender/things/{iot:thingName}/#" in mqtt
-    assert not any(res in ("#", "*") or res.startswith("$aws/things/+") for res in mqtt)
+    assert "$aws/things/{iot:thingName}/jobs/notify-next" in mqtt
+    assert {"ggdefender/things/{iot:thingName}/violations", "ggdefender/things/{iot:thingName}/findings"} <= mqtt
+    # exactly the topics used: no multi-level wildcards, no other things' topics
+    assert not any("#" in res or "*" in res or res.startswith("$aws/things/+") for res in mqtt)
     pubsub = {res for pol in acl["aws.greengrass.ipc.pubsub"].values() for res in pol["resources"]}
     assert all(res.startswith("ggdefender/") and "*" not in res for res in pubsub)
     assert {"ggdefender/collector/commands", "ggdefender/collector/events", "ggdefender/custom-metrics"} <= pubsub
