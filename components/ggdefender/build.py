@@ -189,7 +189,12 @@ def transform_recipe(recipe: dict, project: Project, built_files: List[str]) -> 
 
 
 def build(root: Optional[Path] = None) -> BuildResult:
-    import yaml
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        # gdk runs this with the `python3` on PATH, which may not be gdk's own interpreter
+        raise BuildError(f"PyYAML is needed to build (gdk depends on it too): {sys.executable} -m pip install "
+                         "PyYAML, or run `ggdefender build` from the project's venv") from None
 
     root = find_root(root)
     project = load_project(root)
