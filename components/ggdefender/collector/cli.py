@@ -11,12 +11,35 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import threading
 import time
 
 log = logging.getLogger("ggdefender.collector")
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_SECONDS = 86400.0
+
+
+class CliError(Exception):
+    """Bad input to `ggdefender collect`: printed as one line, exit status 2."""
+
+
+def _seconds(minimum_exclusive: bool):
+    """argparse type: a finite number of seconds, > 0 (or >= 0), at most a day."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        low_ok = value > 0 if minimum_exclusive else value >= 0
+        if not math.isfinite(value) or not low_ok or value > MAX_SECONDS:
+            bound = "> 0" if minimum_exclusive else ">= 0"
+            raise argparse.ArgumentTypeError(f"{text!r} must be {bound} and at most {MAX_SECONDS:g} seconds")
+        return value
+    return parse
 
 
 def register(subparsers) -> None:
@@ -28,9 +51,9 @@ def register(subparsers) -> None:
                    "(each loop report replaces the file)")
     p.add_argument("--config", metavar="FILE", help="component configuration (JSON or YAML) with "
                    "Collector / Plugins sections; defaults apply otherwise")
-    p.add_argument("--interval", type=float, metavar="S", help="seconds between reports in loop mode "
+    p.add_argument("--interval", type=_seconds(True), metavar="S", help="seconds between reports in loop mode "
                    "(default: the configured interval)")
-    p.add_argument("--network-window", type=float, default=0.0, metavar="S",
+    p.add_argument("--network-window", type=_seconds(False), default=0.0, metavar="S",
                    help="take a baseline S seconds before the first report so it carries network_stats")
     p.add_argument("--state-dir", metavar="DIR", help="persist the report-id counter here "
                    "(default: $GGDEFENDER_STATE_DIR if set, else in memory)")
@@ -40,15 +63,27 @@ def register(subparsers) -> None:
 
 
 def _load_config(path):
+    """The configuration file as a dict of sections; CliError names the file and the problem."""
     if not path:
         return {}
-    with open(path, "rb") as f:
-        text = f.read(1 << 20)
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"--config {path}: {exc.strerror or exc}") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise CliError(f"--config {path}: larger than {MAX_CONFIG_BYTES} bytes")
     import yaml
 
-    data = yaml.safe_load(text) or {}  # YAML is a superset of JSON
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise CliError(f"--config {path}: not valid JSON or YAML: {' '.join(str(exc).split())}") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise SystemExit(f"{path}: expected an object with configuration sections")
+        raise CliError(f"--config {path}: expected an object with configuration sections "
+                       f"(Collector, Plugins), got {type(data).__name__}")
     return data
 
 
@@ -61,9 +96,15 @@ def main(args) -> int:
     from ggdefender.settings import ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    conf = _load_config(args.config)
     try:
+        conf = _load_config(args.config)
         settings = cfg.parse(conf.get("Collector"))
+        plugins = None
+        if not args.no_custom_metrics and settings.include_custom_metrics:
+            plugins = _plugin_host(conf.get("Plugins"))
+    except CliError as exc:
+        print(f"ggdefender collect: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"ggdefender collect: invalid configuration: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +118,6 @@ def main(args) -> int:
     if args.proc_root != "/proc":
         source = sources.create("procfs", proc_root=args.proc_root)
     pipeline = Pipeline(settings, ids, source=source)
-    plugins = None if args.no_custom_metrics or not settings.include_custom_metrics else _plugin_host(conf)
 
     def emit() -> bool:
         custom = None
@@ -93,9 +133,14 @@ def main(args) -> int:
             return False
         data = built.payload
         if args.output:
-            from ggdefender.collector.report_id import atomic_write
+            from ggdefender.statefile import atomic_write
 
-            atomic_write(args.output, data)
+            try:
+                atomic_write(args.output, data)
+            except OSError as exc:
+                print(f"ggdefender collect: cannot write --output {args.output}: {exc.strerror or exc}",
+                      file=sys.stderr)
+                return False
         elif built.fmt == "json":
             sys.stdout.write(json.dumps(built.report, indent=2) + "\n")
             sys.stdout.flush()
@@ -128,15 +173,19 @@ def main(args) -> int:
                 pass
 
 
-def _plugin_host(conf: dict):
+def _plugin_host(section):
+    """A PluginHost for the `Plugins` section; ConfigError when the section is invalid.
+
+    Unlike the running component (which falls back to the defaults and keeps reporting), a one-shot
+    command tells the user at once that the file they gave is wrong.
+    """
     try:
-        from ggdefender.plugins.host import PluginHost
+        from ggdefender.plugins.host import PluginHost, parse_section
+        from ggdefender.plugins.registry import discover
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("ggdefender"):
             return None  # plugin host not in this build
         raise
-    try:
-        return PluginHost(conf.get("Plugins") or {})
-    except Exception as exc:
-        log.warning("custom metrics disabled: plugin configuration rejected: %s", exc)
-        return None
+    registry = discover()
+    parse_section(section, registry)  # raises ConfigError naming the bad key
+    return PluginHost(section or {}, registry=registry)
