@@ -162,18 +162,33 @@ def _set_pdeathsig() -> None:
         pass
 
 
+# What B must not hold: with the relay it has no use for the component's IPC token or its AWS credentials.
+SECRET_ENV = ("SVCUID", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
+
+
 class Supervisor:
-    def __init__(self, cfg: SupervisorSettings, state_dir: str, argv=None):
+    def __init__(self, cfg: SupervisorSettings, state_dir: str, argv=None, *, ipc=None, thing: str = ""):
+        """With `ipc`, process B gets an IPC relay (ggdefender.ipc_relay) instead of the component's token."""
         self.cfg = cfg
         self.state_dir = state_dir
         self.argv = argv or [sys.executable, "-m", "ggdefender", "part", "collector"]
+        self.ipc = ipc
+        self.thing = thing
         self.stop = threading.Event()
         self.fatal: Optional[str] = None
         self.child: Optional[subprocess.Popen] = None
+        self.relay = None  # the RelayServer of the current child incarnation
         self.starts = 0
 
-    def _child_env(self, part_state: str, home: Optional[str], child_cwd: Optional[str] = None) -> dict:
+    def _child_env(self, part_state: str, home: Optional[str], child_cwd: Optional[str] = None,
+                   relay_fd: Optional[int] = None) -> dict:
         env = dict(os.environ)
+        if relay_fd is not None:
+            from ggdefender.ipc_relay import FD_ENV
+
+            for key in SECRET_ENV:
+                env.pop(key, None)
+            env[FD_ENV] = str(relay_fd)
         env["GGDEFENDER_STATE_DIR"] = part_state
         env.setdefault("GGDEFENDER_LOG_LEVEL", self.cfg.log_level)
         for key in ("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH"):
@@ -214,24 +229,53 @@ class Supervisor:
             kwargs.update(user=uid, group=gid, extra_groups=[], cwd=part_state)
             home = part_state
             log.info("starting the collector as user %s (uid %d): least privilege", name, uid)
-        self.child = subprocess.Popen(self.argv, env=self._child_env(part_state, home, kwargs.get("cwd")),
-                                      stdin=subprocess.DEVNULL,
-                                      preexec_fn=_set_pdeathsig, **kwargs)
+        ours = theirs = None
+        if self.ipc is not None:
+            from ggdefender.ipc_relay import socket_pair
+
+            ours, theirs = socket_pair()
+            kwargs["pass_fds"] = (theirs.fileno(),)
+        try:
+            self.child = subprocess.Popen(
+                self.argv, env=self._child_env(part_state, home, kwargs.get("cwd"),
+                                               theirs.fileno() if theirs is not None else None),
+                stdin=subprocess.DEVNULL, preexec_fn=_set_pdeathsig, **kwargs)
+        except BaseException:
+            if ours is not None:
+                ours.close()
+            raise
+        finally:
+            if theirs is not None:
+                theirs.close()  # B has its copy; ours would keep B's end open after B exits
+        if ours is not None:
+            from ggdefender.ipc_relay import RelayServer
+
+            self.relay = RelayServer(ours, self.ipc, self.thing).start()
         self.starts += 1
         log.info("collector process started (pid %d)", self.child.pid)
         return self.child
 
     def stop_child(self) -> None:
         child, self.child = self.child, None
-        if child is None or child.poll() is not None:
-            return
-        child.send_signal(signal.SIGTERM)
         try:
-            child.wait(self.cfg.stop_timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("collector did not stop within %gs; killing it", self.cfg.stop_timeout)
-            child.kill()
-            child.wait()
+            if child is None or child.poll() is not None:
+                return
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(self.cfg.stop_timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("collector did not stop within %gs; killing it", self.cfg.stop_timeout)
+                child.kill()
+                child.wait()
+        finally:
+            self._close_relay()
+
+    def _close_relay(self) -> None:
+        """The child incarnation is gone: its relayed subscriptions go with it."""
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            relay.close()
+            relay.join(5)
 
     def supervise_child(self) -> None:
         backoff = Backoff(self.cfg.restart_initial_backoff, self.cfg.restart_max_backoff, self.cfg.healthy_after)
@@ -246,6 +290,7 @@ class Supervisor:
                 self.stop.wait(0.5)
             if self.stop.is_set():
                 break
+            self._close_relay()
             ran = time.monotonic() - started
             delay = backoff.delay(ran)
             code = child.returncode if child is not None else None
@@ -310,7 +355,7 @@ def cmd_run(args) -> int:
             log.error("Supervisor configuration rejected, using defaults: %s", exc)
             cfg = SupervisorSettings()
         logging.getLogger().setLevel(os.environ.get("GGDEFENDER_LOG_LEVEL", cfg.log_level).upper())
-        sup = Supervisor(cfg, _state_dir())
+        sup = Supervisor(cfg, _state_dir(), ipc=ipc, thing=ipc.thing_name)
         _on_signals(sup.stop.set)
         remediation = threading.Thread(target=sup.run_remediation, args=(ipc, ipc.thing_name),
                                        name="remediation", daemon=True)
@@ -327,15 +372,20 @@ def cmd_run(args) -> int:
 
 
 def cmd_part(args) -> int:
-    from ggdefender.ipc import Ipc, IpcUnavailable
+    from ggdefender.ipc import IpcUnavailable
+    from ggdefender.ipc_relay import client_for_part
 
     _setup_logging()
-    if not Ipc.available():
+    try:
+        ipc = client_for_part()
+    except IpcUnavailable as exc:
+        print(f"ggdefender part: {exc}", file=sys.stderr)
+        return 2
+    if ipc is None:
         print("ggdefender part: must be started by `ggdefender run` under a Greengrass core", file=sys.stderr)
         return 2
     from ggdefender.collector.service import CollectorService
 
-    ipc = Ipc()
     stop = threading.Event()
     try:
         service = CollectorService(ipc, ipc.thing_name, _state_dir())
