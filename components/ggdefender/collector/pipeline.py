@@ -83,6 +83,11 @@ class Pipeline:
             sample, report_id, network_stats=net,
             custom_metrics=custom_metrics if st.include_custom_metrics else None,
             fmt=st.report_format, max_list=st.max_list_size, max_bytes=st.max_report_bytes)
+        if custom_metrics and st.include_custom_metrics:
+            dropped = sorted(set(custom_metrics) - set(report.get("custom_metrics", ())))
+            if dropped:
+                log.warning("custom metrics together exceed MaxReportBytes (%d); left out of report %d, largest "
+                            "first: %s", st.max_report_bytes, report_id, ", ".join(dropped))
         payload = rpt.encode(report, st.report_format)
         if self.validate:
             from ggdefender.collector.schema import validate_report

@@ -4,7 +4,8 @@
 - `network_stats` are deltas since the previous sample: none on the first report, and none on a report
   where any kept counter went backwards (reset or wrap), so a value is never negative.
 - Size cap: lists are put in a priority order and cut to a common length until the encoded report fits
-  (docs/metrics.md "When a report is too big"); `total` always stays the true count.
+  (docs/metrics.md "When a report is too big"); `total` always stays the true count. Custom metrics are
+  kept whole; only when they alone exceed the cap are the largest of them left out.
 """
 
 from __future__ import annotations
@@ -160,20 +161,28 @@ def build_report(
         if network_stats is not None:
             metrics["network_stats"] = dict(network_stats)
         report = {"header": {"report_id": int(report_id), "version": VERSION}, "metrics": metrics}
-        if custom_metrics:
-            report["custom_metrics"] = {k: v for k, v in custom_metrics.items()}
+        if custom:
+            report["custom_metrics"] = dict(custom)
         return report
 
+    custom = dict(custom_metrics or {})
     longest = max((len(x) for x in (tcp, udp, conns) if x is not None), default=0)
     cap = min(max_list, longest)
     report = assemble(cap)
     if len(encode(report, fmt)) <= max_bytes:
         return report
+    if len(encode(assemble(0), fmt)) > max_bytes:
+        # Custom metrics alone do not fit (e.g. many large external string lists): drop the largest ones
+        # (ties by name) until they do, rather than lose the whole report; the caller logs what was dropped.
+        by_size = sorted(custom, key=lambda n: (-len(encode({n: custom[n]}, "json")), n))
+        for name in by_size:
+            del custom[name]
+            if len(encode(assemble(0), fmt)) <= max_bytes:
+                break
+        if len(encode(assemble(0), fmt)) > max_bytes:
+            raise ReportTooLarge(f"report exceeds {max_bytes} bytes even with no lists and no custom metrics")
     # largest common cap that fits: the encoded size grows with cap, so bisect
     lo, hi = 0, cap - 1
-    if len(encode(assemble(0), fmt)) > max_bytes:
-        raise ReportTooLarge(f"report exceeds {max_bytes} bytes even with empty port and connection lists "
-                             f"(custom metrics too large)")
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if len(encode(assemble(mid), fmt)) <= max_bytes:

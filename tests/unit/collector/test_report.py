@@ -92,10 +92,24 @@ def test_default_cap_fits_the_mqtt_limit_on_a_busy_host():
     assert m["listening_tcp_ports"]["total"] == 5000 and m["listening_udp_ports"]["total"] == 5000
 
 
-def test_report_too_large_when_custom_metrics_alone_do_not_fit():
-    huge = {"names": [{"string_list": ["x" * 100] * 2000}]}
+def test_custom_metrics_that_alone_do_not_fit_are_dropped_largest_first_not_the_report():
+    # e.g. external plugins publishing many big string lists: the report still goes out, with what fits
+    big = {f"names{i}": [{"string_list": ["x" * 100] * 30}] for i in range(5)}  # ~3 KB each
+    bigger = {"huge": [{"string_list": ["y" * 100] * 60}]}
+    small = {"cpu_usage": [{"number": 3.5}]}
+    conns = [Connection("10.0.0.1", 1000 + i, 443, "eth0") for i in range(200)]
+    rep = r.build_report(Sample(connections=conns), 1, custom_metrics={**small, **big, **bigger}, max_bytes=10_000)
+    assert len(r.encode(rep, "json")) <= 10_000
+    kept = rep["custom_metrics"]
+    assert "huge" not in kept and "cpu_usage" in kept
+    assert sorted(kept) == sorted(["cpu_usage", "names2", "names3", "names4"])  # ties dropped by name order
+    assert rep["metrics"]["tcp_connections"]["established_connections"]["total"] == 200
+    assert validate_report(rep) == []
+
+
+def test_report_too_large_only_when_nothing_can_be_left_out():
     with pytest.raises(r.ReportTooLarge):
-        r.build_report(Sample(connections=[]), 1, custom_metrics=huge, max_bytes=10_000)
+        r.build_report(Sample(connections=[]), 1, max_bytes=10)
 
 
 def test_cbor_uses_short_names_and_round_trips(source):
@@ -147,3 +161,18 @@ def test_unknown_format_is_refused():
 
 def test_topic_is_lower_case():
     assert r.topic("thing-1", "cbor") == "$aws/things/thing-1/defender/metrics/cbor"
+
+
+def test_pipeline_logs_custom_metrics_left_out_for_size(source, tmp_path, caplog):
+    import logging
+
+    from ggdefender.collector.config import CollectorSettings
+    from ggdefender.collector.pipeline import Pipeline
+    from ggdefender.collector.report_id import ReportIds
+
+    pipe = Pipeline(CollectorSettings(max_report_bytes=4096), ReportIds(), source=source("basic"))
+    custom = {"cpu_usage": [{"number": 1.0}], "names": [{"string_list": ["n" * 100] * 60}]}
+    with caplog.at_level(logging.WARNING, logger="ggdefender.collector"):
+        built = pipe.build(custom)
+    assert list(built.report["custom_metrics"]) == ["cpu_usage"]
+    assert "left out of report" in caplog.text and "names" in caplog.text
