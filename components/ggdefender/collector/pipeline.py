@@ -78,6 +78,10 @@ class Pipeline:
                 log.info("network counters went backwards (interface reset or counter wrap): "
                          "network_stats left out of this report")
             self._previous_counters = sample.counters
+        else:
+            # not collected this time (group switched off, or the read failed): a later delta from the old
+            # baseline would span several reports, so the next report starts a new one instead
+            self._previous_counters = None
         report_id = self.ids.next()
         report = rpt.build_report(
             sample, report_id, network_stats=net,

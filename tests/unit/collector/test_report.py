@@ -176,3 +176,22 @@ def test_pipeline_logs_custom_metrics_left_out_for_size(source, tmp_path, caplog
         built = pipe.build(custom)
     assert list(built.report["custom_metrics"]) == ["cpu_usage"]
     assert "left out of report" in caplog.text and "names" in caplog.text
+
+
+def test_network_stats_switched_off_and_on_restarts_the_baseline(source):
+    import dataclasses
+
+    from ggdefender.collector.config import CollectorSettings
+    from ggdefender.collector.pipeline import Pipeline
+    from ggdefender.collector.report_id import ReportIds
+
+    all_groups = CollectorSettings()
+    pipe = Pipeline(all_groups, ReportIds(), source=source("basic"))
+    assert "network_stats" not in pipe.build().report["metrics"]  # first report
+    assert "network_stats" in pipe.build().report["metrics"]
+    pipe.reconfigure(dataclasses.replace(all_groups, metrics=("listening_tcp_ports",)))
+    pipe.build()
+    pipe.reconfigure(all_groups)
+    # the delta would otherwise cover the reports sent without network_stats too
+    assert "network_stats" not in pipe.build().report["metrics"]
+    assert "network_stats" in pipe.build().report["metrics"]
