@@ -256,6 +256,7 @@ def test_malformed_json_gets_an_error_and_the_relay_carries_on():
         b.sendall(b'{"id": 9, "op": "get_config"}\n')
         assert json.loads(rb.readline()) == {"id": 9, "ok": True, "result": {"Collector": {"Enabled": True}}}
     finally:
+        rb.close()
         b.close()
         server.join(10)
 
@@ -281,6 +282,7 @@ def test_an_oversized_line_gets_an_error_and_the_relay_is_closed():
         _wait(lambda: server.closed, "server closed")
         assert fake.subs == []
     finally:
+        rb.close()
         b.close()
         t.join(10)
         server.join(10)
@@ -297,7 +299,12 @@ def test_a_child_that_does_not_read_never_blocks_a(monkeypatch):
         for _ in range(50):  # ~5 MB: far more than a socket buffer; the callback thread must return each time
             fake.deliver("local", "ggdefender/custom-metrics", "ggdefender/custom-metrics", big)
         assert server._dropped > 0
+        b.close()  # still held open by rb: the server sees EOF only when both are closed
+        rb.close()
+        _wait(lambda: server.closed, "server closed")
+        assert fake.subs == []
     finally:
+        rb.close()
         b.close()
         server.join(10)
 
