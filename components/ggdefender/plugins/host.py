@@ -190,7 +190,10 @@ class PluginHost:
                             continue
                         created.append(slot)
                     kept.append(slot)
-                self._check_clashes(kept)
+                kept = self._check_clashes(kept)
+                for slot in created:
+                    if slot not in kept:
+                        self._close_slot(slot)  # refused for a clash; an older refused one closes as removed
             except BaseException:
                 for slot in created:
                     self._close_slot(slot)
@@ -224,15 +227,26 @@ class PluginHost:
             return None
         return _Slot(config, plugin, metrics)
 
-    @staticmethod
-    def _check_clashes(slots: List[_Slot]) -> None:
+    def _check_clashes(self, slots: List[_Slot]) -> List[_Slot]:
+        """The slots without metric-name clashes. Built-ins come first: an installed (third-party) plugin
+        producing a metric that an earlier plugin produces is disabled and logged, so a pip package can
+        never take the built-in metrics down with it; two built-ins clashing (e.g. a disk_usage mount named
+        cpu_usage) is a ConfigError."""
         owners: Dict[str, str] = {}
+        out: List[_Slot] = []
         for slot in slots:
-            for metric in slot.metrics:
-                if metric in owners:
-                    raise ConfigError(f"metric {metric!r} is produced by both plugin {owners[metric]!r} "
-                                      f"and plugin {slot.name!r}; disable one or rename a metric")
-                owners[metric] = slot.name
+            clash = next((m for m in slot.metrics if m in owners), None)
+            if clash is None:
+                owners.update((m, slot.name) for m in slot.metrics)
+                out.append(slot)
+            elif slot.name in self.registry.builtins:
+                raise ConfigError(f"metric {clash!r} is produced by both plugin {owners[clash]!r} "
+                                  f"and plugin {slot.name!r}; disable one or rename a metric")
+            else:
+                log.error("Plugins.Installed.%s: metric %r is already produced by plugin %r; this installed "
+                          "plugin is disabled (disable one of them or rename the metric)",
+                          slot.name, clash, owners[clash])
+        return out
 
     def _close_slot(self, slot: _Slot) -> None:
         with self._lock:

@@ -167,3 +167,32 @@ def test_check_plugin_class_rules():
                      (BadName, "must not begin with 'aws:'")):
         with pytest.raises(SampleError, match=why):
             check_plugin_class(cls)
+
+
+def test_installed_plugin_clashing_with_a_builtin_metric_is_disabled_not_the_builtins(installed, caplog):
+    """A pip plugin producing `cpu_usage` under another name used to make every Plugins section invalid,
+    defaults included, so the host ran with no plugins at all."""
+    (installed / "acme_dup.py").write_text(
+        "from acme_ggd_plugins import Sensors\n"
+        "from ggdefender.plugins.contract import ValueType\n\n"
+        "class Dup(Sensors):\n"
+        "    name = 'acme_dup'\n"
+        "    def metrics(self):\n"
+        "        return {'memory_usage': ValueType.NUMBER}\n"
+        "    def collect(self):\n"
+        "        return {'memory_usage': 1}\n")
+    _dist(installed, "acme-dup", "acme_dup", [("acme_dup", "acme_dup:Dup")])
+    registry = discover()
+    assert "acme_dup" in registry.installed
+    builtins_off = {n: {"Enabled": False} for n in BUILTINS if n != "memory_usage"}
+    with caplog.at_level(logging.ERROR, logger="ggdefender.plugins"):
+        host = PluginHost({"Builtins": builtins_off}, registry=registry)
+    try:
+        assert "Plugins.Installed.acme_dup: metric 'memory_usage' is already produced by plugin 'memory_usage'" \
+            in caplog.text
+        assert "Plugins configuration rejected" not in caplog.text
+        running = [slot.name for slot in host._slots]
+        assert "memory_usage" in running and "acme_sensors" in running and "acme_dup" not in running
+        assert set(host.collect()) == {"memory_usage", "acme_sensors"}
+    finally:
+        host.close()
