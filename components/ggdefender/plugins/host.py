@@ -220,7 +220,13 @@ class PluginHost:
             plugin.configure(dict(config.options))
             metrics = {check_metric_name(m): ValueType.parse(t) for m, t in dict(plugin.metrics()).items()}
         except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            if config.name in self.registry.builtins or config.options != dict(config.cls.options):
+                raise ConfigError(f"{where}: {exc}") from None
+            # an installed plugin refusing its own defaults is broken, not misconfigured: disable just it
+            # (as a section error it would also fail the fallback to defaults, leaving no plugins at all)
+            log.error("plugin %r refuses its own default options: %s; disabled until the next configuration "
+                      "change", config.name, exc)
+            return None
         except Exception as exc:  # third-party constructor or configure() failing: disable just this plugin
             log.error("plugin %r failed to start: %s: %s; disabled until the next configuration change",
                       config.name, type(exc).__name__, exc)

@@ -338,3 +338,25 @@ def test_fresh_default_host_reports_all_seven_builtins_on_its_first_collect():
     expected = {name: cls.value_type.report_key for name, cls in BUILTINS.items()}
     assert {name: list(entry[0]) for name, entry in report.items()} == {n: [k] for n, k in expected.items()}
     assert all(len(entry) == 1 for entry in report.values())
+
+
+def test_installed_plugin_refusing_its_own_defaults_is_disabled_alone(caplog):
+    class Picky(Counter):
+        name = "picky"
+        options = {"Level": 3}
+
+        def configure(self, options):
+            raise ConfigError("Level: must be at most 2")  # a bug in the third-party plugin
+
+    registry = Registry(builtins={"counter": Counter}, installed={"picky": Picky})
+    with caplog.at_level(logging.ERROR, logger="ggdefender.plugins"):
+        host = PluginHost({}, registry=registry)
+    try:
+        assert "plugin 'picky' refuses its own default options: Level: must be at most 2" in caplog.text
+        assert "Plugins configuration rejected" not in caplog.text
+        assert host.collect() == {"counter": [{"number": 1}]}
+        # a bad value the user configured is still a configuration error (the last good one stays)
+        assert host.reconfigure({"Installed": {"picky": {"Level": 9}}}) is False
+        assert "Plugins.Installed.picky: Level: must be at most 2" in caplog.text
+    finally:
+        host.close()
