@@ -114,7 +114,15 @@ def parse(section) -> CollectorSettings:
             return tuple(items)
         return fn
 
-    read("InterfaceInclude", "interface_include", globs("InterfaceInclude"))
+    def include(v):
+        items = globs("InterfaceInclude")(v)
+        if not items:
+            # an empty include list would report network_stats of exactly 0 forever, which reads as "no traffic"
+            raise s.ConfigError("InterfaceInclude: empty, so no interface would count; use [\"*\"] for all, "
+                                "or leave network_stats out of Metrics")
+        return items
+
+    read("InterfaceInclude", "interface_include", include)
     read("InterfaceExclude", "interface_exclude", globs("InterfaceExclude"))
     read("MaxListSize", "max_list_size", lambda v: s.as_int(v, "MaxListSize", minimum=0, maximum=100000))
     read("MaxReportBytes", "max_report_bytes",

@@ -69,3 +69,9 @@ def test_section_must_be_an_object():
 def test_interface_filter_exclude_wins():
     f = cfg.parse({"InterfaceInclude": ["eth*", "lo"], "InterfaceExclude": ["lo"]}).interface_filter()
     assert f("eth0") and not f("lo") and not f("wlan0")
+
+
+def test_empty_interface_include_is_refused():
+    # it would report network_stats of 0 forever, which reads as "no traffic"
+    with pytest.raises(ConfigError, match="InterfaceInclude: empty"):
+        cfg.parse({"InterfaceInclude": []})
