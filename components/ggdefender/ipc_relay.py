@@ -247,8 +247,8 @@ class RelayServer:
     def _handle_line(self, line: bytes) -> None:
         try:
             req = json.loads(line)
-        except ValueError as exc:
-            self._reply(None, error=f"malformed request (not JSON: {exc})", kind="invalid")
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+            self._reply(None, error=f"malformed request (not JSON: {exc or 'nested too deeply'})", kind="invalid")
             return
         rid = req.get("id") if isinstance(req, dict) else None
         if not isinstance(rid, int) or isinstance(rid, bool):
@@ -553,7 +553,7 @@ class RelayClient:
                     msg = json.loads(line)
                     if not isinstance(msg, dict):
                         raise ValueError("not an object")
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     log.warning("relay: unreadable message from the supervisor ignored: %s", exc)
                     continue
                 if "ev" in msg:

@@ -253,6 +253,8 @@ def test_malformed_json_gets_an_error_and_the_relay_carries_on():
         assert reply["id"] == 7 and reply["kind"] == "invalid" and "'json' or 'b64'" in reply["error"]
         b.sendall(b'{"id": 8, "op": "publish_iot", "topic": "' + METRICS.encode() + b'/json", "b64": "**"}\n')
         assert "base64" in json.loads(rb.readline())["error"]
+        b.sendall(b"[" * 200_000 + b"\n")
+        assert "not JSON" in json.loads(rb.readline())["error"]
         b.sendall(b'{"id": 9, "op": "get_config"}\n')
         assert json.loads(rb.readline()) == {"id": 9, "ok": True, "result": {"Collector": {"Enabled": True}}}
     finally:
