@@ -101,7 +101,7 @@ def pair():
 
 def _wait(cond, what):
     ev = threading.Event()
-    for _ in range(300):
+    for _ in range(1500):  # a bound for a loaded CI machine, not a speed claim
         if cond():
             return
         ev.wait(0.02)
@@ -366,3 +366,32 @@ def test_process_b_imports_no_awscrt_and_no_jsonschema():
     out = subprocess.run([sys.executable, "-c", code, recipe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_supervisor_gives_the_child_a_relay_and_no_token(tmp_path, monkeypatch):
+    from ggdefender import supervisor as sv
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # no privilege drop in this test
+    monkeypatch.setenv("SVCUID", "secret-token")
+    monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "secret-creds")
+    monkeypatch.setenv("AWS_IOT_THING_NAME", THING)
+    script = ("import os, sys, time\n"
+              "from ggdefender.ipc_relay import client_for_part, RelayClient\n"
+              "c = client_for_part()\n"
+              "assert isinstance(c, RelayClient), type(c)\n"
+              "c.publish_local('ggdefender/findings', {'svcuid': os.environ.get('SVCUID'),\n"
+              "                'token': os.environ.get('AWS_CONTAINER_AUTHORIZATION_TOKEN'), 'thing': c.thing_name})\n"
+              "c.subscribe_local('ggdefender/custom-metrics', lambda t, m: None)\n"
+              "time.sleep(600)\n")
+    fake = FakeIpc()
+    sup = sv.Supervisor(sv.SupervisorSettings(), str(tmp_path), argv=[sys.executable, "-c", script],
+                        ipc=fake, thing=THING)
+    t = threading.Thread(target=sup.supervise_child)
+    t.start()
+    try:
+        _wait(lambda: fake.subs, "the child subscribed through the relay")
+    finally:
+        sup.stop.set()
+        t.join(30)
+    assert ("publish_local", "ggdefender/findings", {"svcuid": None, "token": None, "thing": THING}) in fake.calls
+    assert not t.is_alive() and sup.relay is None and fake.subs == []  # the child's subscription went with it
