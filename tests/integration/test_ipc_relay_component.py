@@ -5,7 +5,6 @@ never maps awscrt's native library (the ~13 MiB the relay exists to save); A doe
 relay and A's subscriptions of the old one are gone (the core sees no growing subscriber list).
 """
 
-import json
 import os
 import signal
 import sys
