@@ -126,7 +126,7 @@ def parse(section) -> CollectorSettings:
     read("InterfaceExclude", "interface_exclude", globs("InterfaceExclude"))
     read("MaxListSize", "max_list_size", lambda v: s.as_int(v, "MaxListSize", minimum=0, maximum=100000))
     read("MaxReportBytes", "max_report_bytes",
-         lambda v: s.as_int(v, "MaxReportBytes", minimum=1024, maximum=MQTT_LIMIT))
+         lambda v: s.as_int(v, "MaxReportBytes", minimum=1024, maximum=MQTT_LIMIT - 1))
     read("PublishQos", "publish_qos", lambda v: s.as_int(v, "PublishQos", minimum=0, maximum=1))
     read("IncludeCustomMetrics", "include_custom_metrics", lambda v: s.as_bool(v, "IncludeCustomMetrics"))
     read("Source", "source", lambda v: s.as_choice(v, "Source", ("auto", "procfs", "psutil")))

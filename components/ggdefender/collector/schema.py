@@ -185,8 +185,8 @@ def validate_report(obj: Union[dict, bytes, bytearray, str], fmt: str = "json") 
         return [f"unknown report format {fmt!r} (json or cbor)"]
     if isinstance(obj, (bytes, bytearray, str)):
         data = obj.encode() if isinstance(obj, str) else bytes(obj)
-        if len(data) > MQTT_LIMIT:
-            problems.append(f"payload is {len(data)} bytes, over the {MQTT_LIMIT}-byte MQTT limit")
+        if len(data) >= MQTT_LIMIT:  # a nucleus refuses payloads of 128 KiB or more
+            problems.append(f"payload is {len(data)} bytes; the MQTT limit allows at most {MQTT_LIMIT - 1}")
         try:
             if fmt == "json":
                 obj = json.loads(data)
