@@ -592,23 +592,28 @@ tracemalloc, `ru_maxrss` after each import, /proc/PID/smaps of the running proce
    resident. Measured:
    10,000 sockets 63.8 → 61.4 MiB, after a job 68.1 → 64.7 MiB, idle unchanged.
 
-Together: the whole component idle 70.0 → ~59 MiB RSS, and at 10,000 sockets process B 44 → ~33 MiB.
+7. **Process B talks IPC through a relay in process A** (`ipc_relay.py`, `supervisor.py`; docs/architecture.md).
+   Process B (collector, plugins, detect) no longer imports awsiotsdk/awscrt and holds no IPC token: process A
+   serves it an allow-listed subset of IPC calls over an inherited socketpair. Measured: B idle 30.4 → 22.2 MiB;
+   the whole component idle 58.9 → 50.9 MiB, 10,000 sockets 61.3 → 53.8 MiB, after a job 64.7 → 56.9 MiB. It is
+   also least privilege: a compromised collector cannot update the component's configuration or publish outside
+   its topics.
+
+Together: the whole component idle 70.0 → ~51 MiB RSS, and at 10,000 sockets process B 44 → ~25 MiB.
 The collector engineer's own speed work is in c390345 (one read per table: every read of `/proc/net/tcp*`
 walks the kernel's whole 262,144-bucket established hash; tables of families with no sockets skipped via
 /proc/net/sockstat).
 
-Not done (proposals for the remaining misses):
-- After the first job, process A keeps jsonschema (+4.3 MiB). A validator generated from the schema as plain
+Not done (ideas for more margin):
+- After the first job, process A keeps jsonschema (+3–4 MiB). A validator generated from the schema as plain
   Python (fastjsonschema does this) would drop referencing, rpds and attrs at run time; that is a new
   dependency, so it is left as a proposal.
-- With 10,000 sockets the component's RSS is a few MiB over the budget while its PSS stays near 48 MiB:
-  libpython and `_awscrt` pages are shared by both processes and counted twice in an RSS sum.
+- RSS sums count libpython's pages twice (both processes map it); PSS, shown beside, is what the device pays.
 - Idle, ~2 ms of our ~2.7 ms is the kernel walking its 262,144-bucket established hash for the one read of
   /proc/net/tcp (cProfile: `posix.read`); netlink (`ss`) walks the same hash, so little is left to win in
   Python there.
-- The largest lever left on memory is structural: each process pays ~22 MiB for the awsiotsdk client. A
-  process B without its own IPC connection (reports relayed to A over a pipe) would save ~13 MiB RSS; that is
-  an architecture decision (docs/architecture.md), not made here.
+- In process B, `importlib.metadata` (plugin entry points, ~1.3 MiB) could load only when installed plugins
+  are enabled.
 """
 
 
@@ -719,7 +724,8 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
                      f"{v['median_sum_mib']:.1f} MiB | {fmt(v['pss_mib'])} MiB | {per} |")
         L += ["", "Where the memory goes (measured with `ru_maxrss` after each import, on this machine): a bare "
               "Python 3.11 is 8.5 MiB; the awsiotsdk IPC client brings a process to 22 MiB (the `_awscrt` native "
-              "library alone 5 MiB); so two IPC processes start at ~44 MiB RSS before any of our code. jsonschema "
+              "library alone 5 MiB), which is why only process A holds an IPC connection and process B reaches "
+              "IPC through A's relay. jsonschema "
               "(with referencing, rpds, attrs and the stdlib modules they pull in) adds 4.5–5.7 MiB to a process, psutil ~1 MiB, `importlib.metadata` "
               "(plugin entry points) ~1.3 MiB, hashlib's libcrypto ~3.3 MiB."]
     else:
