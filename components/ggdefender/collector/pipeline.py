@@ -44,6 +44,7 @@ class Pipeline:
         self._source = None
         self._source_key = None
         self._previous_counters: Optional[Mapping] = None
+        self._baseline_of_last: Optional[Mapping] = None  # the baseline the last built report's delta used
 
     def reconfigure(self, settings: CollectorSettings) -> None:
         if self._key(settings) != self._key(self.settings):
@@ -72,6 +73,7 @@ class Pipeline:
         for problem in sample.errors:
             log.warning("collection problem (group left out of this report): %s", problem)
         net = None
+        self._baseline_of_last = self._previous_counters
         if sample.counters is not None:
             net = rpt.network_delta(self._previous_counters, sample.counters)
             if net is None and self._previous_counters is not None:
@@ -100,3 +102,8 @@ class Pipeline:
             if problems:
                 raise ReportInvalid(problems)
         return Built(report, payload, st.report_format, report_id)
+
+    def not_delivered(self) -> None:
+        """The last built report never reached IoT Core: the next report's network_stats then count from
+        that report's baseline, so the traffic of a failed interval is carried over instead of lost."""
+        self._previous_counters = self._baseline_of_last

@@ -184,7 +184,11 @@ class CollectorService:
         at = self._clock()
         try:
             t = report_topic(self.thing, built.fmt)
-            self.ipc.publish_iot(t, built.payload, qos=self._settings.publish_qos)
+            try:
+                self.ipc.publish_iot(t, built.payload, qos=self._settings.publish_qos)
+            except BaseException:
+                self.pipeline.not_delivered()
+                raise
             self.published += 1
             log.info("published report %d (%d bytes) to %s", built.report_id, len(built.payload), t)
         finally:

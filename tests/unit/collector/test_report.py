@@ -9,6 +9,10 @@ from ggdefender.collector import report as r
 from ggdefender.collector.schema import validate_report
 from ggdefender.collector.sources import Connection, Listener, Sample
 
+from pathlib import Path
+
+PROC = Path(__file__).resolve().parents[2] / "data" / "proc"
+
 
 def test_first_report_matches_golden_and_has_no_network_stats(source, golden):
     s = source("basic").sample()
@@ -195,3 +199,26 @@ def test_network_stats_switched_off_and_on_restarts_the_baseline(source):
     # the delta would otherwise cover the reports sent without network_stats too
     assert "network_stats" not in pipe.build().report["metrics"]
     assert "network_stats" in pipe.build().report["metrics"]
+
+
+def test_traffic_of_an_undelivered_report_is_carried_into_the_next(source, tmp_path):
+    import shutil
+
+    from ggdefender.collector.config import CollectorSettings
+    from ggdefender.collector.pipeline import Pipeline
+    from ggdefender.collector.report_id import ReportIds
+
+    tree = tmp_path / "proc"
+    shutil.copytree(PROC / "basic", tree)
+    src = source("basic")
+    src.proc_root = str(tree)
+    pipe = Pipeline(CollectorSettings(), ReportIds(), source=src)
+    pipe.build()  # baseline: eth0 1,000,000 bytes in
+    dev = (PROC / "basic-later" / "net" / "dev").read_text()
+    (tree / "net" / "dev").write_text(dev.replace("1004000", "1002000"))
+    assert pipe.build().report["metrics"]["network_stats"]["bytes_in"] == 2000
+    pipe.not_delivered()  # that report never reached IoT Core
+    (tree / "net" / "dev").write_text(dev)
+    # 4,000 bytes since the last delivered report, not the 2,000 since the lost one
+    assert pipe.build().report["metrics"]["network_stats"]["bytes_in"] == 4000
+    assert pipe.build().report["metrics"]["network_stats"]["bytes_in"] == 0
