@@ -599,6 +599,12 @@ tracemalloc, `ru_maxrss` after each import, /proc/PID/smaps of the running proce
    also least privilege: a compromised collector cannot update the component's configuration or publish outside
    its topics.
 
+8. **`detect replay` end to end** (`detect/replay.py`): ~86k datapoints/s, under the target, although evaluation
+   alone ran at ~200k/s: the cyclic GC rescanned the growing list of parsed reports on every collection (3/4 of
+   the load time) and the stdlib JSON parser took the rest. Replay now pauses the GC during bulk load and
+   evaluation and parses with orjson when installed (extras `local`/`dev`; the stdlib parser otherwise):
+   ~146k datapoints/s end to end.
+
 Together: the whole component idle 70.0 → ~51 MiB RSS, and at 10,000 sockets process B 44 → ~25 MiB.
 The collector engineer's own speed work is in c390345 (one read per table: every read of `/proc/net/tcp*`
 walks the kernel's whole 262,144-bucket established hash; tables of families with no sockets skipped via
@@ -664,8 +670,10 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
         L.append(f"| local core ≥ {t['ipc_ops']:,.0f} publishes/s | {ipc.get('skipped', 'not run')} | n/a |")
     det = res.get("detect") or {}
     if "datapoints_per_s" in det:
-        L.append(f"| Detect replay ≥ {t['replay_dps']:,.0f} datapoints/s | {det['datapoints_per_s']:,.0f}/s | "
-                 f"{verdict(det['datapoints_per_s'] >= t['replay_dps'])} |")
+        # the verdict is on what `ggdefender detect replay` does: read + parse + evaluate
+        e2e = det.get("end_to_end_per_s") or det["datapoints_per_s"]
+        L.append(f"| `detect replay` ≥ {t['replay_dps']:,.0f} datapoints/s (read + parse + evaluate) | {e2e:,.0f}/s "
+                 f"(evaluation alone {det['datapoints_per_s']:,.0f}/s) | {verdict(e2e >= t['replay_dps'])} |")
     else:
         L.append(f"| Detect replay ≥ {t['replay_dps']:,.0f} datapoints/s | skipped: {det.get('skipped', 'not run')} | n/a |")
 

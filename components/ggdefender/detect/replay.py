@@ -11,6 +11,8 @@ expanded to long names with the collector's codec.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import glob
 import json
 import os
@@ -20,6 +22,11 @@ from typing import Iterator, Optional
 from . import metrics as M
 from .evaluator import Evaluator
 from .statistics import History, StatsConfig
+
+try:  # replay runs on a workstation, not on the device: orjson (extra `local`) parses reports ~3x faster
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - the stdlib parser gives the same results, slower
+    _loads = json.loads
 
 MAX_LINE_BYTES = 1024 * 1024
 MS_THRESHOLD = 10 ** 11  # report_id above this is epoch milliseconds (10^11 s is year 5138)
@@ -82,7 +89,7 @@ def _read_jsonl(path: str, thing: Optional[str]) -> Iterator[Record]:
             if not line:
                 continue
             try:
-                obj = json.loads(line)
+                obj = _loads(line)
             except ValueError as exc:
                 raise ReplayError(f"{path}:{lineno}: not JSON: {exc}") from None
             rec = _from_obj(obj, f"{path}:{lineno}", thing)
@@ -106,7 +113,7 @@ def _read_file(path: str, thing: Optional[str]) -> Iterator[Record]:
     with open(path, "rb") as fh:
         head = fh.read(MAX_LINE_BYTES * 16)
     try:
-        obj = json.loads(head)
+        obj = _loads(head)
     except ValueError:
         return _read_jsonl(path, thing)  # a .json file holding JSON lines
     if isinstance(obj, list):
@@ -122,8 +129,26 @@ def _thing_from_path(path: str) -> Optional[str]:
     return None
 
 
+@contextlib.contextmanager
+def _bulk():
+    """Pause the cyclic GC during bulk work: its collections would otherwise rescan the growing list of
+    parsed reports again and again (measured: 3/4 of the load time; this data has no reference cycles)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_records(path: str) -> list:
     """All records of a file or folder, in time order, duplicates of (thing, report_id) dropped."""
+    with _bulk():
+        return _load_records(path)
+
+
+def _load_records(path: str) -> list:
     if os.path.isdir(path):
         files = sorted(p for p in glob.glob(os.path.join(path, "**", "*"), recursive=True)
                        if os.path.isfile(p) and p.endswith((".json", ".jsonl", ".cbor")))
@@ -182,18 +207,19 @@ def replay(profiles, records: list, *, stats: StatsConfig = StatsConfig(), thing
     name = thing or next((r.thing for r in records if r.thing), None) or "replay"
     ev = Evaluator(name, behaviors, history=History(stats), recorder=recorder)
     events = []
-    for r in records:
-        out = ev.observe(M.extract(r.report, custom_types), r.at)
-        for e in out:
-            key = f"{e['securityProfileName']}/{e['behavior']['name']}"
-            s = series.get(key)
-            if s is not None:
-                if e["violationEventType"] == "in-alarm":
-                    s.alarms.append([e["violationEventTime"], None, None])
-                elif s.alarms and s.alarms[-1][1] is None:
-                    s.alarms[-1][1] = e["violationEventTime"]
-                    s.alarms[-1][2] = e["violationEventType"]
-        events.extend(out)
+    with _bulk():
+        for r in records:
+            out = ev.observe(M.extract(r.report, custom_types), r.at)
+            for e in out:
+                key = f"{e['securityProfileName']}/{e['behavior']['name']}"
+                s = series.get(key)
+                if s is not None:
+                    if e["violationEventType"] == "in-alarm":
+                        s.alarms.append([e["violationEventTime"], None, None])
+                    elif s.alarms and s.alarms[-1][1] is None:
+                        s.alarms[-1][1] = e["violationEventTime"]
+                        s.alarms[-1][2] = e["violationEventType"]
+            events.extend(out)
     return ReplayResult(events, series, len(records), counter[0],
                         records[0].at if records else None, records[-1].at if records else None)
 
