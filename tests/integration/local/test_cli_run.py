@@ -130,7 +130,7 @@ def test_bad_input_is_a_clear_error(tmp_path, args, message):
 def test_broken_component_makes_exit_status_1(tmp_path):
     update = json.dumps({"test.Echo": {"MERGE": {"Python": sys.executable, "Mode": "fail"}}})
     cmd = _cli("run", "--recipeDir", DATA / "recipes", "--artifactDir", DATA / "artifacts", "--merge",
-               "test.Echo=1.0.0", "--update-config", update, "--root", tmp_path / "gg", "--duration", "8")
+               "test.Echo=1.0.0", "--update-config", update, "--root", tmp_path / "gg", "--duration", "15")  # 3 failed runs + retry delays, with slack for a loaded machine
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "test.Echo is BROKEN" in out.stdout
