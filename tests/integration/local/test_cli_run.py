@@ -129,8 +129,9 @@ def test_bad_input_is_a_clear_error(tmp_path, args, message):
 
 def test_broken_component_makes_exit_status_1(tmp_path):
     update = json.dumps({"test.Echo": {"MERGE": {"Python": sys.executable, "Mode": "fail"}}})
+    # 15 s: three failed runs with the retry delays between them, plus slack for a loaded machine
     cmd = _cli("run", "--recipeDir", DATA / "recipes", "--artifactDir", DATA / "artifacts", "--merge",
-               "test.Echo=1.0.0", "--update-config", update, "--root", tmp_path / "gg", "--duration", "15")  # 3 failed runs + retry delays, with slack for a loaded machine
+               "test.Echo=1.0.0", "--update-config", update, "--root", tmp_path / "gg", "--duration", "15")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "test.Echo is BROKEN" in out.stdout
