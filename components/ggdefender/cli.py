@@ -21,6 +21,17 @@ SUBCOMMANDS = {
 }
 
 
+def optional_module(name: str):
+    """Import a part that may not be in this build (e.g. `local` is not shipped in the artifact); None when
+    that part is absent. A module missing *inside* a present part is a real error and is raised."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == name or name.startswith(exc.name + ".")):
+            return None
+        raise
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ggdefender", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -32,12 +43,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             continue
         if module_name in registered:
             continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("ggdefender"):
-                continue  # part not present in this build (e.g. `local` is not shipped in the artifact)
-            raise
+        module = optional_module(module_name)
+        if module is None:
+            continue
         module.register(subparsers)
         registered.add(module_name)
     return parser

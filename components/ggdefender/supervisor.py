@@ -299,13 +299,14 @@ class Supervisor:
         self.stop_child()
 
     def run_remediation(self, ipc, thing: str) -> None:
-        from ggdefender.collector.service import optional_class
+        from ggdefender.cli import optional_module
         from ggdefender.ipc import IpcUnavailable
 
-        cls = optional_class("ggdefender.remediation.listener", "RemediationListener")
-        if cls is None:
+        module = optional_module("ggdefender.remediation.listener")
+        if module is None:
             log.info("remediation listener not in this build")
             return
+        cls = module.RemediationListener
         backoff = Backoff(self.cfg.restart_initial_backoff, self.cfg.restart_max_backoff, self.cfg.healthy_after)
         while not self.stop.is_set():
             started = time.monotonic()

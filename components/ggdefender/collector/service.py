@@ -8,7 +8,6 @@ Also answers `collect-now` commands and feeds each report to on-device detect (d
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import queue
@@ -17,6 +16,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ggdefender.cli import optional_module
 from ggdefender.collector import config as cfg
 from ggdefender.collector.pipeline import Built, Pipeline
 from ggdefender.collector.report import topic as report_topic
@@ -31,16 +31,6 @@ EVENTS_TOPIC = "ggdefender/collector/events"
 CUSTOM_METRICS_TOPIC = "ggdefender/custom-metrics"
 MAX_PENDING_COMMANDS = 16
 MAX_REQUEST_ID = 128
-
-
-def optional_class(module: str, name: str):
-    """A class from a part that may not be in this build; None when its module is absent."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
-            return None
-        raise
 
 
 class CollectorService:
@@ -93,9 +83,10 @@ class CollectorService:
         part = getattr(self, attr)
         try:
             if part is None:
-                cls = optional_class(module, cls_name)
-                if cls is None:
+                mod = optional_module(module)
+                if mod is None:
                     return
+                cls = getattr(mod, cls_name)
                 if attr == "plugins":
                     part = cls(section)
                 else:
