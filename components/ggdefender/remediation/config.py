@@ -19,6 +19,11 @@ ALL_OPERATIONS = (
 # Device Client step types are gated separately (HandlerDirectory, AllowRunCommand) but also allow-listed here.
 DEVICE_CLIENT_OPERATIONS = ("runHandler", "runCommand")
 
+# Local topics on which Detect's mitigation (process B) asks the listener (process A) and hears back; kept in
+# this small module so process B can share them without importing the listener.
+REQUESTS_TOPIC = "ggdefender/remediation/requests"
+RESULTS_TOPIC = "ggdefender/remediation/results"
+
 # set-config may never touch these sections: a job must not widen its own permissions or the supervisor's.
 FORBIDDEN_SET_CONFIG_SECTIONS = ("Remediation", "Supervisor")
 

@@ -24,14 +24,13 @@ from ggdefender.statefile import atomic_write_json
 
 from . import config as rconfig
 from . import documents, jobs
+from .config import REQUESTS_TOPIC, RESULTS_TOPIC
 from .executor import Executor, Result, reject
 from .operations.base import Context
 from .safety import SafetyPolicy
 
 log = logging.getLogger("ggdefender.remediation")
 
-REQUESTS_TOPIC = "ggdefender/remediation/requests"
-RESULTS_TOPIC = "ggdefender/remediation/results"
 JOURNAL_FILE = "remediation-journal.json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TICK = 0.25
