@@ -19,9 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Optional
 
-# the listener's own operation list and topics (a small module: process B does not load the listener)
+# the listener's own operation list (a small module: process B does not load the listener)
 from ggdefender.remediation.config import ALL_OPERATIONS as OPERATIONS
-from ggdefender.remediation.config import REQUESTS_TOPIC, RESULTS_TOPIC
 from ggdefender.settings import ConfigError, as_bool, as_int, as_section, as_str
 
 HOUR = 3600.0

@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Callable, Optional
 
+from ggdefender.remediation.config import REQUESTS_TOPIC, RESULTS_TOPIC
+
 from . import config as C
 from . import findings as F
 from . import metrics as M
@@ -113,9 +115,9 @@ class DetectService:
             self._persist()
             if cfg.mitigation.enabled and self.ipc is not None and self._results_sub is None:
                 try:
-                    self._results_sub = self.ipc.subscribe_local(MIT.RESULTS_TOPIC, self._on_result)
+                    self._results_sub = self.ipc.subscribe_local(RESULTS_TOPIC, self._on_result)
                 except Exception as exc:  # mitigation still works; results are then not recorded
-                    log.warning("cannot subscribe to %s: %s", MIT.RESULTS_TOPIC, exc)
+                    log.warning("cannot subscribe to %s: %s", RESULTS_TOPIC, exc)
             self._flush()
         log.info("detect configured: %d profile(s), %d behavior(s), %d threat list(s), mitigation %s",
                  len(cfg.profiles), len(behaviors), len(cfg.threat_lists), "on" if cfg.mitigation.enabled else "off")
@@ -257,7 +259,7 @@ class DetectService:
             self.ipc.publish_iot(findings_topic(self.thing), data)
             self.ipc.publish_local(LOCAL_FINDINGS, payload)
         elif kind == "request":
-            self.ipc.publish_local(MIT.REQUESTS_TOPIC, payload)
+            self.ipc.publish_local(REQUESTS_TOPIC, payload)
 
     # -- views ------------------------------------------------------------------------------------------------
     def active_violations(self) -> list:
