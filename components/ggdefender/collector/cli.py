@@ -179,13 +179,13 @@ def _plugin_host(section):
     Unlike the running component (which falls back to the defaults and keeps reporting), a one-shot
     command tells the user at once that the file they gave is wrong.
     """
-    try:
-        from ggdefender.plugins.host import PluginHost, parse_section
-        from ggdefender.plugins.registry import discover
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("ggdefender"):
-            return None  # plugin host not in this build
-        raise
+    from ggdefender.cli import optional_module
+
+    host = optional_module("ggdefender.plugins.host")
+    if host is None:
+        return None  # plugin host not in this build
+    from ggdefender.plugins.registry import discover
+
     registry = discover()
-    parse_section(section, registry)  # raises ConfigError naming the bad key
-    return PluginHost(section or {}, registry=registry)
+    host.parse_section(section, registry)  # raises ConfigError naming the bad key
+    return host.PluginHost(section or {}, registry=registry)
