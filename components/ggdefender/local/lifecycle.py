@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import recipe as rcp
+from .control import SUN_PATH_MAX
 from .recipe import Recipe, RecipeError, Step, VariableContext
 
 log = logging.getLogger("ggdefender.local.lifecycle")
 
 NUCLEUS_VERSION = "2.13.0"  # what GGC_VERSION says; the IPC shapes we serve match current nuclei
-SUN_PATH_MAX = 108
 MAX_ERRORS = 3  # three ERRORED states without recovery make a component BROKEN, as on a real core
 MAX_UNZIP_BYTES = 2 * 1024 ** 3
 MAX_LOG_BYTES = 10 * 1024 ** 2  # a bigger log is rotated to <Name>.log.1 when the component is deployed

@@ -8,18 +8,16 @@ Greengrass root: `ipc.socket`, `control.sock`, `packages/`, `work/<Name>/`, `log
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
 from . import recipe as rcp
 from .cloud import CLOUD_SERVICES, close_services, service_commands, start_services
-from .control import SUN_PATH_MAX, ControlServer
+from .control import ControlServer, short_socket_path
 from .core import Core, thing_name_problem
 from .lifecycle import LifecycleManager
 from .server import IpcServer
@@ -64,7 +62,7 @@ class Runtime:
         self.server: Optional[IpcServer] = None
         self.control: Optional[ControlServer] = None
         self.bridge = None
-        self._alias_dir: Optional[str] = None
+        self._alias = contextlib.ExitStack()  # holds the short alias of a long socket path while the server runs
         self.defaults: dict[str, dict] = {}  # component -> DefaultConfiguration, for RESET
 
     # -- start / stop -------------------------------------------------------------------------------
@@ -83,13 +81,9 @@ class Runtime:
         self.core.on_event = self.view.core_event
         self.core.on_restart_request = self.lifecycle.request_restart
         self.core.on_state_change = self.lifecycle.on_state_change
-        bind_path = self.socket_path
-        if len(self.socket_path.encode()) >= SUN_PATH_MAX:
-            # like the nucleus: the socket lives in the root, reached through a short alias; components get
-            # the relative ../../ipc.socket
-            self._alias_dir = tempfile.mkdtemp(prefix="ggd-")
-            os.symlink(self.root, os.path.join(self._alias_dir, "r"))
-            bind_path = os.path.join(self._alias_dir, "r", IPC_SOCKET)
+        # like the nucleus: a socket path over sun_path's limit is reached through a short alias while we serve;
+        # components get the relative ../../ipc.socket
+        bind_path = self._alias.enter_context(short_socket_path(self.socket_path))
         if self.control_enabled:
             # first, so a second `local run` on the same root stops here instead of taking over its socket
             self.control = ControlServer(self.root, {"status": self._cmd_status,
@@ -138,9 +132,7 @@ class Runtime:
         server, self.server = self.server, None
         if server is not None:
             await server.stop()
-        if self._alias_dir is not None:
-            shutil.rmtree(self._alias_dir, ignore_errors=True)
-            self._alias_dir = None
+        self._alias.close()
 
     # -- control commands (run in a worker thread) --------------------------------------------------------
     def _cmd_status(self, args: dict) -> dict:

@@ -16,6 +16,7 @@ import stat
 import threading
 from typing import Callable, Optional
 
+from .control import SUN_PATH_MAX
 from .core import Core
 from .eventstream import MAX_MESSAGE_BYTES
 from .operations import OPERATIONS, OperationError, internal_error, parse_request, unsupported
@@ -239,8 +240,8 @@ class IpcServer:
         self._server: Optional[asyncio.AbstractServer] = None
 
     async def start(self) -> None:
-        if len(self.socket_path.encode()) >= 108:
-            raise ValueError(f"socket path {self.socket_path!r} is 108 bytes or longer (the sun_path limit)")
+        if len(self.socket_path.encode()) >= SUN_PATH_MAX:
+            raise ValueError(f"socket path {self.socket_path!r} is {SUN_PATH_MAX} bytes or longer (the sun_path limit)")
         self.loop = asyncio.get_running_loop()
         try:
             if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
