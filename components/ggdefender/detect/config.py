@@ -36,7 +36,6 @@ class DetectConfig:
     custom_types: dict = field(default_factory=dict)
     stats: StatsConfig = StatsConfig()
     threat_lists: tuple = ()
-    max_threat_entries: int = MAX_ENTRIES_DEFAULT
     mitigation: MIT.MitigationConfig = MIT.MitigationConfig()
     verification: dict = field(default_factory=dict)  # violationId -> (state, description)
     findings: F.FindingsConfig = F.FindingsConfig()
@@ -161,7 +160,6 @@ def parse(section: Optional[dict]) -> DetectConfig:
         custom_types=custom,
         stats=_stats(section.get("Statistics")),
         threat_lists=tuple(parse_threat_lists(section.get("ThreatLists"), max_entries)),
-        max_threat_entries=max_entries,
         mitigation=MIT.parse_config(section.get("Mitigation")),
         verification=_verification(section),
         findings=F.parse_config(section.get("Findings")),

@@ -129,7 +129,7 @@ class DetectService:
             if not self.config.enabled:
                 return []
             if self.config.threat_lists:
-                refresh(self.config.threat_lists, self.config.max_threat_entries)
+                refresh(self.config.threat_lists)
             metrics = M.extract(report, self.config.custom_types)
             events = self.evaluator.observe(metrics, at)
             now = self.clock()

@@ -108,6 +108,7 @@ class ThreatList:
     source: str              # "inline" or the file path
     cidrs: CidrSet
     mtime: Optional[float] = None  # file lists are re-read when the file changes
+    max_entries: int = MAX_ENTRIES_DEFAULT  # the list's own bound, applied again on every re-read
 
     def behavior_json(self) -> dict:
         """The synthetic behavior, in CreateSecurityProfile shape (value kept short: lists can be large)."""
@@ -157,11 +158,11 @@ def parse_threat_lists(value, max_entries: int = MAX_ENTRIES_DEFAULT) -> list:
                         raise ConfigError(f"{key}.Cidrs[{j}]: not an IP address or CIDR: {c!r}") from None
             else:
                 raise ConfigError(f"{key}.Cidrs: expected a list of IP/CIDR strings")
-            lists.append(ThreatList(name, "inline", CidrSet(nets)))
+            lists.append(ThreatList(name, "inline", CidrSet(nets), max_entries=limit))
         else:
             path = as_str(item["File"], f"{key}.File", max_length=4096)
             nets = read_list_file(path, limit)
-            lists.append(ThreatList(name, path, CidrSet(nets), _mtime(path)))
+            lists.append(ThreatList(name, path, CidrSet(nets), _mtime(path), limit))
     return lists
 
 
@@ -172,7 +173,7 @@ def _mtime(path: str) -> Optional[float]:
         return None
 
 
-def refresh(lists: list, max_entries: int = MAX_ENTRIES_DEFAULT) -> bool:
+def refresh(lists: list) -> bool:
     """Re-read file lists whose file changed; a list that fails to parse keeps its last good content."""
     changed = False
     for tl in lists:
@@ -182,7 +183,7 @@ def refresh(lists: list, max_entries: int = MAX_ENTRIES_DEFAULT) -> bool:
         if mtime is None or mtime == tl.mtime:
             continue
         try:
-            tl.cidrs = CidrSet(read_list_file(tl.source, max_entries))
+            tl.cidrs = CidrSet(read_list_file(tl.source, tl.max_entries))
             changed = True
         except ConfigError:
             pass  # keep the last good list; the next change is tried again

@@ -1,7 +1,9 @@
+import os
+
 import pytest
 
 from ggdefender.detect import metrics as M
-from ggdefender.detect.threatintel import CidrSet, parse_cidr, parse_list_text, parse_threat_lists
+from ggdefender.detect.threatintel import CidrSet, parse_cidr, parse_list_text, parse_threat_lists, refresh
 from ggdefender.settings import ConfigError
 
 from detect_helpers import report
@@ -39,6 +41,20 @@ def test_threat_list_config():
         parse_threat_lists([{"Name": "a", "Cidrs": ["1.1.1.1", "x"]}])
     with pytest.raises(ConfigError, match="cannot read threat list"):
         parse_threat_lists([{"Name": "a", "File": "/nonexistent/list.txt"}])
+
+
+def test_file_list_refresh_keeps_its_own_max_entries(tmp_path):
+    path = tmp_path / "feed.txt"
+    path.write_text("192.0.2.1\n192.0.2.2\n")
+    (tl,) = parse_threat_lists([{"Name": "feed", "File": str(path), "MaxEntries": 2}])
+    path.write_text("198.51.100.1\n198.51.100.2\n198.51.100.3\n")  # one entry over the list's bound
+    os.utime(path, (tl.mtime + 10, tl.mtime + 10))
+    assert refresh([tl]) is False
+    assert tl.cidrs.contains("192.0.2.1") and not tl.cidrs.contains("198.51.100.1")
+    path.write_text("198.51.100.1\n198.51.100.2\n")
+    os.utime(path, (tl.mtime + 20, tl.mtime + 20))
+    assert refresh([tl]) is True
+    assert tl.cidrs.contains("198.51.100.1") and not tl.cidrs.contains("192.0.2.1")
 
 
 @pytest.mark.parametrize("addr,ip", [("192.0.2.1:443", "192.0.2.1"), ("[2001:db8::1]:8883", "2001:db8::1"),
