@@ -103,20 +103,20 @@ class AlarmStore:
         try:
             with open(self.path, encoding="utf-8") as fh:
                 data = json.load(fh)
+            states = {key: BehaviorState.from_json(d) for key, d in (data.get("states") or {}).items()
+                      if isinstance(d, dict)}
+            outbox = [tuple(item) for item in data.get("outbox") or [] if isinstance(item, list) and len(item) == 2]
+            findings = dict(data.get("findings") or {})
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            # a corrupt file must not stop detection; alarms restart from scratch and say so
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            # a corrupt file (unreadable, not JSON, or JSON of the wrong shape) must not stop detection;
+            # alarms restart from scratch and say so
             log.error("alarm state %s unreadable (%s); starting without active alarms", self.path, exc)
             return
-        for key, d in (data.get("states") or {}).items():
-            if isinstance(d, dict):
-                self.states[key] = BehaviorState.from_json(d)
-        for item in data.get("outbox") or []:
-            if isinstance(item, list) and len(item) == 2:
-                self.outbox.append(tuple(item))
-        for vid, f in (data.get("findings") or {}).items():
-            self.findings[vid] = f
+        self.states.update(states)
+        self.outbox.extend(outbox)
+        self.findings.update(findings)
         if isinstance(data.get("extra"), dict):
             self.extra = data["extra"]
 

@@ -208,3 +208,11 @@ def test_statistics_history_survives_a_restart_of_the_service(tmp_path):
     (e,) = again.observe(report(10, packets_out=0), 1201.0)
     # only a history that survived (3 values, warm-up met) gives this verdict
     assert (e["violationEventType"], e["metricValue"], e["thresholdValue"]) == ("in-alarm", {"count": 505}, 120.0)
+
+
+@pytest.mark.parametrize("content", ["{broken", "[]", '{"states": [1]}', '{"states": {"p/b": {"actions": 5}}}',
+                                     '{"outbox": 7}', '{"findings": "x"}'])
+def test_corrupt_alarm_state_starts_without_alarms(tmp_path, content):
+    (tmp_path / "detect-state.json").write_text(content)
+    svc = DetectService(FakeIpc(), "gw", str(tmp_path))  # must not raise: detection goes on
+    assert svc.store.states == {} and len(svc.store.outbox) == 0 and svc.store.findings == {}
