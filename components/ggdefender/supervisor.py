@@ -25,6 +25,8 @@ from ggdefender import statefile
 log = logging.getLogger("ggdefender.supervisor")
 
 PART_STATE_SUBDIR = "collector"  # process B's own state folder, writable by its user
+# the folder holding the ggdefender package: process B's PYTHONPATH, so its user must be able to read it
+CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass(frozen=True)
@@ -141,10 +143,6 @@ def user_can_read(path: str, uid: int, groups) -> bool:
     return True
 
 
-def _state_dir() -> str:
-    return statefile.state_dir()
-
-
 def _whoami() -> str:
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
@@ -200,8 +198,7 @@ class Supervisor:
                             else os.path.relpath(absolute, child_cwd or os.getcwd()))
         if home is not None:
             env["HOME"] = home
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (CODE_ROOT, env.get("PYTHONPATH")) if p)
         return env
 
     def start_child(self) -> subprocess.Popen:
@@ -209,8 +206,7 @@ class Supervisor:
         if user is not None:
             uid, gid, name, _ = user
             groups = set(os.getgrouplist(name, gid))
-            blocked = [p for p in (self.argv[0], os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-                       if not user_can_read(p, uid, groups)]
+            blocked = [p for p in (self.argv[0], CODE_ROOT) if not user_can_read(p, uid, groups)]
             if blocked and self.cfg.collector_user:
                 raise s.ConfigError(f"Supervisor.CollectorUser {name!r} cannot read {blocked[0]}")
             if blocked:
@@ -356,7 +352,7 @@ def cmd_run(args) -> int:
             log.error("Supervisor configuration rejected, using defaults: %s", exc)
             cfg = SupervisorSettings()
         logging.getLogger().setLevel(os.environ.get("GGDEFENDER_LOG_LEVEL", cfg.log_level).upper())
-        sup = Supervisor(cfg, _state_dir(), ipc=ipc, thing=ipc.thing_name)
+        sup = Supervisor(cfg, statefile.state_dir(), ipc=ipc, thing=ipc.thing_name)
         _on_signals(sup.stop.set)
         remediation = threading.Thread(target=sup.run_remediation, args=(ipc, ipc.thing_name),
                                        name="remediation", daemon=True)
@@ -389,7 +385,7 @@ def cmd_part(args) -> int:
 
     stop = threading.Event()
     try:
-        service = CollectorService(ipc, ipc.thing_name, _state_dir())
+        service = CollectorService(ipc, ipc.thing_name, statefile.state_dir())
     except ValueError as exc:
         log.error("%s", exc)
         return 2
