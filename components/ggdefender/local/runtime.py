@@ -63,7 +63,6 @@ class Runtime:
         self.control: Optional[ControlServer] = None
         self.bridge = None
         self._alias = contextlib.ExitStack()  # holds the short alias of a long socket path while the server runs
-        self.defaults: dict[str, dict] = {}  # component -> DefaultConfiguration, for RESET
 
     # -- start / stop -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -111,11 +110,7 @@ class Runtime:
 
     async def deploy(self, recipe_dir: Path | str, artifact_dir: Optional[Path | str], merges: dict,
                      update_config: Optional[dict] = None) -> list:
-        update_config = update_config or {}
-        names = await self.lifecycle.deploy(recipe_dir, artifact_dir, merges, update_config)
-        for name in names:
-            self.defaults[name] = self.lifecycle.deployed[name].recipe.default_configuration
-        return names
+        return await self.lifecycle.deploy(recipe_dir, artifact_dir, merges, update_config)
 
     async def stop(self) -> None:
         """Stop components (dependants first), then the control channel, bridge, services and server.
@@ -155,11 +150,13 @@ class Runtime:
             if name not in known:
                 raise ValueError(f"component {name} is not deployed on this core")
         for name, update in updates.items():
+            dep = self.lifecycle.deployed.get(name)
+            defaults = dep.recipe.default_configuration if dep else {}
             for pointer in update.get("RESET", []):
-                self.core.reset_config(name, pointer, self.defaults.get(name, {}))
+                self.core.reset_config(name, pointer, defaults)
             merge = update.get("MERGE") or {}
             if merge:
-                if self.interpolate_config and name in self.lifecycle.deployed:
+                if self.interpolate_config and dep is not None:
                     merge = rcp.interpolate_configuration(merge, self.lifecycle.variable_context(name))
                 self.core.merge_config(name, [], merge)
         return {name: self.core.get_config(name) for name in updates}
