@@ -59,10 +59,6 @@ class Context:
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
-    def check_time(self, what: str) -> None:
-        if time.monotonic() > self.deadline:
-            raise Failed(f"timed out after {self.timeout:g}s while {what}")
-
     def audit(self, operation: str, target: str, result: str, detail: str = "") -> None:
         """One audit line per action: who asked (job), what, on which target, and how it ended."""
         record = {"job": self.job, "operation": operation, "target": target, "result": result,

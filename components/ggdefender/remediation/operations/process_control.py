@@ -78,7 +78,7 @@ def _wait(procs: list, timeout: float) -> tuple:
     return [p for p in procs if p not in alive], alive
 
 
-def wait_until(predicate, ctx: Context, what: str, poll: float = 0.1) -> bool:
+def wait_until(predicate, ctx: Context, poll: float = 0.1) -> bool:
     """Poll predicate until true or the operation's deadline; returns the last value."""
     while True:
         if predicate():

@@ -7,6 +7,7 @@ restarted listener finishes the execution as SUCCEEDED (the restart is the step'
 
 from __future__ import annotations
 
+from ..config import COMPONENT_NAME
 from .base import Context, Failed, Outcome, Rejected
 
 NAME = "restart-component"
@@ -16,20 +17,19 @@ def target(args: dict) -> str:
     return args.get("component") or "(this component)"
 
 
-def resolve(args: dict, settings) -> str:
-    from ..config import COMPONENT_NAME
+def resolve(args: dict) -> str:
     return args.get("component") or COMPONENT_NAME
 
 
 def validate(args: dict, settings) -> None:
-    name = resolve(args, settings)
+    name = resolve(args)
     if name not in settings.restartable_components:
         raise ValueError(f"component {name!r} is not in Remediation.RestartableComponents "
                          f"({', '.join(settings.restartable_components) or 'empty'})")
 
 
 def run(args: dict, ctx: Context) -> Outcome:
-    name = resolve(args, ctx.settings)
+    name = resolve(args)
     try:
         validate(args, ctx.settings)
     except ValueError as exc:

@@ -79,8 +79,7 @@ def run(args: dict, ctx: Context) -> Outcome:
         return Outcome(f"dry run: would send {sig.name} to {owners} listening on {tgt}, SIGKILL after {grace:g}s",
                        facts)
     facts.update(process_control.terminate(procs, sig, grace, ctx))
-    closed = process_control.wait_until(lambda: not any(find_listeners(port, protocol, address)), ctx,
-                                        f"waiting for {tgt} to close")
+    closed = process_control.wait_until(lambda: not any(find_listeners(port, protocol, address)), ctx)
     facts["portClosed"] = "true" if closed else "false"
     if not closed:
         left, hidden = find_listeners(port, protocol, address)
