@@ -18,6 +18,8 @@ import re
 from typing import Any, ClassVar, Dict, Mapping
 
 MAX_LIST_ITEMS = 100
+# keys the host reads from every plugin's section itself, so no plugin may declare them as options
+HOST_KEYS = frozenset({"Enabled", "IntervalSeconds"})
 MAX_STRING_LENGTH = 128
 SIGNIFICANT_DIGITS = 15
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import settings
 from ..settings import ConfigError
-from .contract import SampleError, ValueType, check_metric_name, validate_value
+from .contract import HOST_KEYS, SampleError, ValueType, check_metric_name, validate_value
 from .external import ExternalMetrics, ExternalSettings
 from .registry import Registry, discover
 
@@ -33,7 +33,6 @@ log = logging.getLogger("ggdefender.plugins")
 MAX_THREADS = 32  # plugin calls in flight at once, hung ones included
 _TOP_KEYS = {"Enabled", "TimeoutSeconds", "MaxSampleAgeSeconds", "Builtins", "EnableInstalled", "Installed",
              "External"}
-_COMMON_KEYS = {"Enabled", "IntervalSeconds"}
 _EXTERNAL_KEYS = {"Enabled", "MaxMetrics", "MaxAgeSeconds"}
 
 
@@ -63,7 +62,7 @@ def _unknown_keys(section: dict, allowed, where: str) -> None:
 
 def _plugin_config(cls: type, section: Any, where: str, enabled_default: bool) -> Optional[PluginConfig]:
     section = settings.as_section(section, where)
-    _unknown_keys(section, _COMMON_KEYS | set(cls.options), where)
+    _unknown_keys(section, HOST_KEYS | set(cls.options), where)
     if not settings.as_bool(settings.get(section, "Enabled", enabled_default), f"{where}.Enabled"):
         return None
     interval = settings.as_float(settings.get(section, "IntervalSeconds", float(cls.default_interval)),

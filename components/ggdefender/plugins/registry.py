@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import Dict, List, Optional
 
 from .builtin import BUILTINS
-from .contract import Plugin, SampleError, ValueType, check_metric_name
+from .contract import HOST_KEYS, Plugin, SampleError, ValueType, check_metric_name
 
 log = logging.getLogger("ggdefender.plugins")
 
@@ -55,7 +55,7 @@ def check_plugin_class(obj, expected_name: Optional[str] = None) -> type:
         raise SampleError(f"plugin {obj.name!r}: default_interval must be >= 0")
     if not isinstance(obj.options, dict) or not all(isinstance(k, str) for k in obj.options):
         raise SampleError(f"plugin {obj.name!r}: options must be a dict of option name -> default")
-    reserved = sorted(set(obj.options) & {"Enabled", "IntervalSeconds"})
+    reserved = sorted(set(obj.options) & HOST_KEYS)
     if reserved:
         raise SampleError(f"plugin {obj.name!r}: option name(s) {', '.join(reserved)} are reserved by the host")
     return obj
