@@ -405,17 +405,20 @@ class JobsService:
         if job_id == "$next":
             pending = self._pending(thing)
             return {"execution": self._execution(pending[0], bool(include))} if pending else {}
-        if not JOB_ID.match(job_id) or job_id not in self.jobs:
-            raise _Reject("ResourceNotFound", f"no job execution {job_id} for {thing}")
-        attempts = self._attempts(thing, job_id)
-        number = request.get("executionNumber")
-        match = [e for e in attempts if number in (None, e["executionNumber"])]
-        if not match:
-            raise _Reject("ResourceNotFound", f"no execution {number} of job {job_id} for {thing}")
-        e = match[-1]
+        e = self._requested_execution(thing, job_id, request)
         if e["status"] in TERMINAL:
             raise _Reject("TerminalStateReached", f"execution {e['executionNumber']} of {job_id} is {e['status']}")
         return {"execution": self._execution(e, bool(include))}
+
+    def _requested_execution(self, thing: str, job_id: str, request: dict) -> dict:
+        """The execution a get/update request names (its executionNumber, else the latest attempt)."""
+        if not JOB_ID.match(job_id) or job_id not in self.jobs:
+            raise _Reject("ResourceNotFound", f"no job execution {job_id} for {thing}")
+        number = request.get("executionNumber")
+        match = [e for e in self._attempts(thing, job_id) if number in (None, e["executionNumber"])]
+        if not match:
+            raise _Reject("ResourceNotFound", f"no execution {number} of job {job_id} for {thing}")
+        return match[-1]
 
     @staticmethod
     def _details(details: Any) -> dict:
@@ -444,14 +447,7 @@ class JobsService:
             raise _Reject("InvalidRequest", f"status must be one of {', '.join(DEVICE_STATUSES)}, got {status!r}")
         details = self._details(request["statusDetails"]) if "statusDetails" in request else None
         step_deadline = self._step_deadline(request)
-        if not JOB_ID.match(job_id) or job_id not in self.jobs:
-            raise _Reject("ResourceNotFound", f"no job execution {job_id} for {thing}")
-        attempts = self._attempts(thing, job_id)
-        number = request.get("executionNumber")
-        match = [e for e in attempts if number in (None, e["executionNumber"])]
-        if not match:
-            raise _Reject("ResourceNotFound", f"no execution {number} of job {job_id} for {thing}")
-        e = match[-1]
+        e = self._requested_execution(thing, job_id, request)
         if e["status"] in TERMINAL or (e["status"] == "QUEUED" and status in ("SUCCEEDED", "FAILED")):
             raise _Reject("InvalidStateTransition", f"cannot go from {e['status']} to {status}", self._state(e))
         expected = request.get("expectedVersion")
