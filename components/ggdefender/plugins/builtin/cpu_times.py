@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, ClassVar, List, Optional
 
 import psutil
+
+from ... import settings
+from ..contract import Plugin
 
 
 def _totals(times) -> tuple:
@@ -67,3 +70,21 @@ class CpuSampler:
                 raise RuntimeError(f"CPU count changed from {len(previous)} to {len(current)} during the interval")
             return [busy_percent(a, b) for a, b in zip(previous, current)]
         return busy_percent(previous, current)
+
+
+class CpuPercentPlugin(Plugin):
+    """What `cpu_usage` and `cpu_usage_per_core` share: a sampler of their own and its MinIntervalSeconds."""
+
+    unit = "percent"
+    options = {"MinIntervalSeconds": 1.0}
+    percpu: ClassVar[bool] = False
+
+    def __init__(self):
+        self._sampler = CpuSampler(percpu=self.percpu)
+
+    def configure(self, options):
+        self._sampler.min_interval = settings.as_float(
+            options["MinIntervalSeconds"], "MinIntervalSeconds", minimum=0.1, maximum=10)
+
+    def sample(self):
+        return self._sampler.measure()
