@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ggdefender.collector.report import to_long
+from ggdefender.collector.schema import validate_report
+
 from .core import thing_name_problem  # also keeps "..", "." out of <root>/cloud/defender/<thing>/
 
 log = logging.getLogger("ggdefender.local.cloud_defender")
@@ -29,17 +32,6 @@ TOPIC_FILTER = "$aws/things/+/defender/metrics/+"
 FORMATS = ("json", "cbor")
 MAX_REMEMBERED_IDS = 100_000  # per thing, for duplicate detection
 MAX_KEPT_REPLIES = 1000
-
-
-def _validator():
-    """The collector's validator; None while that part is not in the build."""
-    try:
-        from ggdefender.collector.schema import validate_report
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("ggdefender"):
-            return None
-        raise
-    return validate_report
 
 
 def _decode(payload: bytes, fmt: str) -> Any:
@@ -56,12 +48,6 @@ def _encode(obj: dict, fmt: str) -> bytes:
     import cbor2
 
     return cbor2.dumps(obj)
-
-
-def _to_long(report: dict) -> dict:
-    from ggdefender.collector.report import to_long
-
-    return to_long(report)
 
 
 def _report_id(report: Any) -> Optional[int]:
@@ -86,10 +72,6 @@ class DefenderService:
         self._ids: dict[str, collections.OrderedDict] = {}
         self._last: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._validate = _validator()
-        if self._validate is None and view is not None:
-            view.note("defender", "report validator not in this build: every parseable report is accepted",
-                      level="warning")
         self._unsubscribe = core.subscribe_iot(TOPIC_FILTER, self._on_report)
 
     # -- bookkeeping ---------------------------------------------------------------------------------
@@ -142,10 +124,7 @@ class DefenderService:
             except Exception as exc:
                 problems = [f"payload is not valid {fmt.upper()}: {exc}"]
             else:
-                if self._validate is not None:
-                    problems = list(self._validate(payload, fmt))
-                else:
-                    problems = [] if isinstance(report, dict) else ["report must be an object"]
+                problems = validate_report(payload, fmt)
         rid = _report_id(report)
         warning = ""
         with self._lock:
@@ -168,7 +147,7 @@ class DefenderService:
 
     def _accept(self, thing: str, fmt: str, topic: str, rid: int, report: dict, now: float, size: int,
                 warning: str) -> None:
-        long_report = _to_long(report)
+        long_report = to_long(report)
         record = {"receivedAt": now, "topic": topic, "report": long_report}
         path = self.reports_file(thing)
         path.parent.mkdir(parents=True, exist_ok=True)
