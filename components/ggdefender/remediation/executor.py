@@ -13,6 +13,7 @@ import logging
 from typing import Callable, Optional
 
 from . import handlers, operations
+from .config import DEVICE_CLIENT_OPERATIONS
 from .operations.base import Context, OperationError, Outcome
 
 log = logging.getLogger("ggdefender.remediation")
@@ -35,20 +36,20 @@ class Executor:
         self.audit_sink = audit_sink
 
     def _context(self, label: str, dry_run: bool, step) -> Context:
-        timeout = (self.settings.handler_timeout_seconds if step.operation in ("runHandler", "runCommand")
+        timeout = (self.settings.handler_timeout_seconds if step.operation in DEVICE_CLIENT_OPERATIONS
                    else self.settings.operation_timeout_seconds)
         return Context(settings=self.settings, safety=self.safety, ipc=self.ipc, dry_run=dry_run, job=label,
                        timeout=timeout, audit_sink=self.audit_sink)
 
     def _run_step(self, step, plan, ctx: Context) -> Outcome:
-        if step.operation in ("runHandler", "runCommand"):
+        if step.operation in DEVICE_CLIENT_OPERATIONS:
             return handlers.run_step(step, ctx, plan.include_stdout)
         return operations.get(step.operation).run(step.arguments, ctx)
 
     def preflight(self, plan, label: str, steps) -> None:
         for step in steps:
             try:
-                if step.operation in ("runHandler", "runCommand"):
+                if step.operation in DEVICE_CLIENT_OPERATIONS:
                     handlers.preflight(step, self.settings)
                 else:
                     self._run_step(step, plan, self._context(label, True, step))
