@@ -161,14 +161,12 @@ class DetectService:
                             records.pop(next(iter(records)))
                 if fcfg.enabled and not ev.get("suppressAlerts"):
                     finding = F.new_finding(ev, fcfg, now)
-                    if ev.get("mitigationActions"):
-                        finding = F.record_actions(finding, ev["mitigationActions"], now, bump=False)
             elif ev["violationEventType"] in (CLEARED, INVALIDATED):
                 old = self.store.findings.get(vid)
                 if old is not None:
                     finding = F.close_finding(old, ev, now)
-                    if ev.get("mitigationActions"):
-                        finding = F.record_actions(finding, ev["mitigationActions"], now, bump=False)
+            if finding is not None and ev.get("mitigationActions"):
+                finding = F.record_actions(finding, ev["mitigationActions"], now, bump=False)
             self.store.outbox.append(("violation", ev))
             for r in requests:
                 self.store.outbox.append(("request", r))
