@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_ROOT = ".ggdefender-local"
+from .cli import DEFAULT_ROOT
 MAX_DOCUMENT_FILE_BYTES = 64 * 1024
 
 
