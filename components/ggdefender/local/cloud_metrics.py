@@ -185,15 +185,14 @@ class CloudMetricsService:
     def _publish(self, events: list) -> None:
         if not events:
             return
+        lines = [json.dumps(e, separators=(",", ":")) for e in events]
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / "violations.jsonl", "a", encoding="utf-8") as fh:
-            for e in events:
-                fh.write(json.dumps(e, separators=(",", ":")) + "\n")
-        for e in events:
+            fh.writelines(line + "\n" for line in lines)
+        for e, line in zip(events, lines):
             self.events.append(e)
             del self.events[:-MAX_KEPT_EVENTS]
-            self.core.publish_iot(violations_topic(self.thing), json.dumps(e, separators=(",", ":")).encode(),
-                                  source="cloud")
+            self.core.publish_iot(violations_topic(self.thing), line.encode(), source="cloud")
             self._note(f"{e['violationEventType']}: {e['securityProfileName']}/{e['behavior'].get('name')} "
                        f"{json.dumps(e.get('metricValue'))}", "warning" if e["violationEventType"] == "in-alarm" else "info")
 
