@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
-import json
 import logging
 import os
 import threading
@@ -300,8 +299,3 @@ def _is_connection_error(exc: BaseException) -> bool:
         or "AWS_IO_SOCKET_CLOSED" in text
         or "connection" in text.lower() and "closed" in text.lower()
     )
-
-
-def to_json_bytes(obj: Any) -> bytes:
-    """Compact JSON, the encoding used for every payload we publish."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=False).encode()

@@ -345,11 +345,6 @@ class PluginHost:
         if enabled:
             self.external.ingest(topic, payload, reserved)
 
-    def metric_types(self) -> Dict[str, ValueType]:
-        """In-process metrics currently enabled, by name (for docs, registration helpers and tests)."""
-        with self._lock:
-            return {m: t for slot in self._slots for m, t in slot.metrics.items()}
-
     def close(self) -> None:
         with self._lock:
             self._closed = True

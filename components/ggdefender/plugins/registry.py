@@ -33,9 +33,6 @@ class Registry:
     origins: Dict[str, str] = field(default_factory=dict)
     problems: List[str] = field(default_factory=list)
 
-    def get(self, name: str) -> Optional[type]:
-        return self.builtins.get(name) or self.installed.get(name)
-
 
 def check_plugin_class(obj, expected_name: Optional[str] = None) -> type:
     """The class itself when it honours the contract's declarations, else SampleError saying what is off."""
