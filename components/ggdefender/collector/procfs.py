@@ -65,13 +65,14 @@ class ProcfsSource:
         groups = set(groups)
         out = Sample()
         ifmap = InterfaceMap()
+        inuse: Dict[str, int] = {}
         if groups & {"listening_tcp_ports", "listening_udp_ports", "tcp_connections"}:
             ifmap = self._interfaces() if callable(self._interfaces) else self._interfaces
+            inuse = self._sockets_in_use()  # not needed when only network_stats are collected
         if len(self._addr_cache) > _CACHE_LIMIT:
             self._addr_cache.clear()
         want_listen = "listening_tcp_ports" in groups
         want_conn = "tcp_connections" in groups
-        inuse = self._sockets_in_use()
         if want_listen or want_conn:
             try:
                 listeners: Dict[Tuple[int, Optional[str]], None] = {}
