@@ -21,11 +21,13 @@ import threading
 import uuid
 from typing import Any, Optional
 
+from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
+
 customer_logger = logging.getLogger("ggdefender.greengrasssdk")
 
 QUEUE_FULL_POLICIES = ("", "BestEffort", "AllOrException")
 SHADOW_TIMEOUT = 10.0
-MAX_PAYLOAD = 128 * 1024  # IoT Core's limit; v1's Lambda invoke limit was larger, the broker's is not
+MAX_PAYLOAD = IOT_CORE_MAX_PAYLOAD  # IoT Core's limit; v1's Lambda invoke limit was larger, the broker's is not
 
 _shared_ipc = None
 _shared_lock = threading.Lock()
@@ -68,8 +70,8 @@ def _payload_bytes(payload: Any) -> bytes:
         data = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     else:
         raise TypeError(f"payload must be str, bytes or a file-like object, got {type(payload).__name__}")
-    if len(data) > MAX_PAYLOAD:
-        raise ValueError(f"payload is larger than {MAX_PAYLOAD} bytes")
+    if len(data) >= MAX_PAYLOAD:
+        raise ValueError(f"payload is {len(data)} bytes; IoT Core takes at most {MAX_PAYLOAD - 1}")
     return data
 
 

@@ -22,6 +22,11 @@ LocalHandler = Callable[[str, Any], None]  # payload: dict for JSON messages, by
 ConfigHandler = Callable[[list], None]  # key path of the changed node, relative to `configuration`
 
 
+# A nucleus refuses PublishToIoTCore payloads of this many bytes or more (mqtt.maxMessageSizeInBytes, default
+# 128 KiB); every size check on IoT Core payloads in the project uses this one number.
+IOT_CORE_MAX_PAYLOAD = 128 * 1024
+
+
 class IpcUnavailable(RuntimeError):
     """The Greengrass IPC socket could not be reached within the retry budget."""
 

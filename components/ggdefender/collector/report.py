@@ -16,10 +16,11 @@ import socket
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ggdefender.collector.sources import Connection, Counters, Listener, Sample
+from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
 
 VERSION = "1.0"
 DEFAULT_MAX_LIST = 1000
-MQTT_LIMIT = 128 * 1024
+MQTT_LIMIT = IOT_CORE_MAX_PAYLOAD  # a report must stay below this
 DEFAULT_MAX_BYTES = 128_000  # a little under the 128 KiB IoT Core payload limit
 
 # long -> short; the same table serves every level (names never clash across levels)

@@ -16,10 +16,12 @@ import urllib.parse
 import uuid
 from typing import Optional
 
+from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
+
 log = logging.getLogger("ggdefender.local.bridge")
 
 SOURCE = "bridge"
-MAX_PAYLOAD = 128 * 1024  # IoT Core's MQTT payload limit: bigger broker messages are dropped, not forwarded
+MAX_PAYLOAD = IOT_CORE_MAX_PAYLOAD  # broker messages this big or bigger are dropped, not forwarded
 CONNECT_TIMEOUT = 10.0
 
 
@@ -75,7 +77,7 @@ class Bridge:
             self._connected.set()
 
         def on_message(c, userdata, msg):
-            if len(msg.payload) > MAX_PAYLOAD:
+            if len(msg.payload) >= MAX_PAYLOAD:
                 self._note(f"dropped a {len(msg.payload)}-byte message on {msg.topic}: over the "
                            f"{MAX_PAYLOAD}-byte IoT Core limit", "warning")
                 return

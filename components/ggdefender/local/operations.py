@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 from .authz import CLI, MQTTPROXY, PUBSUB, denial_message
+from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
+
 from .core import RECEIVE_ALL, RECEIVE_FROM_OTHERS, Core, FailedUpdateCondition, validate_filter
 
 NS = "aws.greengrass#"
@@ -25,7 +27,7 @@ MAX_KEY_PATH = 64
 # What the nucleus's MQTT client checks before it spools a PublishToIoTCore (MqttClient.isValidPublishRequest):
 # payload below mqtt.maxMessageSizeInBytes (default 128 KiB), at most 7 '/' and 256 bytes of topic, not counting
 # a Basic Ingest prefix `$aws/rules/<rule>/`. A component that breaks them fails on a device, so it fails here.
-MAX_IOT_PAYLOAD_BYTES = 128 * 1024
+MAX_IOT_PAYLOAD_BYTES = IOT_CORE_MAX_PAYLOAD
 MAX_IOT_TOPIC_BYTES = 256
 MAX_IOT_TOPIC_SLASHES = 7
 _BASIC_INGEST_PREFIX = re.compile(r"\$aws/rules/[^/\s]+/(?=\S)", re.IGNORECASE)
