@@ -32,6 +32,7 @@ import socket
 import threading
 from typing import Any, Callable, Dict, Optional
 
+from ggdefender import topics
 from ggdefender.ipc import IpcUnavailable
 
 log = logging.getLogger("ggdefender.ipc_relay")
@@ -61,18 +62,16 @@ class RelayDenied(RelayError, PermissionError):
 class Policy:
     """What process B may do through the relay (docs/architecture.md, "One component, two processes")."""
 
-    LOCAL_PUBLISH = frozenset({"ggdefender/collector/events", "ggdefender/violations", "ggdefender/findings",
-                               "ggdefender/remediation/requests"})
-    LOCAL_SUBSCRIBE = frozenset({"ggdefender/custom-metrics", "ggdefender/collector/commands",
-                                 "ggdefender/remediation/results"})
+    LOCAL_PUBLISH = frozenset({topics.COLLECTOR_EVENTS, topics.LOCAL_VIOLATIONS, topics.LOCAL_FINDINGS,
+                               topics.REMEDIATION_REQUESTS})
+    LOCAL_SUBSCRIBE = frozenset({topics.CUSTOM_METRICS, topics.COLLECTOR_COMMANDS, topics.REMEDIATION_RESULTS})
 
     def __init__(self, thing: str):
         if not thing:
             raise ValueError("relay policy: no thing name")
-        metrics = f"$aws/things/{thing}/defender/metrics"
-        self.iot_publish = frozenset({f"{metrics}/json", f"{metrics}/cbor", f"ggdefender/things/{thing}/violations",
-                                      f"ggdefender/things/{thing}/findings"})
-        self.iot_subscribe = frozenset(f"{metrics}/{fmt}/{outcome}" for fmt in ("json", "cbor")
+        self.iot_publish = frozenset({topics.metrics(thing, "json"), topics.metrics(thing, "cbor"),
+                                      topics.violations(thing), topics.findings(thing)})
+        self.iot_subscribe = frozenset(f"{topics.metrics(thing, fmt)}/{outcome}" for fmt in ("json", "cbor")
                                        for outcome in ("accepted", "rejected"))
 
     def check(self, op: str, topic: Optional[str] = None) -> None:

@@ -15,6 +15,7 @@ import operator
 import socket
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
+from ggdefender import topics
 from ggdefender.collector.sources import Connection, Counters, Listener, Sample
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
 
@@ -238,5 +239,4 @@ def decode(payload: bytes, fmt: str = "json") -> dict:
     raise ValueError(f"unknown report format {fmt!r} (json or cbor)")
 
 
-def topic(thing: str, fmt: str) -> str:
-    return f"$aws/things/{thing}/defender/metrics/{fmt}"
+topic = topics.metrics

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ggdefender import topics
 from ggdefender.cli import optional_module
 from ggdefender.collector import config as cfg
 from ggdefender.collector.pipeline import Built, Pipeline
@@ -26,9 +27,9 @@ from ggdefender.settings import ConfigError
 
 log = logging.getLogger("ggdefender.collector")
 
-COMMANDS_TOPIC = "ggdefender/collector/commands"
-EVENTS_TOPIC = "ggdefender/collector/events"
-CUSTOM_METRICS_TOPIC = "ggdefender/custom-metrics"
+COMMANDS_TOPIC = topics.COLLECTOR_COMMANDS
+EVENTS_TOPIC = topics.COLLECTOR_EVENTS
+CUSTOM_METRICS_TOPIC = topics.CUSTOM_METRICS
 MAX_PENDING_COMMANDS = 16
 MAX_REQUEST_ID = 128
 

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+from ggdefender import topics
 from ggdefender.remediation.config import REQUESTS_TOPIC, RESULTS_TOPIC
 
 from . import config as C
@@ -40,18 +41,14 @@ from .violations import CLEARED, IN_ALARM, INVALIDATED
 log = logging.getLogger("ggdefender.detect")
 
 STATS_FILE = "detect-statistics.json"
-LOCAL_VIOLATIONS = "ggdefender/violations"
-LOCAL_FINDINGS = "ggdefender/findings"
+LOCAL_VIOLATIONS = topics.LOCAL_VIOLATIONS
+LOCAL_FINDINGS = topics.LOCAL_FINDINGS
 HISTORY_SAVE_SECONDS = 60.0
 MAX_ACTION_RECORDS = 200  # violations whose mitigation actions are remembered for late results
 
 
-def violations_topic(thing: str) -> str:
-    return f"ggdefender/things/{thing}/violations"
-
-
-def findings_topic(thing: str) -> str:
-    return f"ggdefender/things/{thing}/findings"
+violations_topic = topics.violations
+findings_topic = topics.findings
 
 
 class _LiveCidrs:

@@ -21,11 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Tuple
 
+from ggdefender import topics
+
 from .contract import SampleError, ValueType, check_metric_name, validate_value
 
 log = logging.getLogger("ggdefender.plugins")
 
-TOPIC = "ggdefender/custom-metrics"
+TOPIC = topics.CUSTOM_METRICS
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_BATCH = 100
 MAX_FUTURE_SKEW = 60.0  # seconds a publisher's clock may run ahead of ours

@@ -9,6 +9,7 @@ import dataclasses
 import re
 from typing import Optional
 
+from ggdefender import topics
 from ggdefender import settings as s
 
 COMPONENT_NAME = "ggdefender.Defender"
@@ -21,8 +22,8 @@ DEVICE_CLIENT_OPERATIONS = ("runHandler", "runCommand")
 
 # Local topics on which Detect's mitigation (process B) asks the listener (process A) and hears back; kept in
 # this small module so process B can share them without importing the listener.
-REQUESTS_TOPIC = "ggdefender/remediation/requests"
-RESULTS_TOPIC = "ggdefender/remediation/results"
+REQUESTS_TOPIC = topics.REMEDIATION_REQUESTS
+RESULTS_TOPIC = topics.REMEDIATION_RESULTS
 
 # set-config may never touch these sections: a job must not widen its own permissions or the supervisor's.
 FORBIDDEN_SET_CONFIG_SECTIONS = ("Remediation", "Supervisor")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 import uuid
 
+from ggdefender import topics
+
 from .base import Context, Failed, Outcome
 
 NAME = "collect-now"
-COMMANDS_TOPIC = "ggdefender/collector/commands"
-EVENTS_TOPIC = "ggdefender/collector/events"
+COMMANDS_TOPIC = topics.COLLECTOR_COMMANDS
+EVENTS_TOPIC = topics.COLLECTOR_EVENTS
 
 
 def target(args: dict) -> str:

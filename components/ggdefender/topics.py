@@ -1,0 +1,28 @@
+"""Every topic the component uses, named once (the table in docs/architecture.md lists them for users).
+
+Local pub/sub topics start with `ggdefender/`; IoT Core topics we own start with `ggdefender/things/{thing}/`;
+`$aws/` topics are AWS's. Stdlib only: both processes import this at start-up.
+"""
+
+# local pub/sub
+COLLECTOR_COMMANDS = "ggdefender/collector/commands"  # remediation -> collector: collect-now
+COLLECTOR_EVENTS = "ggdefender/collector/events"  # collector -> remediation: report published / failed
+CUSTOM_METRICS = "ggdefender/custom-metrics"  # out-of-process plugins -> collector
+REMEDIATION_REQUESTS = "ggdefender/remediation/requests"  # detect's mitigation -> remediation
+REMEDIATION_RESULTS = "ggdefender/remediation/results"  # remediation -> detect
+LOCAL_VIOLATIONS = "ggdefender/violations"
+LOCAL_FINDINGS = "ggdefender/findings"
+
+
+# IoT Core
+def metrics(thing: str, fmt: str) -> str:
+    """Device Defender's report topic; AWS answers on `<topic>/accepted` and `<topic>/rejected`."""
+    return f"$aws/things/{thing}/defender/metrics/{fmt}"
+
+
+def violations(thing: str) -> str:
+    return f"ggdefender/things/{thing}/violations"
+
+
+def findings(thing: str) -> str:
+    return f"ggdefender/things/{thing}/findings"
