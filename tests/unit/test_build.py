@@ -148,8 +148,10 @@ def test_archive_contents(project):
     assert all(n.startswith("ggdefender/") or n == "requirements.txt" for n in names)
     pins = [line for line in reqs.splitlines() if line and not line.startswith("#")]
     assert pins and all(re.match(r"^[A-Za-z0-9._-]+==\S+$", p) for p in pins)
-    import tomllib
-    assert pins == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(p.startswith("awsiotsdk==") for p in pins)
+    if sys.version_info >= (3, 11):  # the build falls back to its own parse without tomllib; check it agrees
+        import tomllib
+        assert pins == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
 def test_archive_is_reproducible(project):
