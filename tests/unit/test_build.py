@@ -86,7 +86,7 @@ def test_recipe_contract():
     life = manifest["Lifecycle"]
     install = life["Install"]["Script"]
     assert not re.search(r"\s--user\b", install)
-    assert 'WORK="{work:path}"' in install and 'python3 -m venv "$WORK/venv"' in install
+    assert 'WORK="{work:path}"' in install and '"$PY" -m venv "$WORK/venv"' in install
     assert "-m ggdefender run" in life["Run"]["Script"]
     conf = r["ComponentConfiguration"]["DefaultConfiguration"]
     for section in ("Collector", "Plugins", "Remediation", "Detect", "Supervisor"):
