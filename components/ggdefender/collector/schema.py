@@ -19,6 +19,7 @@ from typing import Any, List, Union
 import jsonschema
 
 from ggdefender.collector.report import MQTT_LIMIT, SHORT_TO_LONG
+from ggdefender.plugins.contract import SampleError, check_metric_name
 
 _COUNT = {"type": "integer", "minimum": 0}
 _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
@@ -87,7 +88,6 @@ REPORT_SCHEMA = {
 }
 
 _VALIDATOR = jsonschema.Draft7Validator(REPORT_SCHEMA)
-_METRIC_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 _IPV4_ADDR = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$")
 _IPV6_ADDR = re.compile(r"^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$")
 
@@ -157,10 +157,10 @@ def _extra_rules(report: dict, problems: List[str]) -> None:
     custom = report.get("custom_metrics")
     if isinstance(custom, dict):
         for name, value in custom.items():
-            if not _METRIC_NAME.match(name):
-                problems.append(f"/custom_metrics/{name}: metric name must be 1-128 of [a-zA-Z0-9:_-]")
-            elif name.startswith("aws:"):
-                problems.append(f"/custom_metrics/{name}: metric name must not begin with 'aws:'")
+            try:
+                check_metric_name(name)  # the same rule plugins are held to
+            except SampleError as exc:
+                problems.append(f"/custom_metrics/{name[:140]}: {exc}")
             if not (isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict)):
                 continue  # the schema already said what is wrong
             for kind, v in value[0].items():

@@ -74,8 +74,9 @@ def test_bad_reports_are_reported_with_where(report, needle):
     ({"s": [{"string_list": ["a", 3]}]}, "not of type 'string'"),
     ({"i": [{"ip_list": ["10.0.0.1", "nope"]}]}, "not an IPv4 or IPv6 address"),
     ({"aws:cpu": [{"number": 1}]}, "must not begin with 'aws:'"),
-    ({"bad name": [{"number": 1}]}, "metric name must be"),
-    ({"x" * 129: [{"number": 1}]}, "metric name must be"),
+    ({"AWS:cpu": [{"number": 1}]}, "must not begin with 'aws:'"),  # the plugins' rule: any case
+    ({"bad name": [{"number": 1}]}, "must be 1-128 characters of A-Z a-z 0-9 : _ -"),
+    ({"x" * 129: [{"number": 1}]}, "must be 1-128 characters of A-Z a-z 0-9 : _ -"),
     ({"f": [{"number": float("nan")}]}, "finite"),
 ])
 def test_custom_metric_shapes(custom, needle):
