@@ -18,7 +18,7 @@ MIN_INTERVAL = 300  # AWS throttles faster reporting; every reference agent uses
 KNOWN_KEYS = (
     "Enabled", "SampleIntervalSeconds", "DevelopmentSampleIntervalSeconds", "StartJitterPercent",
     "ReportFormat", "Metrics", "InterfaceInclude", "InterfaceExclude", "MaxListSize", "MaxReportBytes",
-    "PublishQos", "IncludeCustomMetrics", "Source",
+    "PublishQos", "IncludeCustomMetrics", "Source", "MinCollectNowSeconds",
 )
 
 
@@ -37,6 +37,7 @@ class CollectorSettings:
     publish_qos: int = 1
     include_custom_metrics: bool = True
     source: str = "auto"
+    min_collect_now_seconds: float = 10.0  # on-demand reports never come closer together than this
     warnings: Tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -93,6 +94,8 @@ def parse(section) -> CollectorSettings:
     read("DevelopmentSampleIntervalSeconds", "development_interval_seconds", dev_interval)
     read("StartJitterPercent", "start_jitter_percent",
          lambda v: s.as_float(v, "StartJitterPercent", minimum=0, maximum=100))
+    read("MinCollectNowSeconds", "min_collect_now_seconds",
+         lambda v: s.as_float(v, "MinCollectNowSeconds", minimum=0, maximum=3600))
     read("ReportFormat", "report_format", lambda v: s.as_choice(v, "ReportFormat", ("json", "cbor")))
 
     def metrics(v):

@@ -52,6 +52,7 @@ class CollectorService:
         self._wake = threading.Event()
         self._config_dirty = threading.Event()
         self._commands: "queue.Queue[dict]" = queue.Queue(MAX_PENDING_COMMANDS)
+        self._last_tick = float("-inf")  # monotonic time of the last report attempt
         self._subs = []
         self.published = 0  # reports handed to IPC, for health and tests
         self.failures = 0
@@ -192,6 +193,7 @@ class CollectorService:
         return built
 
     def _tick(self, request_ids=()) -> None:
+        self._last_tick = self._mono()
         try:
             built = self.collect_and_publish()
         except IpcUnavailable:
@@ -219,8 +221,13 @@ class CollectorService:
                  self.thing, jitter, interval)
         try:
             while not stop.is_set():
-                wait = next_at - self._mono()
-                if wait > 0 and self._commands.empty() and not self._config_dirty.is_set():
+                now = self._mono()
+                wait = next_at - now
+                if not self._commands.empty():
+                    # collect-now requests wait for MinCollectNowSeconds since the last report (and are
+                    # answered together), so no component can flood IoT Core with reports
+                    wait = min(wait, self._last_tick + self._settings.min_collect_now_seconds - now)
+                if wait > 0 and not self._config_dirty.is_set():
                     self._wake.wait(min(wait, 60.0))
                     self._wake.clear()
                 if stop.is_set():
@@ -237,13 +244,14 @@ class CollectorService:
                         # keep the fixed rate; a shorter interval takes effect from the last tick
                         next_at = next_at - interval + self._settings.interval
                         interval = self._settings.interval
-                pending = self._drain_commands()
-                if pending:
-                    self._tick(pending)
-                    continue
+                if self._mono() >= self._last_tick + self._settings.min_collect_now_seconds:
+                    pending = self._drain_commands()
+                    if pending:
+                        self._tick(pending)
+                        continue
                 if self._mono() >= next_at:
                     if self._settings.enabled:
-                        self._tick()
+                        self._tick(self._drain_commands())  # also answers requests still waiting
                     now = self._mono()
                     while next_at <= now:
                         next_at += interval  # skip missed ticks instead of bursting

@@ -161,6 +161,29 @@ def test_collect_now_command_is_answered(tmp_path, source):
     assert event["reportId"] == decode(ipc.iot[-1][1])["header"]["report_id"]
 
 
+
+def test_collect_now_requests_are_spaced_and_answered_together(tmp_path, source):
+    conf = {"Collector": {"StartJitterPercent": 0, "MinCollectNowSeconds": 3600}, "Plugins": {"Enabled": False}}
+    ipc, svc = make(tmp_path, source, conf)
+    stop, t = run_loop(svc)
+    try:
+        ipc.wait(lambda i: len(i.iot) >= 1)  # the first scheduled report; the next is 300 s away
+        for rid in ("r-1", "r-2", "r-3"):
+            ipc.deliver("local", COMMANDS_TOPIC, {"command": "collect-now", "requestId": rid})
+        # within MinCollectNowSeconds of the last report: no new report, no answer yet
+        with ipc.published:
+            assert not ipc.published.wait_for(lambda: len(ipc.iot) > 1, timeout=1.0)
+        assert not [m for _, m in ipc.local]
+        ipc.config["Collector"]["MinCollectNowSeconds"] = 0
+        ipc.deliver("config", None, ["Collector", "MinCollectNowSeconds"])
+        ipc.wait(lambda i: len([m for _, m in i.local if m.get("event") == "report-published"]) == 3)
+    finally:
+        stop_loop(svc, stop, t)
+    assert len(ipc.iot) == 2  # one report answered all three waiting requests
+    answered = {m["requestId"]: m["reportId"] for _, m in ipc.local}
+    assert set(answered) == {"r-1", "r-2", "r-3"} and len(set(answered.values())) == 1
+    assert answered["r-1"] == decode(ipc.iot[-1][1])["header"]["report_id"]
+
 def test_collect_now_failure_is_reported(tmp_path, source):
     ipc, svc = make(tmp_path, source)
     ipc.fail_publishes = 1
