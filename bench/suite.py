@@ -91,19 +91,18 @@ def hold_worker() -> int:
     return 0
 
 
-class ConnectionHolder:
-    """Parent side of hold_worker; a context manager so the child always ends (it also ends on our death)."""
+class LineWorker:
+    """A child process spoken to in JSON lines; closing its stdin ends it (killed after 30 s)."""
 
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--hold-worker"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    what = "worker"
 
-    def hold(self, n: int) -> None:
-        self.proc.stdin.write(f"{n}\n")
+    def request(self, line: str) -> dict:
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        reply = json.loads(self.proc.stdout.readline() or '{"error": "holder exited"}')
+        reply = json.loads(self.proc.stdout.readline() or '{"error": "exited"}')
         if "error" in reply:
-            raise RuntimeError(f"connection holder: {reply['error']}")
+            raise RuntimeError(f"{self.what}: {reply['error']}")
+        return reply
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -120,6 +119,19 @@ class ConnectionHolder:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ConnectionHolder(LineWorker):
+    """Parent side of hold_worker; a context manager so the child always ends (it also ends on our death)."""
+
+    what = "connection holder"
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--hold-worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def hold(self, n: int) -> None:
+        self.request(str(n))
 
 
 def established_rows() -> int:
@@ -148,7 +160,9 @@ def ensure_reference_venv() -> Path:
     return py
 
 
-class ReferenceAgent:
+class ReferenceAgent(LineWorker):
+    what = "reference agent worker"
+
     def __init__(self, python: Path):
         self.proc = subprocess.Popen([str(python), str(BENCH / "reference_agent_worker.py")],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -159,22 +173,7 @@ class ReferenceAgent:
         self.version = hello["version"]
 
     def sample(self, reps: int = 1) -> dict:
-        self.proc.stdin.write(json.dumps({"reps": reps}) + "\n")
-        self.proc.stdin.flush()
-        reply = json.loads(self.proc.stdout.readline() or '{"error": "worker exited"}')
-        if "error" in reply:
-            raise RuntimeError(f"reference agent worker: {reply['error']}")
-        return reply
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        return self.request(json.dumps({"reps": reps}))
 
 
 # == our collector (timing helpers: bench/collector_bench.py) ===============================================
