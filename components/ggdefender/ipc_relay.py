@@ -15,6 +15,7 @@ from A; binary payloads are base64.
           {"id": n, "op": "get_config", "keyPath": [...]}
           {"id": n, "op": "subscribe_config", "sub": s}
           {"id": n, "op": "unsubscribe", "sub": s}
+          {"id": n, "op": "health", "path": p, "value": object|null}   (only B's own paths: health.check_from_part)
   A -> B  {"id": n, "ok": true, "result": value} | {"id": n, "ok": false, "kind": k, "error": message}
           {"ev": s, "topic": t, "json": value} | {"ev": s, "topic": t, "b64": ...} | {"ev": s, "path": [...]}
 The subscription id `s` is chosen by B, so an event can never arrive before B knows where it goes.
@@ -32,7 +33,7 @@ import socket
 import threading
 from typing import Any, Callable, Dict, Optional
 
-from ggdefender import topics
+from ggdefender import health, topics
 from ggdefender.ipc import IpcUnavailable
 
 log = logging.getLogger("ggdefender.ipc_relay")
@@ -78,7 +79,7 @@ class Policy:
         """Raise RelayDenied unless B may do `op` (on `topic`)."""
         allowed = {"publish_iot": self.iot_publish, "subscribe_iot": self.iot_subscribe,
                    "publish_local": self.LOCAL_PUBLISH, "subscribe_local": self.LOCAL_SUBSCRIBE}.get(op)
-        if op in ("get_config", "subscribe_config", "unsubscribe"):
+        if op in ("get_config", "subscribe_config", "unsubscribe", "health"):  # health: paths checked in _dispatch
             return
         if allowed is None:
             why = " (privileged: only process A may do this)" if op in PRIVILEGED_OPS else ""
@@ -285,6 +286,14 @@ class RelayServer:
             else:
                 raise ValueError("needs 'json' or 'b64'")
             return None
+        if op == "health":
+            path, value = req.get("path"), req.get("value")
+            try:
+                health.check_from_part(path, value)
+            except PermissionError as exc:
+                raise RelayDenied(f"relay policy: {exc}") from None
+            health.report(self.ipc, path, value)
+            return None
         if op == "get_config":
             key_path = req.get("keyPath") or []
             if not isinstance(key_path, list) or len(key_path) > MAX_KEY_PATH or \
@@ -461,6 +470,10 @@ class RelayClient:
         if component:
             raise RelayDenied("relay policy: only this component's own configuration can be read")
         return self._request({"op": "get_config", "keyPath": list(key_path or [])})
+
+    def health(self, path: str, value: Optional[dict]) -> None:
+        """Set `path` of process A's health document (use `ggdefender.health.report`, which never raises)."""
+        self._request({"op": "health", "path": path, "value": value})
 
     def subscribe_config(self, handler, component: Optional[str] = None) -> RelaySubscription:
         if component:

@@ -12,6 +12,7 @@ REMEDIATION_REQUESTS = "ggdefender/remediation/requests"  # detect's mitigation 
 REMEDIATION_RESULTS = "ggdefender/remediation/results"  # remediation -> detect
 LOCAL_VIOLATIONS = "ggdefender/violations"
 LOCAL_FINDINGS = "ggdefender/findings"
+HEALTH = "ggdefender/health"  # process A -> anyone: the health document (docs/configuration.md, "Health")
 
 
 # IoT Core
@@ -26,3 +27,7 @@ def violations(thing: str) -> str:
 
 def findings(thing: str) -> str:
     return f"ggdefender/things/{thing}/findings"
+
+
+def health(thing: str) -> str:
+    return f"ggdefender/things/{thing}/health"

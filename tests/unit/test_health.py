@@ -1,0 +1,184 @@
+"""The health document (ggdefender.health): shape, bounds, coalesced publishing, and B's path allow-list."""
+
+import json
+import threading
+
+import pytest
+
+from ggdefender import health, ipc_relay as R
+
+THING = "thingH"
+
+
+class Recorder:
+    """A's IPC as far as the publisher uses it; `gate` holds publishes back to show coalescing."""
+
+    thing_name = THING
+
+    def __init__(self):
+        self.iot = []
+        self.local = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = 0
+
+    def publish_iot(self, topic, payload, qos=1):
+        self.gate.wait(30)
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("IPC down")
+        self.iot.append((topic, json.loads(payload), qos))
+
+    def publish_local(self, topic, message):
+        self.local.append((topic, message))
+
+
+def _wait(cond, what):
+    ev = threading.Event()
+    for _ in range(1500):  # a bound for a loaded machine, not a speed claim
+        if cond():
+            return
+        ev.wait(0.02)
+    raise AssertionError(f"not reached: {what}")
+
+
+def test_document_shape_and_status():
+    h = health.Health()
+    assert h.document()["status"] == "ok"
+    h.set("configuration.Collector", {"accepted": True, "at": "t"})
+    h.set("privilegeSeparation", {"on": True, "collectorUser": "nobody"})
+    doc = h.document()
+    assert doc["component"] == "ggdefender.Defender" and doc["updatedAt"].endswith("Z")
+    assert doc["status"] == "ok" and doc["configuration"]["Collector"]["accepted"] is True
+    h.set("configuration.Detect", {"accepted": False, "reason": "Detect.X: bad", "usingLastGood": True})
+    assert h.document()["status"] == "degraded"
+    assert health.problems(h.document()) == ["configuration Detect rejected: Detect.X: bad"]
+    h.set("configuration.Detect", None)
+    assert h.document()["status"] == "ok"
+
+
+@pytest.mark.parametrize("path,value", [
+    ("parts.collector", {"state": "restarting", "restarts": 2, "cause": "memory limit"}),
+    ("outbox", {"pending": 3, "dropped": 1, "lastDropReason": "full"}),
+    ("lastReport", {"status": "REJECTED", "reportId": 4, "at": "t", "reason": "bad"}),
+    ("lastReport", {"status": "PUBLISH_FAILED", "reportId": 4, "at": "t"}),
+    ("privilegeSeparation", {"on": False, "reason": "cannot read the interpreter"}),
+])
+def test_each_problem_makes_the_document_degraded(path, value):
+    h = health.Health()
+    h.set(path, value)
+    assert h.document()["status"] == "degraded", path
+    assert len(health.problems(h.document())) == 1
+
+
+def test_removing_a_value_prunes_empty_parents():
+    h = health.Health()
+    h.set("parts.plugins.cpu", {"state": "running"})
+    h.set("parts.plugins.cpu", None)
+    assert "parts" not in h.document()
+
+
+def test_value_size_is_bounded_and_report_never_raises():
+    h = health.Health()
+    h.set("outbox", {"pending": 1, "dropped": 0, "lastDropReason": "x" * 5000})
+    assert h.get("outbox") == {"error": "health value too large"}
+    h.set("outbox", {"bad": object()})
+    assert "not serialisable" in h.get("outbox")["error"]
+
+    class Exploding:
+        def health(self, *a):
+            raise OSError("boom")
+    health.report(Exploding(), "outbox", {"pending": 0, "dropped": 0})  # no exception
+
+
+def test_plugin_entries_are_bounded():
+    h = health.Health()
+    for i in range(health.MAX_PLUGIN_ENTRIES + 10):
+        h.set(f"parts.plugins.p{i}", {"state": "running"})
+    assert len(h.get("parts.plugins")) == health.MAX_PLUGIN_ENTRIES
+
+
+def test_publishes_at_start_and_coalesces_changes_the_last_state_always_published():
+    ipc = Recorder()
+    h = health.Health(min_interval=0.2)
+    h.start(ipc)
+    _wait(lambda: len(ipc.iot) == 1, "the start-up publish")
+    assert ipc.iot[0][0] == f"ggdefender/things/{THING}/health" and ipc.iot[0][2] == 1
+    assert ipc.local[0][0] == "ggdefender/health"
+    ipc.gate.clear()  # the publisher is now blocked in (or before) its next publish
+    for i in range(50):
+        h.set("outbox", {"pending": i, "dropped": 0})
+    ipc.gate.set()
+    _wait(lambda: ipc.iot[-1][1].get("outbox", {}).get("pending") == 49, "the last state")
+    h.stop()
+    assert len(ipc.iot) <= 3  # 50 changes: the start-up document, at most one in flight, then the last state
+    assert all(t == f"ggdefender/things/{THING}/health" for t, _, _ in ipc.iot)
+
+
+def test_a_failed_publish_is_retried_with_the_latest_state():
+    ipc = Recorder()
+    ipc.fail = 1
+    h = health.Health(min_interval=0.05)
+    h.start(ipc)
+    h.set("outbox", {"pending": 7, "dropped": 0})
+    _wait(lambda: ipc.iot and ipc.iot[-1][1].get("outbox", {}).get("pending") == 7, "a retried publish")
+    h.stop()
+
+
+def test_check_from_part_allows_only_the_collector_process_paths():
+    for ok in ("configuration.Collector", "configuration.Plugins", "configuration.Detect"):
+        health.check_from_part(ok, {"accepted": False, "reason": "x", "usingLastGood": True, "at": "t"})
+    health.check_from_part("outbox", {"pending": 1, "dropped": 2})
+    health.check_from_part("lastReport", {"status": "ACCEPTED", "reportId": 1, "at": "t"})
+    health.check_from_part("parts.plugins.cpu_usage", {"state": "failing", "errors": 3})
+    health.check_from_part("outbox", None)
+    for denied in ("privilegeSeparation", "parts.collector", "parts.remediation", "configuration.Remediation",
+                   "configuration.Supervisor", "status", "thingName", "parts.plugins.", "parts.plugins.a/b"):
+        with pytest.raises(PermissionError):
+            health.check_from_part(denied, {"on": True})
+
+
+@pytest.mark.parametrize("path,value", [
+    ("configuration.Collector", {"reason": "no verdict"}),
+    ("configuration.Collector", {"accepted": "yes"}),
+    ("configuration.Collector", {"accepted": True, "extra": 1}),
+    ("outbox", {"pending": True, "dropped": 0}),
+    ("lastReport", {"status": "GREAT", "at": "t"}),
+    ("parts.plugins.x", {"nested": {"a": 1}}),
+    ("outbox", [1, 2]),
+    ("outbox", {"pending": 1, "dropped": 0, "lastDropReason": "x" * 5000}),
+])
+def test_check_from_part_checks_the_shape(path, value):
+    with pytest.raises(ValueError):
+        health.check_from_part(path, value)
+
+
+class FakeA:
+    thing_name = THING
+
+    def publish_iot(self, *a, **k):
+        pass
+
+    def publish_local(self, *a, **k):
+        pass
+
+
+def test_relay_carries_b_reports_to_a_and_refuses_a_paths(monkeypatch):
+    doc = health.Health()
+    monkeypatch.setattr(health, "process_health", lambda: doc)
+    a, b = R.socket_pair()
+    server = R.RelayServer(a, FakeA(), THING).start()
+    client = R.RelayClient(b, timeout=30).connect()
+    try:
+        health.report(client, "configuration.Collector", {"accepted": False, "reason": "bad", "usingLastGood": True})
+        assert doc.get("configuration.Collector")["usingLastGood"] is True
+        with pytest.raises(R.RelayDenied):
+            client.health("privilegeSeparation", {"on": True})
+        with pytest.raises(R.RelayError, match="unknown key"):
+            client.health("outbox", {"pending": 0, "dropped": 0, "evil": 1})
+        health.report(client, "parts.collector", {"state": "running"})  # refused in A, never raised in B
+        assert doc.get("privilegeSeparation") is None and doc.get("parts") is None
+    finally:
+        client.close()
+        server.close()
+        server.join(10)
