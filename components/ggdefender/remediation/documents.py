@@ -4,7 +4,8 @@ Three formats are accepted:
 - ours, `"schema": "ggdefender.remediation/1"` (job_document.schema.json: one allow-listed operation per
   step, typed arguments, `dryRun`);
 - the AWS IoT Device Client schema "1.0" (`runHandler` / `runCommand` steps, as in the AWS managed job
-  templates), validated strictly to the fields the Device Client documents;
+  templates): keys the Device Client does not read (e.g. `_comment`) are ignored as it ignores them, and
+  named in the plan's notes (statusDetails); the fields it reads are validated strictly;
 - the Device Client's legacy form `{"operation": "x.sh", "args": [...]}` (one runHandler step).
 
 Everything that can make a job impossible is checked here, so a REJECTED job has run nothing: size
@@ -92,6 +93,19 @@ DEVICE_CLIENT_LEGACY_SCHEMA = {
         "includeStdOut": {"type": ["string", "boolean"]},
     },
 }
+
+
+# The keys the Device Client reads, per object; anything else in a Device Client document is ignored (as the
+# Device Client does) and reported. A dict value describes a nested object, a list one describes its items.
+_DC_INPUT_KEYS = {"runHandler": ("handler", "args", "path"), "runCommand": ("command",)}
+_DC_ACTION_KEYS = ("name", "type", "runAsUser", "ignoreStepFailure", "allowStdErr", "input")
+_DC_DOC_KEYS = ("version", "includeStdOut", "conditions", "steps", "finalStep")
+_DC_LEGACY_KEYS = ("operation", "args", "path", "allowStdErr", "includeStdOut")
+MAX_NOTED_KEYS = 8
+
+# The AWS-Reboot managed template's handler: its exit status cannot show that the device rebooted, so running
+# it would report SUCCEEDED before (or without) a reboot. Refused with the reason instead.
+REBOOT_HANDLERS = ("reboot.sh",)
 
 
 class DocumentError(ValueError):
@@ -252,10 +266,51 @@ def _allow_stderr(value: Any, where: str) -> Optional[int]:
     return n
 
 
+def _known(obj: Any, keys, where: str, ignored: list) -> Any:
+    """obj without the keys the Device Client does not read; their paths are added to `ignored`."""
+    if not isinstance(obj, dict):
+        return obj  # the schema says what is wrong with it
+    for key in obj:
+        if key not in keys:
+            ignored.append(f"{where}.{key}")
+    return {k: v for k, v in obj.items() if k in keys}
+
+
+def _known_action(entry: Any, where: str, ignored: list) -> Any:
+    entry = _known(entry, ("action",), where, ignored)
+    if not isinstance(entry, dict) or not isinstance(entry.get("action"), dict):
+        return entry
+    action = _known(entry["action"], _DC_ACTION_KEYS, f"{where}.action", ignored)
+    input_keys = _DC_INPUT_KEYS.get(action.get("type"))
+    if input_keys and "input" in action:
+        action["input"] = _known(action["input"], input_keys, f"{where}.action.input", ignored)
+    return dict(entry, action=action)
+
+
+def _device_client_view(doc: dict) -> tuple:
+    """(the document as the Device Client reads it, the paths of the keys it ignores)."""
+    ignored: list = []
+    view = _known(doc, _DC_DOC_KEYS, "$", ignored)
+    if isinstance(view.get("steps"), list):
+        view["steps"] = [_known_action(e, f"$.steps[{i}]", ignored) for i, e in enumerate(view["steps"])]
+    if "finalStep" in view:
+        view["finalStep"] = _known_action(view["finalStep"], "$.finalStep", ignored)
+    return view, ignored
+
+
+def _note_ignored(plan: "Plan", ignored: list) -> None:
+    if ignored:
+        shown = ", ".join(ignored[:MAX_NOTED_KEYS]) + (f" and {len(ignored) - MAX_NOTED_KEYS} more"
+                                                       if len(ignored) > MAX_NOTED_KEYS else "")
+        plan.notes.append(f"ignored unknown key(s) {shown} (as the Device Client does)")
+
+
 def _parse_device_client(doc: dict, settings) -> Plan:
+    doc, ignored = _device_client_view(doc)
     _check(_jsonschema().Draft202012Validator(DEVICE_CLIENT_SCHEMA), doc, "Device Client")
     _no_placeholders(doc)
     plan = Plan(format="device-client", steps=[], include_stdout=_truthy(doc.get("includeStdOut")))
+    _note_ignored(plan, ignored)
     if doc.get("conditions"):
         plan.notes.append("conditions ignored (the Device Client does not evaluate them either)")
     for i, entry in enumerate(doc["steps"]):
@@ -266,6 +321,8 @@ def _parse_device_client(doc: dict, settings) -> Plan:
 
 
 def _parse_legacy(doc: dict, settings) -> Plan:
+    ignored: list = []
+    doc = _known(doc, _DC_LEGACY_KEYS, "$", ignored)
     _check(_jsonschema().Draft202012Validator(DEVICE_CLIENT_LEGACY_SCHEMA), doc, "Device Client (legacy)")
     _no_placeholders(doc)
     action = {"name": doc["operation"], "type": "runHandler",
@@ -276,6 +333,7 @@ def _parse_legacy(doc: dict, settings) -> Plan:
         action["allowStdErr"] = doc["allowStdErr"]
     plan = Plan(format="device-client-legacy", steps=[_dc_step(action, settings, "$")],
                 include_stdout=_truthy(doc.get("includeStdOut")))
+    _note_ignored(plan, ignored)
     return plan
 
 
@@ -290,6 +348,10 @@ def _dc_step(action: dict, settings, where: str) -> Step:
         if not HANDLER_NAME.match(handler) or handler in (".", ".."):
             raise DocumentError(f"{where}.input.handler: {handler!r} is not a plain file name "
                                 "(letters, digits, '.', '_', '-'; no paths)")
+        if handler in REBOOT_HANDLERS:
+            raise DocumentError(f"{where}.input.handler: {handler!r} (the AWS-Reboot template) is not supported: "
+                                "a reboot cannot be confirmed from the handler's exit status, so the job would "
+                                "report SUCCEEDED without a reboot; reboot the device through its own management")
         path = inp.get("path", "")
         if path not in ("", "default") and path.rstrip("/") != settings.handler_directory:
             raise DocumentError(f"{where}.input.path: handlers run only from the configured "

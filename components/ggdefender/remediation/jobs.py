@@ -14,7 +14,11 @@ step progress (`on_step`) and the time (`tick`), and carries out the returned ac
   terminal status whose acknowledgement was lost is re-sent (checked first with `{jobId}/get`);
 - only IN_PROGRESS, SUCCEEDED, FAILED and REJECTED are ever sent; statusDetails are cut to the API's
   limits; only RequestThrottled and InternalError (and lost replies) are retried, with exponential
-  backoff; VersionMismatch is re-evaluated against the returned state.
+  backoff plus jitter (randomness injected, so tests stay deterministic); VersionMismatch is
+  re-evaluated against the returned state;
+- while an execution runs, every notification (and a periodic poll) checks it with `{jobId}/get`: one
+  the service ended (cancel --force, timeout) yields `Cancel`, and no update is ever sent for it again;
+- `pause()` stops taking new executions (Remediation.Enabled=false) but finishes and reports the current one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import random
 import re
 import unicodedata
 import uuid
@@ -62,6 +67,15 @@ class Execute:
 @dataclasses.dataclass
 class SaveJournal:
     pass
+
+
+@dataclasses.dataclass
+class Cancel:
+    """The service ended the running execution (e.g. cancel --force): stop it; its result is never sent."""
+
+    job_id: str
+    execution_number: int
+    status: str  # what the service says (CANCELED, TIMED_OUT, REMOVED, ... or "gone")
 
 
 # -- topics ------------------------------------------------------------------------------------------
@@ -137,7 +151,7 @@ class Journal:
         return [e for e in self.entries.values() if e.get("state") == "finished"]
 
     def _trim(self) -> None:
-        done = [k for k, e in self.entries.items() if e.get("state") in ("acknowledged", "abandoned")]
+        done = [k for k, e in self.entries.items() if e.get("state") in CLOSED_STATES]
         excess = len(self.entries) - MAX_JOURNAL_ENTRIES
         if excess > 0:
             done.sort(key=lambda k: self.entries[k].get("updatedAt", 0))
@@ -149,9 +163,53 @@ class Journal:
 
     @classmethod
     def from_json(cls, data: Any) -> "Journal":
+        """A journal read back from disk; ValueError naming the first entry of the wrong shape (the caller
+        moves the file aside and starts empty rather than crash on it later)."""
         if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
-            raise ValueError("not a remediation journal")
-        return cls(data["entries"])
+            raise ValueError('not a remediation journal: expected {"entries": {...}}')
+        entries = data["entries"]
+        if len(entries) > MAX_JOURNAL_ENTRIES * 2:
+            raise ValueError(f"remediation journal has {len(entries)} entries; at most {MAX_JOURNAL_ENTRIES}")
+        for key, entry in entries.items():
+            problem = _entry_problem(key, entry)
+            if problem:
+                raise ValueError(f"remediation journal entry {str(key)[:80]!r}: {problem}")
+        return cls({k: dict(v) for k, v in entries.items()})
+
+
+ENTRY_STATES = ("claiming", "running", "finished", "acknowledged", "abandoned", "canceled")
+CLOSED_STATES = ("acknowledged", "abandoned", "canceled")  # never touched again
+
+
+def _entry_problem(key: Any, entry: Any) -> Optional[str]:
+    """What is wrong with one persisted journal entry, or None."""
+    if not isinstance(entry, dict):
+        return f"expected an object, got {type(entry).__name__}"
+    job_id, number = entry.get("jobId"), entry.get("executionNumber")
+    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        return "jobId missing or invalid"
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        return "executionNumber missing or not a positive integer"
+    if key != Journal.key(job_id, number):
+        return f"key does not match {Journal.key(job_id, number)!r}"
+    if entry.get("state") not in ENTRY_STATES:
+        return f"state {entry.get('state')!r} is not one of {', '.join(ENTRY_STATES)}"
+    if entry["state"] == "finished" and entry.get("status") not in ("SUCCEEDED", "FAILED", "REJECTED"):
+        return "a finished entry needs status SUCCEEDED, FAILED or REJECTED"
+    if "status" in entry and not isinstance(entry["status"], str):
+        return "status is not a string"
+    details = entry.get("statusDetails", {})
+    if not isinstance(details, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in details.items()):
+        return "statusDetails is not an object of strings"
+    for field in ("doneSteps", "startedStep"):
+        value = entry.get(field, 0)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            return f"{field} is not a non-negative integer"
+    for field in ("createdAt", "updatedAt"):
+        value = entry.get(field, 0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"{field} is not a number"
+    return None
 
 
 # -- the machine ------------------------------------------------------------------------------------------
@@ -166,7 +224,9 @@ class JobsMachine:
         retry_initial: float = 2.0,
         retry_max: float = 300.0,
         idle_poll: float = 0.0,
+        cancel_poll: float = 0.0,
         token_factory: Optional[Callable[[], str]] = None,
+        rng: Optional[Callable[[], float]] = None,
     ):
         self.thing = thing
         self.prefix = jobs_prefix(thing)
@@ -176,7 +236,11 @@ class JobsMachine:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.idle_poll = idle_poll
+        self.cancel_poll = cancel_poll  # seconds between checks that the running execution is still ours
         self._token = token_factory or (lambda: uuid.uuid4().hex[:16])
+        self._random = rng or random.random  # [0, 1); injected by tests
+        self.paused = False  # Remediation.Enabled=false: finish the current execution, take no new one
+        self.last_probe = 0.0
         self.state = "stopped"  # stopped | idle | looking | checking | claiming | executing | reporting
         self.current: Optional[dict] = None  # jobId, executionNumber, versionNumber
         self.pending: Optional[dict] = None  # the one request awaiting a reply
@@ -190,6 +254,28 @@ class JobsMachine:
         self.state = "idle"
         return self._next_work(now)
 
+    def pause(self, now: float) -> list:
+        """Take no new execution; one already claimed still runs and its result is still reported."""
+        self.paused = True
+        self.look_again = False
+        if self.state == "looking":  # the answer to this look is ignored (its token no longer matches)
+            self.pending = None
+            self.state = "idle"
+            self.idle_since = now
+        return []
+
+    def resume(self, now: float) -> list:
+        self.paused = False
+        if self.state in ("idle", "stopped"):
+            return self.start(now)
+        self.look_again = True
+        return []
+
+    @property
+    def busy(self) -> bool:
+        """An execution or a request is still in flight (a paused machine is quiet only when not busy)."""
+        return self.state not in ("idle", "stopped") or self.pending is not None
+
     def on_message(self, topic: str, payload: bytes, now: float) -> list:
         if not topic.startswith(self.prefix):
             return []  # another thing's topic: never act on it
@@ -202,6 +288,8 @@ class JobsMachine:
         if not isinstance(msg, dict):
             return []
         parts = rest.split("/")
+        if rest in ("notify", "notify-next") and self.state == "executing":
+            return self._want_next(now)  # an empty list may be the running execution's cancellation
         if rest == "notify":
             jobs = msg.get("jobs") or {}
             if isinstance(jobs, dict) and (jobs.get("QUEUED") or jobs.get("IN_PROGRESS")):
@@ -240,9 +328,18 @@ class JobsMachine:
         if cur is None or cur["jobId"] != job_id or cur["executionNumber"] != execution_number:
             log.warning("result for %s#%s arrived but it is not the current execution", job_id, execution_number)
             return []
+        entry = self.journal.get(job_id, execution_number)
+        if entry is not None and entry.get("state") == "canceled":
+            # the service ended it while it ran: its result is never sent (no update after a terminal state)
+            log.info("execution %s#%s stopped after the service ended it (%s); its %s result is not reported",
+                     job_id, execution_number, entry.get("serviceStatus"), status)
+            self.look_again = True
+            return self._go_idle(now)
         self.journal.put(job_id, execution_number, now, state="finished", status=status,
                          statusDetails=sanitize_details(details))
         self.state = "reporting"
+        if self.pending is not None and self.pending["kind"] == "probe":
+            return [SaveJournal()]  # the probe's answer decides: still ours -> report it; ended -> drop it
         return [SaveJournal()] + self._send_final(now)
 
     def tick(self, now: float) -> list:
@@ -251,12 +348,18 @@ class JobsMachine:
             due = p.get("retry_at")
             if due is not None:
                 return self._resend(now) if now >= due else []
+            if p["kind"] == "probe" and now - p["sent_at"] >= self.reply_timeout:
+                # no answer: keep running; a result waiting for it goes out (refused if the job is over)
+                self.pending = None
+                return self._send_final(now) if self.state == "reporting" else []
             if now - p["sent_at"] >= self.reply_timeout:
                 log.warning("no reply to %s on %s after %.0fs; retrying", p["kind"], p["topic"], self.reply_timeout)
                 return self._schedule_retry(now, immediate=True)
             return []
-        if self.state == "idle" and self.idle_poll and now - self.idle_since >= self.idle_poll:
+        if self.state == "idle" and not self.paused and self.idle_poll and now - self.idle_since >= self.idle_poll:
             return self._next_work(now)  # a safety net for a lost notification
+        if self.state == "executing" and self.cancel_poll and now - self.last_probe >= self.cancel_poll:
+            return self._probe(now)  # a lost cancel notification is still noticed
         return []
 
     # -- helpers ----------------------------------------------------------------------------------------
@@ -272,7 +375,10 @@ class JobsMachine:
         return p is not None and p["kind"] in kinds and msg.get("clientToken") == p["token"]
 
     def _backoff(self, attempts: int) -> float:
-        return min(self.retry_max, self.retry_initial * (2 ** max(0, attempts - 1)))
+        """Exponential backoff with equal jitter: half the doubled delay fixed, half random, never above
+        retry_max, so a fleet throttled at the same moment does not retry in lockstep."""
+        cap = min(self.retry_max, self.retry_initial * (2 ** max(0, attempts - 1)))
+        return cap / 2 + self._random() * cap / 2
 
     def _schedule_retry(self, now: float, immediate: bool = False) -> list:
         p = self.pending
@@ -290,18 +396,57 @@ class JobsMachine:
 
     def _want_next(self, now: float) -> list:
         if self.state == "idle":
-            return self._next_work(now)
-        self.look_again = True  # busy: look once more when the current execution is done
-        return []
+            return [] if self.paused else self._next_work(now)
+        if not self.paused:
+            self.look_again = True  # busy: look once more when the current execution is done
+        # a notification while running may mean the running execution was cancelled: ask
+        return self._probe(now) if self.state == "executing" else []
+
+    def _probe(self, now: float) -> list:
+        """Ask whether the running execution is still ours ({jobId}/get); one request in flight at most."""
+        cur = self.current
+        if self.pending is not None or cur is None:
+            return []
+        self.last_probe = now
+        return self._publish("probe", f"{self.prefix}{cur['jobId']}/get",
+                             {"executionNumber": cur["executionNumber"], "includeJobDocument": False}, now)
+
+    def _on_probe_reply(self, outcome: str, msg: dict, now: float) -> list:
+        cur = self.current
+        self.pending = None
+        if outcome == "accepted":
+            ex = msg.get("execution") or {}
+            status = ex.get("status")
+            if status in ("QUEUED", "IN_PROGRESS"):
+                if isinstance(ex.get("versionNumber"), int):
+                    cur["versionNumber"] = ex["versionNumber"]
+                return self._send_final(now) if self.state == "reporting" else []
+            return self._ended_by_service(str(status or "unknown"), now)
+        if msg.get("code") in RETRYABLE_CODES:  # no answer to act on: carry on as before
+            return self._send_final(now) if self.state == "reporting" else []
+        # TerminalStateReached (cancelled, timed out) or ResourceNotFound (deleted)
+        return self._ended_by_service(str(msg.get("code") or "unknown"), now)
+
+    def _ended_by_service(self, status: str, now: float) -> list:
+        cur = self.current
+        log.warning("execution %s#%s was ended by the service (%s): stopping it, reporting nothing more",
+                    cur["jobId"], cur["executionNumber"], status)
+        self.journal.put(cur["jobId"], cur["executionNumber"], now, state="canceled", serviceStatus=status)
+        if self.state == "executing":
+            # stay "executing" until the worker says it stopped: still one execution at a time
+            return [SaveJournal(), Cancel(cur["jobId"], cur["executionNumber"], status)]
+        self.look_again = True
+        return [SaveJournal()] + self._go_idle(now)
 
     def _go_idle(self, now: float) -> list:
         self.pending = None
         self.current = None
         self.state = "idle"
         self.idle_since = now
-        if self.look_again:
+        if self.look_again and not self.paused:
             self.look_again = False
             return self._next_work(now)
+        self.look_again = False
         return []
 
     def _next_work(self, now: float) -> list:
@@ -316,6 +461,10 @@ class JobsMachine:
                                      {"executionNumber": entry["executionNumber"], "includeJobDocument": False},
                                      now)
             entry["state"] = "abandoned"
+        if self.paused:
+            self.state = "idle"
+            self.idle_since = now
+            return []
         self.state = "looking"
         if self.claim_mode == "start-next":
             return self._publish("next", self.prefix + "start-next", {}, now)
@@ -361,8 +510,8 @@ class JobsMachine:
         self.current = {"jobId": job_id, "executionNumber": number, "versionNumber": version}
         entry = self.journal.get(job_id, number)
         state = entry.get("state") if entry else None
-        if state == "abandoned":
-            log.warning("execution %s#%s was abandoned earlier; not touching it again", job_id, number)
+        if state in ("abandoned", "canceled"):
+            log.warning("execution %s#%s was %s earlier; not touching it again", job_id, number, state)
             self.current = None
             return self._go_idle(now)
         if state in ("finished", "acknowledged"):
@@ -372,6 +521,7 @@ class JobsMachine:
             return [SaveJournal()] + self._send_final(now)
         if state == "running":
             self.state = "executing"
+            self.last_probe = now
             return [Execute(job_id, number, ex.get("jobDocument"), done_steps=int(entry.get("doneSteps", 0)),
                             interrupted=entry.get("startedStep"))]
         if status == "QUEUED" and self.claim_mode == "describe":
@@ -391,6 +541,7 @@ class JobsMachine:
         cur = self.current
         self.journal.put(cur["jobId"], cur["executionNumber"], now, state="running", doneSteps=0)
         self.state = "executing"
+        self.last_probe = now
         self.pending = None
         return [SaveJournal(), Execute(cur["jobId"], cur["executionNumber"], document)]
 
@@ -407,6 +558,8 @@ class JobsMachine:
                              minimal=minimal, mismatches=(self.pending or {}).get("mismatches", 0))
 
     def _on_get_reply(self, job_id: str, outcome: str, msg: dict, now: float) -> list:
+        if self._matches(msg, ("probe",)) and self.current is not None and job_id == self.current["jobId"]:
+            return self._on_probe_reply(outcome, msg, now)
         if not self._matches(msg, ("check",)) or self.current is None or job_id != self.current["jobId"]:
             return []
         cur = self.current

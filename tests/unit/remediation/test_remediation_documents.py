@@ -122,7 +122,7 @@ def test_device_client_final_step_conditions_and_legacy_form():
     plan = documents.parse(dict(dc(handler()), finalStep={"action": handler("report.sh")},
                                 conditions=[{"key": "k", "value": ["v"]}]), SETTINGS)
     assert plan.final_step.arguments["handler"] == "report.sh" and plan.notes
-    legacy = documents.parse({"operation": "reboot.sh", "args": ["now"], "allowStdErr": 2}, SETTINGS)
+    legacy = documents.parse({"operation": "restart.sh", "args": ["now"], "allowStdErr": 2}, SETTINGS)
     assert legacy.format == "device-client-legacy" and legacy.steps[0].allow_stderr == 2
 
 
@@ -176,3 +176,39 @@ def test_local_request_becomes_one_of_our_documents():
     assert documents.parse(doc, SETTINGS).steps[0].operation == "stop-listener"
     with pytest.raises(DocumentError, match="unknown field"):
         documents.request_to_document({"requestId": "r1", "operation": "x", "command": "sh"})
+
+
+def test_device_client_comments_and_unknown_keys_are_ignored_and_recorded():
+    doc = dc(dict(handler(args=["8888"], _comment="in input"), _comment="in the action"),
+             _comment="top level", includeStdOut="true")
+    doc["steps"][0]["note"] = "in the step"
+    plan = documents.parse(doc, SETTINGS)
+    assert plan.steps[0].arguments == {"handler": "stop-port.sh", "args": ["8888"]}
+    [note] = plan.notes
+    for where in ("$._comment", "$.steps[0].note", "$.steps[0].action._comment", "$.steps[0].action.input._comment"):
+        assert where in note
+    legacy = documents.parse({"operation": "restart.sh", "_comment": "x"}, SETTINGS)
+    assert "$._comment" in legacy.notes[0]
+    # the fields the Device Client reads are still checked strictly
+    with pytest.raises(DocumentError, match="allowStdErr"):
+        documents.parse(dc(dict(handler(), allowStdErr="many", _comment="x")), SETTINGS)
+
+
+def test_many_unknown_keys_are_noted_boundedly():
+    doc = dc(handler(), **{f"_c{i}": "x" for i in range(50)})
+    [note] = documents.parse(doc, SETTINGS).notes
+    assert "and 42 more" in note and len(note) < 300
+
+
+def test_our_format_stays_strict_about_unknown_keys():
+    with pytest.raises(DocumentError, match="_comment"):
+        documents.parse(ours(step("collect-now"), _comment="x"), SETTINGS)
+
+
+def test_aws_reboot_template_is_rejected_with_a_reason():
+    reboot = {"version": "1.0", "steps": [{"action": {"name": "Reboot", "type": "runHandler", "runAsUser": "",
+                                                      "input": {"handler": "reboot.sh", "path": "default"}}}]}
+    with pytest.raises(DocumentError, match="AWS-Reboot.*not supported.*without a reboot"):
+        documents.parse(reboot, SETTINGS)
+    with pytest.raises(DocumentError, match="AWS-Reboot"):
+        documents.parse({"operation": "reboot.sh"}, SETTINGS)

@@ -59,8 +59,8 @@ def make(component):
     return factory
 
 
-def plan(*steps, **extra):
-    return documents.parse(dict({"schema": OURS, "steps": list(steps)}, **extra), config.parse({}))
+def plan(*steps, settings=None, **extra):
+    return documents.parse(dict({"schema": OURS, "steps": list(steps)}, **extra), settings or config.parse({}))
 
 
 def test_a_later_impossible_step_stops_the_job_before_the_first_step_runs(sleeper, component, make):
@@ -132,3 +132,31 @@ def test_set_config_goes_through_ipc_and_checks_kinds(make):
     bad = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Collector",
                                                                     "values": {"SampleIntervalSeconds": True}}}), "j")
     assert bad.status == "REJECTED" and "refusing" in bad.details["reason"]
+
+
+@pytest.mark.parametrize("values", [{"DevelopmentSampleIntervalSeconds": -5}, {"MaxReportBytes": 10}])
+def test_set_config_rejects_what_the_collector_would_reject_before_writing(make, values):
+    from ggdefender.collector import config as collector_config
+    from ggdefender.settings import ConfigError
+
+    settings = config.parse({"SetConfigAllowedKeys": ["Collector/DevelopmentSampleIntervalSeconds",
+                                                      "Collector/MaxReportBytes"]})
+    ex, audit, ipc = make(settings)
+    result = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Collector", "values": values}},
+                             settings=settings), "j")
+    assert result.status == "REJECTED" and ipc.calls == []
+    # the reason is the collector's own parser's verdict on the section as it would be after the change
+    with pytest.raises(ConfigError) as verdict:
+        collector_config.parse(dict(FakeIpc().get_config(["Collector"]), **values))
+    assert str(verdict.value) in result.details["reason"]
+    assert audit[-1]["result"] == "REJECTED"
+
+
+def test_set_config_validates_the_merged_section_and_only_known_sections(make):
+    settings = config.parse({"SetConfigAllowedKeys": ["Collector/PublishQos", "Logging/Level"]})
+    ex, _, ipc = make(settings)
+    ok = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Collector",
+                                                                   "values": {"PublishQos": 0}}}, settings=settings), "j")
+    assert ok.status == "SUCCEEDED", ok.details
+    with pytest.raises(documents.DocumentError, match="only the Collector, Detect, Plugins sections"):
+        plan({"operation": "set-config", "arguments": {"section": "Logging", "values": {"Level": "x"}}}, settings=settings)

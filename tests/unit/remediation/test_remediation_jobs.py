@@ -93,10 +93,17 @@ def test_start_next_mode_uses_start_next_and_runs_directly():
 def test_notifications_while_busy_never_start_a_second_execution():
     m = machine()
     claim_and_run(m)
+    probes = []
     for _ in range(5):
         acts = m.on_message(P + "notify-next", msg({"execution": execution("QUEUED", job="job-2")}), 0.5)
         acts += m.on_message(P + "notify", msg({"jobs": {"QUEUED": [{"jobId": "job-2"}]}}), 0.5)
-        assert acts == []
+        assert not executes(acts)
+        probes += publishes(acts)
+    # the only request is one check that the running execution is still ours (never a second job)
+    assert [p.topic for p in probes] == [P + "job-1/get"]
+    acts = m.on_message(P + "job-1/get/accepted", msg({"execution": {"status": "IN_PROGRESS", "versionNumber": 2},
+                                                       "clientToken": probes[0].payload["clientToken"]}), 0.6)
+    assert acts == []
     acts = m.on_execution_done("job-1", 1, "FAILED", {"reason": "x"}, 1)
     final = publishes(acts)[0]
     acts = m.on_message(P + "job-1/update/accepted", msg({"clientToken": final.payload["clientToken"]}), 1)
@@ -177,7 +184,8 @@ def test_unacknowledged_result_already_terminal_on_the_service_is_closed():
 
 @pytest.mark.parametrize("code", ["RequestThrottled", "InternalError"])
 def test_throttling_and_internal_errors_are_retried_with_backoff(code):
-    m = machine(retry_initial=2, retry_max=5)
+    # rng 1.0 is the top of the jitter range: the full doubled delay, capped at retry_max
+    m = machine(retry_initial=2, retry_max=5, rng=lambda: 1.0)
     claim_and_run(m)
     m.on_execution_done("job-1", 1, "SUCCEEDED", {"summary": "ok"}, 10)
     delays = []
@@ -292,3 +300,130 @@ def test_journal_is_bounded_but_keeps_unfinished_entries():
         j.put(f"j{i}", 1, i + 1, state="acknowledged")
     assert len(j.entries) <= jobs.MAX_JOURNAL_ENTRIES
     assert j.get("keep", 1) is not None
+
+
+def test_retry_delays_are_jittered_within_half_and_full_doubling():
+    draws = iter([0.0, 0.5, 0.25, 0.0, 0.999])
+    m = machine(retry_initial=2, retry_max=16, rng=lambda: next(draws))
+    claim_and_run(m)
+    m.on_execution_done("job-1", 1, "SUCCEEDED", {"summary": "ok"}, 10)
+    delays, now = [], 10.0
+    for _ in range(5):
+        m.on_message(P + "job-1/update/rejected", msg({"code": "RequestThrottled",
+                                                        "clientToken": m.pending["token"]}), now)
+        due = m.pending["retry_at"]
+        delays.append(round(due - now, 3))
+        publishes(m.tick(due))
+        now = due
+    # caps 2, 4, 8, 16, 16: each delay is cap/2 + draw * cap/2, never above RetryMaxSeconds
+    assert delays == [1.0, 3.0, 5.0, 8.0, 15.992]
+    assert all(d <= 16 for d in delays)
+
+
+def _probe_reply(m, outcome, body, now=1.0):
+    token = m.pending["token"]
+    return m.on_message(P + f"job-1/get/{outcome}", msg(dict(body, clientToken=token)), now)
+
+
+@pytest.mark.parametrize("outcome,body", [
+    ("rejected", {"code": "TerminalStateReached", "message": "canceled"}),
+    ("accepted", {"execution": {"status": "CANCELED", "versionNumber": 3}}),
+    ("rejected", {"code": "ResourceNotFound", "message": "deleted"}),
+])
+def test_cancelled_running_execution_is_stopped_and_never_reported(outcome, body):
+    m = machine()
+    claim_and_run(m)
+    # cancel --force: the service sends notify with the execution gone from the list
+    [probe] = publishes(m.on_message(P + "notify", msg({"jobs": {}}), 0.5))
+    assert probe.topic == P + "job-1/get" and probe.payload["executionNumber"] == 1
+    acts = _probe_reply(m, outcome, body)
+    cancels = [a for a in acts if isinstance(a, jobs.Cancel)]
+    assert [(c.job_id, c.execution_number) for c in cancels] == [("job-1", 1)]
+    assert m.journal.get("job-1", 1)["state"] == "canceled" and not publishes(acts)
+    # the worker stops and returns its (interrupted) result: nothing is published for job-1 ever again
+    acts = m.on_execution_done("job-1", 1, "FAILED", {"reason": "stopped"}, 2)
+    assert all("job-1/" not in p.topic for p in publishes(acts))
+    assert [p.topic for p in publishes(acts)] == [P + "$next/get"]  # goes on with the queue
+    # after a restart the journal keeps it closed
+    m2 = machine(journal=Journal.from_json(json.loads(json.dumps(m.journal.to_json()))))
+    look = publishes(m2.start(3))[0]
+    acts = m2.on_message(P + "$next/get/accepted",
+                         msg({"execution": execution("IN_PROGRESS", version=3), "clientToken": look.payload["clientToken"]}), 3)
+    assert not executes(acts) and not publishes(acts)
+
+
+def test_result_arriving_during_a_probe_waits_for_its_answer():
+    m = machine()
+    claim_and_run(m)
+    publishes(m.on_message(P + "notify-next", msg({}), 0.5))
+    assert m.pending["kind"] == "probe"
+    assert not publishes(m.on_execution_done("job-1", 1, "SUCCEEDED", {"summary": "ok"}, 0.6))
+    acts = _probe_reply(m, "rejected", {"code": "TerminalStateReached"})
+    assert not any("update" in p.topic for p in publishes(acts))
+    assert m.journal.get("job-1", 1)["state"] == "canceled"
+    # still ours: the held result goes out
+    m = machine()
+    claim_and_run(m)
+    publishes(m.on_message(P + "notify-next", msg({}), 0.5))
+    m.on_execution_done("job-1", 1, "SUCCEEDED", {"summary": "ok"}, 0.6)
+    [final] = publishes(_probe_reply(m, "accepted", {"execution": {"status": "IN_PROGRESS", "versionNumber": 2}}))
+    assert final.topic == P + "job-1/update" and final.payload["status"] == "SUCCEEDED"
+
+
+def test_running_execution_is_polled_for_cancellation_and_a_lost_probe_is_harmless():
+    m = machine(cancel_poll=30, reply_timeout=5)
+    claim_and_run(m, now=0)
+    assert m.tick(29) == []
+    [probe] = publishes(m.tick(30))
+    assert probe.topic == P + "job-1/get"
+    assert m.tick(35) == [] and m.pending is None  # no answer: keep running, no retry storm
+    [again] = publishes(m.tick(60))
+    assert again.topic == P + "job-1/get"
+
+
+def test_paused_machine_finishes_the_running_execution_but_takes_no_new_one():
+    m = machine(idle_poll=10)
+    claim_and_run(m)
+    m.pause(0.5)
+    assert not executes(m.on_message(P + "notify-next", msg({"execution": execution(job="job-2")}), 0.6))
+    m.pending = None  # drop the cancellation probe for brevity
+    [final] = publishes(m.on_execution_done("job-1", 1, "SUCCEEDED", {"summary": "ok"}, 1))
+    acts = m.on_message(P + "job-1/update/accepted", msg({"clientToken": final.payload["clientToken"]}), 1)
+    assert publishes(acts) == [] and not m.busy  # reported, and no look at the queue
+    assert m.tick(100) == [] and m.on_message(P + "notify", msg({"jobs": {"QUEUED": [{"jobId": "j"}]}}), 100) == []
+    [look] = publishes(m.resume(101))
+    assert look.topic == P + "$next/get"
+
+
+def test_pause_while_looking_ignores_the_answer():
+    m = machine()
+    look = publishes(m.start(0))[0]
+    m.pause(0.1)
+    acts = m.on_message(P + "$next/get/accepted",
+                        msg({"execution": execution(), "clientToken": look.payload["clientToken"]}), 0.2)
+    assert acts == [] and not m.busy
+
+
+@pytest.mark.parametrize("entries,needle", [
+    ({"seed#1": "x"}, "seed#1"),
+    ({"a#1": {"jobId": "a", "executionNumber": 1, "state": "exploded"}}, "state"),
+    ({"a#1": {"jobId": "a", "executionNumber": "1", "state": "running"}}, "executionNumber"),
+    ({"a#2": {"jobId": "a", "executionNumber": 1, "state": "running"}}, "key"),
+    ({"a#1": {"jobId": "a", "executionNumber": 1, "state": "finished"}}, "status"),
+    ({"a#1": {"jobId": "a", "executionNumber": 1, "state": "running", "doneSteps": "x"}}, "doneSteps"),
+    ({"a#1": {"jobId": "a", "executionNumber": 1, "state": "acknowledged", "statusDetails": {"k": 1}}},
+     "statusDetails"),
+])
+def test_journal_of_the_wrong_shape_is_refused_naming_the_entry(entries, needle):
+    with pytest.raises(ValueError) as err:
+        Journal.from_json({"version": 1, "entries": entries})
+    assert needle in str(err.value) and "remediation journal" in str(err.value)
+
+
+def test_journal_round_trip_of_every_state_is_accepted():
+    j = Journal()
+    j.put("a", 1, 1.0, state="running", doneSteps=1, startedStep=1)
+    j.put("b", 1, 1.0, state="finished", status="FAILED", statusDetails={"reason": "x"})
+    j.put("c", 2, 1.0, state="canceled", serviceStatus="CANCELED")
+    again = Journal.from_json(json.loads(json.dumps(j.to_json())))
+    assert again.entries == j.entries

@@ -2,16 +2,43 @@
 
 Only keys listed in `Remediation.SetConfigAllowedKeys` ("Section/Key") may change, and never anything in
 the Remediation or Supervisor sections (a job must not widen its own permissions). Values are scalars, and
-a key that already holds a number/boolean/string only accepts the same kind. The owning part validates
-the value again when it reloads and keeps its last good configuration if it disagrees.
+a key that already holds a number/boolean/string only accepts the same kind. Before anything is written,
+the section as it would be after the change is validated by the owning part's own parser (one rule, not a
+copy), so a value the part would reject is REJECTED here instead of stored.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Dict
+
+from ggdefender.settings import ConfigError
 
 from ..config import FORBIDDEN_SET_CONFIG_SECTIONS
 from .base import Context, Failed, Outcome, Rejected
 
 NAME = "set-config"
+
+
+def _collector(section) -> None:
+    from ggdefender.collector import config
+
+    config.parse(section)
+
+
+def _detect(section) -> None:
+    from ggdefender.detect import config
+
+    config.parse(section)
+
+
+def _plugins(section) -> None:
+    from ggdefender.plugins import host, registry
+
+    host.parse_section(section, registry.discover())
+
+
+# the parser each part applies to its section (imported when used: process A does not load the parts)
+SECTION_VALIDATORS: Dict[str, Callable] = {"Collector": _collector, "Detect": _detect, "Plugins": _plugins}
 
 
 def target(args: dict) -> str:
@@ -22,6 +49,8 @@ def validate(args: dict, settings) -> None:
     section = args["section"]
     if section in FORBIDDEN_SET_CONFIG_SECTIONS:
         raise ValueError(f"the {section} section can never be changed by a job")
+    if section not in SECTION_VALIDATORS:
+        raise ValueError(f"set-config can change only the {', '.join(SECTION_VALIDATORS)} sections, not {section}")
     for key in args["values"]:
         if f"{section}/{key}" not in settings.set_config_allowed_keys:
             raise ValueError(f"{section}/{key} is not in Remediation.SetConfigAllowedKeys "
@@ -60,6 +89,13 @@ def run(args: dict, ctx: Context) -> Outcome:
         if old is not None and old_kind != _kind(value) and not (old_kind == "number" and _is_number(value)):
             raise Rejected(f"{section}/{key} holds a {old_kind}; refusing to store a {_kind(value)}")
         changes.append(f"{key}={old!r}->{value!r}")
+    after = dict(current)
+    after.update(values)
+    try:
+        SECTION_VALIDATORS[section](after)
+    except ConfigError as exc:
+        raise Rejected(f"{section} would be invalid with {'; '.join(changes)}: {exc}",
+                       {"section": section}) from None
     facts = {"section": section, "changes": "; ".join(changes)}
     if ctx.dry_run:
         return Outcome(f"dry run: would set {section}: {'; '.join(changes)}", facts)
