@@ -13,12 +13,20 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ggdefender.statefile import atomic_write, state_dir  # noqa: F401  (re-exported for callers)
+from ggdefender.statefile import atomic_write, need, read_json, state_dir  # noqa: F401  (state_dir re-exported)
 
 log = logging.getLogger("ggdefender.collector.report_id")
 
 MAX_ID = 2**53 - 1  # JSON consumers keep integers exact up to here
 FILE_NAME = "collector-report-id"
+
+
+def _check_last_id(value) -> int:
+    """The file holds the last id handed out as a bare integer (which is also valid JSON)."""
+    need(value, int, "the last report id")
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"the last report id {value} is out of range 0..{MAX_ID}")
+    return value
 
 
 class ReportIds:
@@ -41,19 +49,8 @@ class ReportIds:
     def _load(self) -> int:
         if not self.path:
             return 0
-        try:
-            with open(self.path, "rb") as f:
-                text = f.read(64).decode("ascii").strip()
-            value = int(text)
-            if not 0 <= value <= MAX_ID:
-                raise ValueError(f"out of range: {value}")
-            return value
-        except FileNotFoundError:
-            return 0
-        except (ValueError, UnicodeDecodeError) as exc:
-            # the clock (epoch ms) is still far ahead of any id we handed out before
-            log.warning("report id file %s is unreadable (%s); continuing from the clock", self.path, exc)
-            return 0
+        # a bad file is moved aside: the clock (epoch ms) is still far ahead of any id we handed out before
+        return read_json(self.path, _check_last_id, int, what="report id file", log=log)
 
     def next(self) -> int:
         with self._lock:

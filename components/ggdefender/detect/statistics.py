@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import bisect
 import collections
-import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
-from ggdefender.statefile import atomic_write_json
+from ggdefender.statefile import atomic_write_json, need, read_json
 
 log = logging.getLogger("ggdefender.detect.statistics")
 
@@ -85,6 +84,22 @@ class Series:
         return percentile(self.sorted, q)
 
 
+def check_history(data: Any) -> dict:
+    """detect-statistics.json: {"version": 1, "series": {key: [[t, value], ...]}}; the series, or ValueError."""
+    need(data, dict, "the statistics history")
+    series = need(data.get("series", {}), dict, "series")
+    for key, points in series.items():
+        need(points, list, f"series[{key!r}]")
+        for i, p in enumerate(points):
+            if not (isinstance(p, list) and len(p) == 2):
+                raise ValueError(f"series[{key!r}][{i}] must be [time, value]")
+            need(p[0], (int, float), f"series[{key!r}][{i}] time")
+            need(p[1], (int, float), f"series[{key!r}][{i}] value")
+            if not all(math.isfinite(x) for x in p):
+                raise ValueError(f"series[{key!r}][{i}] must hold finite numbers")
+    return series
+
+
 class History:
     """All series of one device; `dirty` tells the owner to persist."""
 
@@ -143,26 +158,16 @@ class History:
         return {"version": 1, "series": {k: [[t, v] for t, v in s.points] for k, s in self.series.items()}}
 
     def load(self) -> None:
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("statistics history %s unreadable (%s); starting a new baseline", self.path, exc)
-            return
-        series = data.get("series") if isinstance(data, dict) else None
-        if not isinstance(series, dict):
-            return
-        for k, points in list(series.items())[: self.cfg.max_series]:
+        # a file of the wrong shape is moved aside and a new baseline starts (warming up again)
+        series = read_json(self.path, check_history, dict, what="statistics history", log=log)
+        for k, points in list(series.items())[-self.cfg.max_series:]:
             s = Series()
-            for p in points if isinstance(points, list) else []:
-                if isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) for x in p):
-                    if s.last_t is None or p[0] > s.last_t:
-                        s.points.append((float(p[0]), float(p[1])))
-                        s.last_t = float(p[0])
-                        if p[1] < 0:
-                            s.negatives += 1
+            for t, v in points:
+                if s.last_t is None or t > s.last_t:  # one datapoint per time, as `add` keeps it
+                    s.points.append((float(t), float(v)))
+                    s.last_t = float(t)
+                    if v < 0:
+                        s.negatives += 1
             s.sorted = sorted(v for _, v in s.points)
             if s.last_t is not None:
                 s.trim(s.last_t, self.cfg)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from ggdefender.statefile import atomic_write_json
+from ggdefender.statefile import atomic_write_json, need, read_json
 
 log = logging.getLogger("ggdefender.local.jobs")
 
@@ -35,6 +35,34 @@ TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED
 REQUEST_FILTERS = ("$aws/things/+/jobs/get", "$aws/things/+/jobs/start-next", "$aws/things/+/jobs/+/get",
                    "$aws/things/+/jobs/+/update")
 MAX_REQUEST_BYTES = 128 * 1024
+
+
+_EXECUTION_FIELDS = {"jobId": str, "thingName": str, "executionNumber": int, "status": str,
+                     "statusDetails": dict, "queuedAt": (int, float), "lastUpdatedAt": (int, float),
+                     "versionNumber": int}
+
+
+def _check_state(data: Any) -> dict:
+    """<root>/cloud/jobs/state.json: every job and every execution attempt with the fields the service reads."""
+    need(data, dict, "the jobs state")
+    jobs = need(data.get("jobs"), dict, "jobs")
+    for job_id, job in jobs.items():
+        need(job, dict, f"jobs[{job_id!r}]")
+        need(job.get("thing"), str, f"jobs[{job_id!r}].thing")
+        need(job.get("status"), str, f"jobs[{job_id!r}].status")
+        need(job.get("createdAt"), (int, float), f"jobs[{job_id!r}].createdAt")
+        if "document" not in job:
+            raise ValueError(f"jobs[{job_id!r}] has no document")
+    executions = need(data.get("executions"), dict, "executions")
+    for key, attempts in executions.items():
+        need(attempts, list, f"executions[{key!r}]")
+        for i, e in enumerate(attempts):
+            need(e, dict, f"executions[{key!r}][{i}]")
+            for name, kinds in _EXECUTION_FIELDS.items():
+                need(e.get(name), kinds, f"executions[{key!r}][{i}].{name}")
+            if e["jobId"] not in jobs:
+                raise ValueError(f"executions[{key!r}][{i}] names unknown job {e['jobId']!r}")
+    return {"jobs": jobs, "executions": executions}
 
 
 class JobsError(ValueError):
@@ -73,13 +101,10 @@ class JobsService:
 
     # -- persistence -----------------------------------------------------------------------------------------
     def _load(self) -> None:
-        try:
-            data = json.loads(self.path.read_text())
-            self.jobs, self.executions = dict(data["jobs"]), dict(data["executions"])
-        except FileNotFoundError:
-            pass
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("jobs state %s is unreadable (%s); starting empty", self.path, exc)
+        # a state of the wrong shape is moved aside (statefile.read_json) and the service starts empty
+        data = read_json(str(self.path), _check_state, lambda: {"jobs": {}, "executions": {}},
+                         what="local jobs state", log=log)
+        self.jobs, self.executions = data["jobs"], data["executions"]
 
     def _save(self) -> None:
         atomic_write_json(str(self.path), {"jobs": self.jobs, "executions": self.executions}, indent=1)

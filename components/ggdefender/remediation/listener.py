@@ -78,19 +78,10 @@ class RemediationListener:
         return self.state_dir / JOURNAL_FILE
 
     def _load_journal(self) -> jobs.Journal:
-        try:
-            return jobs.Journal.from_json(json.loads(self.journal_path.read_text()))
-        except FileNotFoundError:
-            return jobs.Journal()
-        except (ValueError, OSError) as exc:
-            aside = self.journal_path.with_suffix(".corrupt")
-            log.error("job journal %s is unreadable (%s); moved to %s and starting empty",
-                      self.journal_path, exc, aside)
-            try:
-                os.replace(self.journal_path, aside)
-            except OSError:
-                pass
-            return jobs.Journal()
+        # a journal of the wrong shape is moved aside (statefile.read_json): the listener starts empty rather
+        # than crash-loop on it with new jobs left QUEUED
+        return statefile.read_json(str(self.journal_path), jobs.Journal.from_json, jobs.Journal,
+                                   what="remediation job journal", log=log)
 
     def _save_journal(self, journal: jobs.Journal) -> None:
         atomic_write_json(str(self.journal_path), journal.to_json())

@@ -45,7 +45,7 @@ def test_unreadable_file_falls_back_to_the_clock(tmp_path, caplog):
     (tmp_path / FILE_NAME).write_text("garbage")
     ids = ReportIds.in_state_dir(str(tmp_path), clock=Clock(1_700_000_000.0))
     assert ids.next() == 1_700_000_000_000
-    assert "unreadable" in caplog.text
+    assert "unusable" in caplog.text and "moved to" in caplog.text
 
 
 def test_in_memory_counter_writes_nothing(tmp_path, monkeypatch):

@@ -87,6 +87,11 @@ def test_corrupt_history_file_starts_a_new_baseline(tmp_path):
     path.write_text("{broken")
     h = History(path=str(path))
     assert h.series == {}
+    # the right syntax, the wrong shape: the whole file is moved aside, not half-read
     path.write_text(json.dumps({"series": {"m@0": [[1, 2], "junk", [0.5, 3], [2, 4]]}}))
     h = History(path=str(path))
-    assert list(h.series["m@0"].points) == [(1.0, 2.0), (2.0, 4.0)]
+    assert h.series == {} and not path.exists()
+    assert len(list(tmp_path.glob("stats.json.bad-*"))) == 2
+    # points out of time order are still read (the later duplicate time is skipped, as `add` does)
+    path.write_text(json.dumps({"series": {"m@0": [[1, 2], [0.5, 3], [2, 4]]}}))
+    assert list(History(path=str(path)).series["m@0"].points) == [(1.0, 2.0), (2.0, 4.0)]
