@@ -78,11 +78,13 @@ def _wait(procs: list, timeout: float) -> tuple:
     return [p for p in procs if p not in alive], alive
 
 
-def wait_until(predicate, ctx: Context, poll: float = 0.1) -> bool:
-    """Poll predicate until true or the operation's deadline; returns the last value."""
+def wait_until(predicate, ctx: Context, poll: float = 0.1, limit: float = float("inf")) -> bool:
+    """Poll predicate until true, the operation's deadline or `limit` seconds; returns the last value."""
+    end = time.monotonic() + limit
     while True:
         if predicate():
             return True
-        if ctx.remaining() <= 0:
+        left = min(ctx.remaining(), end - time.monotonic())
+        if left <= 0:
             return False
-        time.sleep(min(poll, ctx.remaining()))
+        time.sleep(min(poll, left))

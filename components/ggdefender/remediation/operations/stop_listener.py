@@ -1,23 +1,25 @@
-"""stop-listener: terminate the process(es) listening on a TCP or UDP port, then verify the port is closed.
+"""stop-listener: terminate every process listening on a TCP or UDP port, then verify the port is closed.
 
-Every owner is vetted by the safety policy before anything is signalled, so a port shared with a
-protected process is refused as a whole (nothing half-done).
+Every owner of every matching socket (IPv4 and IPv6, a parent and its forked workers alike) is found through
+socket inodes (socket_owners) and vetted by the safety policy before anything is signalled, so a port
+shared with a protected process is refused as a whole (nothing half-done). Owners that appear while the
+first ones are stopped (a worker forked meanwhile) are vetted and stopped in a further round, a bounded
+number of times; the step succeeds only when nothing listens on the port any more.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from typing import Optional
 
 import psutil
 
 from ..safety import signal_from_name
-from . import process_control
+from . import process_control, socket_owners
 from .base import Context, Failed, Outcome, Rejected
 
 NAME = "stop-listener"
-_WILDCARDS = {"0.0.0.0", "::"}
+MAX_ROUNDS = 3
+CLOSE_WAIT_SECONDS = 2.0
 
 
 def target(args: dict) -> str:
@@ -25,29 +27,30 @@ def target(args: dict) -> str:
     return f"{args.get('protocol', 'tcp')}/{args['port']}" + (f"@{addr}" if addr else "")
 
 
-def find_listeners(port: int, protocol: str, address: Optional[str] = None) -> tuple:
-    """(owner pids, count of sockets whose owner is not visible to us) for listeners on the port."""
-    kind = "tcp" if protocol == "tcp" else "udp"
-    want = ipaddress.ip_address(address) if address else None
-    pids, hidden = set(), 0
-    for conn in psutil.net_connections(kind=kind):
-        if not conn.laddr or conn.laddr.port != port:
+def _vetted_owners(port: int, protocol: str, address, tgt: str, ctx: Context) -> list:
+    """Every live owner of every listening socket on the port, all vetted; Rejected (nothing touched) when
+    one is protected or a socket's owner cannot be seen."""
+    inodes = socket_owners.listening_inodes(port, protocol, address)
+    held, unowned = socket_owners.owners(inodes)
+    if unowned:
+        raise Rejected(f"{tgt}: {len(unowned)} listening socket(s) have no owner visible to this listener "
+                       f"(uid {os.geteuid()}; kernel sockets, or another user's while not running as root)",
+                       {"port": str(port)})
+    procs = []
+    for pid in sorted(held):
+        try:
+            proc = psutil.Process(pid)
+            refusal = ctx.safety.refusal_for(proc)
+        except psutil.NoSuchProcess:
             continue
-        if protocol == "tcp" and conn.status != psutil.CONN_LISTEN:
-            continue
-        if protocol == "udp" and conn.raddr:
-            continue  # a connected UDP socket is a client, not a listener
-        if want is not None and conn.laddr.ip not in _WILDCARDS:
-            try:
-                if ipaddress.ip_address(conn.laddr.ip.split("%")[0]) != want:
-                    continue
-            except ValueError:
-                continue
-        if conn.pid is None:
-            hidden += 1
-        else:
-            pids.add(conn.pid)
-    return pids, hidden
+        if refusal:
+            raise Rejected(f"{tgt}: {refusal}; no owner was signalled", {"port": str(port), "pid": str(pid)})
+        procs.append(proc)
+    return procs
+
+
+def _listening(port: int, protocol: str, address) -> bool:
+    return bool(socket_owners.listening_inodes(port, protocol, address))
 
 
 def run(args: dict, ctx: Context) -> Outcome:
@@ -56,20 +59,7 @@ def run(args: dict, ctx: Context) -> Outcome:
     sig = signal_from_name(args.get("signal", "SIGTERM"))
     grace = float(args.get("gracePeriodSeconds", ctx.settings.default_grace_period_seconds))
     tgt = target(args)
-    pids, hidden = find_listeners(port, protocol, address)
-    if hidden and not pids:
-        raise Rejected(f"{tgt} is open but its owner is not visible to this listener (uid {os.geteuid()}; "
-                       "run the component as root to remediate other users' processes)")
-    procs = []
-    for pid in sorted(pids):
-        try:
-            proc = psutil.Process(pid)
-            refusal = ctx.safety.refusal_for(proc)
-        except psutil.NoSuchProcess:
-            continue
-        if refusal:
-            raise Rejected(f"{tgt}: {refusal}", {"port": str(port), "pid": str(pid)})
-        procs.append(proc)
+    procs = _vetted_owners(port, protocol, address, tgt, ctx)
     if not procs:
         return Outcome(f"nothing listens on {tgt}; nothing to do", {"port": str(port), "protocol": protocol,
                                                                     "action": "none"})
@@ -78,11 +68,27 @@ def run(args: dict, ctx: Context) -> Outcome:
     if ctx.dry_run:
         return Outcome(f"dry run: would send {sig.name} to {owners} listening on {tgt}, SIGKILL after {grace:g}s",
                        facts)
-    facts.update(process_control.terminate(procs, sig, grace, ctx))
-    closed = process_control.wait_until(lambda: not any(find_listeners(port, protocol, address)), ctx)
-    facts["portClosed"] = "true" if closed else "false"
-    if not closed:
-        left, hidden = find_listeners(port, protocol, address)
-        raise Failed(f"{tgt} is still open after stopping {owners} (now owned by {sorted(left) or hidden})", facts)
-    return Outcome(f"stopped {owners}; {tgt} is closed", facts)
-
+    stopped, killed = [], []
+    for round_ in range(MAX_ROUNDS):
+        result = process_control.terminate(procs, sig, grace, ctx)
+        stopped += [p for p in procs if p not in stopped]
+        if result.get("killedAfterGrace"):
+            killed.append(result["killedAfterGrace"])
+        facts.update(signal=result["signal"], signalled=process_control.describe(stopped))
+        if killed:
+            facts["killedAfterGrace"] = ",".join(killed)
+        # the kernel drops a socket as its last holder exits: a short wait, then look for new owners
+        closed = process_control.wait_until(lambda: not _listening(port, protocol, address), ctx,
+                                            limit=CLOSE_WAIT_SECONDS)
+        if closed:
+            facts["portClosed"] = "true"
+            facts["pids"] = process_control.describe(stopped)
+            return Outcome(f"stopped {facts['pids']}; {tgt} is closed", facts)
+        # still open: new owners (forked meanwhile) are vetted as a whole again before any is signalled
+        procs = [p for p in _vetted_owners(port, protocol, address, tgt, ctx) if p not in stopped]
+        if not procs or ctx.remaining() <= 0:
+            break
+    facts["portClosed"] = "false"
+    left = socket_owners.owners(socket_owners.listening_inodes(port, protocol, address))[0]
+    raise Failed(f"{tgt} is still open after stopping {process_control.describe(stopped)} "
+                 f"(owned by {sorted(left) or 'nobody visible'})", facts)
