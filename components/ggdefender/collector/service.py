@@ -16,14 +16,14 @@ import threading
 import time
 from typing import Any, Callable
 
-from ggdefender import topics
+from ggdefender import health, topics
 from ggdefender.cli import optional_module
 from ggdefender.collector import config as cfg
 from ggdefender.collector.pipeline import Built, Pipeline
 from ggdefender.collector.report import topic as report_topic
 from ggdefender.collector.report_id import ReportIds
+from ggdefender.config_store import LastGood
 from ggdefender.ipc import IpcUnavailable
-from ggdefender.settings import ConfigError
 
 log = logging.getLogger("ggdefender.collector")
 
@@ -32,6 +32,9 @@ EVENTS_TOPIC = topics.COLLECTOR_EVENTS
 CUSTOM_METRICS_TOPIC = topics.CUSTOM_METRICS
 MAX_PENDING_COMMANDS = 16
 MAX_REQUEST_ID = 128
+# health's lastReport changes on every report; republishing the document for each one would double IoT Core
+# traffic, so an unchanged status is refreshed at most this often (a change is reported at once)
+LAST_REPORT_REFRESH_SECONDS = 900.0
 
 
 class CollectorService:
@@ -49,12 +52,15 @@ class CollectorService:
         self.pipeline = Pipeline(self._settings, ReportIds.in_state_dir(state_dir), source=source, validate=False)
         self.plugins = None
         self.detect = None
+        # each section's verdict goes to health; a rejected one falls back to the last good one, also after a restart
+        self._last_good = {name: LastGood(ipc, name, state_dir) for name in ("Collector", "Plugins", "Detect")}
         self._wake = threading.Event()
         self._config_dirty = threading.Event()
         self._commands: "queue.Queue[dict]" = queue.Queue(MAX_PENDING_COMMANDS)
         self._last_tick = float("-inf")  # monotonic time of the last report attempt
         self._subs = []
         self.published = 0  # reports handed to IPC, for health and tests
+        self._last_report = ("", float("-inf"))  # (status, monotonic time) last put into health
         self.failures = 0
 
     # -- configuration -----------------------------------------------------------------------------
@@ -65,24 +71,24 @@ class CollectorService:
     def apply_config(self, whole: Any) -> None:
         """Apply the component configuration; each part keeps its last good section on errors."""
         whole = whole if isinstance(whole, dict) else {}
-        try:
-            new = cfg.parse(whole.get("Collector"))
-        except ConfigError as exc:
-            log.error("Collector configuration rejected, keeping the last good one: %s", exc)
-        else:
-            for w in new.warnings:
-                log.warning("%s", w)
-            if new != self._settings:
-                log.info("Collector configuration: interval %gs, format %s, metrics %s",
-                         new.interval, new.report_format, ",".join(new.metrics) or "none")
-            self._settings = new
-            self.pipeline.reconfigure(new)
+        self._last_good["Collector"].adopt(whole.get("Collector"), self._apply_collector)
         self._configure_part("plugins", "ggdefender.plugins.host", "PluginHost", whole.get("Plugins"))
         self._configure_part("detect", "ggdefender.detect.service", "DetectService", whole.get("Detect"))
+
+    def _apply_collector(self, section) -> None:
+        new = cfg.parse(section)  # ConfigError: nothing changed
+        for w in new.warnings:
+            log.warning("%s", w)
+        if new != self._settings:
+            log.info("Collector configuration: interval %gs, format %s, metrics %s",
+                     new.interval, new.report_format, ",".join(new.metrics) or "none")
+        self._settings = new
+        self.pipeline.reconfigure(new)
 
     def _configure_part(self, attr: str, module: str, cls_name: str, section) -> None:
         section = section if isinstance(section, dict) else {}
         part = getattr(self, attr)
+        last_good = self._last_good[attr.capitalize()]
         try:
             if part is None:
                 mod = optional_module(module)
@@ -90,15 +96,14 @@ class CollectorService:
                     return
                 cls = getattr(mod, cls_name)
                 if attr == "plugins":
-                    part = cls(section)
-                else:
-                    part = cls(self.ipc, self.thing, self.state_dir)
-                    part.reconfigure(section)
+                    setattr(self, attr, cls(section, last_good=last_good))  # adopts the section itself
+                    return
+                part = cls(self.ipc, self.thing, self.state_dir)
                 setattr(self, attr, part)
-            else:
-                part.reconfigure(section)
-        except Exception as exc:  # their validation errors: keep what they had, say why
-            log.error("%s configuration rejected, keeping the last good one: %s", cls_name, exc)
+            # apply: plugins' apply / detect's reconfigure validate the whole section, raise ConfigError unchanged
+            last_good.adopt(section, part.apply if attr == "plugins" else part.reconfigure)
+        except Exception:  # a bug in a part must not stop the collector
+            log.exception("%s configuration could not be applied", cls_name)
 
     # -- IPC wiring --------------------------------------------------------------------------------
     def _subscribe(self) -> None:
@@ -132,10 +137,26 @@ class CollectorService:
         rid = msg.get("reportId")
         if topic.endswith("/accepted"):
             log.info("report %s accepted", rid)
+            self._report_health("ACCEPTED", rid)
         else:
             details = msg.get("statusDetails") if isinstance(msg.get("statusDetails"), dict) else {}
             log.warning("report %s REJECTED: %s: %s", rid if rid is not None else "(id unknown)",
                         details.get("ErrorCode", "?"), details.get("ErrorMessage", "?"))
+            self._report_health("REJECTED", rid, f"{details.get('ErrorCode', '?')}: {details.get('ErrorMessage', '?')}")
+
+    def _report_health(self, status: str, report_id: Any, reason: str = "") -> None:
+        """lastReport in the health document: at once on a change of status, else now and then."""
+        last_status, last_at = self._last_report
+        now = self._mono()
+        if status == last_status and now - last_at < LAST_REPORT_REFRESH_SECONDS:
+            return
+        self._last_report = (status, now)
+        value: dict = {"status": status, "at": health.now_iso()}
+        if isinstance(report_id, int) and not isinstance(report_id, bool):
+            value["reportId"] = report_id
+        if reason:
+            value["reason"] = str(reason)[:500]
+        health.report(self.ipc, "lastReport", value)
 
     def _on_command(self, topic: str, message: Any) -> None:
         if not isinstance(message, dict) or message.get("command") != "collect-now":
@@ -179,8 +200,9 @@ class CollectorService:
             t = report_topic(self.thing, built.fmt)
             try:
                 self.ipc.publish_iot(t, built.payload, qos=self._settings.publish_qos)
-            except BaseException:
+            except BaseException as exc:
                 self.pipeline.not_delivered()
+                self._report_health("PUBLISH_FAILED", built.report_id, f"{type(exc).__name__}: {exc}")
                 raise
             self.published += 1
             log.info("published report %d (%d bytes) to %s", built.report_id, len(built.payload), t)

@@ -158,7 +158,8 @@ class PluginHost:
     """Runs in-process plugins and merges external samples into a validated `custom_metrics` object."""
 
     def __init__(self, section: Optional[dict] = None, *, registry: Optional[Registry] = None,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 last_good=None):
         self.registry = registry if registry is not None else discover()
         self._clock = clock
         self._lock = threading.RLock()
@@ -167,8 +168,12 @@ class PluginHost:
         self._closed = False
         self.settings = HostSettings()
         self.external = ExternalMetrics(self.settings.external, clock=clock, wall_clock=wall_clock)
-        if not self.reconfigure(section or {}):
-            # no last good configuration yet: run the defaults rather than report no custom metrics at all
+        if last_good is not None:  # config_store.LastGood: a rejected section falls back to the saved one
+            applied = last_good.adopt(section or {}, self.apply) or last_good.in_use
+        else:
+            applied = self.reconfigure(section or {})
+        if not applied:
+            # no last good configuration: run the defaults rather than report no custom metrics at all
             log.error("Plugins: starting with the default plugin configuration instead")
             self.reconfigure({})
 
@@ -176,30 +181,35 @@ class PluginHost:
     def reconfigure(self, section: Optional[dict]) -> bool:
         """Validate the whole section and swap it in; on any error keep the last good one. True if applied."""
         try:
-            new = parse_section(section or {}, self.registry)
-            with self._lock:
-                current = {slot.config.fingerprint: slot for slot in self._slots}
-            kept, created = [], []
-            try:
-                for config in new.plugins:
-                    slot = current.get(config.fingerprint)
-                    if slot is None:
-                        slot = self._start_plugin(config)
-                        if slot is None:
-                            continue
-                        created.append(slot)
-                    kept.append(slot)
-                kept = self._check_clashes(kept)
-                for slot in created:
-                    if slot not in kept:
-                        self._close_slot(slot)  # refused for a clash; an older refused one closes as removed
-            except BaseException:
-                for slot in created:
-                    self._close_slot(slot)
-                raise
+            self.apply(section)
         except ConfigError as exc:
             log.error("Plugins configuration rejected: %s; keeping the last good configuration", exc)
             return False
+        return True
+
+    def apply(self, section: Optional[dict]) -> None:
+        """Validate the whole section and swap it in; ConfigError (nothing changed) when it is invalid."""
+        new = parse_section(section or {}, self.registry)
+        with self._lock:
+            current = {slot.config.fingerprint: slot for slot in self._slots}
+        kept, created = [], []
+        try:
+            for config in new.plugins:
+                slot = current.get(config.fingerprint)
+                if slot is None:
+                    slot = self._start_plugin(config)
+                    if slot is None:
+                        continue
+                    created.append(slot)
+                kept.append(slot)
+            kept = self._check_clashes(kept)
+            for slot in created:
+                if slot not in kept:
+                    self._close_slot(slot)  # refused for a clash; an older refused one closes as removed
+        except BaseException:
+            for slot in created:
+                self._close_slot(slot)
+            raise
         with self._lock:
             removed = [slot for slot in self._slots if slot not in kept]
             self._slots, self.settings = kept, new
@@ -209,7 +219,6 @@ class PluginHost:
             self._close_slot(slot)
         log.info("Plugins: %s; in-process metrics: %s", "enabled" if new.enabled else "disabled",
                  ", ".join(m for slot in kept for m in slot.metrics) or "none")
-        return True
 
     def _start_plugin(self, config: PluginConfig) -> Optional[_Slot]:
         """A configured plugin instance; ConfigError for bad options, None (logged) when the plugin is broken."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ggdefender import statefile
+from ggdefender.config_store import LastGood
 from ggdefender.settings import ConfigError
 from ggdefender.statefile import atomic_write_json
 
@@ -52,19 +53,20 @@ class RemediationListener:
         self.pending_local = 0
         self._subs: list = []
         self._stop = threading.Event()
+        self._last_good = LastGood(ipc, "Remediation", str(self.state_dir))
 
     # -- configuration ------------------------------------------------------------------------------
     def _load_settings(self) -> None:
-        try:
-            section = self.ipc.get_config(["Remediation"])
-            new = rconfig.parse(section)
-        except ConfigError as exc:
-            if self.settings is None:
-                # no last good configuration: reject every job with the reason rather than guess
-                self.config_error = f"Remediation configuration is invalid: {exc}"
-            log.error("Remediation configuration rejected (%s); %s", exc,
-                      "keeping the last good one" if self.settings else "jobs will be REJECTED until it is fixed")
-            return
+        # a rejected section keeps the last good one, from the state folder after a restart (config_store)
+        self._last_good.adopt(self.ipc.get_config(["Remediation"]), self._apply_settings)
+        if self.settings is None:
+            # no last good configuration: reject every job with the reason rather than guess (defaults could be
+            # wider than what the operator configured)
+            self.config_error = f"Remediation configuration is invalid: {self._last_good.error}"
+            log.error("%s; jobs will be REJECTED until it is fixed", self.config_error)
+
+    def _apply_settings(self, section: Any) -> None:
+        new = rconfig.parse(section)  # ConfigError: nothing changed
         self.settings, self.config_error = new, None
         log.info("remediation settings: allowed operations %s", ", ".join(new.allowed_operations))
 
