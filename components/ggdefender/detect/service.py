@@ -12,7 +12,8 @@ and publishes through `ggdefender.ipc.Ipc`:
 
 Everything to publish goes through a persisted outbox first, so a failed publish is retried on the next
 observation and a restart replays what was not yet sent (at-least-once; consumers dedupe on violationId +
-violationEventType, or on the finding's Id + UpdatedAt).
+violationEventType, or on the finding's Id + UpdatedAt). An item that is refused (not merely undeliverable
+right now) is dropped after a few tries so it cannot hold back later ones; drops are counted (detect/outbox.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ggdefender import topics
+from ggdefender import health, topics
+from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
 from ggdefender.remediation.config import REQUESTS_TOPIC, RESULTS_TOPIC
 
 from . import config as C
@@ -94,6 +96,7 @@ class DetectService:
         self._results_sub = None
         self._configured = False
         self._history_saved = float("-inf")
+        self._outbox_reported: Optional[dict] = None
 
     # -- configuration ---------------------------------------------------------------------------------
     def reconfigure(self, section: Optional[dict]) -> None:
@@ -230,23 +233,27 @@ class DetectService:
             log.error("cannot persist detect state in %s: %s", self.state_dir, exc)
 
     def _flush(self) -> None:
-        if self.ipc is None or not self.store.outbox:
+        """Publish the outbox (detect/outbox.py: per-item failures, bounded tries, counted drops)."""
+        if self.ipc is None:
             return
-        sent = 0
-        while self.store.outbox:
-            kind, payload = self.store.outbox[0]
-            try:
-                self._publish(kind, payload)
-            except Exception as exc:
-                log.warning("publishing %s failed (%s); %d item(s) kept for retry", kind, exc, len(self.store.outbox))
-                break
-            self.store.outbox.popleft()
-            sent += 1
-        if sent:
-            self._persist()
+        if self.store.outbox:
+            _, changed = self.store.outbox.flush(self._publish)
+            if changed:
+                self._persist()
+        self._report_outbox()
+
+    def _report_outbox(self) -> None:
+        """The outbox in the health document, sent only when it changed (one relay call, not one per report)."""
+        value = self.store.outbox.status()
+        if value != self._outbox_reported:
+            self._outbox_reported = value
+            health.report(self.ipc, "outbox", value)
 
     def _publish(self, kind: str, payload: dict) -> None:
         data = json.dumps(payload, separators=(",", ":")).encode()
+        if kind != "request" and len(data) >= IOT_CORE_MAX_PAYLOAD:
+            # refused by every core: an item error, not a reason to stop the outbox
+            raise ValueError(f"{len(data)} bytes, over the IoT Core limit of {IOT_CORE_MAX_PAYLOAD - 1}")
         if kind == "violation":
             self.ipc.publish_iot(violations_topic(self.thing), data)
             self.ipc.publish_local(LOCAL_VIOLATIONS, payload)
@@ -269,7 +276,7 @@ class DetectService:
                     ml[b.key] = self.history.model_status(b.metric, b.duration)
             return {"enabled": self.config.enabled, "profiles": [p.name for p in self.config.profiles],
                     "behaviors": sorted(self.evaluator.behaviors), "activeViolations": self.active_violations(),
-                    "models": ml, "outbox": len(self.store.outbox)}
+                    "models": ml, "outbox": self.store.outbox.status()}
 
     def close(self) -> None:
         with self._lock:

@@ -9,16 +9,17 @@ It is written atomically after every observation that changed something.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 from typing import Any, Optional
 
-from ggdefender.statefile import atomic_write_json
+from ggdefender.statefile import atomic_write_json, need, read_json
+
+from .outbox import MAX_OUTBOX, Outbox
+from .outbox import check_json as check_outbox
 
 log = logging.getLogger("ggdefender.detect.state")
 
 STATE_FILE = "detect-state.json"
-MAX_OUTBOX = 1000
 MAX_FINDINGS = 500
 
 
@@ -93,32 +94,21 @@ class AlarmStore:
     def __init__(self, path: Optional[str]):
         self.path = path
         self.states: dict = {}
-        self.outbox: collections.deque = collections.deque(maxlen=MAX_OUTBOX)  # (kind, payload)
+        self.outbox = Outbox(MAX_OUTBOX)
         self.findings: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
         self.extra: dict = {}  # small state of other detect parts (e.g. the mitigation rate limiter)
         if path:
             self.load()
 
     def load(self) -> None:
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            states = {key: BehaviorState.from_json(d) for key, d in (data.get("states") or {}).items()
-                      if isinstance(d, dict)}
-            outbox = [tuple(item) for item in data.get("outbox") or [] if isinstance(item, list) and len(item) == 2]
-            findings = dict(data.get("findings") or {})
-        except FileNotFoundError:
+        # a file of the wrong shape is moved aside: alarms restart from scratch and say so, detection goes on
+        data = read_json(self.path, check_state, lambda: None, what="detect alarm state", log=log)
+        if data is None:
             return
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            # a corrupt file (unreadable, not JSON, or JSON of the wrong shape) must not stop detection;
-            # alarms restart from scratch and say so
-            log.error("alarm state %s unreadable (%s); starting without active alarms", self.path, exc)
-            return
-        self.states.update(states)
-        self.outbox.extend(outbox)
-        self.findings.update(findings)
-        if isinstance(data.get("extra"), dict):
-            self.extra = data["extra"]
+        self.states.update((k, BehaviorState.from_json(d)) for k, d in data["states"].items())
+        self.outbox.load_json(data["outbox"])
+        self.findings.update(data["findings"])
+        self.extra = data["extra"]
 
     def remember_finding(self, violation_id: str, finding: dict) -> None:
         self.findings[violation_id] = finding
@@ -130,9 +120,54 @@ class AlarmStore:
         if not self.path:
             return
         atomic_write_json(self.path, {
-            "version": 1,
+            "version": 2,
             "states": {k: s.to_json() for k, s in self.states.items()},
-            "outbox": [list(x) for x in self.outbox],
+            "outbox": self.outbox.to_json(),
             "findings": dict(self.findings),
             "extra": self.extra,
         })
+
+
+# -- shape of detect-state.json ----------------------------------------------------------------------------
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_STR = (str, type(None))
+# BehaviorState field -> allowed JSON types ("last_value", "win_value" hold any metric value)
+_FIELDS = {"fingerprint": str, "behavior": (dict, type(None)), "kind": str, "in_alarm": bool,
+           "violation_id": _OPT_STR, "violation_start": _OPT_NUM, "last_violation_time": _OPT_NUM,
+           "vstreak": int, "cstreak": int, "last_dp_at": _OPT_NUM, "win_index": (int, type(None)),
+           "verification": _OPT_STR, "verification_description": _OPT_STR, "actions": (list, type(None)),
+           "offending": (dict, type(None))}
+
+
+def _check_behavior_state(key: str, d: Any) -> dict:
+    where = f"states[{key!r}]"
+    need(d, dict, where)
+    for name, kinds in _FIELDS.items():
+        if name in d:
+            need(d[name], kinds, f"{where}.{name}")
+    for name in ("last_value", "win_value", "offending"):
+        v = d.get(name)
+        if isinstance(v, dict) and set(v) == {"tuple"}:
+            need(v["tuple"], list, f"{where}.{name}.tuple")
+        elif name == "offending" and v is not None:
+            raise ValueError(f"{where}.offending must be {{\"tuple\": [...]}} or null")
+    for i, a in enumerate(d.get("actions") or []):
+        need(a, dict, f"{where}.actions[{i}]")
+    if d.get("in_alarm") and not isinstance(d.get("violation_id"), str):
+        raise ValueError(f"{where} is in alarm without a violation_id")
+    return d
+
+
+def check_state(data: Any) -> dict:
+    """detect-state.json checked field by field (ValueError names the first wrong one)."""
+    need(data, dict, "the alarm state")
+    states = need(data.get("states", {}), dict, "states")
+    for key, d in states.items():
+        _check_behavior_state(key, d)
+    findings = need(data.get("findings", {}), dict, "findings")
+    for vid, f in findings.items():
+        need(f, dict, f"findings[{vid!r}]")
+    extra = need(data.get("extra", {}), dict, "extra")
+    outbox = check_outbox(data.get("outbox", []), "outbox")
+    return {"states": states, "findings": findings, "extra": extra, "outbox": outbox}
