@@ -3,7 +3,10 @@
 This closes the Device Client's gaps: its stdout reader ran before its stderr reader (a child filling the
 stderr pipe deadlocked it), it stopped reading after 1000 lines (the child died of SIGPIPE) and it waited
 forever. Here each pipe has its own reader that keeps reading to EOF but only keeps the last `max_bytes`,
-and the whole process group is terminated, then killed, when the timeout expires.
+and the whole process group is terminated, then killed, when the timeout expires or the caller cancels
+(`cancel` event: the job was cancelled). "Whole group" means every process still in it, not just the
+leader: a child of the handler that outlives it is stopped too (one that leaves the group with setsid
+escapes; that needs a cgroup, which we do not assume).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class ProcessResult:
     stderr_lines: int
     timed_out: bool
     truncated: bool
+    cancelled: bool = False  # stopped because the caller's cancel event was set
 
 
 class _TailReader(threading.Thread):
@@ -76,6 +80,7 @@ def run_argv(
     group: Optional[int] = None,
     stdin_data: Optional[bytes] = None,
     kill_grace: float = 2.0,
+    cancel: Optional[threading.Event] = None,
 ) -> ProcessResult:
     """Run argv directly (shell=False), in its own session so the whole group can be stopped on timeout."""
     if not argv or not all(isinstance(a, str) for a in argv):
@@ -100,12 +105,22 @@ def run_argv(
             pass
         finally:
             proc.stdin.close()
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _stop_group(proc, kill_grace)
+    timed_out = cancelled = False
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        try:
+            proc.wait(timeout=min(left, 0.1) if cancel is not None else left)
+            break
+        except subprocess.TimeoutExpired:
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                break
+    if timed_out or cancelled:
+        stop_group(proc, kill_grace)
     # the readers end at EOF; a grandchild holding the pipe open must not block us forever
     deadline = time.monotonic() + kill_grace + 1
     for reader in (out, err):
@@ -116,20 +131,47 @@ def run_argv(
         except OSError:
             pass
     return ProcessResult(
-        returncode=None if timed_out else proc.returncode,
+        returncode=None if timed_out or cancelled else proc.returncode,
         stdout=out.text(), stderr=err.text(), stderr_lines=err.lines(), timed_out=timed_out,
-        truncated=out.total > max_bytes or err.total > max_bytes)
+        truncated=out.total > max_bytes or err.total > max_bytes, cancelled=cancelled)
 
 
-def _stop_group(proc: subprocess.Popen, grace: float) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def group_members(pgid: int) -> list:
+    """Live (not zombie) pids in process group `pgid`, from /proc/<pid>/stat."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
         try:
-            os.killpg(proc.pid, sig)
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # state ppid pgrp ...; the name may contain spaces
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(name))
+    return members
+
+
+def _wait_group(proc: subprocess.Popen, pgid: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while True:
+        proc.poll()  # reap the leader, so it does not count as a member
+        if not group_members(pgid):
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.05)
+
+
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the whole process group, SIGKILL whatever is left of it after `grace` seconds."""
+    pgid = proc.pid  # start_new_session: the leader's pid is the group id
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        if _wait_group(proc, pgid, wait):
+            break
     proc.wait()

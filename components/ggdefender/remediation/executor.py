@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from typing import Callable, Optional
 
 from . import handlers, operations
@@ -35,11 +36,11 @@ class Executor:
         self.ipc = ipc
         self.audit_sink = audit_sink
 
-    def _context(self, label: str, dry_run: bool, step) -> Context:
+    def _context(self, label: str, dry_run: bool, step, cancel: Optional[threading.Event] = None) -> Context:
         timeout = (self.settings.handler_timeout_seconds if step.operation in DEVICE_CLIENT_OPERATIONS
                    else self.settings.operation_timeout_seconds)
         return Context(settings=self.settings, safety=self.safety, ipc=self.ipc, dry_run=dry_run, job=label,
-                       timeout=timeout, audit_sink=self.audit_sink)
+                       timeout=timeout, audit_sink=self.audit_sink, cancel=cancel)
 
     def _run_step(self, step, plan, ctx: Context) -> Outcome:
         if step.operation in DEVICE_CLIENT_OPERATIONS:
@@ -58,9 +59,11 @@ class Executor:
                 raise
 
     def execute(self, plan, label: str, *, done_steps: int = 0, interrupted: Optional[int] = None,
-                on_step: Optional[Callable[[int, str], None]] = None) -> Result:
+                on_step: Optional[Callable[[int, str], None]] = None,
+                cancel: Optional[threading.Event] = None) -> Result:
         """Run the plan. `done_steps` steps finished before a restart; `interrupted` is the index of a step
-        that had started when the process stopped (None if none)."""
+        that had started when the process stopped (None if none); `cancel`, once set, stops the running
+        step (a handler's whole process group) and runs no further step."""
         steps = plan.all_steps()
         base = {"format": plan.format, "steps": str(len(steps))}
         if plan.dry_run:
@@ -101,7 +104,12 @@ class Executor:
         # a failing step ends the loop, so a Device Client finalStep (last in steps) runs only after success
         for index in range(start, len(steps)):
             step = steps[index]
-            ctx = self._context(label, plan.dry_run, step)
+            if cancel is not None and cancel.is_set():
+                reason = f"cancelled before step {step.name!r}"
+                self._audit(label, step, "CANCELED", reason, plan.dry_run)
+                failed = ("FAILED", step, reason)
+                break
+            ctx = self._context(label, plan.dry_run, step, cancel)
             if on_step and not plan.dry_run:
                 on_step(index, "started")
             try:

@@ -150,7 +150,8 @@ def run_step(step, ctx: Context, include_stdout: bool) -> Outcome:
     timeout = settings.handler_timeout_seconds
     try:
         res = run_argv(argv, timeout=timeout, max_bytes=settings.max_output_bytes, cwd=cwd, env=env,
-                       user=account.pw_uid if switch else None, group=account.pw_gid if switch else None)
+                       user=account.pw_uid if switch else None, group=account.pw_gid if switch else None,
+                       kill_grace=settings.default_grace_period_seconds, cancel=ctx.cancel)
     except OSError as exc:
         raise Failed(f"could not start {os.path.basename(exe)}: {exc.strerror or exc}") from None
     facts = {"program": os.path.basename(exe), "user": account.pw_name}
@@ -158,6 +159,8 @@ def run_step(step, ctx: Context, include_stdout: bool) -> Outcome:
         facts["stdout"] = res.stdout
     if res.stderr.strip():
         facts["stderr"] = res.stderr
+    if res.cancelled:
+        raise Failed(f"{os.path.basename(exe)} was stopped (with its process group): the job was cancelled", facts)
     if res.timed_out:
         raise Failed(f"{os.path.basename(exe)} timed out after {timeout:g}s and was stopped", facts)
     facts["exitCode"] = str(res.returncode)

@@ -36,6 +36,7 @@ JOURNAL_FILE = "remediation-journal.json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TICK = 0.25
 IDLE_POLL_SECONDS = 600.0  # re-check the queue now and then in case a notification was lost
+CANCEL_POLL_SECONDS = 30.0  # while a job runs, check this often that it was not cancelled (lost notification)
 # One execution at a time per process, even across listener restarts by the supervisor: a worker left
 # finishing a step from a crashed listener instance must end before a new instance resumes that job.
 _EXECUTION_LOCK = threading.Lock()
@@ -52,6 +53,9 @@ class RemediationListener:
         self.config_error: Optional[str] = None
         self.pending_local = 0
         self._subs: list = []
+        self._job_subs: list = []  # the IoT Jobs topics: held only while Remediation.Enabled (or draining)
+        self._jobs_on = False
+        self._cancels: dict = {}  # (jobId, executionNumber) -> Event set when the service ended it
         self._stop = threading.Event()
         self._last_good = LastGood(ipc, "Remediation", str(self.state_dir))
 
@@ -92,20 +96,16 @@ class RemediationListener:
     def run(self, stop_event: threading.Event) -> None:
         self._load_settings()
         settings = self.settings or rconfig.RemediationSettings()
-        if self.settings is not None and not self.settings.enabled:
-            log.warning("remediation is disabled (Remediation.Enabled=false): not listening for jobs")
-            stop_event.wait()
-            return
         journal = self._load_journal()
         machine = jobs.JobsMachine(
             self.thing, journal, claim_mode=settings.claim_mode, reply_timeout=settings.reply_timeout_seconds,
             retry_initial=settings.retry_initial_seconds, retry_max=settings.retry_max_seconds,
-            idle_poll=IDLE_POLL_SECONDS)
+            idle_poll=IDLE_POLL_SECONDS, cancel_poll=CANCEL_POLL_SECONDS)
         worker = threading.Thread(target=self._worker, name="remediation-worker", daemon=True)
         worker.start()
         try:
             self._subscribe()
-            self._apply(machine, machine.start(time.time()))
+            self._follow_enabled(machine)
             while not stop_event.is_set():
                 try:
                     event = self.events.get(timeout=_TICK)
@@ -114,21 +114,50 @@ class RemediationListener:
                 if event is not None:
                     self._handle(machine, event)
                 self._apply(machine, machine.tick(time.time()))
+                if not self._jobs_on and self._job_subs and not machine.busy:
+                    self._close(self._job_subs)  # disabled, and the last execution is reported
+                    log.info("remediation disabled: the last job is reported; no longer listening for jobs")
         finally:
             self._stop.set()
+            for event in list(self._cancels.values()):
+                event.set()  # a handler still running is stopped with its process group, not left behind
             self.work.put(None)
-            for sub in self._subs:
-                try:
-                    sub.close()
-                except Exception:
-                    pass
-            self._subs.clear()
+            self._close(self._job_subs)
+            self._close(self._subs)
 
-    def _subscribe(self) -> None:
+    @staticmethod
+    def _close(subs: list) -> None:
+        for sub in subs:
+            try:
+                sub.close()
+            except Exception:
+                pass
+        subs.clear()
+
+    def _follow_enabled(self, machine: jobs.JobsMachine) -> None:
+        """Remediation.Enabled, live: true listens for jobs (again); false takes no new job, while one already
+        running finishes and is reported, then the jobs topics are dropped. An invalid section with no last
+        good one keeps listening, so each job is REJECTED with the reason rather than left QUEUED."""
+        enabled = self.settings is None or self.settings.enabled
+        if enabled and not self._jobs_on:
+            self._jobs_on = True
+            if not self._job_subs:
+                self._subscribe_jobs()
+            log.info("remediation enabled: listening for jobs")
+            self._apply(machine, machine.resume(time.time()))
+        elif not enabled and (self._jobs_on or machine.state == "stopped"):
+            self._jobs_on = False
+            self._apply(machine, machine.pause(time.time()))
+            log.warning("remediation is disabled (Remediation.Enabled=false): taking no new jobs%s",
+                        "; the running one finishes and is reported" if machine.busy else "")
+
+    def _subscribe_jobs(self) -> None:
         enqueue_iot = lambda topic, payload: self.events.put(("iot", topic, payload))  # noqa: E731
         # reply topics first, so no reply can arrive before its subscription exists
         for topic_filter in reversed(jobs.subscription_filters(self.thing)):
-            self._subs.append(self.ipc.subscribe_iot(topic_filter, enqueue_iot))
+            self._job_subs.append(self.ipc.subscribe_iot(topic_filter, enqueue_iot))
+
+    def _subscribe(self) -> None:
         self._subs.append(self.ipc.subscribe_local(REQUESTS_TOPIC,
                                                    lambda topic, msg: self.events.put(("request", msg))))
         self._subs.append(self.ipc.subscribe_config(self._on_config))
@@ -144,6 +173,7 @@ class RemediationListener:
             ack.set()
         elif kind == "done":
             _, job_id, number, result = event
+            self._cancels.pop((job_id, number), None)
             self._apply(machine, machine.on_execution_done(job_id, number, result.status, result.details, now))
         elif kind == "request":
             self._accept_request(event[1])
@@ -151,6 +181,7 @@ class RemediationListener:
             self.pending_local -= 1
         elif kind == "config":
             self._load_settings()
+            self._follow_enabled(machine)
 
     def _apply(self, machine: jobs.JobsMachine, actions: list) -> None:
         for action in actions:
@@ -162,7 +193,14 @@ class RemediationListener:
             elif isinstance(action, jobs.SaveJournal):
                 self._save_journal(machine.journal)
             elif isinstance(action, jobs.Execute):
+                self._cancels[(action.job_id, action.execution_number)] = threading.Event()
                 self.work.put(("job", action))
+            elif isinstance(action, jobs.Cancel):
+                cancel = self._cancels.get((action.job_id, action.execution_number))
+                if cancel is not None:
+                    log.warning("job %s#%s was ended by the service (%s): stopping it", action.job_id,
+                                action.execution_number, action.status)
+                    cancel.set()
 
     # -- local requests (Detect's mitigation) -------------------------------------------------------------
     def _accept_request(self, msg: Any) -> None:
@@ -246,7 +284,7 @@ class RemediationListener:
         log.info("job %s: running %d step(s) (%s%s)", label, len(plan.all_steps()), plan.format,
                  ", dry run" if plan.dry_run else "")
         result = executor.execute(plan, label, done_steps=action.done_steps, interrupted=action.interrupted,
-                                  on_step=on_step)
+                                  on_step=on_step, cancel=self._cancels.get((action.job_id, action.execution_number)))
         log.info("job %s: %s %s", label, result.status, result.details.get("reason") or
                  result.details.get("summary", ""))
         return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -51,6 +52,7 @@ class Context:
     timeout: float = 30.0
     started: float = dataclasses.field(default_factory=time.monotonic)
     audit_sink: Optional[Callable[[dict], None]] = None
+    cancel: Optional[threading.Event] = None  # set when the job execution was cancelled: stop at once
 
     @property
     def deadline(self) -> float:
