@@ -4,7 +4,7 @@
                          [--update-config JSON|FILE] [--thing NAME] [--broker URL] [--root DIR]
                          [--duration SECONDS] [--no-interpolate-config]
     ggdefender local status [--root DIR] [--json]
-    ggdefender local config update [--root DIR] --update-config JSON|FILE
+    ggdefender local config update [--root DIR] --update-config JSON|FILE [--wait SECONDS]
     ggdefender local logs NAME [--root DIR] [--lines N] [--follow]
 
 Deployment flags mirror greengrass-cli's `deployment create`. Other parts add sub-subcommands through an
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 DEFAULT_ROOT = ".ggdefender-local"
+DEFAULT_CONFIG_WAIT = 15.0
 OPTIONAL_SUBCOMMANDS = ("ggdefender.local.jobs_cli",)
 
 
@@ -63,6 +64,9 @@ def register(subparsers) -> None:
     update = config_sub.add_parser("update", help="MERGE/RESET configuration like greengrass-cli --update-config")
     update.add_argument("--root", default=DEFAULT_ROOT)
     update.add_argument("--update-config", "-c", dest="update_config", required=True, metavar="JSON|FILE")
+    update.add_argument("--wait", type=float, default=DEFAULT_CONFIG_WAIT, metavar="SECONDS",
+                        help=f"wait up to this long for each component's verdict on the sections it changed "
+                             f"(from its health document; default {DEFAULT_CONFIG_WAIT:g}, 0 = do not wait)")
     update.set_defaults(func=cmd_config_update)
 
     logs = sub.add_parser("logs", help="a component's log (<root>/logs/<Name>.log)")
@@ -173,20 +177,80 @@ def cmd_status(args) -> int:
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     print(status["totals"])
+    for name, doc in sorted((status.get("health") or {}).items()):
+        print()
+        print(health_text(name, doc))
     return 0
+
+
+def health_text(name: str, doc: dict) -> str:
+    """A component's health document for people: status, each problem, each configuration verdict."""
+    from ggdefender.health import problems
+
+    lines = [f"health of {name}: {str(doc.get('status', 'unknown')).upper()}  (updated {doc.get('updatedAt', '?')})"]
+    lines += [f"  ! {p}" for p in problems(doc)]
+    for section, verdict in sorted((doc.get("configuration") or {}).items()):
+        if isinstance(verdict, dict):
+            lines.append(f"  configuration {section}: {verdict_text(verdict)}")
+    privsep = doc.get("privilegeSeparation")
+    if isinstance(privsep, dict):
+        lines.append(f"  privilege separation: {'on' if privsep.get('on') else 'OFF'}"
+                     + (f" (collector user {privsep['collectorUser']})" if privsep.get("collectorUser") else "")
+                     + (f": {privsep['reason']}" if privsep.get("reason") else ""))
+    for part, info in sorted((doc.get("parts") or {}).items()):
+        if isinstance(info, dict) and "state" in info:
+            lines.append(f"  part {part}: {info.get('state')}, restarts {info.get('restarts', 0)}"
+                         + (f", last exit {info['lastExit']}" if info.get("lastExit") else ""))
+    outbox = doc.get("outbox")
+    if isinstance(outbox, dict):
+        lines.append(f"  outbox: {outbox.get('pending', 0)} pending, {outbox.get('dropped', 0)} dropped")
+    last = doc.get("lastReport")
+    if isinstance(last, dict):
+        lines.append(f"  last report: {last.get('status')}" + (f" (id {last['reportId']})" if "reportId" in last
+                                                              else "") + (f": {last['reason']}" if last.get("reason") else ""))
+    return "\n".join(lines)
+
+
+def verdict_text(verdict: dict) -> str:
+    if verdict.get("accepted"):
+        return "accepted"
+    fallback = "running on the last good configuration" if verdict.get("usingLastGood") else \
+        "no last good configuration: running on the built-in fallback"
+    return f"REJECTED: {verdict.get('reason') or 'no reason given'} ({fallback})"
 
 
 def cmd_config_update(args) -> int:
     from .control import ControlError, control_request
     from .recipe import RecipeError, load_update_config
 
+    from .runtime import MAX_CONFIG_WAIT
+
+    if not 0 <= args.wait <= MAX_CONFIG_WAIT:
+        return _fail(f"--wait must be a number of seconds from 0 to {MAX_CONFIG_WAIT:g}")
     try:
         updates = load_update_config(args.update_config)
-        result = control_request(args.root, "config-update", {"update": updates})
+        result = control_request(args.root, "config-update", {"update": updates, "wait": args.wait})
     except (RecipeError, ControlError) as exc:
         return _fail(str(exc))
-    print(json.dumps(result, indent=2))
-    return 0
+    print(json.dumps(result["configuration"], indent=2))
+    rejected = missing = False
+    for name, entry in sorted(result["verdicts"].items()):
+        if not entry["changed"]:
+            print(f"{name}: nothing changed", file=sys.stderr)
+            continue
+        if not entry["health"]:
+            print(f"{name} publishes no health document: not waiting for a verdict", file=sys.stderr)
+            continue
+        for section in entry.get("notJudged", []):
+            print(f"{name} {section}: changed (the component gives no verdict on this section)", file=sys.stderr)
+        for section, verdict in sorted((entry.get("verdicts") or {}).items()):
+            if verdict is None:
+                print(f"{name} {section}: no verdict within {args.wait:g} s")
+                missing = True
+            else:
+                print(f"{name} {section}: {verdict_text(verdict)}")
+                rejected = rejected or not verdict.get("accepted")
+    return 1 if rejected else 3 if missing else 0
 
 
 def cmd_logs(args) -> int:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import math
 import re
+import time
 from pathlib import Path
 from typing import Iterable, Optional
+
+from ggdefender import topics
 
 from . import recipe as rcp
 from .cloud import CLOUD_SERVICES, close_services, service_commands, start_services
@@ -28,6 +32,7 @@ log = logging.getLogger("ggdefender.local.runtime")
 DEFAULT_THING = "ggdefender-local"
 IPC_SOCKET = "ipc.socket"
 REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
+MAX_CONFIG_WAIT = 50.0  # seconds `config-update` may wait for verdicts (inside the control command timeout)
 
 
 def check_settings(thing: str, region: str, grace_seconds: float) -> None:
@@ -63,6 +68,7 @@ class Runtime:
         self.control: Optional[ControlServer] = None
         self.bridge = None
         self._alias = contextlib.ExitStack()  # holds the short alias of a long socket path while the server runs
+        self._health_unsub = None
 
     # -- start / stop -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,6 +97,9 @@ class Runtime:
         self.server = IpcServer(self.core, bind_path)
         await self.server.start()
         self.services = start_services(self.core, self.root, self.view, self.service_specs)
+        # components' health documents, keyed by the publisher the core authenticated (not by the payload)
+        self._health_unsub = self.core.subscribe_iot(
+            topics.health(self.core.thing_name), lambda topic, payload, source: self.view.health_document(source, payload))
         if self.broker_url:
             from .bridge import Bridge
 
@@ -124,6 +133,9 @@ class Runtime:
             await asyncio.get_running_loop().run_in_executor(None, bridge.stop)
         services, self.services = self.services, []
         close_services(services)
+        unsub, self._health_unsub = self._health_unsub, None
+        if unsub is not None:
+            unsub()
         server, self.server = self.server, None
         if server is not None:
             await server.stop()
@@ -137,11 +149,39 @@ class Runtime:
             components[name] = {"version": rec.version, "state": rec.state,
                                 "reason": dep.reason if dep else "", "errors": dep.errors if dep else 0}
         return {"thing": self.core.thing_name, "root": str(self.root), "components": components,
-                "totals": self.view.totals(), "broker": self.broker_url or None}
+                "totals": self.view.totals(), "broker": self.broker_url or None,
+                "health": self.view.health.documents()}
 
     def _cmd_config_update(self, args: dict) -> dict:
         updates = rcp.validate_update_config(args.get("update"))
-        return self.update_config(updates)
+        if "wait" not in args:
+            return self.update_config(updates)
+        wait = args["wait"]
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_CONFIG_WAIT:
+            raise ValueError(f"'wait' must be a number of seconds from 0 to {MAX_CONFIG_WAIT:g}")
+        before = {name: copy.deepcopy(self.core.get_config(name)) for name in updates if name in self.core.components()}
+        since = time.time()
+        configuration = self.update_config(updates)
+        return {"configuration": configuration, "verdicts": self.wait_verdicts(before, configuration, since, wait)}
+
+    def wait_verdicts(self, before: dict, after: dict, since: float, wait: float) -> dict:
+        """Per component: the top-level sections the update changed and, for a component that publishes a health
+        document, its verdict on each (None: none within `wait` seconds)."""
+        deadline = time.monotonic() + wait
+        out = {}
+        for name, config in after.items():
+            old = before.get(name) if isinstance(before.get(name), dict) else {}
+            new = config if isinstance(config, dict) else {}
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            judged = self.view.health.sections(name)  # the sections this component gives verdicts on
+            entry: dict = {"changed": changed, "health": self.view.health.has(name),
+                           "notJudged": [k for k in changed if k not in judged]}
+            sections = [k for k in changed if k in judged]
+            if sections and wait > 0:
+                entry["verdicts"] = self.view.health.wait_verdicts(name, sections, since,
+                                                                   max(0.0, deadline - time.monotonic()))
+            out[name] = entry
+        return out
 
     def update_config(self, updates: dict) -> dict:
         """Apply greengrass-cli style {Component: {MERGE, RESET}} to running components (RESET first)."""

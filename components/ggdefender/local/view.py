@@ -3,17 +3,25 @@
 Everything the core, the lifecycle runner, the cloud side and the bridge report comes here. The view keeps
 the last events in memory (tests and `local status` read them) and, when given a stream, prints them.
 Busy topics are folded: at most one line per topic per second, with a count of what was folded.
+`HealthBoard` keeps each component's latest health document (docs/configuration.md, "Health") for `local
+status` and `local config update`; the view prints a line when a component's health status or problems change.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime
+import json
 import threading
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, Iterable, Optional, TextIO
+
+from ggdefender.health import problems as health_problems
 
 _STATE_MARK = {"RUNNING": "+", "FINISHED": ".", "ERRORED": "!", "BROKEN": "X", "STOPPING": "-"}
 MAX_FOLD_KEYS = 10_000  # topics remembered for folding; components may publish on ever-new topics
+MAX_HEALTH_BYTES = 512 * 1024  # one health document (the component bounds it far below this)
+MAX_HEALTH_COMPONENTS = 100
 # Topics and messages come from components and the broker: control characters (ANSI escapes, newlines) are
 # shown escaped so they can neither fake a line of the view nor drive the terminal.
 _UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
@@ -38,6 +46,7 @@ class View:
         self._last_line: dict[str, float] = {}
         self._folded: collections.Counter = collections.Counter()
         self._started = time.time()
+        self.health = HealthBoard()
 
     # -- sinks ---------------------------------------------------------------------------------------
     def _emit(self, event: dict, line: Optional[str], fold_key: Optional[str] = None) -> None:
@@ -111,6 +120,17 @@ class View:
         else:
             self._emit(event, None)
 
+    def health_document(self, component: str, payload: bytes) -> None:
+        """A health document published by `component` (the core's name for the publisher, not the payload's)."""
+        change = self.health.update(component, payload)
+        if change is None:
+            return
+        status, problems = change
+        self.counters["health"] += 1
+        line = f"health {component}: {status}" + (f": {'; '.join(problems)}" if problems else "")
+        self._emit({"kind": "health", "component": component, "status": status, "problems": problems},
+                   line)
+
     # -- summaries -------------------------------------------------------------------------------------
     def table(self, components: dict) -> str:
         """A state table: name, version, state (components as Core.components() returns them)."""
@@ -131,3 +151,81 @@ class View:
             with self._lock:
                 self.out.write(text + "\n")
                 self.out.flush()
+
+
+def _epoch(iso: Any) -> Optional[float]:
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class HealthBoard:
+    """The latest health document of each component, and a wait for a component's verdict on its sections."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, dict] = {}
+        self._cond = threading.Condition()
+
+    def update(self, component: str, payload: bytes) -> Optional[tuple]:
+        """Record a document; (status, problems) when they changed (for the live view), else None."""
+        if len(payload) > MAX_HEALTH_BYTES:
+            return None
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        status = doc.get("status") if doc.get("status") in ("ok", "degraded") else "unknown"
+        problems = health_problems(doc)
+        with self._cond:
+            if component not in self._docs and len(self._docs) >= MAX_HEALTH_COMPONENTS:
+                return None
+            old = self._docs.get(component)
+            self._docs[component] = doc
+            self._cond.notify_all()
+        if old is not None and old.get("status") == doc.get("status") and health_problems(old) == problems:
+            return None
+        return status, problems
+
+    def documents(self) -> dict:
+        with self._cond:
+            return json.loads(json.dumps(self._docs))
+
+    def has(self, component: str) -> bool:
+        with self._cond:
+            return component in self._docs
+
+    def sections(self, component: str) -> list:
+        """The configuration sections `component` has given a verdict on."""
+        with self._cond:
+            conf = (self._docs.get(component) or {}).get("configuration")
+            return sorted(conf) if isinstance(conf, dict) else []
+
+    def wait_verdicts(self, component: str, sections: Iterable[str], since: float, timeout: float) -> dict:
+        """{section: verdict} for each section whose `configuration.<section>` verdict is dated at or after
+        `since` (epoch seconds), waiting at most `timeout` seconds; a section without one maps to None."""
+        sections = list(sections)
+        since_ms = int(since * 1000) / 1000.0  # the component dates verdicts to the millisecond
+
+        def fresh() -> dict:
+            conf = (self._docs.get(component) or {}).get("configuration")
+            conf = conf if isinstance(conf, dict) else {}
+            out = {}
+            for section in sections:
+                verdict = conf.get(section)
+                at = _epoch(verdict.get("at")) if isinstance(verdict, dict) else None
+                out[section] = verdict if at is not None and at >= since_ms else None
+            return out
+
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while True:
+                found = fresh()
+                left = deadline - time.monotonic()
+                if all(v is not None for v in found.values()) or left <= 0:
+                    return found
+                self._cond.wait(min(left, 1.0))
