@@ -379,3 +379,111 @@ def test_local_jobs_cli_create_list_describe_cancel(core, tmp_path):
     assert failed.returncode == 2 and "cannot read job document" in failed.stderr
     dup = _cli(core, "create", "--document", str(doc), "--job-id", "cli-1")
     assert dup.returncode == 1 and "already exists" in dup.stderr
+
+
+def _marker_dir(base: Path) -> Path:
+    """A folder the handler's run user (nobody when root) can write its markers to."""
+    d = base / "markers"
+    d.mkdir(exist_ok=True)
+    os.chmod(d, 0o777)
+    return d
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _handler_config(hdir: Path, **extra) -> dict:
+    return _config(dict({"HandlerDirectory": str(hdir), "HandlerUser": "nobody" if os.geteuid() == 0 else ""},
+                        **extra))
+
+
+def _dc(handler: str) -> dict:
+    return {"version": "1.0", "steps": [{"action": {"name": handler, "type": "runHandler",
+                                                    "input": {"handler": handler}}}]}
+
+
+def test_cancel_force_stops_the_handler_and_its_child_and_nothing_is_reported_after(core, tmp_path, shared_tmp):
+    marks = _marker_dir(shared_tmp)
+    # the handler forks a child; both record their pid and sleep far longer than the test
+    hdir = _handler_dir(shared_tmp, "long.sh", "#!/bin/sh\n"
+                        f"sh -c 'echo $$ > {marks}/child.pid; exec sleep 600' &\n"
+                        f"echo $$ > {marks}/handler.pid\nwait\n")
+    _handler_dir(shared_tmp, "quick.sh", "#!/bin/sh\necho quick\n")
+    comp = Component(core, tmp_path, _handler_config(hdir, DefaultGracePeriodSeconds="2")).start()
+    jobs = _jobs(core)
+    updates = core.capture_iot(f"$aws/things/{THING}/jobs/cancel-me/update")
+    jobs.create_job(_dc("long.sh"), "cancel-me")
+
+    def both_pids():
+        try:
+            return [int((marks / name).read_text()) for name in ("handler.pid", "child.pid")]
+        except (FileNotFoundError, ValueError):  # not written yet
+            return None
+
+    pids = _wait(both_pids, 60, "the handler and its child never started")
+    assert all(_pid_alive(p) for p in pids)
+    claims = len(updates)  # the IN_PROGRESS claim came before the cancel
+
+    cancelled = _cli(core, "cancel", "--force", "cancel-me")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert jobs.wait_for("cancel-me", "CANCELED", timeout=5)["status"] == "CANCELED"
+    # both end within the grace period (2 s) plus the cancel's round trip; bounded wait, not a speed claim
+    _wait(lambda: not any(_pid_alive(p) for p in pids), 30, f"still running: {pids}")
+
+    # the listener goes on with the queue: a later job runs and is reported
+    jobs.create_job(_dc("quick.sh"), "after-cancel")
+    assert jobs.wait_for("after-cancel", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)["status"] == "SUCCEEDED"
+    # ...and nothing was ever published for the cancelled execution after the cancel
+    assert len(updates) == claims, [json.loads(p) for _, p, *_ in list(updates)[claims:]]
+    assert _journal(comp.state)["cancel-me#1"]["state"] == "canceled"
+    assert jobs.describe("cancel-me")["executions"][0]["status"] == "CANCELED"
+
+
+def test_remediation_enabled_is_live(core, tmp_path, shared_tmp):
+    marks = _marker_dir(shared_tmp)
+    hdir = _handler_dir(shared_tmp, "slow.sh", f"#!/bin/sh\necho started > {marks}/slow\nsleep 3\necho slow done\n")
+    _handler_dir(shared_tmp, "quick.sh", "#!/bin/sh\necho quick\n")
+    comp = Component(core, tmp_path, _handler_config(hdir, Enabled=False)).start()
+    jobs = _jobs(core)
+    core.wait_for_log(COMPONENT, "remediation is disabled", timeout=60)
+    jobs.create_job(_dc("quick.sh"), "while-off")
+    with pytest.raises(TimeoutError):  # not taken while disabled (a bounded look, not a speed claim)
+        jobs.wait_for("while-off", ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"), timeout=4)
+
+    # Enabled=true, live: the queued job is taken without restarting the component
+    core.update_config(COMPONENT, {"MERGE": {"Remediation": {"Enabled": True}}})
+    assert jobs.wait_for("while-off", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)["status"] == "SUCCEEDED"
+
+    # Enabled=false while a job runs: it finishes and is reported; the next one is not taken
+    jobs.create_job(_dc("slow.sh"), "running")
+    _wait(lambda: (marks / "slow").exists(), 60, "the slow handler never started")
+    core.update_config(COMPONENT, {"MERGE": {"Remediation": {"Enabled": False}}})
+    jobs.create_job(_dc("quick.sh"), "queued-while-off")
+    assert jobs.wait_for("running", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)["status"] == "SUCCEEDED"
+    core.wait_for_log(COMPONENT, "no longer listening for jobs", timeout=30)
+    with pytest.raises(TimeoutError):
+        jobs.wait_for("queued-while-off", ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"), timeout=4)
+    core.update_config(COMPONENT, {"MERGE": {"Remediation": {"Enabled": True}}})
+    assert jobs.wait_for("queued-while-off", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)["status"] \
+        == "SUCCEEDED"
+    assert comp.proc.poll() is None  # never restarted
+
+
+@pytest.mark.parametrize("values,key", [({"DevelopmentSampleIntervalSeconds": -5}, "DevelopmentSampleIntervalSeconds"),
+                                        ({"MaxReportBytes": 10}, "MaxReportBytes")])
+def test_set_config_with_a_value_the_collector_rejects_is_rejected_and_not_stored(core, tmp_path, values, key):
+    allowed = ["Collector/DevelopmentSampleIntervalSeconds", "Collector/MaxReportBytes"]
+    Component(core, tmp_path, _config({"SetConfigAllowedKeys": allowed})).start()
+    before = core.get_config(COMPONENT, ["Collector"])
+    jobs = _jobs(core)
+    jobs.create_job({"schema": OURS, "steps": [{"operation": "set-config",
+                                                "arguments": {"section": "Collector", "values": values}}]}, "bad-set")
+    done = jobs.wait_for("bad-set", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+    assert done["status"] == "REJECTED", done["statusDetails"]
+    assert key in done["statusDetails"]["reason"]
+    assert core.get_config(COMPONENT, ["Collector"]) == before
