@@ -27,6 +27,11 @@ ConfigHandler = Callable[[list], None]  # key path of the changed node, relative
 IOT_CORE_MAX_PAYLOAD = 128 * 1024
 
 
+# How long an IPC outage may last before a part gives up (Supervisor.IpcRetryBudgetSeconds overrides it in
+# process A): long enough for a nucleus restart, short enough that an orphan of a dead core does not linger.
+DEFAULT_RETRY_BUDGET = 300.0
+
+
 class IpcUnavailable(RuntimeError):
     """The Greengrass IPC socket could not be reached within the retry budget."""
 
@@ -60,21 +65,32 @@ class Ipc:
     def __init__(
         self,
         *,
-        connect_attempts: int = 10,
+        connect_attempts: Optional[int] = None,
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         timeout: float = 10.0,
         client_factory: Optional[Callable[[], Any]] = None,
     ):
+        """`retry_budget`: seconds an outage may last (counted from the first failed connect) before the
+        connection is declared gone for good: every later call raises IpcUnavailable at once and the
+        `on_gone` listeners run, so a part whose core died exits instead of retrying forever."""
         self.connect_attempts = connect_attempts
+        self.retry_budget = retry_budget
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
         self._client_factory = client_factory or self._default_client
         self._client = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # guards state only; never held while waiting
+        self._connect_lock = threading.Lock()  # one connection attempt at a time
+        self._closing = threading.Event()  # close() interrupts a backoff wait at once
         self._subs: list[Subscription] = []
         self._closed = False
+        self._outage_since: Optional[float] = None  # monotonic time of the first failed connect
+        self.gone: Optional[str] = None  # why the connection was given up for good
+        self._gone_listeners: list = []
+        self._reconnector: Optional[threading.Thread] = None
         # one worker keeps stream callbacks in arrival order (gotcha 11 of the wire protocol)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipc-callbacks")
 
@@ -107,44 +123,109 @@ class Ipc:
         raw = connect(lifecycle_handler=_Lifecycle(), timeout=self.timeout)
         return GreengrassCoreIPCClientV2(client=raw, executor=self._executor)
 
-    def connect(self) -> "Ipc":
-        """Connect (or reconnect) with exponential backoff; raises IpcUnavailable when out of attempts."""
+    def on_gone(self, listener: Callable[[str], None]) -> None:
+        """Call listener(reason) once when the retry budget runs out (at once if it already has)."""
         with self._lock:
-            if self._client is not None:
-                return self
+            gone = self.gone
+            if gone is None:
+                self._gone_listeners.append(listener)
+        if gone is not None:
+            listener(gone)
+
+    def connect(self) -> "Ipc":
+        """Connect (or reconnect) with exponential backoff.
+
+        Raises IpcUnavailable when closed, when the outage outlasts `retry_budget` (then for good, see
+        `on_gone`) or after `connect_attempts` attempts of this call when that is set. No lock is held while
+        waiting, so close() (SIGTERM) ends a backoff at once; an attempt itself is bounded by `timeout`.
+        """
+        with self._connect_lock:
             delay = self.initial_backoff
-            last: Optional[BaseException] = None
-            for attempt in range(1, self.connect_attempts + 1):
-                if self._closed:
-                    raise IpcUnavailable("IPC client closed")
+            attempt = 0
+            while True:
+                with self._lock:
+                    if self._closed:
+                        raise IpcUnavailable("IPC client closed")
+                    if self.gone is not None:
+                        raise IpcUnavailable(self.gone)
+                    if self._client is not None:
+                        return self
+                attempt += 1
                 try:
-                    self._client = self._client_factory()
-                    break
+                    client = self._client_factory()
                 except Exception as exc:  # awscrt raises RuntimeError/AwsCrtError/TimeoutError
-                    last = exc
-                    log.warning("IPC connect attempt %d/%d failed: %s", attempt, self.connect_attempts, exc)
-                    if attempt < self.connect_attempts:
-                        time.sleep(delay)
-                        delay = min(delay * 2, self.max_backoff)
-            else:
-                raise IpcUnavailable(f"cannot connect to Greengrass IPC after {self.connect_attempts} attempts: {last}")
-            for sub in list(self._subs):
-                self._activate(sub)
-            return self
+                    now = time.monotonic()
+                    with self._lock:
+                        if self._outage_since is None:
+                            self._outage_since = now
+                        out_for = now - self._outage_since
+                    left = self.retry_budget - out_for
+                    if left <= 0:
+                        self._give_up(f"Greengrass IPC unreachable for {out_for:.0f}s (retry budget "
+                                      f"{self.retry_budget:g}s): {exc}")
+                        raise IpcUnavailable(self.gone) from None
+                    if self.connect_attempts is not None and attempt >= self.connect_attempts:
+                        raise IpcUnavailable(f"cannot connect to Greengrass IPC after {attempt} attempts: "
+                                             f"{exc}") from None
+                    log.warning("IPC connect attempt %d failed (%s); retrying in %.1fs (gives up in %.0fs)",
+                                attempt, exc, min(delay, left), left)
+                    if self._closing.wait(min(delay, left)):
+                        raise IpcUnavailable("IPC client closed") from None
+                    delay = min(delay * 2, self.max_backoff)
+                    continue
+                with self._lock:
+                    if self._closed:
+                        _close_quietly(client)
+                        raise IpcUnavailable("IPC client closed")
+                    self._client = client
+                    self._outage_since = None
+                    for sub in list(self._subs):
+                        try:
+                            self._activate(sub)
+                        except Exception as exc:  # that one subscription is retried on the next reconnect
+                            log.warning("IPC: could not re-subscribe to %s %r: %s", sub.kind, sub.topic, exc)
+                if attempt > 1:
+                    log.info("IPC connection re-established after %d attempts", attempt)
+                return self
+
+    def _give_up(self, reason: str) -> None:
+        with self._lock:
+            if self.gone is not None:
+                return
+            self.gone = reason
+            listeners, self._gone_listeners = self._gone_listeners, []
+        log.error("%s; giving up", reason)
+        for listener in listeners:
+            try:
+                listener(reason)
+            except Exception:
+                log.exception("IPC gone listener failed")
 
     def _on_disconnect(self, reason) -> None:
         if self._closed:
             return
-        log.warning("IPC connection lost (%s); will reconnect on next use", reason)
+        log.warning("IPC connection lost (%s); reconnecting", reason)
         with self._lock:
             self._client = None
             for sub in self._subs:
                 sub.operation = None
+            if self._reconnector is not None and self._reconnector.is_alive():
+                return
+            # reconnect now rather than on next use: subscriptions come back, and a core that is gone is
+            # noticed within the retry budget even when this part has nothing to send
+            self._reconnector = threading.Thread(target=self._reconnect, name="ipc-reconnect", daemon=True)
+            self._reconnector.start()
+
+    def _reconnect(self) -> None:
+        try:
+            self.connect()
+        except IpcUnavailable:
+            pass  # closed, or gone (listeners told)
 
     def _call(self, fn: Callable[[Any], Any]):
         """Run fn(client); on a dropped connection reconnect once and retry."""
         for attempt in (1, 2):
-            client = self.connect()._client
+            client = self._connected_client()
             try:
                 return fn(client)
             except Exception as exc:
@@ -155,17 +236,20 @@ class Ipc:
                     if self._client is client:
                         self._client = None
 
+    def _connected_client(self):
+        while True:  # a disconnect can land between connect() and reading the client
+            self.connect()
+            with self._lock:
+                if self._client is not None:
+                    return self._client
+
     def close(self) -> None:
         self._closed = True
+        self._closing.set()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
-            # Close the connection first and only then stop the callback worker: awsiotsdk 1.31's
-            # clientv2.close() stops the executor first and then raises on every stream-closed callback.
-            try:
-                client.client.close().result(timeout=2)
-            except Exception:
-                pass
+            _close_quietly(client)
         self._executor.shutdown(wait=False)
 
     # -- IoT Core ----------------------------------------------------------------------------------
@@ -293,6 +377,15 @@ class Ipc:
                 sub.handler(topic, payload)
         except Exception:  # a handler bug must never kill the IPC callback thread
             log.exception("handler for %s subscription %r failed", sub.kind, sub.topic)
+
+
+def _close_quietly(client) -> None:
+    # Close the connection first and only then stop the callback worker: awsiotsdk 1.31's clientv2.close()
+    # stops the executor first and then raises on every stream-closed callback.
+    try:
+        client.client.close().result(timeout=2)
+    except Exception:
+        pass
 
 
 def _is_connection_error(exc: BaseException) -> bool:

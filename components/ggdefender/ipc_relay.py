@@ -450,6 +450,7 @@ class RelayClient:
             pass
 
     def publish_iot(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+        self._gone_listeners: list = []
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         self._request({"op": "publish_iot", "topic": topic, "b64": _b64(data), "qos": 1 if qos else 0})
 
@@ -492,6 +493,16 @@ class RelayClient:
         except BaseException:
             self._forget(sid)
             raise
+    def on_gone(self, listener) -> None:
+        """Call listener(reason) once when the supervisor's end closes (process A gone), not after close()."""
+        with self._lock:
+            if self._gone is None:
+                self._gone_listeners.append(listener)
+                return
+            closed = self._closed
+        if not closed:
+            listener(self._gone)
+
         return sub
 
     def _forget(self, sid: int) -> None:
@@ -626,3 +637,11 @@ def client_for_part():
     from ggdefender.ipc import Ipc
 
     return Ipc() if Ipc.available() else None
+            with self._lock:
+                listeners = [] if self._closed else self._gone_listeners
+                self._gone_listeners = []
+            for listener in listeners:
+                try:
+                    listener(self._gone or why)
+                except Exception:
+                    log.exception("relay: gone listener failed")

@@ -1,13 +1,18 @@
 """`ggdefender run` (process A) and `ggdefender part collector` (process B).
 
 Process A is the recipe's Run step: it supervises process B (collector + plugin host + detect), restarting
-it with exponential backoff, and runs the remediation listener in a thread. When A is root, B is started
-as an unprivileged user (`Supervisor.CollectorUser`; default: the owner of the work folder, i.e. the
-component's posix user, else `nobody`). SIGTERM stops both cleanly. See docs/architecture.md.
+it with exponential backoff (and when it outgrows `Supervisor.CollectorMemoryLimitMiB`), and runs the
+remediation listener in a thread. When A is root, B is started as an unprivileged user
+(`Supervisor.CollectorUser`; default: the owner of the work folder, i.e. the component's posix user, else
+`nobody`). SIGTERM stops both within `Supervisor.StopTimeoutSeconds`; A exits non-zero when Greengrass IPC
+stays unreachable for `Supervisor.IpcRetryBudgetSeconds`; B ends when A ends, however A dies; one A per work
+folder (a lock). See docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import pwd
@@ -19,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from ggdefender import health
 from ggdefender import settings as s
 from ggdefender import statefile
 
@@ -27,6 +33,9 @@ log = logging.getLogger("ggdefender.supervisor")
 PART_STATE_SUBDIR = "collector"  # process B's own state folder, writable by its user
 # the folder holding the ggdefender package: process B's PYTHONPATH, so its user must be able to read it
 CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCK_FILE = "ggdefender.lock"  # in the work folder, held by process A for its lifetime
+SUPERVISOR_PID_ENV = "GGDEFENDER_SUPERVISOR_PID"  # B checks it still has this parent (see die_with_supervisor)
+MEMORY_CHECK_SECONDS = 2.0  # how often A reads B's resident memory
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,10 @@ class SupervisorSettings:
     healthy_after: float = 300.0
     stop_timeout: float = 10.0
     log_level: str = "INFO"
+    ipc_retry_budget: float = 300.0  # = ipc.DEFAULT_RETRY_BUDGET (not imported: ipc is heavier than this module)
+    # B idles at ~22 MiB and peaks at ~30 MiB (10,000 sockets, a job; docs/performance.md): 40 leaves headroom
+    # while a leak is stopped long before it eats the device
+    collector_memory_limit_mib: float = 40.0
 
 
 def parse_settings(section) -> SupervisorSettings:
@@ -54,6 +67,9 @@ def parse_settings(section) -> SupervisorSettings:
         "HealthyAfterSeconds": ("healthy_after", lambda v: s.as_float(v, "HealthyAfterSeconds", 1, 86400)),
         "StopTimeoutSeconds": ("stop_timeout", lambda v: s.as_float(v, "StopTimeoutSeconds", 1, 300)),
         "LogLevel": ("log_level", lambda v: s.as_choice(v, "LogLevel", ("DEBUG", "INFO", "WARNING", "ERROR"))),
+        "IpcRetryBudgetSeconds": ("ipc_retry_budget", lambda v: s.as_float(v, "IpcRetryBudgetSeconds", 5, 86400)),
+        "CollectorMemoryLimitMiB": ("collector_memory_limit_mib",
+                                    lambda v: s.as_float(v, "CollectorMemoryLimitMiB", 16, 4096)),
     }
     for key, value in section.items():
         if key not in readers:
@@ -131,16 +147,30 @@ def user_can_read(path: str, uid: int, groups) -> bool:
             info = os.stat(p)
         except OSError:
             return False
-        need = st.S_IXUSR if i < len(parts) or st.S_ISDIR(info.st_mode) else st.S_IRUSR
+        if i < len(parts):
+            need = st.S_IXUSR  # a folder on the way: enter it
+        elif st.S_ISDIR(info.st_mode):
+            need = st.S_IRUSR | st.S_IXUSR  # an import folder: Python lists it, then opens files in it
+        else:
+            need = st.S_IRUSR
         if info.st_uid == uid:
             shift = 0
         elif info.st_gid in groups:
             shift = 3
         else:
             shift = 6
-        if not info.st_mode & (need >> shift):
+        if info.st_mode & (need >> shift) != need >> shift:
             return False
     return True
+
+
+def collector_paths(argv0: str) -> list:
+    """What B's user must be able to read: the interpreter, our code and, for this interpreter, its
+    site-packages (a venv's dependencies)."""
+    paths = [argv0, CODE_ROOT]
+    if os.path.realpath(argv0) == os.path.realpath(sys.executable):
+        paths += [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    return paths
 
 
 def _whoami() -> str:
@@ -150,14 +180,72 @@ def _whoami() -> str:
         return f"uid {os.geteuid()}"
 
 
-def _set_pdeathsig() -> None:
-    """Runs in the child after the uid change: die with the supervisor even if it is SIGKILLed."""
-    try:
-        import ctypes
+def die_with_supervisor(env=None) -> Optional[str]:
+    """In process B at start: have the kernel send SIGTERM when process A dies, however it dies.
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    Set by B itself (after exec, so no credential change can clear it), then B checks its parent is still the
+    supervisor that started it: if A died before prctl ran, B was already re-parented and no signal would ever
+    come. Returns why B must not run, or None. The signal follows the A thread that started B, which is why A
+    supervises from its main thread.
+    """
+    env = os.environ if env is None else env
+    raw = env.get(SUPERVISOR_PID_ENV, "")
+    if not raw.isdigit():
+        return None  # run alone by a developer: nothing to die with
+    try:
+        import ctypes  # here, in B only: it costs ~0.7 MiB RSS
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as exc:  # not Linux/glibc: the relay's EOF still ends B
+        log.warning("cannot ask to die with the supervisor: %s", exc)
+    if os.getppid() != int(raw):
+        return f"the supervisor (pid {raw}) is already gone"
+    return None
+
+
+def read_rss_mib(pid: int) -> Optional[float]:
+    """Resident memory of pid in MiB (VmRSS), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class WorkFolderBusy(RuntimeError):
+    """Another process A holds the work folder."""
+
+
+def lock_work_folder(state_dir: str):
+    """Take the work folder's exclusive lock for this process's lifetime (keep the returned file open).
+
+    Two supervisors on one work folder (e.g. an orphan of a dead core beside the new core's instance) would
+    share report ids, journals and state; the second refuses instead. flock dies with its holder, so a killed
+    A never leaves a stale lock.
+    """
+    path = os.path.join(state_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    f = os.fdopen(fd, "r+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            f.close()
+            raise
+        holder = f.read(32).strip()
+        f.close()
+        raise WorkFolderBusy(f"the work folder {state_dir} is in use by another ggdefender supervisor "
+                             f"(pid {holder or 'unknown'}, holding {path}); refusing to share it") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 # What B must not hold: with the relay it has no use for the component's IPC token or its AWS credentials.
@@ -177,7 +265,48 @@ class Supervisor:
         self.child: Optional[subprocess.Popen] = None
         self.relay = None  # the RelayServer of the current child incarnation
         self.starts = 0
+        self.last_exit: Optional[str] = None  # how the previous incarnation of B ended
+        self.last_cause: Optional[str] = None  # why, when A ended it (memory limit)
+        self._stop_deadline: Optional[float] = None
+        # the process's own supervisor (cmd_run): past the stop deadline, end the process the hard way
+        self.hard_stop = False
 
+    # -- stopping ---------------------------------------------------------------------------------------------
+    def request_stop(self, fatal: Optional[str] = None) -> None:
+        """Stop everything (SIGTERM, or `fatal`: IPC gone). Safe from a signal handler: only sets flags."""
+        if fatal and not self.fatal:
+            self.fatal = fatal
+        self.stop.set()
+
+    def _begin_stop(self) -> None:
+        """From here everything must be done within StopTimeoutSeconds; a watchdog makes sure it is."""
+        if self._stop_deadline is not None:
+            return
+        self._stop_deadline = time.monotonic() + self.cfg.stop_timeout
+        if self.hard_stop:  # a daemon thread: it ends with the process when the stop completes in time
+            threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        time.sleep(max(0.0, self._stop_deadline - time.monotonic()))
+        # still here: something blocks (an IPC call into a dead core, a stuck thread); end it the hard way
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.kill()
+        log.error("not stopped within Supervisor.StopTimeoutSeconds (%gs); exiting now", self.cfg.stop_timeout)
+        for handler in logging.getLogger().handlers:
+            try:
+                handler.flush()
+            except Exception:
+                pass
+        os._exit(3 if self.fatal else 1)
+
+    def time_left(self, reserve: float = 0.0) -> float:
+        """Seconds left of the stop deadline (less `reserve`), or StopTimeoutSeconds before a stop began."""
+        if self._stop_deadline is None:
+            return self.cfg.stop_timeout
+        return max(0.0, self._stop_deadline - time.monotonic() - reserve)
+
+    # -- process B --------------------------------------------------------------------------------------------
     def _child_env(self, part_state: str, home: Optional[str], child_cwd: Optional[str] = None,
                    relay_fd: Optional[int] = None) -> dict:
         env = dict(os.environ)
@@ -187,6 +316,7 @@ class Supervisor:
             for key in SECRET_ENV:
                 env.pop(key, None)
             env[FD_ENV] = str(relay_fd)
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())
         env["GGDEFENDER_STATE_DIR"] = part_state
         env.setdefault("GGDEFENDER_LOG_LEVEL", self.cfg.log_level)
         for key in ("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH"):
@@ -201,20 +331,41 @@ class Supervisor:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (CODE_ROOT, env.get("PYTHONPATH")) if p)
         return env
 
+    def _report_privsep(self, on: bool, user: str, reason: Optional[str] = None) -> None:
+        value = {"on": on, "root": os.geteuid() == 0, "collectorUser": user}
+        if reason:
+            value["reason"] = reason
+        health.report(self.ipc, "privilegeSeparation", value)
+
+    def _report_collector(self, state: str) -> None:
+        value = {"state": state, "restarts": max(0, self.starts - 1)}
+        if self.last_exit:
+            value["lastExit"] = self.last_exit
+        if self.last_cause:
+            value["cause"] = self.last_cause
+        health.report(self.ipc, "parts.collector", value)
+
     def start_child(self) -> subprocess.Popen:
         user = resolve_collector_user(self.cfg, os.getcwd())
-        if user is not None:
+        if user is None:
+            self._report_privsep(False, _whoami(), "process A is not root: both processes run as "
+                                                   f"{_whoami()}, with nothing more to drop")
+        else:
             uid, gid, name, _ = user
             groups = set(os.getgrouplist(name, gid))
-            blocked = [p for p in (self.argv[0], CODE_ROOT) if not user_can_read(p, uid, groups)]
+            blocked = [p for p in collector_paths(self.argv[0]) if not user_can_read(p, uid, groups)]
             if blocked and self.cfg.collector_user:
                 raise s.ConfigError(f"Supervisor.CollectorUser {name!r} cannot read {blocked[0]}")
             if blocked:
-                # the default user only: better a running collector than none; say so loudly
-                log.warning("the collector stays as %s: the unprivileged user %s cannot read %s; set "
-                            "Supervisor.CollectorUser to a user who can run this Python", _whoami(), name,
-                            blocked[0])
+                # the default user only: better a running collector than none, but never quietly
+                reason = (f"the unprivileged user {name} cannot read {blocked[0]}, so the collector runs as "
+                          f"{_whoami()}; make the interpreter and code readable by {name} (docs/deploy.md) "
+                          f"or set Supervisor.CollectorUser")
+                log.error("privilege separation OFF: %s", reason)
+                self._report_privsep(False, _whoami(), reason)
                 user = None
+            else:
+                self._report_privsep(True, name)
         part_state = os.path.join(self.state_dir, PART_STATE_SUBDIR)
         os.makedirs(part_state, mode=0o700, exist_ok=True)
         kwargs = {}
@@ -235,7 +386,7 @@ class Supervisor:
             self.child = subprocess.Popen(
                 self.argv, env=self._child_env(part_state, home, kwargs.get("cwd"),
                                                theirs.fileno() if theirs is not None else None),
-                stdin=subprocess.DEVNULL, preexec_fn=_set_pdeathsig, **kwargs)
+                stdin=subprocess.DEVNULL, **kwargs)
         except BaseException:
             if ours is not None:
                 ours.close()
@@ -249,18 +400,22 @@ class Supervisor:
             self.relay = RelayServer(ours, self.ipc, self.thing).start()
         self.starts += 1
         log.info("collector process started (pid %d)", self.child.pid)
+        self._report_collector("running")
         return self.child
 
-    def stop_child(self) -> None:
+    def stop_child(self, grace: Optional[float] = None) -> None:
+        """SIGTERM, then SIGKILL after `grace` (default: what is left of the stop deadline, less a margin
+        for the rest of the shutdown)."""
         child, self.child = self.child, None
         try:
             if child is None or child.poll() is not None:
                 return
             child.send_signal(signal.SIGTERM)
+            wait = grace if grace is not None else max(0.5, self.time_left(reserve=1.0))
             try:
-                child.wait(self.cfg.stop_timeout)
+                child.wait(wait)
             except subprocess.TimeoutExpired:
-                log.warning("collector did not stop within %gs; killing it", self.cfg.stop_timeout)
+                log.warning("collector did not stop within %.1fs; killing it", wait)
                 child.kill()
                 child.wait()
         finally:
@@ -271,28 +426,55 @@ class Supervisor:
         relay, self.relay = self.relay, None
         if relay is not None:
             relay.close()
-            relay.join(5)
+            relay.join(min(5.0, self.time_left()))
+
+    def _over_memory(self, child: subprocess.Popen) -> Optional[str]:
+        rss = read_rss_mib(child.pid)
+        limit = self.cfg.collector_memory_limit_mib
+        if rss is None or rss <= limit:
+            return None
+        return f"collector exceeded its memory limit: {rss:.0f} MiB > {limit:g} MiB"
 
     def supervise_child(self) -> None:
+        """Run B until stopped, restarting it with backoff. Call from the main thread (see die_with_supervisor)."""
         backoff = Backoff(self.cfg.restart_initial_backoff, self.cfg.restart_max_backoff, self.cfg.healthy_after)
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                child = self.start_child()
-            except (OSError, s.ConfigError) as exc:
-                log.error("cannot start the collector process: %s", exc)
-                child = None
-            while child is not None and not self.stop.is_set() and child.poll() is None:
-                self.stop.wait(0.5)
-            if self.stop.is_set():
-                break
-            self._close_relay()
-            ran = time.monotonic() - started
-            delay = backoff.delay(ran)
-            code = child.returncode if child is not None else None
-            log.error("collector process exited (code %s) after %.1fs; restarting in %gs", code, ran, delay)
-            self.stop.wait(delay)
-        self.stop_child()
+        try:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    child = self.start_child()
+                except (OSError, s.ConfigError) as exc:
+                    log.error("cannot start the collector process: %s", exc)
+                    self.last_exit, self.last_cause = "not started", str(exc)
+                    child = None
+                cause = None
+                next_check = time.monotonic() + MEMORY_CHECK_SECONDS
+                while child is not None and not self.stop.is_set() and child.poll() is None:
+                    self.stop.wait(0.5)
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + MEMORY_CHECK_SECONDS
+                        cause = self._over_memory(child)
+                        if cause:
+                            log.error("%s; restarting it", cause)
+                            self.stop_child(grace=min(self.cfg.stop_timeout, 5.0))
+                            break
+                if self.stop.is_set():
+                    break
+                self._close_relay()
+                ran = time.monotonic() - started
+                delay = backoff.delay(ran)
+                if child is not None:
+                    code = child.wait()
+                    self.last_exit = f"signal {-code}" if code < 0 else f"exit code {code}"
+                    self.last_cause = cause or "exited by itself"
+                    log.error("collector process exited (%s) after %.1fs; restarting in %gs",
+                              self.last_exit, ran, delay)
+                self._report_collector("restarting")
+                self.stop.wait(delay)
+        finally:
+            self._begin_stop()
+            self.stop_child()
+            self._report_collector("stopped")
 
     def run_remediation(self, ipc, thing: str) -> None:
         from ggdefender.cli import optional_module
@@ -312,9 +494,10 @@ class Supervisor:
                     return
                 log.error("remediation listener returned unexpectedly")
             except IpcUnavailable as exc:
-                self.fatal = f"Greengrass IPC unreachable: {exc}"
-                self.stop.set()
-                return
+                if getattr(ipc, "gone", None) or self.stop.is_set():
+                    self.request_stop(f"Greengrass IPC unreachable: {exc}")
+                    return
+                log.error("remediation listener: IPC unavailable (%s); restarting it", exc)
             except Exception:
                 log.exception("remediation listener failed")
             self.stop.wait(backoff.delay(time.monotonic() - started))
@@ -339,6 +522,11 @@ def cmd_run(args) -> int:
         print("ggdefender run: not started by a Greengrass core (no SVCUID / IPC socket). "
               "Use `ggdefender collect` or run the component under `ggdefender local`.", file=sys.stderr)
         return 2
+    try:
+        lock = lock_work_folder(statefile.state_dir())  # held until this process ends
+    except (WorkFolderBusy, OSError) as exc:
+        log.error("ggdefender run: %s", exc)
+        return 4
     ipc = Ipc()
     try:
         try:
@@ -352,20 +540,27 @@ def cmd_run(args) -> int:
             log.error("Supervisor configuration rejected, using defaults: %s", exc)
             cfg = SupervisorSettings()
         logging.getLogger().setLevel(os.environ.get("GGDEFENDER_LOG_LEVEL", cfg.log_level).upper())
+        ipc.retry_budget = cfg.ipc_retry_budget
         sup = Supervisor(cfg, statefile.state_dir(), ipc=ipc, thing=ipc.thing_name)
-        _on_signals(sup.stop.set)
+        sup.hard_stop = True
+        _on_signals(sup.request_stop)
+        # a core that stays unreachable for the budget (e.g. killed) ends A, which ends B: no orphans
+        ipc.on_gone(lambda why: sup.request_stop(f"Greengrass IPC unreachable: {why}"))
         remediation = threading.Thread(target=sup.run_remediation, args=(ipc, ipc.thing_name),
                                        name="remediation", daemon=True)
         remediation.start()
         sup.supervise_child()
-        remediation.join(cfg.stop_timeout)
+        remediation.join(sup.time_left(reserve=0.5))
         if sup.fatal:
             log.error("stopping: %s", sup.fatal)
             return 3
         log.info("stopped")
         return 0
     finally:
+        if not ipc.gone:
+            health.process_health().stop()  # the last state goes out before the connection closes
         ipc.close()
+        lock.close()
 
 
 def cmd_part(args) -> int:
@@ -381,6 +576,10 @@ def cmd_part(args) -> int:
     if ipc is None:
         print("ggdefender part: must be started by `ggdefender run` under a Greengrass core", file=sys.stderr)
         return 2
+    orphaned = die_with_supervisor()
+    if orphaned:
+        log.error("not starting: %s", orphaned)
+        return 3
     from ggdefender.collector.service import CollectorService
 
     stop = threading.Event()
@@ -394,10 +593,25 @@ def cmd_part(args) -> int:
         stop.set()
         service.wake()
 
+    def on_relay_gone(why: str) -> None:
+        # process A is gone (or closed our channel): nothing of ours can reach IPC any more; stop now rather
+        # than at the next report, and for sure within the grace A would have given us
+        if stop.is_set():
+            return
+        log.error("stopping: %s", why)
+        gone.append(why)
+        on_signal()
+        timer = threading.Timer(SupervisorSettings.stop_timeout, os._exit, (3,))
+        timer.daemon = True
+        timer.start()
+
+    gone: list = []
     _on_signals(on_signal)
+    if hasattr(ipc, "on_gone"):
+        ipc.on_gone(on_relay_gone)
     try:
         service.run(stop)
-        return 0
+        return 3 if gone else 0
     except IpcUnavailable as exc:
         log.error("giving up: %s", exc)
         return 3

@@ -26,6 +26,37 @@ def test_settings_defaults_strings_and_errors():
     assert "RestartInitialBackoffSeconds" in str(e.value) and "StopTimeoutSeconds" in str(e.value)
     with pytest.raises(ConfigError, match="below RestartInitialBackoffSeconds"):
         sv.parse_settings({"RestartInitialBackoffSeconds": 10, "RestartMaxBackoffSeconds": 5})
+    st = sv.parse_settings({"IpcRetryBudgetSeconds": "30", "CollectorMemoryLimitMiB": "48"})
+    assert st.ipc_retry_budget == 30 and st.collector_memory_limit_mib == 48
+    with pytest.raises(ConfigError) as e:
+        sv.parse_settings({"IpcRetryBudgetSeconds": "1", "CollectorMemoryLimitMiB": "8"})
+    assert "IpcRetryBudgetSeconds" in str(e.value) and "CollectorMemoryLimitMiB" in str(e.value)
+
+
+def test_recipe_defaults_are_the_built_in_defaults():
+    import yaml
+    from pathlib import Path
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "recipes" / "ggdefender.Defender.yaml").read_text())
+    section = recipe["ComponentConfiguration"]["DefaultConfiguration"]["Supervisor"]
+    assert sv.parse_settings(section) == sv.SupervisorSettings()
+
+
+def test_one_supervisor_per_work_folder(tmp_path):
+    held = sv.lock_work_folder(str(tmp_path))
+    try:
+        with pytest.raises(sv.WorkFolderBusy, match=rf"another ggdefender supervisor \(pid {os.getpid()},"):
+            sv.lock_work_folder(str(tmp_path))
+    finally:
+        held.close()
+    sv.lock_work_folder(str(tmp_path)).close()  # released with its holder
+
+
+def test_collector_refuses_to_start_when_its_supervisor_is_already_gone():
+    assert sv.die_with_supervisor({}) is None  # run alone: nothing to die with
+    assert sv.die_with_supervisor({sv.SUPERVISOR_PID_ENV: str(os.getppid())}) is None
+    # a parent other than the one that started us: it died and we were re-parented before prctl ran
+    assert "already gone" in sv.die_with_supervisor({sv.SUPERVISOR_PID_ENV: str(os.getppid() + 100000)})
 
 
 def test_user_can_read_follows_permission_bits(tmp_path):
@@ -52,6 +83,8 @@ def test_user_can_read_follows_permission_bits(tmp_path):
         assert not sv.user_can_read(str(f), other, set())
         assert sv.user_can_read(str(f), os.stat(d).st_uid, set())
         assert not sv.user_can_read(str(tmp_path), other, set())
+        os.chmod(d, 0o711)  # an import folder must be listable too, not only enterable
+        assert not sv.user_can_read(str(d), other, set()) and sv.user_can_read(str(f), other, set())
     finally:
         shutil.rmtree(base)
 
@@ -137,3 +170,54 @@ def test_relative_socket_path_stays_usable_from_the_collector_folder(tmp_path, m
     # B in A's folder: the path A got is still right
     assert sup._child_env(str(collector), None)["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"] == (
         "../../ipc.socket")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop only happens as root")
+def test_privilege_separation_off_is_an_error_and_in_the_health_document(tmp_path, caplog):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ggdefender import health
+
+    private = Path(tempfile.mkdtemp(prefix="ggd-private-", dir="/tmp"))  # 0700: nobody cannot enter
+    try:
+        exe = private / "collector"
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o700)
+        work = tmp_path / "work"
+        work.mkdir()
+        sup = sv.Supervisor(sv.SupervisorSettings(), str(work), argv=[str(exe)])
+        child = sup.start_child()
+        child.wait(30)
+        assert any(r.levelname == "ERROR" and "privilege separation OFF" in r.getMessage() for r in caplog.records)
+        doc = health.process_health().get("privilegeSeparation")
+        assert doc["on"] is False and doc["root"] is True and str(exe) in doc["reason"]
+        assert health.process_health().get("parts.collector")["state"] == "running"
+    finally:
+        shutil.rmtree(private)
+
+
+def test_collector_over_its_memory_limit_is_ended_and_restarted(tmp_path, monkeypatch, caplog):
+    from ggdefender import health
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # no privilege drop in this test
+    monkeypatch.setattr(sv, "MEMORY_CHECK_SECONDS", 0.2)
+    script = "import time; hoard = b'x' * (40 << 20); time.sleep(600)"  # 40 MiB resident, over a 16 MiB limit
+    cfg = sv.SupervisorSettings(restart_initial_backoff=0.1, restart_max_backoff=0.2, collector_memory_limit_mib=16)
+    sup = sv.Supervisor(cfg, str(tmp_path), argv=[sys.executable, "-c", script])
+    t = threading.Thread(target=sup.supervise_child)
+    t.start()
+    try:
+        for _ in range(600):
+            if sup.starts >= 2:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        sup.stop.set()
+        t.join(30)
+    assert sup.starts >= 2 and not t.is_alive()
+    assert any(r.levelname == "ERROR" and "collector exceeded its memory limit" in r.getMessage()
+               and "> 16 MiB" in r.getMessage() for r in caplog.records)
+    part = health.process_health().get("parts.collector")
+    assert part["state"] == "stopped" and part["restarts"] >= 1 and "memory limit" in part["cause"]
