@@ -487,3 +487,50 @@ def test_set_config_with_a_value_the_collector_rejects_is_rejected_and_not_store
     assert done["status"] == "REJECTED", done["statusDetails"]
     assert key in done["statusDetails"]["reason"]
     assert core.get_config(COMPONENT, ["Collector"]) == before
+
+
+def test_stop_listener_job_stops_every_owner_of_a_shared_socket_and_the_ipv6_one(core, tmp_path):
+    # a pre-fork server (parent + 2 workers sharing one socket) and a separate IPv6 listener on the same port
+    prefork = ("import os, socket, time\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n"
+               "pids = [os.getpid()]\nfor _ in range(2):\n    pid = os.fork()\n"
+               "    if pid == 0:\n        time.sleep(600); os._exit(0)\n    pids.append(pid)\n"
+               "print(s.getsockname()[1], *pids, flush=True)\ntime.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", prefork], stdout=subprocess.PIPE, text=True)
+    port, *pids = map(int, parent.stdout.readline().split())
+    v6_code = ("import socket, sys, time\ns = socket.socket(socket.AF_INET6)\n"
+               "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n"
+               "s.bind(('::1', int(sys.argv[1]))); s.listen(8)\nprint('ready', flush=True)\ntime.sleep(600)\n")
+    v6 = subprocess.Popen([sys.executable, "-c", v6_code, str(port)], stdout=subprocess.PIPE, text=True)
+    assert v6.stdout.readline().strip() == "ready"
+    owners = pids + [v6.pid]
+    try:
+        Component(core, tmp_path, _config()).start()
+        jobs = _jobs(core)
+        jobs.create_job({"schema": OURS, "steps": [
+            {"operation": "stop-listener", "arguments": {"port": port, "gracePeriodSeconds": 2}}]}, "shared")
+        done = jobs.wait_for("shared", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)
+        assert done["status"] == "SUCCEEDED", done["statusDetails"]
+        assert done["statusDetails"]["portClosed"] == "true"
+        assert all(str(pid) in done["statusDetails"]["pids"] for pid in owners)
+        _wait(lambda: not any(_pid_alive(p) for p in owners), 30, "an owner survived")
+        assert not _port_open(port)
+    finally:
+        for pid in owners:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        parent.wait(5)
+        v6.wait(5)
+
+
+def test_journal_of_the_wrong_shape_is_moved_aside_and_jobs_still_run(core, tmp_path):
+    comp = Component(core, tmp_path, _config())
+    (comp.state / "remediation-journal.json").write_text(json.dumps({"entries": {"seed#1": "x"}}))
+    comp.start()
+    jobs = _jobs(core)
+    jobs.create_job({"schema": OURS, "dryRun": True, "steps": [{"operation": "collect-now"}]}, "after-bad-journal")
+    done = jobs.wait_for("after-bad-journal", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)
+    assert done["status"] == "SUCCEEDED", done["statusDetails"]
+    assert "seed#1" not in _journal(comp.state) and "after-bad-journal#1" in _journal(comp.state)
+    assert "remediation-journal.json" in core.log_text(COMPONENT)  # the warning names the file
