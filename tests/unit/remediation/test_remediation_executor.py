@@ -21,7 +21,7 @@ class FakeIpc:
         return "SUCCEEDED"
 
     def get_config(self, key_path):
-        return {"SampleIntervalSeconds": "300"}
+        return {"SampleIntervalSeconds": "300"} if key_path == ["Collector"] else {}
 
     def update_config(self, key_path, value):
         self.calls.append(("update", key_path, value))
@@ -160,3 +160,19 @@ def test_set_config_validates_the_merged_section_and_only_known_sections(make):
     assert ok.status == "SUCCEEDED", ok.details
     with pytest.raises(documents.DocumentError, match="only the Collector, Detect, Plugins sections"):
         plan({"operation": "set-config", "arguments": {"section": "Logging", "values": {"Level": "x"}}}, settings=settings)
+
+
+def test_set_config_on_plugins_uses_the_plugin_host_rule_without_loading_installed_plugins(make, monkeypatch):
+    from ggdefender.plugins import registry
+
+    monkeypatch.setattr(registry, "discover", lambda *a: pytest.fail("installed plugin code imported in process A"))
+    settings = config.parse({"SetConfigAllowedKeys": ["Plugins/TimeoutSeconds"]})
+    ex, _, ipc = make(settings)
+    bad = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Plugins",
+                                                                    "values": {"TimeoutSeconds": 0}}},
+                          settings=settings), "j")
+    assert bad.status == "REJECTED" and "Plugins.TimeoutSeconds" in bad.details["reason"] and ipc.calls == []
+    ok = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Plugins",
+                                                                   "values": {"TimeoutSeconds": 2}}},
+                         settings=settings), "j")
+    assert ok.status == "SUCCEEDED", ok.details

@@ -32,9 +32,13 @@ def _detect(section) -> None:
 
 
 def _plugins(section) -> None:
-    from ggdefender.plugins import host, registry
+    from ggdefender.plugins import host
+    from ggdefender.plugins.builtin import BUILTINS
+    from ggdefender.plugins.registry import Registry
 
-    host.parse_section(section, registry.discover())
+    # built-ins only: installed plugins' code runs in the unprivileged part and is never imported here (this
+    # process may be root); set-config changes scalar top-level keys, whose rules do not depend on them
+    host.parse_section(section, Registry(builtins=dict(BUILTINS)))
 
 
 # the parser each part applies to its section (imported when used: process A does not load the parts)
