@@ -54,7 +54,7 @@ class RemediationListener:
         self.pending_local = 0
         self._subs: list = []
         self._job_subs: list = []  # the IoT Jobs topics: held only while Remediation.Enabled (or draining)
-        self._jobs_on = False
+        self._jobs_on: Optional[bool] = None  # None until the first look at Remediation.Enabled
         self._cancels: dict = {}  # (jobId, executionNumber) -> Event set when the service ended it
         self._stop = threading.Event()
         self._last_good = LastGood(ipc, "Remediation", str(self.state_dir))
@@ -145,7 +145,7 @@ class RemediationListener:
                 self._subscribe_jobs()
             log.info("remediation enabled: listening for jobs")
             self._apply(machine, machine.resume(time.time()))
-        elif not enabled and (self._jobs_on or machine.state == "stopped"):
+        elif not enabled and self._jobs_on is not False:
             self._jobs_on = False
             self._apply(machine, machine.pause(time.time()))
             log.warning("remediation is disabled (Remediation.Enabled=false): taking no new jobs%s",
