@@ -44,9 +44,10 @@ class LastGood:
     applied instead. `in_use` says whether any section was applied; when not, the part uses its own
     start-up fallback (built-in defaults, or refusing work as Remediation does)."""
 
-    def __init__(self, ipc, section: str, state_dir: Optional[str]):
+    def __init__(self, ipc, section: str, state_dir: Optional[str], *, note: Optional[str] = None):
         self.ipc = ipc
         self.section = section
+        self.note = note  # said with an accepted verdict, e.g. when the part applies it only at its next start
         self.path = path_for(state_dir, section) if state_dir else None
         self.in_use = False
         self.error: Optional[str] = None  # why the last section was rejected (None after an accepted one)
@@ -60,7 +61,7 @@ class LastGood:
             return self._rejected(raw, apply)
         self.in_use, self.error = True, None
         self._save(raw)
-        health.configuration(self.ipc, self.section, True)
+        health.configuration(self.ipc, self.section, True, self.note)
         return True
 
     def parse(self, raw: Any, parse: Callable[[Any], Any]) -> Any:

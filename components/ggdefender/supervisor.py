@@ -27,6 +27,7 @@ from typing import Optional, Tuple
 from ggdefender import health
 from ggdefender import settings as s
 from ggdefender import statefile
+from ggdefender.config_store import LastGood
 
 log = logging.getLogger("ggdefender.supervisor")
 
@@ -514,6 +515,31 @@ def _on_signals(handler) -> None:
         signal.signal(sig, lambda *_: handler())
 
 
+SUPERVISOR_NOTE = "Supervisor settings take effect when the component restarts"
+
+
+def watch_supervisor_section(ipc, last_good: LastGood) -> None:
+    """Judge a changed Supervisor section now (health verdict, last good copy), though it applies at the next
+    start: an operator sees a bad value at once, not after a restart. One thread; IPC callbacks only signal it."""
+    changed = threading.Event()
+
+    def judge() -> None:
+        while True:
+            changed.wait()
+            changed.clear()
+            try:
+                last_good.parse(ipc.get_config(["Supervisor"]), parse_settings)
+            except Exception as exc:  # IPC trouble: the next change tries again
+                log.warning("could not read the Supervisor configuration: %s", exc)
+
+    try:
+        ipc.subscribe_config(lambda path: changed.set() if not path or path[0] == "Supervisor" else None)
+    except Exception as exc:  # the supervisor runs on without it; the verdict then comes at the next start
+        log.warning("cannot watch the Supervisor configuration: %s", exc)
+        return
+    threading.Thread(target=judge, name="supervisor-config", daemon=True).start()
+
+
 def cmd_run(args) -> int:
     from ggdefender.ipc import Ipc, IpcUnavailable
 
@@ -534,11 +560,11 @@ def cmd_run(args) -> int:
         except IpcUnavailable as exc:
             log.error("%s", exc)
             return 3
-        try:
-            cfg = parse_settings(section)
-        except s.ConfigError as exc:
-            log.error("Supervisor configuration rejected, using defaults: %s", exc)
-            cfg = SupervisorSettings()
+        health.process_health().start(ipc)  # the health document: published now and on every change
+        # a rejected section runs on the last good one (config_store), else on the defaults
+        last_good = LastGood(ipc, "Supervisor", statefile.state_dir(), note=SUPERVISOR_NOTE)
+        cfg = last_good.parse(section, parse_settings) or SupervisorSettings()
+        watch_supervisor_section(ipc, last_good)
         logging.getLogger().setLevel(os.environ.get("GGDEFENDER_LOG_LEVEL", cfg.log_level).upper())
         ipc.retry_budget = cfg.ipc_retry_budget
         sup = Supervisor(cfg, statefile.state_dir(), ipc=ipc, thing=ipc.thing_name)

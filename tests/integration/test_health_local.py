@@ -103,6 +103,16 @@ def test_bad_merge_is_rejected_visibly_and_the_last_good_section_survives_a_rest
             assert f"{NAME} Collector: accepted" in out.stdout
             shown = json.loads(cli("status", "--root", root, "--json").stdout)["health"][NAME]
             assert verdict(shown, "Collector")["accepted"] is True
+
+            # process A's own section: judged when it changes, though it applies at the next start
+            sup = json.dumps({NAME: {"MERGE": {"Supervisor": {"StopTimeoutSeconds": "0"}}}})
+            out = cli("config", "update", "--root", root, "--update-config", sup, "--wait", "40")
+            assert out.returncode == 1, (out.stdout, out.stderr)
+            assert f"{NAME} Supervisor: REJECTED" in out.stdout and "StopTimeoutSeconds" in out.stdout
+            sup = json.dumps({NAME: {"MERGE": {"Supervisor": {"StopTimeoutSeconds": "8"}}}})
+            out = cli("config", "update", "--root", root, "--update-config", sup, "--wait", "40")
+            assert out.returncode == 0, (out.stdout, out.stderr)
+            assert "Supervisor: accepted (Supervisor settings take effect when the component restarts)" in out.stdout
         except BaseException:
             print(core.log_text(NAME)[-8000:])
             raise

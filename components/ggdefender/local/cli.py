@@ -213,7 +213,7 @@ def health_text(name: str, doc: dict) -> str:
 
 def verdict_text(verdict: dict) -> str:
     if verdict.get("accepted"):
-        return "accepted"
+        return "accepted" + (f" ({verdict['reason']})" if verdict.get("reason") else "")
     fallback = "running on the last good configuration" if verdict.get("usingLastGood") else \
         "no last good configuration: running on the built-in fallback"
     return f"REJECTED: {verdict.get('reason') or 'no reason given'} ({fallback})"
