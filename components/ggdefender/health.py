@@ -27,7 +27,10 @@ log = logging.getLogger("ggdefender.health")
 COMPONENT = "ggdefender.Defender"
 MAX_VALUE_BYTES = 4096  # one reported value, serialised
 MAX_PATH = 128
-MAX_PLUGIN_ENTRIES = 64  # parts.plugins.* keys; with the fixed paths this bounds the document (~300 KiB)
+MAX_PLUGIN_ENTRIES = 64  # parts.plugins.* keys
+# the published document stays well inside IoT Core's 128 KiB; only parts.plugins can grow past it (64 x 4 KiB):
+# then its entries are left out and the document says so (the fixed entries alone are under 48 KiB)
+MAX_DOCUMENT_BYTES = 96 * 1024
 MIN_INTERVAL = 1.0  # seconds between two publishes: a flapping part cannot flood IoT Core
 SECTIONS = ("Collector", "Plugins", "Detect", "Remediation", "Supervisor")
 REPORT_STATUSES = ("ACCEPTED", "REJECTED", "PUBLISH_FAILED")
@@ -203,6 +206,9 @@ class Health:
             thing = self._thing
         doc = {"thingName": thing, "component": COMPONENT, "updatedAt": now_iso(), "status": status_of(body)}
         doc.update(body)
+        if len(json.dumps(doc, separators=(",", ":")).encode()) > MAX_DOCUMENT_BYTES:
+            plugins = doc.get("parts", {}).pop("plugins", {})
+            doc["truncated"] = f"{len(plugins)} parts.plugins entries left out: document over {MAX_DOCUMENT_BYTES} bytes"
         return doc
 
     # -- publishing ------------------------------------------------------------------------------------------------

@@ -98,6 +98,17 @@ def test_plugin_entries_are_bounded():
     assert len(h.get("parts.plugins")) == health.MAX_PLUGIN_ENTRIES
 
 
+def test_the_document_stays_inside_an_iot_core_message():
+    h = health.Health()
+    for i in range(health.MAX_PLUGIN_ENTRIES):
+        h.set(f"parts.plugins.p{i}", {"state": "failing", "lastError": "x" * 3000})
+    for section in health.SECTIONS:
+        h.set(f"configuration.{section}", {"accepted": False, "reason": "r" * 3900})
+    doc = h.document()
+    assert len(json.dumps(doc, separators=(",", ":")).encode()) <= health.MAX_DOCUMENT_BYTES
+    assert "64 parts.plugins entries left out" in doc["truncated"] and len(doc["configuration"]) == 5
+
+
 def test_publishes_at_start_and_coalesces_changes_the_last_state_always_published():
     ipc = Recorder()
     h = health.Health(min_interval=0.2)
