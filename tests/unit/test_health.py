@@ -193,3 +193,40 @@ def test_relay_carries_b_reports_to_a_and_refuses_a_paths(monkeypatch):
         client.close()
         server.close()
         server.join(10)
+
+
+def test_a_part_run_alone_under_a_core_publishes_its_own_document(monkeypatch):
+    """Direct mode (`ggdefender part collector` with an `Ipc`, no relay): report() behaves as in process A."""
+    from ggdefender.ipc import Ipc
+
+    class DirectIpc(Ipc):
+        thing_name = THING
+
+        def __init__(self):
+            super().__init__(client_factory=lambda: None)
+            self.sent = []
+
+        def publish_iot(self, topic, payload, qos=1):
+            self.sent.append((topic, json.loads(payload)))
+
+        def publish_local(self, topic, message):
+            pass
+
+    h = health.Health(min_interval=0.05)
+    monkeypatch.setattr(health, "process_health", lambda: h)
+    ipc = DirectIpc()
+    try:
+        health.report(ipc, "configuration.Collector", {"accepted": True, "at": "t"})
+        _wait(lambda: any(d.get("configuration") for _, d in ipc.sent), "a publish in direct mode")
+        assert ipc.sent[-1][0] == f"ggdefender/things/{THING}/health"
+    finally:
+        h.stop()
+        ipc.close()
+
+
+def test_a_fake_ipc_in_tests_is_never_published_to(monkeypatch):
+    h = health.Health(min_interval=0.05)
+    monkeypatch.setattr(health, "process_health", lambda: h)
+    ipc = Recorder()
+    health.report(ipc, "outbox", {"pending": 0, "dropped": 0})
+    assert h.get("outbox") == {"pending": 0, "dropped": 0} and ipc.iot == [] and h._thread is None
