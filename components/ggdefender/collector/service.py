@@ -233,15 +233,15 @@ class CollectorService:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        self.apply_config(self.ipc.get_config())
-        self._subscribe()
-        st = self._settings
-        jitter = random.uniform(0, st.interval * st.start_jitter_percent / 100.0)
-        next_at = self._mono() + jitter
-        interval = st.interval
-        log.info("collector started for thing %s: first report in %.1fs, then every %gs",
-                 self.thing, jitter, interval)
-        try:
+        try:  # close() on every way out, start-up failures included: detect saves its history there
+            self.apply_config(self.ipc.get_config())
+            self._subscribe()
+            st = self._settings
+            jitter = random.uniform(0, st.interval * st.start_jitter_percent / 100.0)
+            next_at = self._mono() + jitter
+            interval = st.interval
+            log.info("collector started for thing %s: first report in %.1fs, then every %gs",
+                     self.thing, jitter, interval)
             while not stop.is_set():
                 now = self._mono()
                 wait = next_at - now
@@ -304,3 +304,8 @@ class CollectorService:
                 self.plugins.close()
             except Exception:
                 log.exception("plugin host close failed")
+        if self.detect is not None:
+            try:
+                self.detect.close()  # persists the statistics history recorded since its last periodic save
+            except Exception:
+                log.exception("on-device detect close failed")
