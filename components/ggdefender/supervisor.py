@@ -487,21 +487,39 @@ class Supervisor:
             return
         cls = module.RemediationListener
         backoff = Backoff(self.cfg.restart_initial_backoff, self.cfg.restart_max_backoff, self.cfg.healthy_after)
+        restarts, last_exit = 0, None  # for health's parts.remediation
         while not self.stop.is_set():
             started = time.monotonic()
+            _report_part(ipc, "remediation", "running", restarts, last_exit)
             try:
                 cls(ipc, thing, self.state_dir).run(self.stop)
                 if self.stop.is_set():
+                    _report_part(ipc, "remediation", "stopped", restarts, last_exit, "the component is stopping")
                     return
                 log.error("remediation listener returned unexpectedly")
+                last_exit = "returned unexpectedly"
             except IpcUnavailable as exc:
                 if getattr(ipc, "gone", None) or self.stop.is_set():
                     self.request_stop(f"Greengrass IPC unreachable: {exc}")
                     return
                 log.error("remediation listener: IPC unavailable (%s); restarting it", exc)
-            except Exception:
+                last_exit = f"IPC unavailable: {exc}"
+            except Exception as exc:
                 log.exception("remediation listener failed")
+                last_exit = f"{type(exc).__name__}: {exc}"
+            restarts += 1
+            _report_part(ipc, "remediation", "restarting", restarts, last_exit)
             self.stop.wait(backoff.delay(time.monotonic() - started))
+
+
+def _report_part(ipc, name: str, state: str, restarts: int, last_exit: Optional[str],
+                 cause: Optional[str] = None) -> None:
+    value: dict = {"state": state, "restarts": restarts}
+    if last_exit:
+        value["lastExit"] = last_exit[:500]
+    if cause:
+        value["cause"] = cause
+    health.report(ipc, f"parts.{name}", value)
 
 
 def _setup_logging(level: str = "INFO") -> None:

@@ -1,0 +1,43 @@
+"""parts.remediation in the health document: the supervisor's listener thread, restarted after a failure."""
+
+import threading
+import types
+
+import pytest
+
+from ggdefender import cli, health, supervisor
+
+
+@pytest.fixture
+def doc(monkeypatch):
+    h = health.Health()
+    monkeypatch.setattr(health, "process_health", lambda: h)
+    return h
+
+
+def test_a_failing_listener_shows_as_restarting_then_running(tmp_path, doc, monkeypatch):
+    seen = []
+    sup = supervisor.Supervisor(supervisor.SupervisorSettings(restart_initial_backoff=0.01,
+                                                              restart_max_backoff=0.01), str(tmp_path))
+
+    class Listener:
+        runs = 0
+
+        def __init__(self, ipc, thing, state_dir):
+            pass
+
+        def run(self, stop):
+            Listener.runs += 1
+            seen.append(doc.get("parts.remediation"))
+            if Listener.runs == 1:
+                raise RuntimeError("journal unreadable")
+            sup.stop.set()
+
+    monkeypatch.setattr(cli, "optional_module", lambda name: types.SimpleNamespace(RemediationListener=Listener))
+    thread = threading.Thread(target=sup.run_remediation, args=(object(), "thingP"))
+    thread.start()
+    thread.join(30)
+    assert seen[0] == {"state": "running", "restarts": 0}
+    assert seen[1] == {"state": "running", "restarts": 1, "lastExit": "RuntimeError: journal unreadable"}
+    assert doc.get("parts.remediation")["state"] == "stopped"
+    assert health.problems(doc.document()) == ["part remediation stopped: the component is stopping"]
