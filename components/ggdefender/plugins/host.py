@@ -3,7 +3,8 @@
 Isolation rules (a plugin can never delay or break the collector):
 - each sample runs in its own daemon thread; `collect()` waits at most `TimeoutSeconds` for all of them
   together, then reports what arrived; a plugin that raises, times out or returns a wrong value is logged
-  with its name and left out of that report;
+  with its name and left out of that report (a problem that repeats on every report is logged once, then
+  summarised with its count every WARNING_SUMMARY_SECONDS, and a line says when the plugin works again);
 - a plugin whose previous call has not returned is not called again (one thread per plugin at most, and a
   global cap), so a hung plugin costs one parked thread, not one per report;
 - daemon threads, not an executor: a hung plugin must not keep the process from exiting.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import settings
+from ..ratelog import RateLimitedLog
 from ..settings import ConfigError
 from .contract import HOST_KEYS, SampleError, ValueType, check_metric_name, validate_value
 from .external import ExternalMetrics, ExternalSettings
@@ -31,6 +33,7 @@ from .registry import Registry, discover
 log = logging.getLogger("ggdefender.plugins")
 
 MAX_THREADS = 32  # plugin calls in flight at once, hung ones included
+WARNING_SUMMARY_SECONDS = 300.0  # a plugin problem that repeats is summarised (with its count) this often
 _TOP_KEYS = {"Enabled", "TimeoutSeconds", "MaxSampleAgeSeconds", "Builtins", "EnableInstalled", "Installed",
              "External"}
 _EXTERNAL_KEYS = {"Enabled", "MaxMetrics", "MaxAgeSeconds"}
@@ -133,25 +136,24 @@ class _Slot:
     def name(self) -> str:
         return self.config.name
 
-    def validate(self, raw: Any) -> Dict[str, Any]:
-        """The valid values of one call; each rejection is logged with the plugin's and metric's names."""
+    def validate(self, raw: Any) -> Tuple[Dict[str, Any], List[str]]:
+        """The valid values of one call, and what was wrong with the rest (named by plugin and metric)."""
         if not isinstance(raw, dict):
-            log.warning("plugin %r: collect() returned %s, expected a dict of metric name -> value; "
-                        "skipped for this report", self.name, type(raw).__name__)
-            return {}
-        values = {}
+            return {}, [f"plugin {self.name!r}: collect() returned {type(raw).__name__}, expected a dict of "
+                        "metric name -> value; skipped for this report"]
+        values, problems = {}, []
         for metric, value in raw.items():
             value_type = self.metrics.get(metric)
             if value_type is None:
-                log.warning("plugin %r: returned undeclared metric %r; ignored (declared: %s)",
-                            self.name, metric, ", ".join(self.metrics))
+                problems.append(f"plugin {self.name!r}: returned undeclared metric {str(metric)[:64]!r}; ignored "
+                                f"(declared: {', '.join(self.metrics)})")
                 continue
             try:
                 values[metric] = validate_value(value_type, value)
             except SampleError as exc:
-                log.warning("plugin %r: metric %r (%s) rejected: %s; skipped for this report",
-                            self.name, metric, value_type.value, exc)
-        return values
+                problems.append(f"plugin {self.name!r}: metric {metric!r} ({value_type.value}) rejected: {exc}; "
+                                "skipped for this report")
+        return values, problems
 
 
 class PluginHost:
@@ -162,6 +164,8 @@ class PluginHost:
                  last_good=None):
         self.registry = registry if registry is not None else discover()
         self._clock = clock
+        # a failing or hung plugin is seen on every report: its warning is logged once, then summarised
+        self._warn = RateLimitedLog(log, every=WARNING_SUMMARY_SECONDS, clock=clock)
         self._lock = threading.RLock()
         self._slots: List[_Slot] = []
         self._in_flight = 0
@@ -286,12 +290,13 @@ class PluginHost:
                     values.update((m, (slot.metrics[m], v)) for m, v in slot.cached.items())
                     continue
                 if slot.running is not None:
-                    log.warning("plugin %r: previous call still running after %.1f s; not called again until "
-                                "it returns, skipped for this report", slot.name, started - slot.running_since)
+                    self._warn.failed(slot.name + "/hung", "plugin %r: previous call still running after %.1f s; "
+                                      "not called again until it returns, skipped for this report", slot.name,
+                                      started - slot.running_since)
                     continue
                 if self._in_flight >= MAX_THREADS:
-                    log.warning("plugin %r: %d plugin calls already in flight; skipped for this report",
-                                slot.name, self._in_flight)
+                    self._warn.failed(slot.name, "plugin %r: %d plugin calls already in flight; skipped for this "
+                                      "report", slot.name, self._in_flight)
                     continue
                 future = self._start_call(slot, started)
             waiting.append((slot, future))
@@ -302,8 +307,8 @@ class PluginHost:
             if future.done():
                 values.update((m, (slot.metrics[m], v)) for m, v in future.result().items())
             else:
-                log.warning("plugin %r: no sample within %g s (Plugins.TimeoutSeconds); skipped for this report",
-                            slot.name, host_settings.timeout)
+                self._warn.failed(slot.name, "plugin %r: no sample within %g s (Plugins.TimeoutSeconds); skipped "
+                                  "for this report", slot.name, host_settings.timeout)
 
         report = {name: [{value_type.report_key: value}] for name, (value_type, value) in values.items()}
         for name, sample in sorted(self.external.current(exclude=report).items()):
@@ -321,19 +326,26 @@ class PluginHost:
         except RuntimeError as exc:  # cannot start a thread (resource limit): skip rather than break collect
             slot.running = None
             self._in_flight -= 1
-            log.warning("plugin %r: cannot start a worker thread (%s); skipped for this report", slot.name, exc)
+            self._warn.failed(slot.name, "plugin %r: cannot start a worker thread (%s); skipped for this report",
+                              slot.name, exc)
             future.set_result({})
         return future
 
     def _call(self, slot: _Slot, future: concurrent.futures.Future) -> None:
         began = self._clock()
         values: Dict[str, Any] = {}
+        ok, problems = False, []
         try:
-            values = slot.validate(slot.plugin.collect())
+            values, problems = slot.validate(slot.plugin.collect())
+            if problems:
+                self._warn.failed(slot.name + "/values", "%s", "; ".join(problems)[:2000])
+            ok = True
         except Exception as exc:
-            log.warning("plugin %r failed: %s: %s; skipped for this report", slot.name, type(exc).__name__, exc)
+            self._warn.failed(slot.name, "plugin %r failed: %s: %s; skipped for this report", slot.name,
+                              type(exc).__name__, exc)
         except BaseException as exc:  # SystemExit/KeyboardInterrupt raised inside a plugin must stay inside
-            log.warning("plugin %r raised %s; skipped for this report", slot.name, type(exc).__name__)
+            self._warn.failed(slot.name, "plugin %r raised %s; skipped for this report", slot.name,
+                              type(exc).__name__)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -341,6 +353,11 @@ class PluginHost:
                 if values:
                     slot.cached, slot.cached_at = values, began
                 retired = slot.retired
+            if ok:
+                self._warn.recovered(slot.name, "plugin %r: sampling again", slot.name)
+                self._warn.recovered(slot.name + "/hung", "plugin %r: its call returned; sampling again", slot.name)
+                if not problems:
+                    self._warn.recovered(slot.name + "/values", "plugin %r: all values valid again", slot.name)
             future.set_result(values)
             if retired:
                 _close_plugin(slot)
