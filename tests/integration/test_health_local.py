@@ -10,8 +10,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import cbor2
 import pytest
 
 from test_component_collector import built  # noqa: F401  (the module-scoped built component)
@@ -31,12 +31,7 @@ def cli(*args):
 
 
 def docs(capture):
-    out = []
-    for item in list(capture):
-        topic, payload, source = item[0], item[1], item[2] if len(item) > 2 else None
-        if topic == HEALTH_TOPIC:
-            out.append(json.loads(payload))
-    return out
+    return [json.loads(item[1]) for item in list(capture) if item[0] == HEALTH_TOPIC]
 
 
 def verdict(doc, section):
@@ -65,6 +60,18 @@ def test_bad_merge_is_rejected_visibly_and_the_last_good_section_survives_a_rest
             status = cli("status", "--root", root)
             assert status.returncode == 0, status.stderr
             assert f"health of {NAME}" in status.stdout and "configuration Collector: accepted" in status.stdout
+
+            # Device Defender's answers reach lastReport: the offline cloud accepts, then "AWS" rejects one
+            health.wait_for(lambda m: any((d.get("lastReport") or {}).get("status") == "ACCEPTED" for d in docs(m)),
+                            timeout=90)
+            core.publish_iot(f"$aws/things/{THING}/defender/metrics/cbor/rejected", cbor2.dumps(
+                {"thingName": THING, "reportId": 42, "status": "REJECTED",
+                 "statusDetails": {"ErrorCode": "InvalidPayload", "ErrorMessage": "Malformed"}}))
+            health.wait_for(lambda m: any((d.get("lastReport") or {}).get("status") == "REJECTED" for d in docs(m)),
+                            timeout=30)
+            last = next(d for d in reversed(docs(health)) if (d.get("lastReport") or {}).get("status") == "REJECTED")
+            assert last["status"] == "degraded" and last["lastReport"]["reportId"] == 42
+            assert "InvalidPayload" in last["lastReport"]["reason"]
 
             # a deployment MERGE of an invalid value: rejected with the reason, non-zero exit
             bad = json.dumps({NAME: {"MERGE": {"Collector": {"DevelopmentSampleIntervalSeconds": "-5"}}}})
