@@ -230,3 +230,41 @@ def test_a_fake_ipc_in_tests_is_never_published_to(monkeypatch):
     ipc = Recorder()
     health.report(ipc, "outbox", {"pending": 0, "dropped": 0})
     assert h.get("outbox") == {"pending": 0, "dropped": 0} and ipc.iot == [] and h._thread is None
+
+
+def test_a_hostile_collector_process_cannot_write_process_a_entries(monkeypatch):
+    """A real child process with the relay fd (as process B gets it) tries to clear A's warnings."""
+    import os
+    import subprocess
+    import sys
+
+    doc = health.Health()
+    monkeypatch.setattr(health, "process_health", lambda: doc)
+    doc.set("privilegeSeparation", {"on": False, "root": True, "reason": "collector runs as root"})
+    a, b = R.socket_pair()
+    server = R.RelayServer(a, FakeA(), THING).start()
+    code = (
+        "from ggdefender.ipc_relay import RelayClient, RelayDenied\n"
+        "c = RelayClient.from_env().connect()\n"
+        "out = []\n"
+        "for path, value in [('privilegeSeparation', {'on': True}), ('parts.collector', {'state': 'running'}),\n"
+        "                    ('configuration.Remediation', {'accepted': True}), ('status', {'x': 1})]:\n"
+        "    try:\n"
+        "        c.health(path, value)\n"
+        "        out.append('allowed ' + path)\n"
+        "    except RelayDenied:\n"
+        "        out.append('denied ' + path)\n"
+        "c.health('outbox', {'pending': 0, 'dropped': 0})\n"
+        "print(';'.join(out))\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], pass_fds=[b.fileno()], capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ, GGDEFENDER_RELAY_FD=str(b.fileno())))
+    finally:
+        b.close()
+    server.close()
+    server.join(10)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().split(";") == ["denied privilegeSeparation", "denied parts.collector",
+                                              "denied configuration.Remediation", "denied status"]
+    assert doc.get("privilegeSeparation")["on"] is False and doc.get("parts") is None
+    assert doc.get("outbox") == {"pending": 0, "dropped": 0}  # its own entry is accepted
