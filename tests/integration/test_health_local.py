@@ -6,10 +6,12 @@ runs on the last good section (CBOR every 20 s), not on built-in defaults (JSON 
 accepted. Real processes: the core, process A, process B (over the relay) and the CLI.
 """
 
+import datetime
 import json
 import os
 import subprocess
 import sys
+import time
 
 import cbor2
 import pytest
@@ -36,6 +38,10 @@ def docs(capture):
 
 def verdict(doc, section):
     return (doc.get("configuration") or {}).get(section) or {}
+
+
+def epoch(entry):
+    return datetime.datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
 
 
 def test_bad_merge_is_rejected_visibly_and_the_last_good_section_survives_a_restart(built, tmp_path, monkeypatch):  # noqa: F811
@@ -88,13 +94,16 @@ def test_bad_merge_is_rejected_visibly_and_the_last_good_section_survives_a_rest
             assert "DEGRADED" in table and "configuration Collector rejected" in table
 
             # a restart with the invalid value still configured: the saved last good section, not the defaults
-            seen = len(docs(health))
             before = len(reports)
+            restart_at = time.time()
             core.restart(NAME)
             core.wait_for_state(NAME, "RUNNING", timeout=120)
-            health.wait_for(lambda m: any(verdict(d, "Collector").get("usingLastGood") for d in docs(m)[seen:]),
-                            timeout=90)
-            restarted = next(d for d in docs(health)[seen:] if verdict(d, "Collector").get("usingLastGood"))
+
+            def after_restart(d):  # the new process B's verdict, not one from before the restart
+                return verdict(d, "Collector").get("usingLastGood") and epoch(verdict(d, "Collector")) > restart_at
+
+            health.wait_for(lambda m: any(after_restart(d) for d in docs(m)), timeout=90)
+            restarted = next(d for d in docs(health) if after_restart(d))
             assert verdict(restarted, "Collector")["accepted"] is False
             assert "DevelopmentSampleIntervalSeconds" in verdict(restarted, "Collector")["reason"]
             reports.wait_for(lambda m: len(m) > before, timeout=60)
