@@ -592,6 +592,14 @@ class RelayClient:
         finally:
             stream.close()
             self._fail_all(why)
+            with self._lock:
+                listeners = [] if self._closed else self._gone_listeners
+                self._gone_listeners = []
+            for listener in listeners:
+                try:
+                    listener(self._gone or why)
+                except Exception:
+                    log.exception("relay: gone listener failed")
             try:
                 self._events.put_nowait(None)
             except queue.Full:
@@ -637,11 +645,3 @@ def client_for_part():
     from ggdefender.ipc import Ipc
 
     return Ipc() if Ipc.available() else None
-            with self._lock:
-                listeners = [] if self._closed else self._gone_listeners
-                self._gone_listeners = []
-            for listener in listeners:
-                try:
-                    listener(self._gone or why)
-                except Exception:
-                    log.exception("relay: gone listener failed")
