@@ -18,7 +18,7 @@ import pytest
 TRAVERSABLE = 0o711
 RUNS_ROOT_NAME = "ggdefender-pytest-root"
 KEEP_RUNS = 3  # like pytest: the base folders of the last few runs stay for a look after a failure
-MIN_AGE_TO_PRUNE = 6 * 3600  # never prune a run that may still be going (runs can overlap)
+MIN_AGE_TO_PRUNE = 2 * 3600  # never prune a run that may still be going (runs can overlap)
 
 
 def _runs_root() -> Path:
