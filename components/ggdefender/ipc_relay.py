@@ -391,6 +391,7 @@ class RelayClient:
         self._subs: Dict[int, RelaySubscription] = {}
         self._events: "queue.Queue[Optional[tuple]]" = queue.Queue(MAX_PENDING_EVENTS)
         self._gone: Optional[str] = None
+        self._gone_listeners: list = []
         self._closed = False
         self._reader: Optional[threading.Thread] = None
         self._callbacks: Optional[threading.Thread] = None
@@ -433,6 +434,16 @@ class RelayClient:
                 self._callbacks.start()
         return self
 
+    def on_gone(self, listener) -> None:
+        """Call listener(reason) once when the supervisor's end closes (process A gone), not after close()."""
+        with self._lock:
+            if self._gone is None:
+                self._gone_listeners.append(listener)
+                return
+            closed = self._closed
+        if not closed:
+            listener(self._gone)
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -450,7 +461,6 @@ class RelayClient:
             pass
 
     def publish_iot(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
-        self._gone_listeners: list = []
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         self._request({"op": "publish_iot", "topic": topic, "b64": _b64(data), "qos": 1 if qos else 0})
 
@@ -493,16 +503,6 @@ class RelayClient:
         except BaseException:
             self._forget(sid)
             raise
-    def on_gone(self, listener) -> None:
-        """Call listener(reason) once when the supervisor's end closes (process A gone), not after close()."""
-        with self._lock:
-            if self._gone is None:
-                self._gone_listeners.append(listener)
-                return
-            closed = self._closed
-        if not closed:
-            listener(self._gone)
-
         return sub
 
     def _forget(self, sid: int) -> None:
