@@ -534,3 +534,39 @@ def test_journal_of_the_wrong_shape_is_moved_aside_and_jobs_still_run(core, tmp_
     assert done["status"] == "SUCCEEDED", done["statusDetails"]
     assert "seed#1" not in _journal(comp.state) and "after-bad-journal#1" in _journal(comp.state)
     assert "remediation-journal.json" in core.log_text(COMPONENT)  # the warning names the file
+
+
+def test_aws_reboot_template_reports_a_boot_marker_and_fails_when_no_reboot_follows(core, tmp_path, shared_tmp):
+    # never reboots this machine: RebootCommand is a harmless script that only records the request
+    requested = shared_tmp / "reboot-requested"
+    fake = shared_tmp / "fake-reboot"
+    fake.write_text(f"#!/bin/sh\necho requested >> {requested}\n")
+    os.chmod(fake, 0o755)
+    aws_reboot = {"version": "1.0", "steps": [{"action": {
+        "name": "Reboot", "type": "runHandler", "runAsUser": "", "input": {"handler": "reboot.sh", "path": ""}}}]}
+    jobs = _jobs(core)
+
+    # not allow-listed by default: REJECTED with the reason, nothing requested
+    first = Component(core, tmp_path, _config()).start()
+    jobs.create_job(aws_reboot, "reboot-off")
+    off = jobs.wait_for("reboot-off", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+    assert off["status"] == "REJECTED" and "AllowedOperations" in off["statusDetails"]["reason"]
+    first.kill()
+
+    comp = Component(core, tmp_path, _config({
+        "AllowedOperations": ["reboot"], "RebootCommand": [str(fake)], "RebootTimeoutSeconds": "8"})).start()
+    jobs.create_job(aws_reboot, "reboot-on")
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    # IN_PROGRESS with the boot marker, recorded in the journal before the reboot was requested
+    marked = _wait(lambda: jobs.describe("reboot-on")["executions"][0]["statusDetails"].get("bootId"), 60,
+                   "no boot marker in statusDetails")
+    assert marked == boot_id
+    _wait(lambda: requested.exists(), 30, "the reboot command never ran")
+    assert _journal(comp.state)["reboot-on#1"]["marker"]["bootId"] == boot_id
+    assert jobs.describe("reboot-on")["executions"][0]["status"] == "IN_PROGRESS"
+    # the "reboot" takes the component down; it starts again in the same boot, so no reboot happened
+    comp.kill()
+    comp.start()
+    done = jobs.wait_for("reboot-on", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)
+    assert done["status"] == "FAILED" and "did not reboot" in done["statusDetails"]["reason"]
+    assert requested.read_text().count("requested") == 1  # not requested again after the restart

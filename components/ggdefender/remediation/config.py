@@ -19,6 +19,8 @@ ALL_OPERATIONS = (
 )
 # Device Client step types are gated separately (HandlerDirectory, AllowRunCommand) but also allow-listed here.
 DEVICE_CLIENT_OPERATIONS = ("runHandler", "runCommand")
+# Operations that may be allow-listed but never are by default (the AWS-Reboot template maps to "reboot").
+OPT_IN_OPERATIONS = ("reboot",)
 
 # Local topics on which Detect's mitigation (process B) asks the listener (process A) and hears back; kept in
 # this small module so process B can share them without importing the listener.
@@ -57,6 +59,8 @@ class RemediationSettings:
     reply_timeout_seconds: float = 10.0
     retry_initial_seconds: float = 2.0
     retry_max_seconds: float = 300.0
+    reboot_command: tuple = ("/sbin/reboot",)
+    reboot_timeout_seconds: float = 600.0
 
 
 def parse(section: Optional[dict]) -> RemediationSettings:
@@ -67,7 +71,7 @@ def parse(section: Optional[dict]) -> RemediationSettings:
         "AllowedRunAsUsers", "HandlerTimeoutSeconds", "AllowRunCommand", "RunCommandExecutables",
         "OperationTimeoutSeconds", "DefaultGracePeriodSeconds", "MaxOutputBytes", "SetConfigAllowedKeys",
         "RestartableComponents", "FirewallTable", "AcceptLocalRequests", "MaxPendingLocalRequests", "ClaimMode",
-        "ReplyTimeoutSeconds", "RetryInitialSeconds", "RetryMaxSeconds",
+        "ReplyTimeoutSeconds", "RetryInitialSeconds", "RetryMaxSeconds", "RebootCommand", "RebootTimeoutSeconds",
     }
     unknown = sorted(set(section) - known)
     if unknown:
@@ -77,7 +81,7 @@ def parse(section: Optional[dict]) -> RemediationSettings:
 
     ops = tuple(s.as_str_list(g("AllowedOperations", list(d.allowed_operations)), "Remediation.AllowedOperations"))
     for op in ops:
-        if op not in ALL_OPERATIONS + DEVICE_CLIENT_OPERATIONS:
+        if op not in ALL_OPERATIONS + DEVICE_CLIENT_OPERATIONS + OPT_IN_OPERATIONS:
             raise s.ConfigError(f"Remediation.AllowedOperations: unknown operation {op!r}")
 
     names = tuple(s.as_str_list(g("ProtectedProcessNames", list(d.protected_process_names)),
@@ -120,6 +124,11 @@ def parse(section: Optional[dict]) -> RemediationSettings:
             raise s.ConfigError(f"Remediation.SetConfigAllowedKeys: {k!r}: the {k.split('/')[0]} section "
                                 "can never be changed by a job")
 
+    reboot = tuple(s.as_str_list(g("RebootCommand", list(d.reboot_command)), "Remediation.RebootCommand",
+                                 max_items=16))
+    if not reboot or not reboot[0].startswith("/") or "/../" in reboot[0]:
+        raise s.ConfigError("Remediation.RebootCommand: an argv list whose program is a normalised absolute path")
+
     table = s.as_str(g("FirewallTable", d.firewall_table), "Remediation.FirewallTable", max_length=32)
     if not re.match(r"^[a-z][a-z0-9_]{0,31}$", table):
         raise s.ConfigError(f"Remediation.FirewallTable: invalid table name {table!r}")
@@ -156,5 +165,8 @@ def parse(section: Optional[dict]) -> RemediationSettings:
                                          "Remediation.RetryInitialSeconds", minimum=0.1, maximum=600),
         retry_max_seconds=s.as_float(g("RetryMaxSeconds", d.retry_max_seconds), "Remediation.RetryMaxSeconds",
                                      minimum=1, maximum=3600),
+        reboot_command=reboot,
+        reboot_timeout_seconds=s.as_float(g("RebootTimeoutSeconds", d.reboot_timeout_seconds),
+                                          "Remediation.RebootTimeoutSeconds", minimum=5, maximum=86400),
     )
 

@@ -103,8 +103,9 @@ _DC_DOC_KEYS = ("version", "includeStdOut", "conditions", "steps", "finalStep")
 _DC_LEGACY_KEYS = ("operation", "args", "path", "allowStdErr", "includeStdOut")
 MAX_NOTED_KEYS = 8
 
-# The AWS-Reboot managed template's handler: its exit status cannot show that the device rebooted, so running
-# it would report SUCCEEDED before (or without) a reboot. Refused with the reason instead.
+# The AWS-Reboot managed template's handler. A handler's exit status cannot show that the device rebooted, so
+# this step becomes our `reboot` operation (IN_PROGRESS with a boot marker, done after the next boot), which
+# runs only when "reboot" is allow-listed; no handler file is run for it.
 REBOOT_HANDLERS = ("reboot.sh",)
 
 
@@ -349,9 +350,10 @@ def _dc_step(action: dict, settings, where: str) -> Step:
             raise DocumentError(f"{where}.input.handler: {handler!r} is not a plain file name "
                                 "(letters, digits, '.', '_', '-'; no paths)")
         if handler in REBOOT_HANDLERS:
-            raise DocumentError(f"{where}.input.handler: {handler!r} (the AWS-Reboot template) is not supported: "
-                                "a reboot cannot be confirmed from the handler's exit status, so the job would "
-                                "report SUCCEEDED without a reboot; reboot the device through its own management")
+            if "reboot" not in settings.allowed_operations:
+                raise DocumentError(f"{where}: {handler!r} (the AWS-Reboot template) reboots the device, and "
+                                    "\"reboot\" is not in Remediation.AllowedOperations on this device")
+            return Step(name=common["name"], operation="reboot", arguments={})
         path = inp.get("path", "")
         if path not in ("", "default") and path.rstrip("/") != settings.handler_directory:
             raise DocumentError(f"{where}.input.path: handlers run only from the configured "

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from . import handlers, operations
 from .config import DEVICE_CLIENT_OPERATIONS
+from .operations import reboot
 from .operations.base import Context, OperationError, Outcome
 
 log = logging.getLogger("ggdefender.remediation")
@@ -37,8 +38,12 @@ class Executor:
         self.audit_sink = audit_sink
 
     def _context(self, label: str, dry_run: bool, step, cancel: Optional[threading.Event] = None) -> Context:
-        timeout = (self.settings.handler_timeout_seconds if step.operation in DEVICE_CLIENT_OPERATIONS
-                   else self.settings.operation_timeout_seconds)
+        if step.operation in DEVICE_CLIENT_OPERATIONS:
+            timeout = self.settings.handler_timeout_seconds
+        elif step.operation == "reboot":
+            timeout = self.settings.reboot_timeout_seconds + reboot.COMMAND_TIMEOUT
+        else:
+            timeout = self.settings.operation_timeout_seconds
         return Context(settings=self.settings, safety=self.safety, ipc=self.ipc, dry_run=dry_run, job=label,
                        timeout=timeout, audit_sink=self.audit_sink, cancel=cancel)
 
@@ -59,11 +64,12 @@ class Executor:
                 raise
 
     def execute(self, plan, label: str, *, done_steps: int = 0, interrupted: Optional[int] = None,
-                on_step: Optional[Callable[[int, str], None]] = None,
-                cancel: Optional[threading.Event] = None) -> Result:
+                on_step: Optional[Callable[..., None]] = None,
+                cancel: Optional[threading.Event] = None, marker: Optional[dict] = None) -> Result:
         """Run the plan. `done_steps` steps finished before a restart; `interrupted` is the index of a step
-        that had started when the process stopped (None if none); `cancel`, once set, stops the running
-        step (a handler's whole process group) and runs no further step."""
+        that had started when the process stopped (None if none), `marker` what it recorded then (a reboot's
+        boot id); `cancel`, once set, stops the running step (a handler's whole process group) and runs no
+        further step. `on_step(index, phase[, marker])` records progress (a reboot step passes its marker)."""
         steps = plan.all_steps()
         base = {"format": plan.format, "steps": str(len(steps))}
         if plan.dry_run:
@@ -71,11 +77,26 @@ class Executor:
         if plan.notes:
             base["notes"] = "; ".join(plan.notes)
         summaries = []
+        facts: dict = {}
         start = done_steps
         if interrupted is not None and interrupted == done_steps:
             step = steps[interrupted]
             if step.operation == "restart-component":
                 summaries.append(f"{step.name}: restarted (the listener came back after the restart)")
+                start = interrupted + 1
+                if on_step:
+                    on_step(interrupted, "done")
+            elif step.operation == "reboot":
+                # the reboot ended the process that requested it: done if this is a new boot
+                try:
+                    outcome = reboot.after_restart(marker, self._context(label, False, step, cancel))
+                except OperationError as exc:
+                    self._audit(label, step, exc.status, exc.reason, dry_run=False)
+                    return Result(exc.status, dict(base, reason=exc.reason, failedStep=step.name,
+                                                   operation=step.operation, **_str_facts(exc.details)))
+                self._audit(label, step, "SUCCEEDED", outcome.summary, dry_run=False)
+                summaries.append(f"{step.name}: {outcome.summary}")
+                facts.update(_str_facts(outcome.details))
                 start = interrupted + 1
                 if on_step:
                     on_step(interrupted, "done")
@@ -99,7 +120,6 @@ class Executor:
             log.exception("pre-flight of %s failed unexpectedly", label)
             return Result("FAILED", dict(base, reason=f"internal error during pre-flight: {exc}"))
 
-        facts: dict = {}
         failed: Optional[tuple] = None
         # a failing step ends the loop, so a Device Client finalStep (last in steps) runs only after success
         for index in range(start, len(steps)):
@@ -111,7 +131,10 @@ class Executor:
                 break
             ctx = self._context(label, plan.dry_run, step, cancel)
             if on_step and not plan.dry_run:
-                on_step(index, "started")
+                if step.operation == "reboot":
+                    on_step(index, "started", reboot.marker())  # journaled and reported before the request
+                else:
+                    on_step(index, "started")
             try:
                 outcome = self._run_step(step, plan, ctx)
                 self._audit(label, step, "DRY-RUN" if plan.dry_run else "SUCCEEDED", outcome.summary, plan.dry_run)

@@ -62,6 +62,7 @@ class Execute:
     document: Any  # dict (MQTT) or str (HTTPS plane); the listener validates it
     done_steps: int = 0
     interrupted: Optional[int] = None  # index of a step that had started before a restart
+    marker: Optional[dict] = None  # what that step recorded before it started (a reboot's boot id)
 
 
 @dataclasses.dataclass
@@ -209,6 +210,9 @@ def _entry_problem(key: Any, entry: Any) -> Optional[str]:
         value = entry.get(field, 0)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return f"{field} is not a number"
+    marker = entry.get("marker", {})
+    if not isinstance(marker, dict) or not all(isinstance(v, (str, int, float)) for v in marker.values()):
+        return "marker is not an object of strings and numbers"
     return None
 
 
@@ -307,18 +311,36 @@ class JobsMachine:
             return self._on_update_reply(parts[0], parts[2], msg, now)
         return []
 
-    def on_step(self, job_id: str, execution_number: int, index: int, phase: str, now: float) -> list:
-        """The executor started/finished a step; recorded so a restart knows where it stood."""
+    def on_step(self, job_id: str, execution_number: int, index: int, phase: str, now: float,
+                marker: Optional[dict] = None) -> list:
+        """The executor started/finished a step; recorded so a restart knows where it stood. A step that
+        ends this process (reboot) gives a `marker`: kept in the journal and reported as IN_PROGRESS."""
         entry = self.journal.get(job_id, execution_number)
         if entry is None or entry.get("state") != "running":
             return []
         if phase == "started":
             entry["startedStep"] = index
+            if marker is not None:
+                entry["marker"] = dict(marker)
         else:
             entry["doneSteps"] = index + 1
             entry.pop("startedStep", None)
+            entry.pop("marker", None)
         entry["updatedAt"] = now
+        if marker is not None and phase == "started":
+            return [SaveJournal()] + self._progress(index, marker, now)
         return [SaveJournal()]
+
+    def _progress(self, index: int, marker: dict, now: float) -> list:
+        """IN_PROGRESS with the step's marker in statusDetails (an open probe gives way: one request at a time)."""
+        cur = self.current
+        if cur is None:
+            return []
+        details = sanitize_details(dict({"step": str(index + 1)}, **{k: str(v) for k, v in marker.items()}))
+        payload = {"status": "IN_PROGRESS", "statusDetails": details, "executionNumber": cur["executionNumber"]}
+        if isinstance(cur.get("versionNumber"), int):
+            payload["expectedVersion"] = cur["versionNumber"]
+        return self._publish("progress", f"{self.prefix}{cur['jobId']}/update", payload, now)
 
     def on_execution_done(self, job_id: str, execution_number: int, status: str, details: dict,
                           now: float) -> list:
@@ -338,8 +360,8 @@ class JobsMachine:
         self.journal.put(job_id, execution_number, now, state="finished", status=status,
                          statusDetails=sanitize_details(details))
         self.state = "reporting"
-        if self.pending is not None and self.pending["kind"] == "probe":
-            return [SaveJournal()]  # the probe's answer decides: still ours -> report it; ended -> drop it
+        if self.pending is not None and self.pending["kind"] in ("probe", "progress"):
+            return [SaveJournal()]  # its answer decides: still ours -> report the result; ended -> drop it
         return [SaveJournal()] + self._send_final(now)
 
     def tick(self, now: float) -> list:
@@ -348,7 +370,7 @@ class JobsMachine:
             due = p.get("retry_at")
             if due is not None:
                 return self._resend(now) if now >= due else []
-            if p["kind"] == "probe" and now - p["sent_at"] >= self.reply_timeout:
+            if p["kind"] in ("probe", "progress") and now - p["sent_at"] >= self.reply_timeout:
                 # no answer: keep running; a result waiting for it goes out (refused if the job is over)
                 self.pending = None
                 return self._send_final(now) if self.state == "reporting" else []
@@ -523,7 +545,7 @@ class JobsMachine:
             self.state = "executing"
             self.last_probe = now
             return [Execute(job_id, number, ex.get("jobDocument"), done_steps=int(entry.get("doneSteps", 0)),
-                            interrupted=entry.get("startedStep"))]
+                            interrupted=entry.get("startedStep"), marker=entry.get("marker"))]
         if status == "QUEUED" and self.claim_mode == "describe":
             self._claim_doc = ex.get("jobDocument")
             self.journal.put(job_id, number, now, state="claiming")
@@ -580,7 +602,8 @@ class JobsMachine:
         return [SaveJournal()] + self._next_work(now)
 
     def _on_update_reply(self, job_id: str, outcome: str, msg: dict, now: float) -> list:
-        if not self._matches(msg, ("claim", "final")) or self.current is None or job_id != self.current["jobId"]:
+        if not self._matches(msg, ("claim", "final", "progress")) or self.current is None \
+                or job_id != self.current["jobId"]:
             return []
         cur = self.current
         kind = self.pending["kind"]
@@ -590,6 +613,9 @@ class JobsMachine:
                 cur["versionNumber"] = state["versionNumber"]
             elif isinstance(cur.get("versionNumber"), int):
                 cur["versionNumber"] += 1
+            if kind == "progress":
+                self.pending = None
+                return self._send_final(now) if self.state == "reporting" else []
             if kind == "claim":
                 return self._begin(self._claim_doc, now)
             self.journal.put(cur["jobId"], cur["executionNumber"], now, state="acknowledged")
@@ -600,6 +626,16 @@ class JobsMachine:
             return retry
         code = msg.get("code")
         server_status = state.get("status")
+        if kind == "progress":
+            # informational; the journal holds the marker. The service ending the execution is what matters.
+            self.pending = None
+            if server_status in TERMINAL or code == "TerminalStateReached":
+                return self._ended_by_service(str(server_status or code), now)
+            if code == "VersionMismatch" and isinstance(state.get("versionNumber"), int):
+                cur["versionNumber"] = state["versionNumber"]
+            log.warning("progress update of %s#%s rejected: %s %s", cur["jobId"], cur["executionNumber"], code,
+                        msg.get("message"))
+            return self._send_final(now) if self.state == "reporting" else []
         if code == "VersionMismatch" and server_status == "IN_PROGRESS" and self.pending.get("mismatches", 0) < 3:
             # re-evaluate with the returned state: it is still ours to finish, resubmit with its version
             cur["versionNumber"] = state.get("versionNumber")

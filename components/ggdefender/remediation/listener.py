@@ -168,8 +168,8 @@ class RemediationListener:
         if kind == "iot":
             self._apply(machine, machine.on_message(event[1], event[2], now))
         elif kind == "step":
-            _, job_id, number, index, phase, ack = event
-            self._apply(machine, machine.on_step(job_id, number, index, phase, now))
+            _, job_id, number, index, phase, ack, marker = event
+            self._apply(machine, machine.on_step(job_id, number, index, phase, now, marker=marker))
             ack.set()
         elif kind == "done":
             _, job_id, number, result = event
@@ -275,16 +275,17 @@ class RemediationListener:
             _audit_rejected_document(label, str(exc))
             return reject(str(exc))
 
-        def on_step(index: int, phase: str) -> None:
-            # wait until the journal is on disk: a step may end this very process (restart-component)
+        def on_step(index: int, phase: str, marker: Optional[dict] = None) -> None:
+            # wait until the journal is on disk: a step may end this very process (restart-component, reboot)
             ack = threading.Event()
-            self.events.put(("step", action.job_id, action.execution_number, index, phase, ack))
+            self.events.put(("step", action.job_id, action.execution_number, index, phase, ack, marker))
             ack.wait(10)
 
         log.info("job %s: running %d step(s) (%s%s)", label, len(plan.all_steps()), plan.format,
                  ", dry run" if plan.dry_run else "")
         result = executor.execute(plan, label, done_steps=action.done_steps, interrupted=action.interrupted,
-                                  on_step=on_step, cancel=self._cancels.get((action.job_id, action.execution_number)))
+                                  on_step=on_step, cancel=self._cancels.get((action.job_id, action.execution_number)),
+                                  marker=action.marker)
         log.info("job %s: %s %s", label, result.status, result.details.get("reason") or
                  result.details.get("summary", ""))
         return result

@@ -205,10 +205,21 @@ def test_our_format_stays_strict_about_unknown_keys():
         documents.parse(ours(step("collect-now"), _comment="x"), SETTINGS)
 
 
-def test_aws_reboot_template_is_rejected_with_a_reason():
-    reboot = {"version": "1.0", "steps": [{"action": {"name": "Reboot", "type": "runHandler", "runAsUser": "",
-                                                      "input": {"handler": "reboot.sh", "path": "default"}}}]}
-    with pytest.raises(DocumentError, match="AWS-Reboot.*not supported.*without a reboot"):
-        documents.parse(reboot, SETTINGS)
+AWS_REBOOT = {"version": "1.0", "steps": [{"action": {"name": "Reboot", "type": "runHandler", "runAsUser": "",
+                                                     "input": {"handler": "reboot.sh", "path": ""}}}]}
+
+
+def test_aws_reboot_template_needs_reboot_allow_listed():
+    with pytest.raises(DocumentError, match='AWS-Reboot.*"reboot" is not in Remediation.AllowedOperations'):
+        documents.parse(AWS_REBOOT, SETTINGS)  # not in the default allow-list
     with pytest.raises(DocumentError, match="AWS-Reboot"):
         documents.parse({"operation": "reboot.sh"}, SETTINGS)
+
+
+def test_aws_reboot_template_becomes_the_reboot_operation_when_allowed():
+    allowed = config.parse({"AllowedOperations": ["reboot"]})  # no HandlerDirectory needed: no handler file runs
+    plan = documents.parse(AWS_REBOOT, allowed)
+    assert [(s.operation, s.name, s.arguments) for s in plan.steps] == [("reboot", "Reboot", {})]
+    assert documents.parse(ours({"operation": "reboot"}), allowed).steps[0].operation == "reboot"
+    with pytest.raises(DocumentError):
+        documents.parse(ours({"operation": "reboot", "arguments": {"now": True}}), allowed)

@@ -176,3 +176,58 @@ def test_set_config_on_plugins_uses_the_plugin_host_rule_without_loading_install
                                                                    "values": {"TimeoutSeconds": 2}}},
                          settings=settings), "j")
     assert ok.status == "SUCCEEDED", ok.details
+
+
+@pytest.fixture
+def reboot_setup(make, tmp_path, monkeypatch):
+    """A harmless RebootCommand (writes a marker) and a fake boot id: this machine is never rebooted."""
+    from ggdefender.remediation.operations import reboot
+
+    script = tmp_path / "fake-reboot"
+    script.write_text(f"#!/bin/sh\necho requested >> {tmp_path}/reboot-requested\n")
+    script.chmod(0o755)
+    boot = {"id": "boot-1"}
+    monkeypatch.setattr(reboot, "current_boot_id", lambda: boot["id"])
+    settings = config.parse({"AllowedOperations": ["reboot"], "RebootCommand": [str(script)],
+                             "RebootTimeoutSeconds": 5})
+    ex, audit, _ = make(settings)
+    reboot_plan = documents.parse({"version": "1.0", "steps": [{"action": {
+        "name": "Reboot", "type": "runHandler", "input": {"handler": "reboot.sh"}}}]}, settings)
+    return ex, reboot_plan, boot, tmp_path / "reboot-requested"
+
+
+def test_reboot_is_requested_after_the_marker_is_recorded_and_fails_without_a_reboot(reboot_setup):
+    ex, reboot_plan, boot, requested = reboot_setup
+    steps = []
+
+    def on_step(index, phase, marker=None):
+        steps.append((index, phase, marker, requested.exists()))
+
+    result = ex.execute(reboot_plan, "reboot#1", on_step=on_step)
+    # the boot marker was handed over (journal + IN_PROGRESS) before the reboot command ran
+    assert steps[0][:2] == (0, "started") and steps[0][2]["bootId"] == "boot-1" and steps[0][3] is False
+    assert requested.read_text() == "requested\n"
+    assert result.status == "FAILED" and "did not reboot within 5s" in result.details["reason"]
+
+
+def test_after_a_reboot_the_step_is_done(reboot_setup):
+    import time
+
+    ex, reboot_plan, boot, requested = reboot_setup
+    boot["id"] = "boot-2"
+    result = ex.execute(reboot_plan, "reboot#1", interrupted=0,
+                        marker={"bootId": "boot-1", "requestedAt": time.time() - 30})
+    assert result.status == "SUCCEEDED", result.details
+    assert result.details["previousBootId"] == "boot-1" and result.details["bootId"] == "boot-2"
+    assert not requested.exists()  # never requested again
+
+
+def test_same_boot_after_the_expected_time_fails(reboot_setup):
+    import time
+
+    ex, reboot_plan, boot, requested = reboot_setup
+    result = ex.execute(reboot_plan, "reboot#1", interrupted=0,
+                        marker={"bootId": "boot-1", "requestedAt": time.time() - 30})
+    assert result.status == "FAILED" and "boot id unchanged" in result.details["reason"]
+    result = ex.execute(reboot_plan, "reboot#1", interrupted=0, marker=None)
+    assert result.status == "FAILED" and "before the reboot was requested" in result.details["reason"]

@@ -427,3 +427,35 @@ def test_journal_round_trip_of_every_state_is_accepted():
     j.put("c", 2, 1.0, state="canceled", serviceStatus="CANCELED")
     again = Journal.from_json(json.loads(json.dumps(j.to_json())))
     assert again.entries == j.entries
+
+
+def test_reboot_marker_is_journaled_reported_in_progress_and_handed_back_after_restart():
+    m = machine()
+    claim_and_run(m)
+    acts = m.on_step("job-1", 1, 0, "started", 1.0, marker={"bootId": "b-1", "requestedAt": 1.0})
+    assert isinstance(acts[0], SaveJournal)
+    [progress] = publishes(acts)
+    assert progress.topic == P + "job-1/update" and progress.payload["status"] == "IN_PROGRESS"
+    assert progress.payload["statusDetails"]["bootId"] == "b-1" and progress.payload["expectedVersion"] == 2
+    assert m.journal.get("job-1", 1)["marker"] == {"bootId": "b-1", "requestedAt": 1.0}
+    m.on_message(P + "job-1/update/accepted", msg({"executionState": {"status": "IN_PROGRESS", "versionNumber": 3},
+                                                    "clientToken": progress.payload["clientToken"]}), 1.1)
+    assert m.pending is None and m.current["versionNumber"] == 3
+    # the device reboots: the next start resumes the entry with the marker
+    m2 = machine(journal=Journal.from_json(json.loads(json.dumps(m.journal.to_json()))))
+    look = publishes(m2.start(50))[0]
+    [ex] = executes(m2.on_message(P + "$next/get/accepted", msg({"execution": execution("IN_PROGRESS", version=3),
+                                                                 "clientToken": look.payload["clientToken"]}), 50))
+    assert (ex.interrupted, ex.marker) == (0, {"bootId": "b-1", "requestedAt": 1.0})
+    [final] = publishes(m2.on_execution_done("job-1", 1, "SUCCEEDED", {"summary": "rebooted"}, 51))
+    assert final.payload["expectedVersion"] == 3
+
+
+def test_progress_rejected_because_the_execution_was_cancelled_stops_it():
+    m = machine()
+    claim_and_run(m)
+    [progress] = publishes(m.on_step("job-1", 1, 0, "started", 1.0, marker={"bootId": "b"}))
+    acts = m.on_message(P + "job-1/update/rejected", msg({
+        "code": "InvalidStateTransition", "executionState": {"status": "CANCELED", "versionNumber": 3},
+        "clientToken": progress.payload["clientToken"]}), 1.1)
+    assert [type(a).__name__ for a in acts] == ["SaveJournal", "Cancel"]

@@ -17,6 +17,7 @@ MODULES = {
     "set-config": "set_config",
     "restart-component": "restart_component",
     "collect-now": "collect_now",
+    "reboot": "reboot",
 }
 
 
