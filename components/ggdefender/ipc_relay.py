@@ -4,7 +4,9 @@ Process B does not hold the component's IPC token and does not load awsiotsdk/aw
 which owns the one Greengrass IPC connection, serves an allow-listed subset of IPC calls for B over a socketpair
 that B inherits (fd number in `GGDEFENDER_RELAY_FD`). A compromised collector can therefore publish only its
 own report/violation/finding topics and cannot UpdateConfiguration (e.g. widen the Remediation allow-list that
-the possibly-root process A executes). See docs/architecture.md.
+the possibly-root process A executes); what it publishes there is checked too (relay_guard.py), and it can ask
+for remediation only through the typed `mitigate` call that A's MitigationGate checks against A's own policy
+and observations (remediation/mitigation_gate.py). See docs/security.md.
 
 Wire format: one JSON object per line (UTF-8), at most `MAX_REQUEST_LINE` bytes from B and `MAX_REPLY_LINE`
 from A; binary payloads are base64.
@@ -16,8 +18,12 @@ from A; binary payloads are base64.
           {"id": n, "op": "subscribe_config", "sub": s}
           {"id": n, "op": "unsubscribe", "sub": s}
           {"id": n, "op": "health", "path": p, "value": object|null}   (only B's own paths: health.check_from_part)
+          {"id": n, "op": "mitigate", "request": {"requestId", "operation", "target", "profile", "behavior",
+                                                  "violationId"}}   (detect.mitigation.check_request)
+          {"id": n, "op": "subscribe_mitigation", "sub": s}          results of accepted mitigate calls
   A -> B  {"id": n, "ok": true, "result": value} | {"id": n, "ok": false, "kind": k, "error": message}
           {"ev": s, "topic": t, "json": value} | {"ev": s, "topic": t, "b64": ...} | {"ev": s, "path": [...]}
+          {"ev": s, "result": {"requestId", "operation", "status", "statusDetails", "violationId"}}
 The subscription id `s` is chosen by B, so an event can never arrive before B knows where it goes.
 """
 
@@ -35,6 +41,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ggdefender import health, topics
 from ggdefender.ipc import IpcUnavailable
+from ggdefender.relay_guard import ContentDenied, ContentGuard, ContentInvalid
 
 log = logging.getLogger("ggdefender.ipc_relay")
 
@@ -59,13 +66,19 @@ class RelayDenied(RelayError, PermissionError):
     """Process A's relay policy does not allow this call for process B."""
 
 
+class MitigationRefused(RelayDenied):
+    """Process A's MitigationGate refused a mitigation request; the message is the reason."""
+
+
 # -- policy ----------------------------------------------------------------------------------------------------
 class Policy:
     """What process B may do through the relay (docs/architecture.md, "One component, two processes")."""
 
-    LOCAL_PUBLISH = frozenset({topics.COLLECTOR_EVENTS, topics.LOCAL_VIOLATIONS, topics.LOCAL_FINDINGS,
-                               topics.REMEDIATION_REQUESTS})
-    LOCAL_SUBSCRIBE = frozenset({topics.CUSTOM_METRICS, topics.COLLECTOR_COMMANDS, topics.REMEDIATION_RESULTS})
+    # no remediation topic: B asks for remediation only with the typed `mitigate` call, checked by A
+    LOCAL_PUBLISH = frozenset({topics.COLLECTOR_EVENTS, topics.LOCAL_VIOLATIONS, topics.LOCAL_FINDINGS})
+    LOCAL_SUBSCRIBE = frozenset({topics.CUSTOM_METRICS, topics.COLLECTOR_COMMANDS})
+    # not scoped by topic: health paths are checked in _dispatch, mitigate requests by the MitigationGate
+    UNSCOPED = ("get_config", "subscribe_config", "unsubscribe", "health", "mitigate", "subscribe_mitigation")
 
     def __init__(self, thing: str):
         if not thing:
@@ -79,7 +92,7 @@ class Policy:
         """Raise RelayDenied unless B may do `op` (on `topic`)."""
         allowed = {"publish_iot": self.iot_publish, "subscribe_iot": self.iot_subscribe,
                    "publish_local": self.LOCAL_PUBLISH, "subscribe_local": self.LOCAL_SUBSCRIBE}.get(op)
-        if op in ("get_config", "subscribe_config", "unsubscribe", "health"):  # health: paths checked in _dispatch
+        if op in self.UNSCOPED:
             return
         if allowed is None:
             why = " (privileged: only process A may do this)" if op in PRIVILEGED_OPS else ""
@@ -124,11 +137,17 @@ class RelayServer:
     """Serves one child incarnation over its socket end: a reader thread (requests, in order) and a writer
     thread (replies and events). All of the child's subscriptions are closed when its socket closes."""
 
-    def __init__(self, sock: socket.socket, ipc, thing: str, *, name: str = "collector"):
+    def __init__(self, sock: socket.socket, ipc, thing: str, *, name: str = "collector", mitigation=None,
+                 guard: Optional[ContentGuard] = None):
+        """`mitigation`: the supervisor's MitigationGate (None: B may not ask for remediation); `guard`: the
+        supervisor's ContentGuard, shared by every incarnation of B (a new one when None)."""
         self.sock = sock
         self.ipc = ipc
         self.policy = Policy(thing)
+        self.mitigation = mitigation
+        self.guard = guard or ContentGuard(thing)
         self.name = name
+        self._warned = 0
         self._subs: Dict[int, Any] = {}
         self._lock = threading.Lock()
         self._out: "queue.Queue[Optional[tuple]]" = queue.Queue()  # (is_event, line); None ends the writer
@@ -259,15 +278,37 @@ class RelayServer:
             if not isinstance(op, str):
                 raise ValueError("'op' must be a string")
             self._reply(rid, self._dispatch(op, req))
-        except RelayDenied as exc:
-            log.warning("relay: denied to the %s process: %s", self.name, exc)
+        except MitigationRefused as exc:  # the gate logged it with the request id
             self._reply(rid, error=str(exc), kind="denied")
+        except (RelayDenied, ContentDenied) as exc:
+            self._warn("denied to the %s process: %s", exc)
+            self._reply(rid, error=str(exc), kind="denied")
+        except ContentInvalid as exc:
+            self._warn("invalid content from the %s process refused: %s", exc)
+            self._reply(rid, error=f"invalid {op!r} request: {exc}", kind="invalid")
         except (ValueError, TypeError) as exc:
             self._reply(rid, error=f"invalid {op!r} request: {exc}", kind="invalid")
         except IpcUnavailable as exc:
             self._reply(rid, error=str(exc), kind="unavailable")
         except Exception as exc:  # the IPC call failed in A: B gets the message
             self._reply(rid, error=f"{type(exc).__name__}: {exc}", kind="error")
+
+    def _warn(self, fmt: str, exc: Exception) -> None:
+        """A warning per refusal, thinned out when B keeps trying (a log is not a place to flood)."""
+        self._warned += 1
+        if self._warned <= 20 or self._warned % 100 == 0:
+            log.warning("relay: " + fmt + ("" if self._warned <= 20 else " (%d refusals so far)"),
+                        self.name, str(exc)[:500], *(() if self._warned <= 20 else (self._warned,)))
+
+    def _mitigate(self, req: dict) -> Any:
+        if self.mitigation is None:
+            raise RelayDenied("relay policy: mitigation requests are not served here")
+        from ggdefender.remediation.mitigation_gate import Refused
+
+        try:
+            return self.mitigation.submit(req.get("request"))
+        except Refused as exc:  # the gate has logged the reason; B gets it
+            raise MitigationRefused(str(exc)) from None
 
     def _dispatch(self, op: str, req: dict) -> Any:
         topic = req.get("topic")
@@ -276,16 +317,25 @@ class RelayServer:
                 raise ValueError(f"'topic' must be a string of 1-{MAX_TOPIC} characters")
         self.policy.check(op, topic)
         if op == "publish_iot":
-            self.ipc.publish_iot(topic, _unb64(req.get("b64")), qos=_qos(req))
+            data = _unb64(req.get("b64"))
+            qos = _qos(req)
+            report_id = self.guard.check_iot(topic, data)
+            self.ipc.publish_iot(topic, data, qos=qos)
+            if report_id is not None:
+                self.guard.relayed_report(topic, report_id)
             return None
         if op == "publish_local":
             if "b64" in req:
-                self.ipc.publish_local(topic, _unb64(req["b64"]))
+                message = _unb64(req["b64"])
             elif "json" in req:
-                self.ipc.publish_local(topic, req["json"])
+                message = req["json"]
             else:
                 raise ValueError("needs 'json' or 'b64'")
+            self.guard.check_local(topic, message)
+            self.ipc.publish_local(topic, message)
             return None
+        if op == "mitigate":
+            return self._mitigate(req)
         if op == "health":
             path, value = req.get("path"), req.get("value")
             try:
@@ -320,7 +370,11 @@ class RelayServer:
                 sub = self.ipc.subscribe_iot(topic, lambda t, p: self._push({"ev": sid, "topic": t, "b64": _b64(p)}),
                                              qos=_qos(req))
             elif op == "subscribe_local":
-                sub = self.ipc.subscribe_local(topic, lambda t, m: self._push(_local_event(sid, t, m)))
+                sub = self.ipc.subscribe_local(topic, lambda t, m: self._deliver_local(sid, t, m))
+            elif op == "subscribe_mitigation":
+                if self.mitigation is None:
+                    raise RelayDenied("relay policy: mitigation results are not served here")
+                sub = self.mitigation.subscribe(lambda result: self._push({"ev": sid, "result": result}))
             else:
                 sub = self.ipc.subscribe_config(lambda path: self._push({"ev": sid, "path": list(path)}))
         except BaseException:
@@ -334,6 +388,11 @@ class RelayServer:
         if not keep:  # the child went away while A subscribed
             sub.close()
         return None
+
+
+    def _deliver_local(self, sid: int, topic: str, message: Any) -> None:
+        self.guard.delivered(topic, message)  # B may answer what it was given, and nothing else
+        self._push(_local_event(sid, topic, message))
 
 
 def _qos(req: dict) -> int:
@@ -491,6 +550,21 @@ class RelayClient:
             raise RelayDenied("relay policy: only this component's own configuration can be watched")
         return self._subscribe("config", "", handler, {"op": "subscribe_config"})
 
+    # -- process B only: Detect's mitigation (not an Ipc method: there is no public door for it) ---------------
+    def mitigate(self, request: dict) -> dict:
+        """Ask process A for one mitigation action ({"requestId", "operation", "target", "profile", "behavior",
+        "violationId"}); returns {"requestId", "status": "accepted"}, raises MitigationRefused with A's reason.
+        The outcome arrives later on `subscribe_mitigation`'s handler."""
+        try:
+            return self._request({"op": "mitigate", "request": request})
+        except RelayDenied as exc:
+            raise MitigationRefused(str(exc)) from None
+
+    def subscribe_mitigation(self, handler) -> RelaySubscription:
+        """handler(result) for each accepted request's outcome: {"requestId", "operation", "status",
+        "statusDetails", "violationId"}."""
+        return self._subscribe("mitigation", "", handler, {"op": "subscribe_mitigation"})
+
     # -- internals -------------------------------------------------------------------------------------------------
     def _subscribe(self, kind: str, topic: str, handler, req: dict) -> RelaySubscription:
         with self._lock:
@@ -613,6 +687,10 @@ class RelayClient:
         try:
             if sub.kind == "config":
                 args = (list(msg.get("path") or []),)
+            elif sub.kind == "mitigation":
+                if not isinstance(msg.get("result"), dict):
+                    raise ValueError("no result object")
+                args = (msg["result"],)
             else:
                 args = (str(msg.get("topic") or sub.topic), _unb64(msg["b64"]) if "b64" in msg else msg.get("json"))
         except (ValueError, KeyError) as exc:

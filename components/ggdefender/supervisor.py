@@ -265,6 +265,15 @@ class Supervisor:
         self.fatal: Optional[str] = None
         self.child: Optional[subprocess.Popen] = None
         self.relay = None  # the RelayServer of the current child incarnation
+        # shared by every incarnation of B and of the listener: what B relayed, A's mitigation rate limits
+        self.relay_guard = self.mitigation_gate = None
+        if ipc is not None and thing:
+            from ggdefender.cli import optional_module
+            from ggdefender.relay_guard import ContentGuard
+
+            self.relay_guard = ContentGuard(thing)
+            gate = optional_module("ggdefender.remediation.mitigation_gate")
+            self.mitigation_gate = gate.MitigationGate(ipc) if gate is not None else None
         self.starts = 0
         self.last_exit: Optional[str] = None  # how the previous incarnation of B ended
         self.last_cause: Optional[str] = None  # why, when A ended it (memory limit)
@@ -398,7 +407,8 @@ class Supervisor:
         if ours is not None:
             from ggdefender.ipc_relay import RelayServer
 
-            self.relay = RelayServer(ours, self.ipc, self.thing).start()
+            self.relay = RelayServer(ours, self.ipc, self.thing, mitigation=self.mitigation_gate,
+                                     guard=self.relay_guard).start()
         self.starts += 1
         log.info("collector process started (pid %d)", self.child.pid)
         self._report_collector("running")
@@ -492,7 +502,10 @@ class Supervisor:
             started = time.monotonic()
             _report_part(ipc, "remediation", "running", restarts, last_exit)
             try:
-                cls(ipc, thing, self.state_dir).run(self.stop)
+                listener = cls(ipc, thing, self.state_dir)
+                if self.mitigation_gate is not None:
+                    self.mitigation_gate.attach(listener)  # B's mitigate requests go to the running instance
+                listener.run(self.stop)
                 if self.stop.is_set():
                     _report_part(ipc, "remediation", "stopped", restarts, last_exit, "the component is stopping")
                     return

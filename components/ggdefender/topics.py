@@ -8,8 +8,8 @@ Local pub/sub topics start with `ggdefender/`; IoT Core topics we own start with
 COLLECTOR_COMMANDS = "ggdefender/collector/commands"  # remediation -> collector: collect-now
 COLLECTOR_EVENTS = "ggdefender/collector/events"  # collector -> remediation: report published / failed
 CUSTOM_METRICS = "ggdefender/custom-metrics"  # out-of-process plugins -> collector
-REMEDIATION_REQUESTS = "ggdefender/remediation/requests"  # detect's mitigation -> remediation
-REMEDIATION_RESULTS = "ggdefender/remediation/results"  # remediation -> detect
+# remediation -> observers: outcome of Detect's mitigation requests (which travel over the private relay only)
+REMEDIATION_RESULTS = "ggdefender/remediation/results"
 LOCAL_VIOLATIONS = "ggdefender/violations"
 LOCAL_FINDINGS = "ggdefender/findings"
 HEALTH = "ggdefender/health"  # process A -> anyone: the health document (docs/configuration.md, "Health")

@@ -16,6 +16,26 @@ THING = "thingA"
 METRICS = f"$aws/things/{THING}/defender/metrics"
 
 
+def _report(rid: int, fmt: str = "json") -> bytes:
+    if fmt == "cbor":
+        import cbor2
+
+        return cbor2.dumps({"hed": {"rid": rid, "v": "1.0"}, "met": {"tp": {"pts": [{"pt": 22}], "t": 1}}})
+    return json.dumps({"header": {"report_id": rid, "version": "1.0"},
+                       "metrics": {"listening_tcp_ports": {"ports": [{"port": 22}], "total": 1}}}).encode()
+
+
+def _violation(thing=THING, **extra) -> dict:
+    return dict({"thingName": thing, "violationId": "v-1", "securityProfileName": "P",
+                 "violationEventType": "in-alarm", "behavior": {"name": "b"}}, **extra)
+
+
+def _finding(thing=THING, **product) -> dict:
+    return {"SchemaVersion": "2018-10-08", "Id": "arn:aws:iot-device-defender:r:1:detect/violation/v-1",
+            "Resources": [{"Type": "Other", "Id": f"arn:aws:iot:r:1:thing/{thing}"}],
+            "ProductFields": dict({"ggdefender/thingName": thing}, **product)}
+
+
 class FakeSub:
     def __init__(self, owner, kind, topic, handler):
         self.owner, self.kind, self.topic, self.handler = owner, kind, topic, handler
@@ -109,16 +129,18 @@ def _wait(cond, what):
 
 
 def test_allowed_publishes_reach_a_with_binary_payloads_intact(pair):
-    blob = bytes(range(256)) * 4  # CBOR reports are binary: every byte value must survive
+    blob = _report(7, "cbor")  # CBOR reports are binary: every byte must survive
+    violation = json.dumps(_violation()).encode()
+    finding = json.dumps(_finding()).encode()
     pair.client.publish_iot(f"{METRICS}/cbor", blob, qos=0)
-    pair.client.publish_iot(f"ggdefender/things/{THING}/violations", '{"v":1}')
-    pair.client.publish_local("ggdefender/collector/events", {"event": "report-published", "n": [1, 2.5, None]})
-    pair.client.publish_local("ggdefender/findings", b"\x00\xff")
+    pair.client.publish_iot(f"ggdefender/things/{THING}/violations", violation.decode())
+    pair.client.publish_local("ggdefender/violations", _violation(n=[1, 2.5, None]))
+    pair.client.publish_local("ggdefender/findings", finding)
     assert pair.fake.calls == [
         ("publish_iot", f"{METRICS}/cbor", blob, 0),
-        ("publish_iot", f"ggdefender/things/{THING}/violations", b'{"v":1}', 1),
-        ("publish_local", "ggdefender/collector/events", {"event": "report-published", "n": [1, 2.5, None]}),
-        ("publish_local", "ggdefender/findings", b"\x00\xff"),
+        ("publish_iot", f"ggdefender/things/{THING}/violations", violation, 1),
+        ("publish_local", "ggdefender/violations", _violation(n=[1, 2.5, None])),
+        ("publish_local", "ggdefender/findings", finding),
     ]
 
 
@@ -129,6 +151,10 @@ def test_allowed_publishes_reach_a_with_binary_payloads_intact(pair):
     lambda c: c.subscribe_iot(f"$aws/things/{THING}/jobs/notify-next", lambda t, p: None),
     lambda c: c.subscribe_iot(f"{METRICS}/#", lambda t, p: None),
     lambda c: c.publish_local("ggdefender/remediation/results", {"status": "SUCCEEDED"}),
+    # no public remediation door from B: it asks only with the typed `mitigate` call
+    lambda c: c.publish_local("ggdefender/remediation/requests", {"requestId": "r", "operation": "kill-process",
+                                                                  "arguments": {"pid": 1, "signal": "SIGKILL"}}),
+    lambda c: c.subscribe_local("ggdefender/remediation/results", lambda t, m: None),
     lambda c: c.subscribe_local("ggdefender/remediation/requests", lambda t, m: None),
     lambda c: c.subscribe_local("#", lambda t, m: None),
 ])
@@ -175,17 +201,19 @@ def test_subscription_events_reach_the_handler_in_order_with_binary_payloads(pai
 
 
 def test_a_handler_may_make_relayed_calls(pair):
-    """Detect's result handler publishes from the callback: it must not deadlock the reader."""
+    """The collector answers a command from its callback: it must not deadlock the reader."""
     done = threading.Event()
+    answer = {"event": "report-failed", "requestId": "q", "reason": "test"}
 
-    def on_result(topic, msg):
-        pair.client.publish_local("ggdefender/findings", {"after": msg["requestId"]})
+    def on_command(topic, msg):
+        pair.client.publish_local("ggdefender/collector/events", dict(answer, requestId=msg["requestId"]))
         done.set()
 
-    pair.client.subscribe_local("ggdefender/remediation/results", on_result)
-    pair.fake.deliver("local", "ggdefender/remediation/results", "ggdefender/remediation/results", {"requestId": "q"})
+    pair.client.subscribe_local("ggdefender/collector/commands", on_command)
+    pair.fake.deliver("local", "ggdefender/collector/commands", "ggdefender/collector/commands",
+                      {"command": "collect-now", "requestId": "q"})
     assert done.wait(10)
-    assert ("publish_local", "ggdefender/findings", {"after": "q"}) in pair.fake.calls
+    assert ("publish_local", "ggdefender/collector/events", answer) in pair.fake.calls
 
 
 def test_closing_a_subscription_in_b_closes_it_in_a(pair):
@@ -213,15 +241,16 @@ def test_child_socket_close_cleans_up_all_its_subscriptions():
 def test_errors_in_a_come_back_as_exceptions_with_the_message(pair):
     pair.fake.fail_next = RuntimeError("publish refused: payload too large")
     with pytest.raises(R.RelayError, match="payload too large"):
-        pair.client.publish_iot(f"{METRICS}/json", b"{}")
+        pair.client.publish_iot(f"{METRICS}/json", _report(1))
     pair.fake.fail_next = IpcUnavailable("cannot connect to Greengrass IPC after 10 attempts")
     with pytest.raises(IpcUnavailable, match="10 attempts"):
-        pair.client.publish_local("ggdefender/violations", {})
+        pair.client.publish_local("ggdefender/violations", _violation())
     pair.fake.fail_next = RuntimeError("boom")
     with pytest.raises(R.RelayError, match="boom"):
         pair.client.subscribe_local("ggdefender/custom-metrics", lambda t, m: None)
     assert pair.server.subscription_count() == 0
-    pair.client.publish_local("ggdefender/violations", {"ok": 1})  # the relay carries on
+    pair.client.publish_local("ggdefender/violations", _violation())  # the relay carries on
+    pair.client.publish_iot(f"{METRICS}/json", _report(1))  # the failed publish did not use up report 1
 
 
 def test_a_gone_supervisor_is_ipc_unavailable_in_b():
@@ -379,8 +408,10 @@ def test_supervisor_gives_the_child_a_relay_and_no_token(tmp_path, monkeypatch):
               "from ggdefender.ipc_relay import client_for_part, RelayClient\n"
               "c = client_for_part()\n"
               "assert isinstance(c, RelayClient), type(c)\n"
-              "c.publish_local('ggdefender/findings', {'svcuid': os.environ.get('SVCUID'),\n"
-              "                'token': os.environ.get('AWS_CONTAINER_AUTHORIZATION_TOKEN'), 'thing': c.thing_name})\n"
+              "c.publish_local('ggdefender/findings', {'SchemaVersion': '2018-10-08', 'Id': 'f',\n"
+              "    'Resources': [{'Id': 'arn:aws:iot:r:1:thing/' + c.thing_name}],\n"
+              "    'ProductFields': {'ggdefender/thingName': c.thing_name, 'svcuid': os.environ.get('SVCUID'),\n"
+              "                      'token': os.environ.get('AWS_CONTAINER_AUTHORIZATION_TOKEN')}})\n"
               "c.subscribe_local('ggdefender/custom-metrics', lambda t, m: None)\n"
               "time.sleep(600)\n")
     fake = FakeIpc()
@@ -393,5 +424,139 @@ def test_supervisor_gives_the_child_a_relay_and_no_token(tmp_path, monkeypatch):
     finally:
         sup.stop.set()
         t.join(30)
-    assert ("publish_local", "ggdefender/findings", {"svcuid": None, "token": None, "thing": THING}) in fake.calls
+    (published,) = [c[2] for c in fake.calls if c[:2] == ("publish_local", "ggdefender/findings")]
+    assert published["ProductFields"] == {"ggdefender/thingName": THING, "svcuid": None, "token": None}
     assert not t.is_alive() and sup.relay is None and fake.subs == []  # the child's subscription went with it
+
+
+# -- what B may say on its topics (relay_guard) -----------------------------------------------------------------
+@pytest.mark.parametrize("topic,payload,kind,match", [
+    (f"{METRICS}/json", b"\x00\xffnot a report", R.RelayError, "not JSON"),
+    (f"{METRICS}/json", b'{"header": {"report_id": 5, "version": "1.0"}}', R.RelayError, "metrics or custom"),
+    (f"{METRICS}/json", b'{"header": {"report_id": 5, "version": "1.0"}, "metrics": {"shell": {}}}',
+     R.RelayError, "'metrics' must be"),
+    (f"{METRICS}/json", b'{"header": {"report_id": "5", "version": "1.0"}, "metrics": {}}', R.RelayError,
+     "report_id"),
+    (f"{METRICS}/cbor", _report(5), R.RelayError, "not CBOR"),
+    (f"{METRICS}/json", b'{"header": {"report_id": 5, "version": "1.0"}, "custom_metrics": {"x": 1}}',
+     R.RelayError, "custom metric"),
+    (f"{METRICS}/json", b"{" + b" " * (128 * 1024) + b"}", R.RelayError, "over the IoT Core limit"),
+    (f"ggdefender/things/{THING}/violations", json.dumps(_violation("otherThing")).encode(), R.RelayDenied,
+     "not 'thingA'"),
+    (f"ggdefender/things/{THING}/violations", b'{"v": 1}', R.RelayDenied, "violation for thing"),
+    (f"ggdefender/things/{THING}/findings", json.dumps(_finding("otherThing")).encode(), R.RelayDenied,
+     "not about this thing"),
+    (f"ggdefender/things/{THING}/findings", b'{"Id": "x"}', R.RelayError, "ASFF"),
+])
+def test_b_cannot_publish_arbitrary_bytes_on_its_topics(pair, topic, payload, kind, match, caplog):
+    with pytest.raises(kind, match=match):
+        pair.client.publish_iot(topic, payload)
+    assert pair.fake.calls == []
+    assert any("refused" in r.getMessage() or "denied" in r.getMessage()
+               for r in caplog.records if r.name == "ggdefender.ipc_relay")
+
+
+def test_report_ids_must_increase_across_collector_incarnations():
+    from ggdefender.relay_guard import ContentGuard
+
+    guard = ContentGuard(THING)  # the supervisor's, shared by every RelayServer
+    first = Pair()
+    first.server.guard = guard
+    try:
+        first.client.publish_iot(f"{METRICS}/json", _report(100))
+        with pytest.raises(R.RelayDenied, match="not above the last relayed report_id 100"):
+            first.client.publish_iot(f"{METRICS}/cbor", _report(100, "cbor"))
+    finally:
+        first.close()
+    second = Pair()
+    second.server.guard = guard
+    try:
+        with pytest.raises(R.RelayDenied, match="report_id 50"):
+            second.client.publish_iot(f"{METRICS}/json", _report(50))
+        second.client.publish_iot(f"{METRICS}/cbor", _report(101, "cbor"))
+        assert [c[1] for c in second.fake.calls] == [f"{METRICS}/cbor"]
+    finally:
+        second.close()
+
+
+def test_collector_events_answer_only_delivered_requests_and_relayed_reports(pair):
+    events = "ggdefender/collector/events"
+    got = threading.Event()
+    pair.client.subscribe_local("ggdefender/collector/commands", lambda t, m: got.set())
+    # never delivered: a forged answer to someone else's request
+    with pytest.raises(R.RelayDenied, match="never delivered"):
+        pair.client.publish_local(events, {"event": "report-failed", "requestId": "theirs", "reason": "x"})
+    pair.fake.deliver("local", "ggdefender/collector/commands", "ggdefender/collector/commands",
+                      {"command": "collect-now", "requestId": "r1"})
+    assert got.wait(10)
+    pair.client.publish_iot(f"{METRICS}/json", _report(10))
+    with pytest.raises(R.RelayDenied, match="was not relayed"):
+        pair.client.publish_local(events, {"event": "report-published", "requestId": "r1", "reportId": 11,
+                                           "topic": f"{METRICS}/json"})
+    with pytest.raises(R.RelayDenied, match="was not relayed"):
+        pair.client.publish_local(events, {"event": "report-published", "requestId": "r1", "reportId": 10,
+                                           "topic": f"{METRICS}/cbor"})
+    with pytest.raises(R.RelayError, match="unknown field"):
+        pair.client.publish_local(events, {"event": "report-published", "requestId": "r1", "reportId": 10,
+                                           "topic": f"{METRICS}/json", "extra": 1})
+    ok = {"event": "report-published", "requestId": "r1", "reportId": 10, "topic": f"{METRICS}/json"}
+    pair.client.publish_local(events, ok)
+    with pytest.raises(R.RelayDenied, match="already answered"):  # each request is answered once
+        pair.client.publish_local(events, ok)
+    assert [c for c in pair.fake.calls if c[1] == events] == [("publish_local", events, ok)]
+
+
+# -- mitigate: B's only way to ask for remediation ---------------------------------------------------------------
+class FakeGate:
+    def __init__(self):
+        self.requests, self.sinks = [], []
+
+    def submit(self, request):
+        from ggdefender.remediation.mitigation_gate import Refused
+
+        self.requests.append(request)
+        if request.get("operation") != "stop-listener":
+            raise Refused(f"operation {request.get('operation')!r} cannot be a mitigation")
+        return {"requestId": request["requestId"], "status": "accepted"}
+
+    def subscribe(self, deliver):
+        gate = self
+
+        class Sink:
+            def close(self):
+                gate.sinks.remove(deliver)
+
+        self.sinks.append(deliver)
+        return Sink()
+
+
+def test_mitigate_reaches_the_gate_and_results_come_back_over_the_relay():
+    fake, gate = FakeIpc(), FakeGate()
+    a, b = R.socket_pair()
+    server = R.RelayServer(a, fake, THING, mitigation=gate).start()
+    client = R.RelayClient(b, timeout=30).connect()
+    try:
+        results = []
+        done = threading.Event()
+        client.subscribe_mitigation(lambda r: (results.append(r), done.set()))
+        req = {"requestId": "d-1", "operation": "stop-listener", "target": {"port": 8080, "protocol": "tcp"},
+               "profile": "P", "behavior": "b", "violationId": "v"}
+        assert client.mitigate(req) == {"requestId": "d-1", "status": "accepted"}
+        with pytest.raises(R.MitigationRefused, match="cannot be a mitigation"):
+            client.mitigate(dict(req, operation="kill-process"))
+        assert gate.requests[0] == req
+        gate.sinks[0]({"requestId": "d-1", "status": "SUCCEEDED"})
+        assert done.wait(10) and results == [{"requestId": "d-1", "status": "SUCCEEDED"}]
+        assert fake.calls == []  # nothing went to the bus
+    finally:
+        client.close()
+        server.close()
+        server.join(10)
+    assert gate.sinks == []  # the result subscription closed with B's relay
+
+
+def test_without_a_gate_mitigate_is_denied(pair):
+    with pytest.raises(R.MitigationRefused, match="not served"):
+        pair.client.mitigate({"requestId": "x"})
+    with pytest.raises(R.RelayDenied, match="not served"):
+        pair.client.subscribe_mitigation(lambda r: None)

@@ -1,11 +1,14 @@
 """Local mitigation policy: behavior -> remediation operation, rate-limited (off by default).
 
-On `in-alarm` of a behavior that has a rule, detect sends one request per target to the remediation part
-on local topic `ggdefender/remediation/requests` ({"requestId", "operation", "arguments", "reason",
-"violationId"}); the remediation part runs it through the same allow-list and safety checks as a job and
-answers on `ggdefender/remediation/results`. Targets come from the violation's offending values:
-`stop-listener` gets each offending port (protocol from the metric), `block-ip` each offending address;
-other operations take only the rule's static `Arguments`.
+On `in-alarm` of a behavior that has a rule, detect (process B) asks process A for one action per target over
+the private relay (`RelayClient.mitigate`, never over local pub/sub): a typed request
+{"requestId", "operation", "target", "profile", "behavior", "violationId"}. Only `stop-listener` (target
+{"port", "protocol"}: each offending port, protocol from the metric) and `block-ip` (target {"address"}:
+each offending address) can be mitigations, because A can check those targets against what it observes
+itself. Process A's gate (remediation/mitigation_gate.py) re-reads this same configuration with
+`parse_config`, finds the same rule with `find_rule`, builds the arguments with `arguments_for` and applies
+its own rate limits before the request takes the jobs' path (allow-list, safety checks); results come back
+over the relay and are recorded on the violation and finding (`apply_result`).
 
 Rate limits, so a flapping alarm cannot loop: at most `MaxActionsPerHour` requests in any hour, and the
 same operation on the same target not again within `CooldownSeconds`. A limited action is still recorded
@@ -14,13 +17,15 @@ same operation on the same target not again within `CooldownSeconds`. A limited 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Optional
 
-# the listener's own operation list (a small module: process B does not load the listener)
-from ggdefender.remediation.config import ALL_OPERATIONS as OPERATIONS
+# the remediation part's own list (a small module: process B does not load the listener)
+from ggdefender.remediation.config import MITIGATION_OPERATIONS as OPERATIONS
+from ggdefender.remediation.config import REQUEST_ID
 from ggdefender.settings import ConfigError, as_bool, as_int, as_section, as_str
 
 HOUR = 3600.0
@@ -55,7 +60,8 @@ def parse_config(section) -> MitigationConfig:
         raw = as_section(raw, where)
         op = as_str(raw.get("Operation"), f"{where}.Operation", max_length=64) if raw.get("Operation") else None
         if op not in OPERATIONS:
-            raise ConfigError(f"{where}.Operation: expected one of {', '.join(OPERATIONS)}, got {op!r}")
+            raise ConfigError(f"{where}.Operation: expected one of {', '.join(OPERATIONS)}, got {op!r} (other "
+                              "operations take targets the remediation part cannot observe: use IoT Jobs)")
         args = as_section(raw.get("Arguments"), f"{where}.Arguments")
         if len(json.dumps(args)) > 4096:
             raise ConfigError(f"{where}.Arguments: larger than 4096 bytes")
@@ -80,20 +86,20 @@ class Mitigator:
         self.memory.setdefault("last", {})
 
     def rule_for(self, profile: str, behavior: str) -> Optional[Rule]:
-        return self.cfg.rules.get(f"{profile}/{behavior}") or self.cfg.rules.get(behavior)
+        return find_rule(self.cfg, profile, behavior)
 
     def _targets(self, rule: Rule, metric: str, offending) -> list:
         if rule.operation == "stop-listener":
+            proto = rule.arguments.get("protocol") or ("udp" if "udp" in metric else "tcp")
             if "port" in rule.arguments:  # a fixed port in the rule wins
-                return [dict(rule.arguments)]
-            proto = "udp" if "udp" in metric else "tcp"
-            ports = [p for p in (offending or ()) if isinstance(p, int)]
-            return [{**rule.arguments, "port": p, "protocol": proto} for p in ports]
+                return [{"port": rule.arguments["port"], "protocol": proto}]
+            ports = [p for p in (offending or ()) if isinstance(p, int) and not isinstance(p, bool)]
+            return [{"port": p, "protocol": proto} for p in ports]
         if rule.operation == "block-ip":
             if "address" in rule.arguments:
-                return [dict(rule.arguments)]
-            return [{**rule.arguments, "address": ip} for ip in (offending or ()) if isinstance(ip, str)]
-        return [dict(rule.arguments)]
+                return [{"address": rule.arguments["address"]}]
+            return [{"address": ip} for ip in (offending or ()) if isinstance(ip, str)]
+        return []
 
     def plan(self, event: dict, behavior, now: float) -> tuple:
         """(actions to record, requests to send) for one in-alarm event; both empty without a rule."""
@@ -128,12 +134,72 @@ class Mitigator:
                 sent.append(now)
                 last[tkey] = now
                 requests.append({
-                    "requestId": rid, "operation": rule.operation, "arguments": args,
-                    "reason": f"{behavior.profile}/{behavior.name} in alarm on {event.get('thingName')}",
-                    "violationId": event["violationId"],
+                    "requestId": rid, "operation": rule.operation, "target": args,
+                    "profile": behavior.profile, "behavior": behavior.name, "violationId": event["violationId"],
                 })
             actions.append(action)
         return actions, requests
+
+
+def find_rule(cfg: MitigationConfig, profile: str, behavior: str) -> Optional[Rule]:
+    """The rule for a behavior: "Profile/Behavior" first, then "Behavior" (one lookup for B and A)."""
+    return cfg.rules.get(f"{profile}/{behavior}") or cfg.rules.get(behavior)
+
+
+# -- the typed request (process B asks, process A checks) -------------------------------------------------
+REQUEST_KEYS = frozenset({"requestId", "operation", "target", "profile", "behavior", "violationId"})
+TARGET_KEYS = {"stop-listener": frozenset({"port", "protocol"}), "block-ip": frozenset({"address"})}
+MAX_NAME = 128
+
+
+def check_request(request) -> dict:
+    """A mitigation request's shape, or ValueError naming the problem. Nothing beyond the typed target is
+    accepted: pid, signal, grace period, configuration keys are never taken from the asking process."""
+    if not isinstance(request, dict):
+        raise ValueError("request must be an object")
+    unknown = sorted(set(request) - REQUEST_KEYS)
+    missing = sorted(REQUEST_KEYS - set(request))
+    if unknown or missing:
+        raise ValueError("request: " + "; ".join(filter(None, [
+            unknown and f"unknown field(s) {', '.join(map(str, unknown))[:200]}",
+            missing and f"missing field(s) {', '.join(missing)}"])))
+    rid = request["requestId"]
+    if not isinstance(rid, str) or not REQUEST_ID.match(rid):
+        raise ValueError("requestId must be 1-64 of [A-Za-z0-9_.:-]")
+    for key in ("profile", "behavior", "violationId"):
+        if not isinstance(request[key], str) or not 0 < len(request[key]) <= MAX_NAME:
+            raise ValueError(f"{key} must be a string of 1-{MAX_NAME} characters")
+    op = request["operation"]
+    if op not in TARGET_KEYS:
+        raise ValueError(f"operation {str(op)[:64]!r} cannot be a mitigation (only {', '.join(TARGET_KEYS)})")
+    target = request["target"]
+    if not isinstance(target, dict) or set(target) != TARGET_KEYS[op]:
+        raise ValueError(f"{op} target must be exactly {{{', '.join(sorted(TARGET_KEYS[op]))}}}")
+    if op == "stop-listener":
+        port = target["port"]
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ValueError("target.port must be an integer 1-65535")
+        if target["protocol"] not in ("tcp", "udp"):
+            raise ValueError("target.protocol must be tcp or udp")
+    else:
+        address = target["address"]
+        try:
+            if not isinstance(address, str) or len(address) > 64:
+                raise ValueError
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError("target.address must be one IPv4 or IPv6 address") from None
+    return request
+
+
+def arguments_for(rule: Rule, target: dict) -> dict:
+    """The operation's arguments: the rule's (the operator's) plus the target; a target that contradicts a
+    fixed port, protocol or address in the rule is refused (ValueError)."""
+    for key, value in target.items():
+        fixed = rule.arguments.get(key)
+        if fixed is not None and fixed != value:
+            raise ValueError(f"target {key} {value!r} differs from the rule's fixed {key} {fixed!r}")
+    return {**rule.arguments, **target}
 
 
 def apply_result(actions: list, result: dict, now: float) -> bool:

@@ -8,7 +8,7 @@ and publishes through `ggdefender.ipc.Ipc`:
 |---|---|---|
 | violation events | `ggdefender/things/{thing}/violations` | `ggdefender/violations` |
 | ASFF findings | `ggdefender/things/{thing}/findings` | `ggdefender/findings` |
-| mitigation requests | | `ggdefender/remediation/requests` (results on `.../results`) |
+| mitigation requests | | none: the private relay to process A (`RelayClient.mitigate`; results come back on it) |
 
 Everything to publish goes through a persisted outbox first, so a failed publish is retried on the next
 observation and a restart replays what was not yet sent (at-least-once; consumers dedupe on violationId +
@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 from ggdefender import health, topics
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
-from ggdefender.remediation.config import REQUESTS_TOPIC, RESULTS_TOPIC
+from ggdefender.ipc_relay import MitigationRefused
 
 from . import config as C
 from . import findings as F
@@ -113,11 +113,12 @@ class DetectService:
             self._handle(events, now)
             self._apply_verification(now)
             self._persist()
-            if cfg.mitigation.enabled and self.ipc is not None and self._results_sub is None:
+            subscribe = getattr(self.ipc, "subscribe_mitigation", None)  # only the relay to process A has it
+            if cfg.mitigation.enabled and subscribe is not None and self._results_sub is None:
                 try:
-                    self._results_sub = self.ipc.subscribe_local(RESULTS_TOPIC, self._on_result)
+                    self._results_sub = subscribe(self._on_result)
                 except Exception as exc:  # mitigation still works; results are then not recorded
-                    log.warning("cannot subscribe to %s: %s", RESULTS_TOPIC, exc)
+                    log.warning("cannot subscribe to mitigation results: %s", exc)
             self._flush()
         log.info("detect configured: %d profile(s), %d behavior(s), %d threat list(s), mitigation %s",
                  len(cfg.profiles), len(behaviors), len(cfg.threat_lists), "on" if cfg.mitigation.enabled else "off")
@@ -192,13 +193,27 @@ class DetectService:
             self.store.remember_finding(vid, f)
             self.store.outbox.append(("finding", f))
 
-    # -- mitigation results (IPC callback thread) --------------------------------------------------------------
-    def _on_result(self, topic: str, payload) -> None:
-        if isinstance(payload, (bytes, bytearray)):
-            try:
-                payload = json.loads(payload)
-            except ValueError:
-                return
+    # -- mitigation requests and results ---------------------------------------------------------------------
+    def _request_mitigation(self, request: dict) -> None:
+        """Ask process A over the private relay; A's refusal is this action's final result (no retry)."""
+        mitigate = getattr(self.ipc, "mitigate", None)
+        if mitigate is None:
+            self._record_result({"requestId": request.get("requestId"), "status": "REJECTED",
+                                 "detail": "no private channel to the remediation part (the collector was not "
+                                           "started by `ggdefender run`)"}, flush=False)
+            return
+        try:
+            mitigate(request)
+        except MitigationRefused as exc:
+            log.warning("mitigation %s refused by the remediation part: %s", request.get("requestId"), exc)
+            self._record_result({"requestId": request.get("requestId"), "status": "REJECTED",
+                                 "detail": str(exc)}, flush=False)
+
+    def _on_result(self, payload) -> None:
+        """A result from process A (relay callback thread)."""
+        self._record_result(payload)
+
+    def _record_result(self, payload, flush: bool = True) -> None:
         if not isinstance(payload, dict) or not isinstance(payload.get("requestId"), str):
             return
         with self._lock:
@@ -217,7 +232,8 @@ class DetectService:
                 self.store.remember_finding(vid, f)
                 self.store.outbox.append(("finding", f))
             self._persist()
-            self._flush()
+            if flush:  # not from inside a flush (the finding then goes out with the next one)
+                self._flush()
 
     # -- output -----------------------------------------------------------------------------------------
     def _persist(self, force_history: bool = False) -> None:
@@ -261,7 +277,7 @@ class DetectService:
             self.ipc.publish_iot(findings_topic(self.thing), data)
             self.ipc.publish_local(LOCAL_FINDINGS, payload)
         elif kind == "request":
-            self.ipc.publish_local(REQUESTS_TOPIC, payload)
+            self._request_mitigation(payload)
 
     # -- views ------------------------------------------------------------------------------------------------
     def active_violations(self) -> list:

@@ -22,10 +22,21 @@ DEVICE_CLIENT_OPERATIONS = ("runHandler", "runCommand")
 # Operations that may be allow-listed but never are by default (the AWS-Reboot template maps to "reboot").
 OPT_IN_OPERATIONS = ("reboot",)
 
-# Local topics on which Detect's mitigation (process B) asks the listener (process A) and hears back; kept in
-# this small module so process B can share them without importing the listener.
-REQUESTS_TOPIC = topics.REMEDIATION_REQUESTS
+# Informational: process A publishes the outcome of each of Detect's mitigation requests here for observers.
+# The requests themselves never travel over local pub/sub (it carries no sender identity); process B asks
+# over its private relay and A checks each request (remediation/mitigation_gate.py, docs/security.md).
 RESULTS_TOPIC = topics.REMEDIATION_RESULTS
+
+# Operations Detect's mitigation may ask for: each takes exactly one target that process A can observe for
+# itself (a listening port, an established peer address). kill-process (a pid), set-config (keys) and the rest
+# take arguments A cannot check against what it sees, so they stay jobs-only (authenticated by AWS IoT Jobs).
+MITIGATION_OPERATIONS = ("stop-listener", "block-ip")
+
+# A local request id (Detect's requestId); one rule for process B's requests and A's gate.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+LOCAL_REQUESTS_REMOVED = ("Remediation.AcceptLocalRequests: true is not supported (removed: local pub/sub carries "
+                          "no sender identity; third parties use IoT Jobs, which AWS authenticates)")
 
 # set-config may never touch these sections: a job must not widen its own permissions or the supervisor's.
 FORBIDDEN_SET_CONFIG_SECTIONS = ("Remediation", "Supervisor")
@@ -53,7 +64,6 @@ class RemediationSettings:
     set_config_allowed_keys: tuple = ("Collector/SampleIntervalSeconds", "Collector/DevelopmentSampleIntervalSeconds")
     restartable_components: tuple = (COMPONENT_NAME,)
     firewall_table: str = "ggdefender"
-    accept_local_requests: bool = True
     max_pending_local_requests: int = 8
     claim_mode: str = "describe"
     reply_timeout_seconds: float = 10.0
@@ -124,6 +134,10 @@ def parse(section: Optional[dict]) -> RemediationSettings:
             raise s.ConfigError(f"Remediation.SetConfigAllowedKeys: {k!r}: the {k.split('/')[0]} section "
                                 "can never be changed by a job")
 
+    # still a known key so `false` (the old way to turn the public door off) stays valid
+    if s.as_bool(g("AcceptLocalRequests", False), "Remediation.AcceptLocalRequests"):
+        raise s.ConfigError(LOCAL_REQUESTS_REMOVED)
+
     reboot = tuple(s.as_str_list(g("RebootCommand", list(d.reboot_command)), "Remediation.RebootCommand",
                                  max_items=16))
     if not reboot or not reboot[0].startswith("/") or "/../" in reboot[0]:
@@ -155,7 +169,6 @@ def parse(section: Optional[dict]) -> RemediationSettings:
         restartable_components=tuple(s.as_str_list(g("RestartableComponents", list(d.restartable_components)),
                                                    "Remediation.RestartableComponents")),
         firewall_table=table,
-        accept_local_requests=s.as_bool(g("AcceptLocalRequests", True), "Remediation.AcceptLocalRequests"),
         max_pending_local_requests=s.as_int(g("MaxPendingLocalRequests", d.max_pending_local_requests),
                                             "Remediation.MaxPendingLocalRequests", minimum=1, maximum=100),
         claim_mode=s.as_choice(g("ClaimMode", d.claim_mode), "Remediation.ClaimMode", ("describe", "start-next")),

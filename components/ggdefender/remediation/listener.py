@@ -1,4 +1,4 @@
-"""The remediation listener: IoT Jobs over Greengrass IPC, plus local mitigation requests from Detect.
+"""The remediation listener: IoT Jobs over Greengrass IPC, plus Detect's mitigation requests (MitigationGate).
 
 Runs inside process A (`ggdefender run`) as `RemediationListener(ipc, thing, state_dir).run(stop_event)`.
 One loop thread owns the pure `JobsMachine` and the journal; IPC callbacks only enqueue events; one worker
@@ -12,11 +12,10 @@ import json
 import logging
 import os
 import queue
-import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ggdefender import statefile
 from ggdefender.config_store import LastGood
@@ -25,7 +24,7 @@ from ggdefender.statefile import atomic_write_json
 
 from . import config as rconfig
 from . import documents, jobs
-from .config import REQUESTS_TOPIC, RESULTS_TOPIC
+from .config import REQUEST_ID, RESULTS_TOPIC
 from .executor import Executor, Result, reject
 from .operations.base import Context
 from .safety import SafetyPolicy
@@ -33,7 +32,6 @@ from .safety import SafetyPolicy
 log = logging.getLogger("ggdefender.remediation")
 
 JOURNAL_FILE = "remediation-journal.json"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TICK = 0.25
 IDLE_POLL_SECONDS = 600.0  # re-check the queue now and then in case a notification was lost
 CANCEL_POLL_SECONDS = 30.0  # while a job runs, check this often that it was not cancelled (lost notification)
@@ -58,6 +56,7 @@ class RemediationListener:
         self._cancels: dict = {}  # (jobId, executionNumber) -> Event set when the service ended it
         self._stop = threading.Event()
         self._last_good = LastGood(ipc, "Remediation", str(self.state_dir))
+        self._accepting = threading.Event()  # submit_mitigation is open while the loop runs
 
     # -- configuration ------------------------------------------------------------------------------
     def _load_settings(self) -> None:
@@ -105,6 +104,7 @@ class RemediationListener:
         worker.start()
         try:
             self._subscribe()
+            self._accepting.set()
             self._follow_enabled(machine)
             while not stop_event.is_set():
                 try:
@@ -118,6 +118,7 @@ class RemediationListener:
                     self._close(self._job_subs)  # disabled, and the last execution is reported
                     log.info("remediation disabled: the last job is reported; no longer listening for jobs")
         finally:
+            self._accepting.clear()
             self._stop.set()
             for event in list(self._cancels.values()):
                 event.set()  # a handler still running is stopped with its process group, not left behind
@@ -158,8 +159,8 @@ class RemediationListener:
             self._job_subs.append(self.ipc.subscribe_iot(topic_filter, enqueue_iot))
 
     def _subscribe(self) -> None:
-        self._subs.append(self.ipc.subscribe_local(REQUESTS_TOPIC,
-                                                   lambda topic, msg: self.events.put(("request", msg))))
+        # no local requests topic: pub/sub carries no sender identity (docs/security.md); Detect's mitigation
+        # arrives through the supervisor's MitigationGate (submit_mitigation), third parties use IoT Jobs
         self._subs.append(self.ipc.subscribe_config(self._on_config))
 
     def _handle(self, machine: jobs.JobsMachine, event: tuple) -> None:
@@ -176,7 +177,7 @@ class RemediationListener:
             self._cancels.pop((job_id, number), None)
             self._apply(machine, machine.on_execution_done(job_id, number, result.status, result.details, now))
         elif kind == "request":
-            self._accept_request(event[1])
+            self._accept_request(event[1], event[2])
         elif kind == "local-done":
             self.pending_local -= 1
         elif kind == "config":
@@ -202,31 +203,43 @@ class RemediationListener:
                                 action.execution_number, action.status)
                     cancel.set()
 
-    # -- local requests (Detect's mitigation) -------------------------------------------------------------
-    def _accept_request(self, msg: Any) -> None:
+    # -- Detect's mitigation requests (checked by the supervisor's MitigationGate) ---------------------------
+    def submit_mitigation(self, msg: dict, on_result: Callable[[dict], None]) -> Optional[str]:
+        """Queue a request the gate has accepted (any thread); returns why it cannot be queued, else None.
+        `msg` is {"requestId", "operation", "arguments", "reason", "violationId"}, built by the gate from A's
+        own configuration; `on_result` gets the result payload (also published on RESULTS_TOPIC)."""
+        if not self._accepting.is_set():
+            return "the remediation listener is not running"
+        if self.settings is None or not self.settings.enabled:
+            return self.config_error or "remediation is disabled (Remediation.Enabled)"
+        self.events.put(("request", msg, on_result))
+        return None
+
+    def _accept_request(self, msg: Any, on_result: Callable[[dict], None]) -> None:
         request_id = msg.get("requestId") if isinstance(msg, dict) else None
-        if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+        if not isinstance(request_id, str) or not REQUEST_ID.match(request_id):  # the gate checked; defence
             log.warning("ignoring a remediation request without a valid requestId")
-            self._reply_local({"requestId": str(request_id)[:64] if request_id else None},
-                              reject("requestId must be 1-64 of [A-Za-z0-9_.:-]"))
             return
         settings = self.settings
-        if settings is not None and not settings.accept_local_requests:
-            self._reply_local(msg, reject("local remediation requests are disabled (Remediation.AcceptLocalRequests)"))
-            return
         limit = settings.max_pending_local_requests if settings else 1
         if self.pending_local >= limit:
-            self._reply_local(msg, Result("FAILED", {"reason": f"busy: {self.pending_local} requests pending"}))
+            self._reply_local(msg, Result("FAILED", {"reason": f"busy: {self.pending_local} requests pending"}),
+                              on_result)
             return
         self.pending_local += 1
-        self.work.put(("request", msg))
+        self.work.put(("request", (msg, on_result)))
 
-    def _reply_local(self, request: dict, result: Result) -> None:
+    def _reply_local(self, request: dict, result: Result, on_result: Optional[Callable[[dict], None]]) -> None:
         payload = {"requestId": request.get("requestId"), "operation": request.get("operation"),
                    "status": result.status, "statusDetails": jobs.sanitize_details(result.details)}
         if request.get("violationId") is not None:
             payload["violationId"] = str(request.get("violationId"))[:128]
-        try:
+        if on_result is not None:
+            try:
+                on_result(dict(payload))
+            except Exception:
+                log.exception("delivering the result of request %s failed", payload["requestId"])
+        try:  # informational, for observers (docs/jobs.md)
             self.ipc.publish_local(RESULTS_TOPIC, payload)
         except Exception as exc:
             log.warning("publishing the result of request %s failed: %s", payload["requestId"], exc)
@@ -253,8 +266,9 @@ class RemediationListener:
                 result = self._run_job(payload)
                 self.events.put(("done", payload.job_id, payload.execution_number, result))
             else:
+                msg, on_result = payload
                 try:
-                    self._reply_local(payload, self._run_request(payload))
+                    self._reply_local(msg, self._run_request(msg), on_result)
                 finally:
                     self.events.put(("local-done",))
         except Exception:  # never let one bad execution kill the worker

@@ -74,5 +74,20 @@ class FakeIpc:
                 self.handlers.pop(topic, None)
         return _Sub()
 
+    # process B's private channel to process A (ipc_relay.RelayClient); `refuse` makes A's gate say no
+    refuse = None
+
+    def mitigate(self, request):
+        if self.fail:
+            raise ConnectionError("connection closed")
+        self.messages.append(("relay", "mitigate", request))
+        if self.refuse:
+            from ggdefender.ipc_relay import MitigationRefused
+            raise MitigationRefused(self.refuse)
+        return {"requestId": request["requestId"], "status": "accepted"}
+
+    def subscribe_mitigation(self, handler):
+        return self.subscribe_local("mitigation", lambda topic, result: handler(result))
+
     def on(self, topic):
         return [m[2] for m in self.messages if m[1] == topic]

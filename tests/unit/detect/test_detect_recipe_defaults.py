@@ -13,10 +13,12 @@ def test_recipe_detect_defaults_parse_and_keep_mitigation_off():
     cfg = parse(section)
     assert cfg.enabled and cfg.profiles == () and cfg.mitigation.enabled is False
     assert cfg.stats.warmup == 30 and cfg.findings.account == "000000000000"
-    # detect (process B) must be allowed to read the remediation results it records on violations
-    subscribe = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.pubsub"][
-        "ggdefender.Defender:pubsub:subscribe"]["resources"]
-    assert "ggdefender/remediation/results" in subscribe
+    # detect's mitigation requests and their results travel over the private relay, never the bus (docs/security.md)
+    pubsub = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.pubsub"]
+    subscribe = pubsub["ggdefender.Defender:pubsub:subscribe"]["resources"]
+    publish = pubsub["ggdefender.Defender:pubsub:publish"]["resources"]
+    assert "ggdefender/remediation/requests" not in subscribe + publish
+    assert "ggdefender/remediation/results" not in subscribe and "ggdefender/remediation/results" in publish
 
 
 def test_a_remediation_job_can_mark_a_violation_benign_over_the_recipe_defaults(tmp_path):

@@ -101,17 +101,17 @@ def test_mitigation_request_rate_limit_and_result_recorded(tmp_path):
                                                                                    "Arguments": {"gracePeriodSeconds": 1}}}})
     svc = _svc(tmp_path, section, ipc, clock)
     (a,) = svc.observe(report(1, ports=[22, 8888, 9999, 7777]), 1000.0)
-    reqs = ipc.on("ggdefender/remediation/requests")
-    assert [r["arguments"] for r in reqs] == [{"gracePeriodSeconds": 1, "port": 7777, "protocol": "tcp"},
-                                              {"gracePeriodSeconds": 1, "port": 8888, "protocol": "tcp"}]
-    assert all(r["violationId"] == a["violationId"] and r["reason"] for r in reqs)
+    reqs = ipc.on("mitigate")  # over the private relay to process A, never on the bus
+    assert [r["target"] for r in reqs] == [{"port": 7777, "protocol": "tcp"}, {"port": 8888, "protocol": "tcp"}]
+    assert all(r["violationId"] == a["violationId"] and r["operation"] == "stop-listener" for r in reqs)
+    assert all((r["profile"], r["behavior"]) == ("ExpectedListeners", "UnexpectedTcpListener-High") for r in reqs)
+    assert not [m for m in ipc.messages if "remediation" in m[1]]
     assert [x["status"] for x in a["mitigationActions"]] == ["requested", "requested", "rate-limited"]
     assert "mitigation/2" in json.dumps(ipc.on(FINDINGS)[0])
     # the remediation part answers; the finding records it
     clock.t += 5
-    ipc.handlers["ggdefender/remediation/results"]("ggdefender/remediation/results",
-                                                   {"requestId": reqs[0]["requestId"], "status": "SUCCEEDED",
-                                                    "detail": "stopped pid 4242"})
+    ipc.handlers["mitigation"]("mitigation", {"requestId": reqs[0]["requestId"], "status": "SUCCEEDED",
+                                              "detail": "stopped pid 4242"})
     f = ipc.on(FINDINGS)[-1]
     assert "SUCCEEDED" in f["ProductFields"]["ggdefender/mitigation/0"] and "4242" in f["Remediation"]["Recommendation"]["Text"]
     (c,) = svc.observe(report(2, ports=[22]), 1010.0)
@@ -119,14 +119,14 @@ def test_mitigation_request_rate_limit_and_result_recorded(tmp_path):
     # flapping: the same listener again within the cooldown is not acted on again
     (a2,) = svc.observe(report(3, ports=[22, 8888]), 1020.0)
     assert [x["status"] for x in a2["mitigationActions"]] == ["rate-limited"]
-    assert len(ipc.on("ggdefender/remediation/requests")) == 2
+    assert len(ipc.on("mitigate")) == 2
 
 
 def test_mitigation_is_off_by_default(tmp_path):
     ipc = FakeIpc()
     svc = _svc(tmp_path, _seed_section(Mitigation={"Actions": {"UnexpectedTcpListener-High": "stop-listener"}}), ipc)
     (a,) = svc.observe(report(1, ports=[8888]), 1000.0)
-    assert ipc.on("ggdefender/remediation/requests") == [] and "mitigationActions" not in a
+    assert ipc.on("mitigate") == [] and "mitigationActions" not in a
 
 
 def test_verification_state_from_configuration_suppresses_the_finding(tmp_path):
@@ -191,7 +191,7 @@ def test_suppressed_behavior_publishes_violations_but_no_finding_or_mitigation(t
                           "Mitigation": {"Enabled": True, "Actions": {"b": "stop-listener"}}}, ipc)
     svc.observe(report(1, ports=[8888]), 1.0)
     assert len(ipc.on(VIOLATIONS)) == 1 and ipc.on(FINDINGS) == []
-    assert ipc.on("ggdefender/remediation/requests") == []
+    assert ipc.on("mitigate") == []
 
 
 def test_statistics_history_survives_a_restart_of_the_service(tmp_path):
@@ -216,3 +216,27 @@ def test_corrupt_alarm_state_starts_without_alarms(tmp_path, content):
     (tmp_path / "detect-state.json").write_text(content)
     svc = DetectService(FakeIpc(), "gw", str(tmp_path))  # must not raise: detection goes on
     assert svc.store.states == {} and len(svc.store.outbox) == 0 and svc.store.findings == {}
+
+
+def test_a_refused_mitigation_is_recorded_with_the_reason_and_not_retried(tmp_path):
+    ipc = FakeIpc()
+    ipc.refuse = "nothing listens on tcp port 8888 now"
+    section = _seed_section(Mitigation={"Enabled": True, "Actions": {"UnexpectedTcpListener-High": "stop-listener"}})
+    svc = _svc(tmp_path, section, ipc)
+    svc.observe(report(1, ports=[22, 8888]), 1000.0)
+    assert len(ipc.on("mitigate")) == 1 and len(svc.store.outbox) == 1  # the finding recording the refusal
+    svc.observe(report(2, ports=[22, 8888]), 1005.0)
+    assert len(ipc.on("mitigate")) == 1  # a refusal is an answer: not asked again
+    f = ipc.on(FINDINGS)[-1]
+    assert "REJECTED" in f["ProductFields"]["ggdefender/mitigation/0"]
+    assert "nothing listens" in json.dumps(f)
+    # and on the alarm, so the alarm-cleared event carries it
+    assert [a["status"] for st in svc.evaluator.states.values() if st.in_alarm for a in st.actions] == ["REJECTED"]
+
+
+def test_mitigation_rules_name_only_operations_a_can_check():
+    from ggdefender.detect.mitigation import parse_config
+
+    for op in ("kill-process", "set-config", "restart-component", "collect-now", "unblock-ip"):
+        with pytest.raises(ConfigError, match="use IoT Jobs"):
+            parse_config({"Enabled": True, "Actions": {"b": {"Operation": op}}})

@@ -132,23 +132,66 @@ def test_disallowed_operation_is_rejected_and_journal_persisted(running, tmp_pat
     assert oct((tmp_path / "state" / JOURNAL_FILE).stat().st_mode & 0o777) == "0o600"
 
 
-def test_local_request_without_request_id_is_answered_rejected(running):
-    ipc, service = running({})
-    done = threading.Event()
-    seen = []
-
-    def on_result(topic, message):
-        seen.append(message)
-        done.set()
-
-    ipc.subscribe_local("ggdefender/remediation/results", on_result)
-    for _ in range(300):  # until the listener has subscribed (it starts on its own thread)
-        if any(s.topic == "ggdefender/remediation/requests" for s in list(ipc.subs)):
-            break
+def _wait_subscribed(ipc):
+    for _ in range(600):  # until the listener has subscribed (it starts on its own thread)
+        if any(s.kind == "config" for s in list(ipc.subs)):
+            return
         threading.Event().wait(0.05)
-    ipc.publish_local("ggdefender/remediation/requests", {"operation": "collect-now"})
-    assert done.wait(30)
-    assert seen[0]["status"] == "REJECTED" and "requestId" in seen[0]["statusDetails"]["reason"]
+    raise AssertionError("the listener never subscribed")
+
+
+def test_the_listener_has_no_public_request_door(running):
+    """Local pub/sub carries no sender identity: the listener does not listen for requests on it at all."""
+    ipc, service = running({})
+    _wait_subscribed(ipc)
+    assert not [s.topic for s in ipc.subs if s.kind == "local"]
+    ipc.publish_local("ggdefender/remediation/requests", {"requestId": "x", "operation": "kill-process",
+                                                          "arguments": {"pid": 1, "signal": "SIGKILL"}})
+    assert ipc.local_out == [("ggdefender/remediation/requests", ipc.local_out[0][1])]  # nobody answered
+
+
+def test_accept_local_requests_true_is_refused_by_the_parser():
+    from ggdefender.remediation import config as rconfig
+    from ggdefender.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="local pub/sub carries no sender identity; third parties use IoT Jobs"):
+        rconfig.parse({"AcceptLocalRequests": True})
+    with pytest.raises(ConfigError, match="AcceptLocalRequests"):
+        rconfig.parse({"AcceptLocalRequests": "true"})
+    rconfig.parse({"AcceptLocalRequests": False})  # the old way to close the door stays valid
+
+
+def test_submit_mitigation_takes_the_executor_path_and_reports_back(tmp_path):
+    ipc = LoopedIpc({})
+    listener = RemediationListener(ipc, T, tmp_path / "state")
+    got, done = [], threading.Event()
+    msg = {"requestId": "d-1", "operation": "stop-listener", "arguments": {"port": 9, "protocol": "tcp"},
+           "reason": "P/b in alarm", "violationId": "v-1"}
+    assert "not running" in listener.submit_mitigation(msg, got.append)
+    stop = threading.Event()
+    thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            why = listener.submit_mitigation(msg, lambda r: (got.append(r), done.set()))
+            if why is None:
+                break
+            threading.Event().wait(0.05)
+        assert done.wait(30)
+        (result,) = got
+        assert result["requestId"] == "d-1" and result["violationId"] == "v-1"
+        assert result["status"] == "SUCCEEDED" and "nothing listens" in result["statusDetails"]["summary"]
+        # also published, for observers only
+        assert ("ggdefender/remediation/results", result) in ipc.local_out
+        # arguments are validated like a job's, whoever built them
+        done.clear()
+        got.clear()
+        assert listener.submit_mitigation(dict(msg, requestId="d-2", arguments={"port": 9, "pid": 1}),
+                                          lambda r: (got.append(r), done.set())) is None
+        assert done.wait(30) and got[0]["status"] == "REJECTED"
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def test_dry_run_job_succeeds_without_acting(running):
