@@ -120,3 +120,19 @@ def test_one_protected_owner_means_no_owner_is_touched(servers, component):
     time.sleep(0.5)  # a signal, had one been sent, would have been delivered by now
     assert all(_alive(p) for p in pids)
     assert len(socket_owners.listening_inodes(port, "tcp")) == 2
+
+
+def test_udp_socket_shared_with_a_forked_child_has_both_owners():
+    code = ("import os, socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.bind(('127.0.0.1', 0))\npid = os.fork()\nif pid == 0:\n    time.sleep(600); os._exit(0)\n"
+            "print(s.getsockname()[1], os.getpid(), pid, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    port, *pids = map(int, proc.stdout.readline().split())
+    try:
+        held, unowned = socket_owners.owners(socket_owners.listening_inodes(port, "udp"))
+        assert set(held) == set(pids) and not unowned
+        assert not socket_owners.listening_inodes(port, "tcp")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(5)
