@@ -284,27 +284,27 @@ def test_restart_mid_job_resumes_and_finishes(core, tmp_path):
         target.wait(5)
 
 
-def test_local_mitigation_request_takes_the_same_path(core, tmp_path):
+def test_a_request_on_the_old_public_topic_is_never_acted_on(core, tmp_path):
+    # local pub/sub carries no sender identity, so the listener no longer takes requests from it at all
     target, port = _listener_process()
     try:
         results = core.capture_local("ggdefender/remediation/results")
         Component(core, tmp_path, _config()).start()
-        # publish only once the listener's subscription exists (a fixed sleep loses the requests on a busy host)
-        _wait(lambda: any(sub.component == COMPONENT
-                          for sub in core.core._local.matching("ggdefender/remediation/requests")),
-              60, "the listener never subscribed to its requests topic")
+        jobs = _jobs(core)
+        dry = {"schema": OURS, "dryRun": True, "steps": [{"operation": "collect-now"}]}
+        jobs.create_job(dry, "listener-up")
+        assert jobs.wait_for("listener-up", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)["status"] == "SUCCEEDED"
+        assert not any(sub.component == COMPONENT
+                       for sub in core.core._local.matching("ggdefender/remediation/requests"))
         core.publish_local("ggdefender/remediation/requests", {
-            "requestId": "r-1", "operation": "kill-process", "arguments": {"pid": 1}, "reason": "test",
-            "violationId": "v-1"})
-        core.publish_local("ggdefender/remediation/requests", {
-            "requestId": "r-2", "operation": "stop-listener", "arguments": {"port": port, "gracePeriodSeconds": 2},
-            "reason": "listening port not in profile", "violationId": "v-2"})
-        results.wait_for(lambda msgs: len(msgs) >= 2, timeout=60)
-        by_id = {m["requestId"]: m for _, m, *_ in results}
-        assert by_id["r-1"]["status"] == "REJECTED" and "pid" in by_id["r-1"]["statusDetails"]["reason"]
-        assert by_id["r-2"]["status"] == "SUCCEEDED", by_id["r-2"]
-        assert by_id["r-2"]["violationId"] == "v-2"
-        assert target.wait(10) is not None
+            "requestId": "req-evil", "operation": "stop-listener", "arguments": {"port": port},
+            "reason": "attacker", "violationId": "v-attack"})
+        # a later job runs to the end: the request, had it been queued, would have run before it
+        jobs.create_job(dry, "after-attack")
+        assert jobs.wait_for("after-attack", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)["status"] == "SUCCEEDED"
+        assert target.poll() is None and _port_open(port)
+        assert not [m for _, m, *_ in results if isinstance(m, dict) and m.get("requestId") == "req-evil"]
+        assert "req-evil" not in core.log_text(COMPONENT)
     finally:
         target.kill()
         target.wait(5)
