@@ -1,7 +1,8 @@
 """Process A's gate for Detect's mitigation requests from process B (the unprivileged collector).
 
 Process B asks over its private relay (`{"op": "mitigate", "request": {...}}`, ggdefender.ipc_relay); nothing
-B says is trusted. Before anything runs, the gate refuses unless, read by A itself at the time of the request:
+B says is trusted. At most MAX_CHECKS_PER_MINUTE requests are looked at; before anything runs, the gate refuses
+unless, read by A itself at the time of the request:
 - the request has exactly the typed shape (`detect.mitigation.check_request`): an operation that can be a
   mitigation (stop-listener, block-ip) and its target; no pid, signal or configuration key from B;
 - `Remediation` is valid and enabled, `Detect` is enabled and its `Mitigation` (parsed with the same
@@ -35,6 +36,9 @@ from . import config as rconfig
 log = logging.getLogger("ggdefender.remediation.gate")
 
 HOUR = 3600.0
+# Requests checked per minute, whatever their outcome: each check costs A two configuration reads and a /proc
+# scan, so a compromised B spinning on refused requests must not keep A busy.
+MAX_CHECKS_PER_MINUTE = 30
 MAX_SINKS = 4  # result subscribers (one per collector incarnation; a closed one unsubscribes)
 
 
@@ -96,6 +100,7 @@ class MitigationGate:
         self._lock = threading.Lock()  # requests are checked one at a time (rate limits are read-modify-write)
         self._sent: deque = deque()  # times of accepted requests in the last hour
         self._last: dict = {}  # "operation target" -> time accepted
+        self._checks: deque = deque()  # monotonic times of checked requests, the last minute
         self._sinks: list = []
         self._sinks_lock = threading.Lock()  # results may be delivered while a request is being checked
 
@@ -140,6 +145,12 @@ class MitigationGate:
             raise
 
     def _submit(self, request) -> dict:
+        mono = time.monotonic()
+        while self._checks and mono - self._checks[0] >= 60:
+            self._checks.popleft()
+        if len(self._checks) >= MAX_CHECKS_PER_MINUTE:
+            raise Refused(f"too many mitigation requests: at most {MAX_CHECKS_PER_MINUTE} are checked per minute")
+        self._checks.append(mono)
         try:
             M.check_request(request)
         except ValueError as exc:

@@ -174,3 +174,21 @@ def test_refusal_reasons_are_bounded_json_safe_strings():
     with pytest.raises(G.Refused) as exc:
         gate.submit(dict(_request(), **{"x" * 5000: 1}))
     assert len(str(exc.value)) < 600 and json.dumps(str(exc.value))
+
+
+def test_a_flood_of_requests_is_cut_off_before_any_configuration_is_read():
+    class CountingIpc(ConfigIpc):
+        reads = 0
+
+        def get_config(self, key_path=None, component=None):
+            CountingIpc.reads += 1
+            return super().get_config(key_path, component)
+
+    gate, _ = _gate(CountingIpc(), observe=lambda op, target: "nothing listens")
+    for i in range(G.MAX_CHECKS_PER_MINUTE):
+        with pytest.raises(G.Refused, match="nothing listens"):
+            gate.submit(_request(requestId=f"r{i}"))
+    reads = CountingIpc.reads
+    with pytest.raises(G.Refused, match="too many mitigation requests"):
+        gate.submit(_request(requestId="one-more"))
+    assert CountingIpc.reads == reads
