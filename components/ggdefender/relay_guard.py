@@ -120,8 +120,9 @@ class ContentGuard:
                    "report-failed": {"event", "requestId", "reason"}}.get(kind)
         if allowed is None:
             raise ContentInvalid(f"unknown collector event {str(kind)[:64]!r}")
-        if set(message) - allowed:
-            raise ContentInvalid(f"{kind}: unknown field(s) {', '.join(sorted(map(str, set(message) - allowed)))[:200]}")
+        unknown = sorted(map(str, set(message) - allowed))
+        if unknown:
+            raise ContentInvalid(f"{kind}: unknown field(s) {', '.join(unknown)[:200]}")
         rid = message.get("requestId")
         if kind == "report-failed" and not (isinstance(message.get("reason"), str) and len(message["reason"]) <= 500):
             raise ContentInvalid("report-failed: 'reason' must be a string of at most 500 characters")

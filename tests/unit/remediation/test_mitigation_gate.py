@@ -139,7 +139,8 @@ def test_a_port_nobody_listens_on_is_refused():
 
 def test_a_listening_port_is_seen_and_a_protected_owner_refused_by_the_dry_run():
     # the owner is this test's child: a descendant of "process A" (this process), so protected
-    code = "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)\n"
+    code = ("import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\n"
+            "print(s.getsockname()[1], flush=True)\ntime.sleep(60)\n")
     victim = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         port = int(victim.stdout.readline())
