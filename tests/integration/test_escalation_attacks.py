@@ -322,8 +322,13 @@ def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(
             refused("other-thing", "denied", "someoneElse")
             refused("public-door", "denied", "relay policy")
             # A logged each refusal with its reason
+            audits = [json.loads(line.split("AUDIT ", 1)[1]) for line in log.splitlines() if "AUDIT {" in line]
+            rejected = {a["job"] for a in audits if a["result"] == "REJECTED"}
             for rid in ("nobody", "kill", "free", "sig", "prot", "wrongop", "norule", "again"):
                 assert f"mitigation request {rid} from the collector refused" in log, rid
+                assert f"collector:{rid}" in rejected, (rid, rejected)
+            # the one accepted request ran through the executor, audited as the jobs' actions are
+            assert any(a["job"] == "local:legit" and a["result"] == "SUCCEEDED" for a in audits), audits
             assert "invalid content from the collector process refused" in log
             assert len(reports) == 1  # only the well-formed report reached IoT Core
 

@@ -45,6 +45,10 @@ MAX_SINKS = 4  # result subscribers (one per collector incarnation; a closed one
 class Refused(Exception):
     """The gate refused a mitigation request; the message is the reason given to process B."""
 
+    def __init__(self, reason: str, *, flood: bool = False):
+        super().__init__(reason)
+        self.flood = flood  # over the check budget: not audited, warned about once a minute
+
 
 class _Sink:
     def __init__(self, gate: "MitigationGate", deliver: Callable[[dict], None]):
@@ -101,6 +105,7 @@ class MitigationGate:
         self._sent: deque = deque()  # times of accepted requests in the last hour
         self._last: dict = {}  # "operation target" -> time accepted
         self._checks: deque = deque()  # monotonic times of checked requests, the last minute
+        self._flood_warned = float("-inf")
         self._sinks: list = []
         self._sinks_lock = threading.Lock()  # results may be delivered while a request is being checked
 
@@ -141,7 +146,12 @@ class MitigationGate:
             with self._lock:
                 return self._submit(request)
         except Refused as exc:
-            log.warning("mitigation request %s from the collector refused: %s", label, exc)
+            if not exc.flood:
+                log.warning("mitigation request %s from the collector refused: %s", label, exc)
+                _audit_refusal(label, request, str(exc))
+            elif time.monotonic() - self._flood_warned >= 60:
+                self._flood_warned = time.monotonic()
+                log.warning("mitigation requests from the collector refused: %s", exc)
             raise
 
     def _submit(self, request) -> dict:
@@ -149,7 +159,8 @@ class MitigationGate:
         while self._checks and mono - self._checks[0] >= 60:
             self._checks.popleft()
         if len(self._checks) >= MAX_CHECKS_PER_MINUTE:
-            raise Refused(f"too many mitigation requests: at most {MAX_CHECKS_PER_MINUTE} are checked per minute")
+            raise Refused(f"too many mitigation requests: at most {MAX_CHECKS_PER_MINUTE} are checked per minute",
+                          flood=True)
         self._checks.append(mono)
         try:
             M.check_request(request)
@@ -226,6 +237,17 @@ class MitigationGate:
         if not policy.enabled:
             raise Refused("mitigation is disabled (Detect.Mitigation.Enabled)")
         return policy
+
+
+def _audit_refusal(label: str, request, reason: str) -> None:
+    """Someone asked for an action: the refusal is an audit line too, as for a job refused before any step."""
+    from .operations.base import Context
+
+    op, target = "?", "-"
+    if isinstance(request, dict):
+        op = str(request.get("operation"))[:64]
+        target = json.dumps(request.get("target"), sort_keys=True, default=str)[:200]
+    Context(settings=None, safety=None, job=f"collector:{label}").audit(op, target, "REJECTED", reason)
 
 
 def _preflight(msg: dict, settings) -> Optional[str]:

@@ -3,6 +3,7 @@ configuration and what A observes itself. Real sockets and processes for the obs
 configuration and a fake listener to see what would be executed."""
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -63,11 +64,14 @@ def _gate(ipc=None, observe=lambda op, target: None, preflight=lambda msg, setti
     (_request(operation="block-ip", target={"address": "10.1.2.3"}), "names stop-listener, not block-ip"),
 ])
 def test_forged_requests_are_refused_with_the_reason_before_anything_runs(request_, reason, caplog):
+    caplog.set_level(logging.INFO, logger="ggdefender.audit")
     gate, listener = _gate()
     with pytest.raises(G.Refused, match=reason):
         gate.submit(request_)
     assert listener.submitted == []
     assert any("refused" in r.getMessage() and reason.split()[0] in r.getMessage() for r in caplog.records)
+    (audit,) = [json.loads(r.getMessage()[len("AUDIT "):]) for r in caplog.records if r.name == "ggdefender.audit"]
+    assert audit["result"] == "REJECTED" and audit["job"].startswith("collector:") and reason in audit["detail"]
 
 
 @pytest.mark.parametrize("ipc, reason", [
@@ -190,6 +194,7 @@ def test_a_flood_of_requests_is_cut_off_before_any_configuration_is_read():
         with pytest.raises(G.Refused, match="nothing listens"):
             gate.submit(_request(requestId=f"r{i}"))
     reads = CountingIpc.reads
-    with pytest.raises(G.Refused, match="too many mitigation requests"):
-        gate.submit(_request(requestId="one-more"))
+    for _ in range(100):
+        with pytest.raises(G.Refused, match="too many mitigation requests"):
+            gate.submit(_request(requestId="one-more"))
     assert CountingIpc.reads == reads
