@@ -65,6 +65,11 @@ def parse_config(section) -> MitigationConfig:
         args = as_section(raw.get("Arguments"), f"{where}.Arguments")
         if len(json.dumps(args)) > 4096:
             raise ConfigError(f"{where}.Arguments: larger than 4096 bytes")
+        for name in TARGET_KEYS[op] & set(args):  # a fixed target must be one the remediation part can observe
+            try:
+                check_target_value(name, args[name], f"{where}.Arguments")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         rules[key] = Rule(op, dict(args))
     return MitigationConfig(
         enabled=as_bool(section.get("Enabled", False), "Mitigation.Enabled"),
@@ -175,21 +180,26 @@ def check_request(request) -> dict:
     target = request["target"]
     if not isinstance(target, dict) or set(target) != TARGET_KEYS[op]:
         raise ValueError(f"{op} target must be exactly {{{', '.join(sorted(TARGET_KEYS[op]))}}}")
-    if op == "stop-listener":
-        port = target["port"]
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise ValueError("target.port must be an integer 1-65535")
-        if target["protocol"] not in ("tcp", "udp"):
-            raise ValueError("target.protocol must be tcp or udp")
-    else:
-        address = target["address"]
-        try:
-            if not isinstance(address, str) or len(address) > 64:
-                raise ValueError
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise ValueError("target.address must be one IPv4 or IPv6 address") from None
+    for key, value in target.items():
+        check_target_value(key, value, "target")
     return request
+
+
+def check_target_value(key: str, value, where: str) -> None:
+    """One target field (a request's, or one the rule fixes), or ValueError."""
+    if key == "port":
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+            raise ValueError(f"{where}.port must be an integer 1-65535")
+    elif key == "protocol":
+        if value not in ("tcp", "udp"):
+            raise ValueError(f"{where}.protocol must be tcp or udp")
+    elif key == "address":
+        try:
+            if not isinstance(value, str) or len(value) > 64:
+                raise ValueError
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{where}.address must be one IPv4 or IPv6 address") from None
 
 
 def arguments_for(rule: Rule, target: dict) -> dict:

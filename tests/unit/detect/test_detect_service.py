@@ -240,3 +240,8 @@ def test_mitigation_rules_name_only_operations_a_can_check():
     for op in ("kill-process", "set-config", "restart-component", "collect-now", "unblock-ip"):
         with pytest.raises(ConfigError, match="use IoT Jobs"):
             parse_config({"Enabled": True, "Actions": {"b": {"Operation": op}}})
+    # a target fixed in the rule must be one the remediation part can observe
+    for args in ({"address": "10.0.0.0/8"}, {"port": "22"}, {"port": 22, "protocol": "sctp"}):
+        op = "block-ip" if "address" in args else "stop-listener"
+        with pytest.raises(ConfigError, match="Arguments"):
+            parse_config({"Actions": {"b": {"Operation": op, "Arguments": args}}})
