@@ -164,7 +164,10 @@ def check_report(report: Any) -> int:
 
     if not isinstance(report, dict):
         raise ContentInvalid(f"a report must be an object, got {type(report).__name__}")
-    report = to_long(report)
+    try:
+        report = to_long(report)
+    except RecursionError:
+        raise ContentInvalid("report: nested too deeply") from None
     extra = set(report) - {"header", "metrics", "custom_metrics"}
     if extra:
         raise ContentInvalid(f"report: unknown top-level key(s) {', '.join(sorted(map(str, extra)))[:200]}")
