@@ -191,8 +191,8 @@ class MitigationGate:
             raise Refused(f"rate limited: the same action within Mitigation.CooldownSeconds "
                           f"({policy.cooldown_seconds:g} s)")
         if len(self._sent) >= policy.max_per_hour:
-            raise Refused(f"rate limited: more than Mitigation.MaxActionsPerHour ({policy.max_per_hour}) "
-                          "actions in an hour")
+            raise Refused(f"rate limited: Mitigation.MaxActionsPerHour ({policy.max_per_hour}) actions already "
+                          "accepted in the last hour")
         why = self.observe(op, target)
         if why:
             raise Refused(why)
