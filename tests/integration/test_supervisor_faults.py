@@ -2,7 +2,8 @@
 
 - the core is killed (-9): A gives up after `Supervisor.IpcRetryBudgetSeconds` and exits, B goes with it;
 - SIGTERM to an orphaned A (core gone, A in its reconnect backoff) ends A and B within StopTimeoutSeconds;
-- a new core on the same root while the orphan lives: the new A refuses the work folder, naming the holder;
+- a second A on a work folder in use refuses it, naming the holder;
+- a new core on the same root ends what a killed core left running (as systemd ends a dead nucleus's group);
 - a collector leaking memory (a real in-process plugin) is ended by A, named as the cause and restarted;
 - as root, B runs unprivileged (when the interpreter allows it) and the health document says so.
 """
@@ -144,18 +145,35 @@ def test_sigterm_stops_an_orphaned_supervisor_in_backoff_within_stop_timeout(bui
 
 
 def test_a_second_supervisor_refuses_a_work_folder_in_use(built, tmp_path):
+    run = LocalRun(built, tmp_path / "gg", {})
+    try:
+        a, bpid = wait_for(run.parts, 180, "the collector to start")
+        # a second process A as the core would start it: A's own environment and work folder
+        env = dict(item.split("=", 1) for item in Path(f"/proc/{a}/environ").read_text().split("\0") if "=" in item)
+        second = subprocess.run([sys.executable, "-m", "ggdefender", "run"], cwd=os.readlink(f"/proc/{a}/cwd"),
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 4, second.stderr
+        assert f"is in use by another ggdefender supervisor (pid {a}," in second.stderr
+        assert alive(a) and alive(bpid) and len(STARTED.findall(run.text())) == 1  # the first one untouched
+    finally:
+        run.cleanup()
+
+
+def test_a_new_core_on_the_same_root_ends_what_a_killed_core_left_running(built, tmp_path):
     root = tmp_path / "gg"
     first = LocalRun(built, root, {"IpcRetryBudgetSeconds": "600"})
     second = None
     try:
         a, bpid = wait_for(first.parts, 180, "the collector to start")
         first.kill_core()
-        assert alive(a)
+        assert alive(a) and alive(bpid)  # orphans: their budget is long
         second = LocalRun(built, root, {"IpcRetryBudgetSeconds": "600"})
-        msg = f"in use by another ggdefender supervisor (pid {a}"
-        wait_for(lambda: msg in second.text(), 120, "the second supervisor to refuse")
-        assert second.parts(after=1) is None  # no second collector was started on the same folder
-        assert alive(a) and alive(bpid)
+        left = wait_gone([a, bpid], 60)
+        assert not left, f"the new core left the old component running: {left}"
+        a2, b2 = wait_for(lambda: second.parts(after=1), 180, "the new core's collector to start")
+        assert a2 != a and alive(a2) and alive(b2)
+        assert f"{NAME}: ended Run (process group {a}), left running by a previous core" in second.text()
+        assert "in use by another ggdefender supervisor" not in second.text()
     finally:
         if second is not None:
             second.cleanup()

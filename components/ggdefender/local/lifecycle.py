@@ -8,6 +8,7 @@ the recipe author's scripts, never remote input. Output goes straight to `<root>
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -30,6 +31,7 @@ MAX_ERRORS = 3  # three ERRORED states without recovery make a component BROKEN,
 MAX_UNZIP_BYTES = 2 * 1024 ** 3
 MAX_LOG_BYTES = 10 * 1024 ** 2  # a bigger log is rotated to <Name>.log.1 when the component is deployed
 MAX_UNZIP_ENTRIES = 100_000
+PROCESS_RECORDS = "processes"  # <root>/processes/<pid>: "<start time> <component> <step>" of each live step
 # the core's own components: a dependency on them is satisfied by `ggdefender local` itself
 PROVIDED_BY_CORE = ("aws.greengrass.Nucleus", "aws.greengrass.TokenExchangeService", "aws.greengrass.Cli")
 # variables a real core sets; stale ones from the caller's shell must not leak into components
@@ -93,6 +95,72 @@ def _group_alive(pgid: int) -> bool:
         if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
             return True
     return False
+
+
+def _start_time(pid: int) -> Optional[str]:
+    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22): with the pid, it names one
+    process for good, since a reused pid has another start time."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def reap_orphans(root: Path, grace: float) -> list:
+    """End the step process groups that a core on `root` started and left running when it died (kill -9),
+    as systemd ends a dead nucleus's control group; returns "component step (process group N)" for each.
+
+    Only a group whose leader is still the very process that core started (same pid and start time) is
+    signalled: SIGTERM, SIGKILL after grace seconds. Call it only once this core owns the root (its control
+    socket bound), so the groups of a live core are never touched."""
+    folder = Path(root) / PROCESS_RECORDS
+    if not folder.is_dir():
+        return []
+    groups, reaped = [], []
+    for record in folder.iterdir():
+        try:
+            start, name, step = record.read_text(encoding="utf-8").split()[:3]
+            pid = int(record.name)
+        except (OSError, ValueError):
+            pid, start = None, None
+        if pid and start == _start_time(pid):
+            try:
+                leads = os.getpgid(pid) == pid
+            except OSError:
+                leads = False
+            if leads:
+                _signal_group(pid, signal.SIGTERM)
+                groups.append(pid)
+                reaped.append(f"{name} {step} (process group {pid})")
+        with contextlib.suppress(OSError):
+            record.unlink()
+    deadline = time.monotonic() + max(grace, 0)
+    while groups and time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(0.1)
+    for pgid in groups:
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+    for what in reaped:  # in the component's own log too, where its earlier lines are
+        with contextlib.suppress(OSError):
+            with open(Path(root) / "logs" / f"{what.split()[0]}.log", "a", encoding="utf-8") as fh:
+                fh.write(f"{_stamp()} [ggdefender-local] {what.split()[0]}: ended {what.split(' ', 1)[1]}, "
+                         f"left running by a previous core\n")
+    return reaped
+
+
+def _record_process(root: Path, pid: int, component: str, step: str) -> Optional[Path]:
+    start = _start_time(pid)
+    if start is None:
+        return None
+    path = Path(root) / PROCESS_RECORDS / str(pid)
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.write_text(f"{start} {component} {step}\n", encoding="utf-8")
+    except OSError as exc:
+        log.warning("cannot record process %d of %s: %s", pid, component, exc)
+        return None
+    return path
 
 
 def _stamp() -> str:
@@ -437,11 +505,22 @@ class LifecycleManager:
         self._log_line(dep, f"{step.name}: sh -c {lines[0][:200]!r}{more}")
         with open(dep.log_path, "ab", buffering=0) as out:
             try:
-                return await asyncio.create_subprocess_exec(
+                proc = await asyncio.create_subprocess_exec(
                     *self._argv(dep, step, script), cwd=str(dep.work_path), env=env, stdin=asyncio.subprocess.DEVNULL,
                     stdout=out, stderr=out, start_new_session=True)
             except OSError as exc:
                 raise StepFailed(f"{step.name}: cannot start sh: {exc}") from None
+        # kept while it runs: if this core dies, the next one on this root ends what it left (reap_orphans)
+        record = _record_process(self.root, proc.pid, dep.name, step.name)
+        if record is not None:
+            self._spawn(self._forget_when_done(proc, record))
+        return proc
+
+    @staticmethod
+    async def _forget_when_done(proc, record: Path) -> None:
+        await proc.wait()  # cancelled (core stopping): the record stays, and the next core finds nothing alive
+        with contextlib.suppress(OSError):
+            record.unlink()
 
     async def _run_to_end(self, dep: Deployed, step_name: str) -> None:
         """Run a step that must finish (Install, Shutdown, Recover); StepFailed on non-zero exit or timeout."""

@@ -23,7 +23,7 @@ from . import recipe as rcp
 from .cloud import CLOUD_SERVICES, close_services, service_commands, start_services
 from .control import ControlServer, short_socket_path
 from .core import Core, thing_name_problem
-from .lifecycle import LifecycleManager
+from .lifecycle import LifecycleManager, reap_orphans
 from .server import IpcServer
 from .view import View
 
@@ -94,6 +94,11 @@ class Runtime:
             self.control = ControlServer(self.root, {"status": self._cmd_status,
                                                      "config-update": self._cmd_config_update})
             await self.control.start()
+            # this root is ours now: end what a core that died on it left running, as systemd would
+            for what in await asyncio.get_running_loop().run_in_executor(
+                    None, reap_orphans, self.root, self.lifecycle.grace_seconds):
+                log.warning("ended %s, left running by a previous core on %s", what, self.root)
+                self.view.note(what.split()[0], f"ended {what}, left running by a previous core", level="warning")
         self.server = IpcServer(self.core, bind_path)
         await self.server.start()
         self.services = start_services(self.core, self.root, self.view, self.service_specs)
