@@ -9,6 +9,8 @@ report in long-name JSON; the Detect replay reads this file).
 Emulator policy where AWS is silent (see ../shared/reference/device-defender.md §1.7 and G1): every failure is
 `ErrorCode: InvalidPayload` with a specific `ErrorMessage`; a report_id the thing already used is rejected as a
 duplicate (AWS discards it); a lower report_id than the last one is accepted with a warning.
+
+In memory it keeps only bounded summaries (the MAX_* constants below); the reports themselves are on disk.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ log = logging.getLogger("ggdefender.local.cloud_defender")
 
 TOPIC_FILTER = "$aws/things/+/defender/metrics/+"
 FORMATS = ("json", "cbor")
-MAX_REMEMBERED_IDS = 100_000  # per thing, for duplicate detection
-MAX_KEPT_REPLIES = 1000
+# Memory is bounded whatever the components publish (a soak at one report a second must not grow the core):
+MAX_REMEMBERED_IDS = 10_000  # report ids per thing for duplicate detection (~35 days at 300 s; ~1 MiB)
+MAX_THINGS = 8  # things whose ids are remembered: the topic names the thing, so a component could invent many
+MAX_KEPT_REPLIES = 1000  # summaries of the latest accepted and rejected reports (`defender-reports`, tests)
+MAX_KEPT_REPORTS = 20  # of those, the newest keep the whole report in memory; every one is in reports.jsonl
 
 
 def _decode(payload: bytes, fmt: str) -> Any:
@@ -67,9 +72,12 @@ class DefenderService:
         self.core = core
         self.view = view
         self.store = Path(root_dir) / "cloud" / "defender"
-        self.accepted: list = []  # dicts: thing, format, reportId, report (long names), topic, receivedAt
-        self.rejected: list = []  # dicts: thing, format, reportId, errorMessage, topic, receivedAt
-        self._ids: dict[str, collections.OrderedDict] = {}
+        # dicts: thing, format, reportId, topic, receivedAt, bytes, and "report" (long names) for the newest
+        # MAX_KEPT_REPORTS only
+        self.accepted: collections.deque = collections.deque(maxlen=MAX_KEPT_REPLIES)
+        self.rejected: collections.deque = collections.deque(maxlen=MAX_KEPT_REPLIES)  # ... errorMessage
+        self.counts = {"accepted": 0, "rejected": 0}  # since the core started
+        self._ids: "collections.OrderedDict[str, collections.OrderedDict]" = collections.OrderedDict()
         self._last: dict[str, int] = {}
         self._lock = threading.Lock()
         self._unsubscribe = core.subscribe_iot(TOPIC_FILTER, self._on_report)
@@ -80,28 +88,35 @@ class DefenderService:
 
     def _seen_ids(self, thing: str) -> collections.OrderedDict:
         seen = self._ids.get(thing)
-        if seen is None:
-            seen = collections.OrderedDict()
-            path = self.reports_file(thing)
-            if path.is_file():  # report ids survive a restart of the core, as they do in AWS
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    for line in fh:
-                        try:
-                            rid = _report_id(json.loads(line).get("report"))
-                        except (ValueError, AttributeError):
-                            continue
-                        if rid is not None:
-                            seen[rid] = True
-                            self._last[thing] = rid
-                while len(seen) > MAX_REMEMBERED_IDS:
-                    seen.popitem(last=False)
-            self._ids[thing] = seen
+        if seen is not None:
+            self._ids.move_to_end(thing)
+            return seen
+        seen = collections.OrderedDict()
+        path = self.reports_file(thing)
+        if path.is_file():  # report ids survive a restart of the core, as they do in AWS
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    try:
+                        rid = _report_id(json.loads(line).get("report"))
+                    except (ValueError, AttributeError, RecursionError):
+                        continue
+                    if rid is not None:
+                        seen[rid] = True
+                        self._last[thing] = rid
+                        if len(seen) > MAX_REMEMBERED_IDS:
+                            seen.popitem(last=False)
+        self._ids[thing] = seen
+        while len(self._ids) > MAX_THINGS:  # forget the thing that reported least recently
+            old, _ = self._ids.popitem(last=False)
+            self._last.pop(old, None)
         return seen
 
-    def _keep(self, bucket: list, item: dict) -> None:
-        bucket.append(item)
-        if len(bucket) > MAX_KEPT_REPLIES:
-            del bucket[: len(bucket) - MAX_KEPT_REPLIES]
+    def structure_sizes(self) -> dict:
+        """How much each in-memory structure holds (tests and bench/local_core_memory.py check the bounds)."""
+        with self._lock:
+            return {"accepted": len(self.accepted), "rejected": len(self.rejected),
+                    "reportsKept": sum("report" in a for a in self.accepted), "things": len(self._ids),
+                    "ids": sum(len(s) for s in self._ids.values())}
 
     # -- the endpoint ----------------------------------------------------------------------------------
     def _on_report(self, topic: str, payload: bytes, source: str) -> None:
@@ -153,8 +168,11 @@ class DefenderService:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._keep(self.accepted, {"thing": thing, "format": fmt, "reportId": rid, "report": long_report,
-                                   "topic": topic, "receivedAt": now})
+        self.counts["accepted"] += 1
+        self.accepted.append({"thing": thing, "format": fmt, "reportId": rid, "report": long_report,
+                              "topic": topic, "receivedAt": now, "bytes": size})
+        if len(self.accepted) > MAX_KEPT_REPORTS:
+            self.accepted[-MAX_KEPT_REPORTS - 1].pop("report", None)
         reply = {"thingName": thing, "reportId": rid, "status": "ACCEPTED", "timestamp": int(now * 1000)}
         self.core.publish_iot(f"{topic}/accepted", _encode(reply, fmt), source="cloud")
         if self.view is not None:
@@ -170,8 +188,9 @@ class DefenderService:
                        "timestamp": int(now * 1000)}
         if rid is not None:
             reply["reportId"] = rid
-        self._keep(self.rejected, {"thing": thing, "format": fmt, "reportId": rid, "errorMessage": message,
-                                   "topic": topic, "receivedAt": now})
+        self.counts["rejected"] += 1
+        self.rejected.append({"thing": thing, "format": fmt, "reportId": rid, "errorMessage": message,
+                              "topic": topic, "receivedAt": now, "bytes": size})
         self.core.publish_iot(f"{topic}/rejected", _encode(reply, fmt), source="cloud")
         if self.view is not None:
             self.view.report(thing=thing, fmt=fmt, accepted=False, report_id=rid, size=size, detail=message)
@@ -183,9 +202,10 @@ class DefenderService:
     def _cmd_reports(self, args: dict) -> dict:
         limit = max(1, min(int(args.get("limit", 20)), 1000))
         with self._lock:
-            return {"accepted": len(self.accepted), "rejected": len(self.rejected),
-                    "lastAccepted": [{k: v for k, v in a.items() if k != "report"} for a in self.accepted[-limit:]],
-                    "lastRejected": self.rejected[-limit:]}
+            return {"accepted": self.counts["accepted"], "rejected": self.counts["rejected"],
+                    "lastAccepted": [{k: v for k, v in a.items() if k != "report"}
+                                     for a in list(self.accepted)[-limit:]],
+                    "lastRejected": list(self.rejected)[-limit:]}
 
     def close(self) -> None:
         self._unsubscribe()
