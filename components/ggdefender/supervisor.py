@@ -34,7 +34,7 @@ log = logging.getLogger("ggdefender.supervisor")
 PART_STATE_SUBDIR = "collector"  # process B's own state folder, writable by its user
 # the folder holding the ggdefender package: process B's PYTHONPATH, so its user must be able to read it
 CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCK_FILE = "ggdefender.lock"  # in the work folder, held by process A for its lifetime
+LOCK_FILE = "ggdefender.lock"  # in A's private state folder, held by process A for its lifetime
 SUPERVISOR_PID_ENV = "GGDEFENDER_SUPERVISOR_PID"  # B checks it still has this parent (see die_with_supervisor)
 MEMORY_CHECK_SECONDS = 2.0  # how often A reads B's resident memory
 
@@ -222,12 +222,13 @@ class WorkFolderBusy(RuntimeError):
     """Another process A holds the work folder."""
 
 
-def lock_work_folder(state_dir: str):
+def lock_work_folder(state_dir: str, work: Optional[str] = None):
     """Take the work folder's exclusive lock for this process's lifetime (keep the returned file open).
 
     Two supervisors on one work folder (e.g. an orphan of a dead core beside the new core's instance) would
     share report ids, journals and state; the second refuses instead. flock dies with its holder, so a killed
-    A never leaves a stale lock.
+    A never leaves a stale lock. The lock file lives in `state_dir` (A's private folder, so the work folder's
+    user cannot hold it to keep A from starting); `work` names the folder in messages.
     """
     path = os.path.join(state_dir, LOCK_FILE)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -240,7 +241,7 @@ def lock_work_folder(state_dir: str):
             raise
         holder = f.read(32).strip()
         f.close()
-        raise WorkFolderBusy(f"the work folder {state_dir} is in use by another ggdefender supervisor "
+        raise WorkFolderBusy(f"the work folder {work or state_dir} is in use by another ggdefender supervisor "
                              f"(pid {holder or 'unknown'}, holding {path}); refusing to share it") from None
     f.seek(0)
     f.truncate()
@@ -254,10 +255,14 @@ SECRET_ENV = ("SVCUID", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
 
 
 class Supervisor:
-    def __init__(self, cfg: SupervisorSettings, state_dir: str, argv=None, *, ipc=None, thing: str = ""):
-        """With `ipc`, process B gets an IPC relay (ggdefender.ipc_relay) instead of the component's token."""
+    def __init__(self, cfg: SupervisorSettings, state_dir: str, argv=None, *, ipc=None, thing: str = "",
+                 private_state: Optional[str] = None):
+        """With `ipc`, process B gets an IPC relay (ggdefender.ipc_relay) instead of the component's token.
+        `state_dir` is the work folder (B's folder goes inside it); `private_state` is A's own
+        (statefile.private_dir), where the remediation listener keeps its journal."""
         self.cfg = cfg
         self.state_dir = state_dir
+        self.private_state = private_state or state_dir
         self.argv = argv or [sys.executable, "-m", "ggdefender", "part", "collector"]
         self.ipc = ipc
         self.thing = thing
@@ -502,7 +507,7 @@ class Supervisor:
             started = time.monotonic()
             _report_part(ipc, "remediation", "running", restarts, last_exit)
             try:
-                listener = cls(ipc, thing, self.state_dir)
+                listener = cls(ipc, thing, self.private_state)
                 if self.mitigation_gate is not None:
                     self.mitigation_gate.attach(listener)  # B's mitigate requests go to the running instance
                 listener.run(self.stop)
@@ -579,8 +584,10 @@ def cmd_run(args) -> int:
         print("ggdefender run: not started by a Greengrass core (no SVCUID / IPC socket). "
               "Use `ggdefender collect` or run the component under `ggdefender local`.", file=sys.stderr)
         return 2
+    work = statefile.state_dir()
     try:
-        lock = lock_work_folder(statefile.state_dir())  # held until this process ends
+        private = statefile.private_dir(work)  # A's state, out of reach of the work folder's user
+        lock = lock_work_folder(private, work)  # held until this process ends
     except (WorkFolderBusy, OSError) as exc:
         log.error("ggdefender run: %s", exc)
         return 4
@@ -593,12 +600,12 @@ def cmd_run(args) -> int:
             return 3
         health.process_health().start(ipc)  # the health document: published now and on every change
         # a rejected section runs on the last good one (config_store), else on the defaults
-        last_good = LastGood(ipc, "Supervisor", statefile.state_dir(), note=SUPERVISOR_NOTE)
+        last_good = LastGood(ipc, "Supervisor", private, note=SUPERVISOR_NOTE)
         cfg = last_good.parse(section, parse_settings) or SupervisorSettings()
         watch_supervisor_section(ipc, last_good)
         logging.getLogger().setLevel(os.environ.get("GGDEFENDER_LOG_LEVEL", cfg.log_level).upper())
         ipc.retry_budget = cfg.ipc_retry_budget
-        sup = Supervisor(cfg, statefile.state_dir(), ipc=ipc, thing=ipc.thing_name)
+        sup = Supervisor(cfg, work, ipc=ipc, thing=ipc.thing_name, private_state=private)
         sup.hard_stop = True
         _on_signals(sup.request_stop)
         # a core that stays unreachable for the budget (e.g. killed) ends A, which ends B: no orphans

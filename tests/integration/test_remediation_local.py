@@ -142,7 +142,7 @@ def test_seed_scenario_stop_listener_job_then_report_no_longer_lists_port(core, 
 
 def _journal(state: Path) -> dict:
     try:
-        return json.loads((state / "remediation-journal.json").read_text())["entries"]
+        return json.loads((state / "supervisor" / "remediation-journal.json").read_text())["entries"]
     except (FileNotFoundError, ValueError):
         return {}
 
@@ -522,18 +522,6 @@ def test_stop_listener_job_stops_every_owner_of_a_shared_socket_and_the_ipv6_one
                 pass
         parent.wait(5)
         v6.wait(5)
-
-
-def test_journal_of_the_wrong_shape_is_moved_aside_and_jobs_still_run(core, tmp_path):
-    comp = Component(core, tmp_path, _config())
-    (comp.state / "remediation-journal.json").write_text(json.dumps({"entries": {"seed#1": "x"}}))
-    comp.start()
-    jobs = _jobs(core)
-    jobs.create_job({"schema": OURS, "dryRun": True, "steps": [{"operation": "collect-now"}]}, "after-bad-journal")
-    done = jobs.wait_for("after-bad-journal", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)
-    assert done["status"] == "SUCCEEDED", done["statusDetails"]
-    assert "seed#1" not in _journal(comp.state) and "after-bad-journal#1" in _journal(comp.state)
-    assert "remediation-journal.json" in core.log_text(COMPONENT)  # the warning names the file
 
 
 def test_aws_reboot_template_reports_a_boot_marker_and_fails_when_no_reboot_follows(core, tmp_path, shared_tmp):

@@ -79,9 +79,11 @@ def test_a_journal_of_the_wrong_shape_is_moved_aside_and_the_next_job_succeeds(t
         jobs.create_job({"schema": OURS, "steps": [step]}, "after-bad-journal")
         done = jobs.wait_for("after-bad-journal", TERMINAL, timeout=90)
         assert done["status"] == "SUCCEEDED", done["statusDetails"]
-        (aside,) = _asides(state, "remediation-journal.json")
+        private = state / "supervisor"  # process A's own state folder (statefile.private_dir)
+        (aside,) = _asides(private, "remediation-journal.json")
         assert aside.read_text() == bad
-        journal = json.loads((state / "remediation-journal.json").read_text())
+        assert not (state / "remediation-journal.json").exists()  # moved in from where an older version kept it
+        journal = json.loads((private / "remediation-journal.json").read_text())
         assert "after-bad-journal#1" in journal["entries"]
         log = core.log_text(COMPONENT)
         assert "remediation job journal" in log and str(aside) in log

@@ -335,7 +335,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     ipc = Ipc().connect()
-    state_dir = statefile.state_dir()
+    state_dir = statefile.private_dir(statefile.state_dir())
     try:
         RemediationListener(ipc, ipc.thing_name, state_dir).run(stop)
     finally:
