@@ -107,27 +107,32 @@ def test_an_outbox_item_that_is_never_publishable_is_dropped_and_later_violation
     poison = {"violationId": "poison-1", "thingName": THING, "securityProfileName": "H5Always",
               "behavior": {"name": "cpu-always"}, "violationEventType": "in-alarm",
               "padding": "x" * IOT_CORE_MAX_PAYLOAD}
+    # and one process A's relay refuses (a violation about another thing: relay_guard denies it)
+    foreign = {"violationId": "foreign-1", "thingName": "someOtherThing", "securityProfileName": "H5Always",
+               "behavior": {"name": "cpu-always"}, "violationEventType": "in-alarm"}
+    items = [["violation", poison, 0], ["violation", foreign, 0]]
     seed = {"collector/detect-state.json": json.dumps({"version": 2, "states": {}, "findings": {}, "extra": {},
-                                                       "outbox": {"items": [["violation", poison, 0]],
-                                                                  "dropped": 0, "lastDropReason": None}})}
+                                                       "outbox": {"items": items, "dropped": 0,
+                                                                  "lastDropReason": None}})}
     with harness.LocalCore(tmp_path / "core", thing=THING) as core:
         detect = core.capture_iot(f"ggdefender/things/{THING}/violations")
         health = core.capture_iot(f"ggdefender/things/{THING}/health")
         _start(core, tmp_path, _config(detect={"Profiles": [ALWAYS]}), seed=seed)
         # the first report raises the alarm: its violation is published although the poisoned item is older
         detect.wait_for(lambda c: any(v["securityProfileName"] == "H5Always" for v in _violations(c)), timeout=90)
-        assert all(v["violationId"] != "poison-1" for v in _violations(detect))
+        assert not {"poison-1", "foreign-1"} & {v["violationId"] for v in _violations(detect)}
 
         def dropped(c):
             docs = [json.loads(p) for _, p, *_ in list(c)]
-            return [d["outbox"] for d in docs if d.get("outbox", {}).get("dropped")]
-        # dropped after MAX_TRIES flushes (start-up, then each report), counted in the health document with the reason
+            return [d["outbox"] for d in docs if d.get("outbox", {}).get("dropped", 0) >= 2]
+        # dropped after MAX_TRIES flushes (start-up, then each report), counted in the health document
         health.wait_for(dropped, timeout=30 + 10 * MAX_TRIES)
         outbox = dropped(health)[-1]
-        assert outbox["dropped"] == 1 and outbox["pending"] == 0 and "poison-1" in outbox["lastDropReason"]
+        assert outbox["dropped"] == 2 and outbox["pending"] == 0 and "-1 (in-alarm)" in outbox["lastDropReason"]
         log = core.log_text(COMPONENT)
-        assert "violation poison-1 (in-alarm) dropped" in log and "ERROR" in log
-        assert all(v["violationId"] != "poison-1" for v in _violations(detect))
+        assert "violation poison-1 (in-alarm) dropped" in log and "violation foreign-1 (in-alarm) dropped" in log
+        assert "RelayDenied" in log   # process A refused it; B did not retry it forever
+        assert not {"poison-1", "foreign-1"} & {v["violationId"] for v in _violations(detect)}
 
 
 STATS = {"securityProfileName": "H5Stats", "behaviors": [
