@@ -62,6 +62,10 @@ class RelayError(RuntimeError):
     """A relayed call failed in process A; the message is A's."""
 
 
+class RelayTimeout(RelayError, TimeoutError):
+    """Process A did not answer in time: says nothing about the request itself (callers may retry it)."""
+
+
 class RelayDenied(RelayError, PermissionError):
     """Process A's relay policy does not allow this call for process B."""
 
@@ -604,7 +608,7 @@ class RelayClient:
                 self._fail_all(f"relay to the supervisor lost: {exc}")
                 raise IpcUnavailable(f"relay to the supervisor lost: {exc}") from None
             if not done.wait(self.timeout):
-                raise RelayError(f"no reply from the supervisor within {self.timeout:g}s ({req.get('op')})")
+                raise RelayTimeout(f"no reply from the supervisor within {self.timeout:g}s ({req.get('op')})")
         finally:
             with self._lock:
                 self._waiting.pop(rid, None)

@@ -30,10 +30,8 @@ _unavailable = RateLimitedLog(log)
 
 def is_transient(exc: BaseException) -> bool:
     """True when the failure says nothing about the item: the way to IoT Core is down or slow right now."""
-    if isinstance(exc, (IpcUnavailable, TimeoutError, ConnectionError)):
-        return True
-    # the relay raises a plain RelayError when process A did not answer in time
-    return type(exc).__name__ == "RelayError" and str(exc).startswith("no reply from the supervisor")
+    # TimeoutError covers the relay's RelayTimeout (process A did not answer in time)
+    return isinstance(exc, (IpcUnavailable, TimeoutError, ConnectionError))
 
 
 def describe(kind: str, payload: Any) -> str:

@@ -19,7 +19,6 @@ from typing import Any, Callable, Optional
 
 from ggdefender import statefile
 from ggdefender.config_store import LastGood
-from ggdefender.settings import ConfigError
 from ggdefender.statefile import atomic_write_json
 
 from . import config as rconfig
