@@ -44,6 +44,11 @@ _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")  # one plugin name (th
 _PATH = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z0-9_:-]+)*$")
 
 
+# A dropped outbox item degrades the document for a day, then only the count remains: the total is kept for
+# good, and one drop long ago must not leave a device "degraded" forever.
+DROP_PROBLEM_SECONDS = 86400.0
+
+
 def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -288,12 +293,22 @@ def problems(body: dict) -> list:
         if part.get("state") not in (None, "running"):
             out.append(f"part {name} {part.get('state')}: {part.get('cause') or part.get('lastExit') or ''}".rstrip(": "))
     outbox = body.get("outbox")
-    if isinstance(outbox, dict) and isinstance(outbox.get("dropped"), int) and outbox["dropped"] > 0:
+    if isinstance(outbox, dict) and isinstance(outbox.get("dropped"), int) and outbox["dropped"] > 0 \
+            and _recent(outbox.get("at"), DROP_PROBLEM_SECONDS):
         out.append(f"outbox dropped {outbox['dropped']} item(s): {outbox.get('lastDropReason') or ''}".rstrip(": "))
     last = body.get("lastReport")
     if isinstance(last, dict) and last.get("status") not in (None, "ACCEPTED"):
         out.append(f"last report {last.get('status')}: {last.get('reason') or ''}".rstrip(": "))
     return out
+
+
+def _recent(at: Any, seconds: float) -> bool:
+    """Whether ISO time `at` is within `seconds` of now; an unknown time counts as recent."""
+    try:
+        when = datetime.datetime.fromisoformat(str(at).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return (datetime.datetime.now(datetime.timezone.utc) - when).total_seconds() < seconds
 
 
 def _parts(parts: Any, prefix: str = ""):

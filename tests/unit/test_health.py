@@ -268,3 +268,14 @@ def test_a_hostile_collector_process_cannot_write_process_a_entries(monkeypatch)
                                               "denied configuration.Remediation", "denied status"]
     assert doc.get("privilegeSeparation")["on"] is False and doc.get("parts") is None
     assert doc.get("outbox") == {"pending": 0, "dropped": 0}  # its own entry is accepted
+
+
+def test_outbox_drops_degrade_the_document_for_a_day_then_only_the_count_remains():
+    from ggdefender import health as H
+
+    recent = {"outbox": {"pending": 0, "dropped": 2, "lastDropReason": "x", "at": H.now_iso()}}
+    assert H.status_of(recent) == "degraded" and "outbox dropped 2" in H.problems(recent)[0]
+    old = {"outbox": {"pending": 0, "dropped": 2, "lastDropReason": "x", "at": "2026-01-01T00:00:00.000Z"}}
+    assert H.status_of(old) == "ok"
+    unknown_time = {"outbox": {"pending": 0, "dropped": 1}}
+    assert H.status_of(unknown_time) == "degraded"

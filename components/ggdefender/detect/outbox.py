@@ -17,6 +17,7 @@ import logging
 from typing import Any, Callable, Iterator, Optional
 
 from ggdefender.ipc import IpcUnavailable
+from ggdefender.health import now_iso
 from ggdefender.ratelog import RateLimitedLog
 from ggdefender.statefile import need
 
@@ -52,6 +53,7 @@ class Outbox:
         self._items: collections.deque = collections.deque()
         self.dropped = 0
         self.last_drop_reason: Optional[str] = None
+        self.last_drop_at: Optional[str] = None  # ISO time: health counts a drop as a problem for a day
 
     def __len__(self) -> int:
         return len(self._items)
@@ -73,6 +75,7 @@ class Outbox:
         name = describe(item[0], item[1])
         self.dropped += 1
         self.last_drop_reason = f"{name}: {reason}"[:500]
+        self.last_drop_at = now_iso()
         log.error("outbox: %s dropped (never published): %s", name, reason)
 
     def flush(self, publish: Callable[[str, Any], None]) -> tuple[int, bool]:
@@ -113,25 +116,28 @@ class Outbox:
         out: dict = {"pending": len(self._items), "dropped": self.dropped}
         if self.last_drop_reason:
             out["lastDropReason"] = self.last_drop_reason
+        if self.last_drop_at:
+            out["at"] = self.last_drop_at
         return out
 
     # -- persistence (inside detect-state.json) ------------------------------------------------------------
     def to_json(self) -> dict:
         return {"items": [list(item) for item in self._items], "dropped": self.dropped,
-                "lastDropReason": self.last_drop_reason}
+                "lastDropReason": self.last_drop_reason, "lastDropAt": self.last_drop_at}
 
     def load_json(self, data: Any) -> None:
         """Replace the content with a persisted one (checked by `check_json` first)."""
         self._items = collections.deque([list(i) for i in data["items"]][-self.maxlen:])
         self.dropped = data["dropped"]
         self.last_drop_reason = data["lastDropReason"]
+        self.last_drop_at = data["lastDropAt"]
 
 
 def check_json(data: Any, where: str = "outbox") -> dict:
     """The persisted outbox in its current form; ValueError naming what is wrong. Also reads the first
     format (a bare list of [kind, payload]), whose items start with no failures."""
     if isinstance(data, list):
-        data = {"items": data, "dropped": 0, "lastDropReason": None}
+        data = {"items": data, "dropped": 0, "lastDropReason": None, "lastDropAt": None}
     need(data, dict, where)
     items = need(data.get("items", []), list, f"{where}.items")
     out = []
@@ -148,4 +154,5 @@ def check_json(data: Any, where: str = "outbox") -> dict:
         out.append([kind, payload, max(0, failures)])
     dropped = need(data.get("dropped", 0), int, f"{where}.dropped")
     reason = need(data.get("lastDropReason"), (str, type(None)), f"{where}.lastDropReason")
-    return {"items": out, "dropped": max(0, dropped), "lastDropReason": reason}
+    at = need(data.get("lastDropAt"), (str, type(None)), f"{where}.lastDropAt")
+    return {"items": out, "dropped": max(0, dropped), "lastDropReason": reason, "lastDropAt": at}

@@ -98,7 +98,8 @@ def test_a_full_outbox_drops_the_oldest_with_an_error_and_counts_it(caplog):
     assert [p["Id"] for _, p in box] == ["f2", "f3", "f4"]
     assert box.dropped == 2 and "outbox full" in box.last_drop_reason and "f1" in box.last_drop_reason
     assert sum("finding f0" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records) == 1
-    assert box.status() == {"pending": 3, "dropped": 2, "lastDropReason": box.last_drop_reason}
+    assert box.status() == {"pending": 3, "dropped": 2, "lastDropReason": box.last_drop_reason,
+                            "at": box.last_drop_at}
 
 
 def test_unknown_kinds_are_refused():
