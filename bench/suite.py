@@ -367,6 +367,7 @@ def run_component(seconds: float, loaded_n: int, loop: bool, job: bool) -> dict:
     result: dict = {"memory": {}}
     with tempfile.TemporaryDirectory(prefix="ggd-suite-") as tmp, \
             LocalCore(Path(tmp) / "core", thing="benchThing") as core:
+        os.chmod(tmp, 0o711)  # as root, process B runs unprivileged and must reach its state folder in here
         cfg = json.loads(json.dumps(_recipe_config()))
         cfg["Collector"].update({"DevelopmentSampleIntervalSeconds": "2", "StartJitterPercent": "0"})
         rogue_port = None

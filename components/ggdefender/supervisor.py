@@ -368,7 +368,9 @@ class Supervisor:
         else:
             uid, gid, name, _ = user
             groups = set(os.getgrouplist(name, gid))
-            blocked = [p for p in collector_paths(self.argv[0]) if not user_can_read(p, uid, groups)]
+            # ... and reach its own folder inside the work folder (a private parent would fail every report)
+            blocked = [p for p in collector_paths(self.argv[0]) + [self.state_dir]
+                       if not user_can_read(p, uid, groups)]
             if blocked and self.cfg.collector_user:
                 raise s.ConfigError(f"Supervisor.CollectorUser {name!r} cannot read {blocked[0]}")
             if blocked:

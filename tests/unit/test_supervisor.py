@@ -198,6 +198,29 @@ def test_privilege_separation_off_is_an_error_and_in_the_health_document(tmp_pat
         shutil.rmtree(private)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop only happens as root")
+def test_a_work_folder_the_collector_user_cannot_enter_is_named_not_a_silent_failure(caplog):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ggdefender import health
+
+    private = Path(tempfile.mkdtemp(prefix="ggd-private-", dir="/tmp"))  # 0700: nobody cannot enter
+    try:
+        work = private / "work"
+        work.mkdir()
+        exe = "/usr/bin/true" if os.path.exists("/usr/bin/true") else "/bin/true"
+        sup = sv.Supervisor(sv.SupervisorSettings(), str(work), argv=[exe])
+        sup.start_child().wait(30)
+        doc = health.process_health().get("privilegeSeparation")
+        assert doc["on"] is False and str(work) in doc["reason"]
+        with pytest.raises(sv.s.ConfigError, match="cannot read"):  # a configured user is never overridden
+            sv.Supervisor(sv.SupervisorSettings(collector_user="nobody"), str(work), argv=[exe]).start_child()
+    finally:
+        shutil.rmtree(private)
+
+
 def test_collector_over_its_memory_limit_is_ended_and_restarted(tmp_path, monkeypatch, caplog):
     from ggdefender import health
 
