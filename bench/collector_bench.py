@@ -176,7 +176,7 @@ def main() -> int:
     if with_ss:
         ok = loaded["ours (collect+build+json)"] <= 2 * loaded["ss -tan | wc -l"]
         print(f"  loaded target <= 2x ss: {'met' if ok else 'NOT met'}")
-    print(f"  vs AWS agent SDK collector (3206 ms measured on this machine type, reference-agents.md §10): "
+    print(f"  vs AWS agent SDK collector (3206 ms measured on this machine type, the published baseline): "
           f"{3.206 / loaded['ours (collect+build+json)']:.0f}x faster (target >= 70x)")
     return 0
 

@@ -5,7 +5,7 @@
     .venv/bin/python bench/suite.py --quick    # tiny N, one repetition: checks that every piece runs
     .venv/bin/python bench/suite.py --help
 
-What it measures (method in docs/performance.md, baseline in ../shared/reference/reference-agents.md §10):
+What it measures (method in docs/performance.md, with the AWS agent's published baseline):
 1. Scaling: N loopback TCP connections held (both ends local, closed with SO_LINGER 0) for each N; in the
    same run and alternating: our collection + encoding in-process (`Pipeline.build()`, as the component
    does per report), the AWS agent in a worker of its own venv (bench/reference_agent_worker.py),
@@ -43,7 +43,7 @@ if str(BENCH) not in sys.path:  # `python -m bench.suite` works too: the sibling
     sys.path.insert(0, str(BENCH))
 WORK = BENCH / ".work"
 REF_VENV = WORK / "refagent-venv"
-REF_PACKAGE = "awsiotdevicedefenderagentsdk==2.0.0"  # the version measured in reference-agents.md §10
+REF_PACKAGE = "awsiotdevicedefenderagentsdk==2.0.0"  # the version of the published baseline
 MAX_CONNECTIONS = 8000  # bounded: 2 fds per connection in the holder process
 FULL_NS = (0, 500, 1000, 2500, 5000)
 # repetitions per N (ours/ss/raw, agent): the agent takes seconds per sample at large N
@@ -687,7 +687,7 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
           "many processes, like this one, than in the baseline). `ss` includes spawning `sh`, `ss` and `wc`, like "
           "the baseline; the raw read is `open().read()` of /proc/net/tcp and tcp6 to EOF (ours reads less: one "
           "read per table and no table of a family without sockets).", "",
-          "Baseline for comparison (reference-agents.md §10, same machine type, quieter): agent 5.9 ms idle and "
+          "Baseline for comparison (published, same machine type, quieter): agent 5.9 ms idle and "
           "3206 ms at 10,000 sockets; `ss -tan | wc -l` 22 ms; raw read 9–12 ms.", "",
           "| connections (sockets) | ESTABLISHED rows | ours (min–max) | ours CPU | + jsonschema validation | "
           "`ss -tan \\| wc -l` | raw read | AWS agent (reps) | ours/ss | agent/ours | our report | ours peak RSS |",
@@ -782,7 +782,7 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
           "Connections are held by a child process that closes them all (SO_LINGER 0: no TIME_WAIT) when the "
           "suite ends, also on Ctrl-C or a crash (it ends on EOF of its stdin). Needs `ss` (iproute2) and a file "
           f"descriptor limit of at least {2 * max(FULL_NS) + 64}. Raw results: `bench/.work/results.json`.", "",
-          "Method (after ../shared/reference/reference-agents.md §10): N connections on 127.0.0.1, both ends held "
+          "Method (the published baseline's): N connections on 127.0.0.1, both ends held "
           "by one process, so /proc/net/tcp has 2 × N ESTABLISHED rows; for each N one warm-up, then rounds that run "
           "ours, `ss`, the raw read, the agent and the validated path in a rotating order (the agent only in its "
           "first rounds at large N, where one sample takes seconds; its warm-up only up to 1,000 connections); "

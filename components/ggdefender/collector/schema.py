@@ -1,7 +1,7 @@
 """Validate a Device Defender metrics report: every problem, not just the first.
 
 Used by the collector before it publishes and by the local core's offline cloud side to accept or reject
-reports, so it follows the spec's rules and the product POLICY (../shared/reference/device-defender.md):
+reports, so it follows the spec's rules and the product policy:
 long and short keys are both accepted (also mixed; one key given in both forms is an error), unknown keys
 are ignored, at least one of metrics/custom_metrics, report_id a positive integer, version "N.N", ports
 1-65535, remote_addr `a.b.c.d:port` or `[v6]:port`, deltas and totals >= 0, custom metrics shaped

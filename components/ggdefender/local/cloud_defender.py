@@ -6,7 +6,7 @@ Listens on `$aws/things/+/defender/metrics/+`, validates each report with the co
 `<root>/cloud/defender/<thing>/reports.jsonl` (one `{"receivedAt", "topic", "report"}` object per line, the
 report in long-name JSON; the Detect replay reads this file).
 
-Emulator policy where AWS is silent (see ../shared/reference/device-defender.md §1.7 and G1): every failure is
+Emulator policy where AWS is silent: every failure is
 `ErrorCode: InvalidPayload` with a specific `ErrorMessage`; a report_id the thing already used is rejected as a
 duplicate (AWS discards it); a lower report_id than the last one is accepted with a warning.
 

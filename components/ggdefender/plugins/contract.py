@@ -3,7 +3,7 @@
 Everything that enters a report's `custom_metrics` block passes `validate_value` first, whether it came from
 a built-in plugin, a pip-installed plugin or an out-of-process component, so one set of rules applies.
 
-Limits come from `device-defender.md` §1.5: metric names `[a-zA-Z0-9:_-]{1,128}` not starting with `aws:`;
+Limits come from the Device Defender custom-metric rules: metric names `[a-zA-Z0-9:_-]{1,128}` not starting with `aws:`;
 numbers with at most 15 significant digits; strings of `A-Z a-z : _ - / .` (digits too: the AWS list omits
 them, almost certainly by oversight); valid IPv4/IPv6 addresses. AWS documents no list or string length
 limits, so ours (MAX_LIST_ITEMS, MAX_STRING_LENGTH) are a policy that keeps a report well under 128 KiB.
