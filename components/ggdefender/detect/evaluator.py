@@ -1,4 +1,4 @@
-"""The pure evaluator: datapoints in, violation events out (reference §3.3-§3.7, with its POLICIES).
+"""The pure evaluator: datapoints in, violation events out.
 
 - Without `durationSeconds` every observation carrying the metric is one datapoint.
 - With it, observations fall into tumbling windows aligned to multiples of the duration since the epoch;
@@ -27,7 +27,7 @@ from .state import BehaviorState
 from .statistics import History, StatsConfig
 from .violations import CLEARED, IN_ALARM, INVALIDATED, make_event, new_violation_id
 
-INVALIDATE_AFTER = 172_800.0  # seconds without a datapoint (reference §3.6: "more than two days")
+INVALIDATE_AFTER = 172_800.0  # seconds without a datapoint (AWS: "more than two days")
 
 # recorder(behavior, t, value, threshold, verdict): verdict True=violating, False=compliant, None=no verdict
 Recorder = Callable[[object, float, object, object, Optional[bool]], None]

@@ -2,10 +2,10 @@
 
 One finding per violation (its Id carries the violationId); it is created on `in-alarm`, and updated with
 a strictly later `UpdatedAt` when mitigation actions are recorded, when a verification state is set, and
-when the alarm clears or is invalidated (RecordState ARCHIVED). Mapping (reference §5 and its POLICIES):
+when the alarm clears or is invalidated (RecordState ARCHIVED). Mapping:
 Severity from a `-Critical`/`-High`/`-Medium`/`-Low`/`-Informational` suffix of the behavior name, else a
 configured override, else HIGH for threat lists and MEDIUM for everything else; verification
-FALSE_POSITIVE/BENIGN_POSITIVE -> Workflow SUPPRESSED, anything else NOTIFIED. All 12 fields of D14 are
+FALSE_POSITIVE/BENIGN_POSITIVE -> Workflow SUPPRESSED, anything else NOTIFIED. All 12 fields are
 always sent; `asff.schema.json` checks them.
 """
 

@@ -33,7 +33,7 @@ DURATIONS = (300, 600, 900, 1800, 3600)
 
 # how a window's value is formed when the behavior has durationSeconds
 SUM, LAST = "sum", "last"
-# whether durationSeconds is required, optional or forbidden (reference §3.4 POLICY)
+# whether durationSeconds is required, optional or forbidden
 REQUIRED, OPTIONAL, FORBIDDEN = "required", "optional", "forbidden"
 
 CUSTOM_TYPES = {"number": NUMBER, "number-list": NUMBERS, "string-list": STRINGS, "ip-address-list": CIDRS}
@@ -68,7 +68,7 @@ def _m(name, kind, side, agg, dur, stat, ml, dim=False):
 
 
 CATALOGUE: dict[str, MetricSpec] = {s.name: s for s in (
-    # device side (reference §3.2, §1.10)
+    # device side
     _m("aws:all-bytes-out", COUNT, "device", SUM, REQUIRED, True, True),
     _m("aws:all-bytes-in", COUNT, "device", SUM, REQUIRED, True, True),
     _m("aws:all-packets-out", COUNT, "device", SUM, REQUIRED, True, True),
@@ -94,7 +94,7 @@ CLOUD_METRICS = tuple(n for n, s in CATALOGUE.items() if s.side == "cloud")
 
 
 def custom_spec(name: str, custom_type: str) -> MetricSpec:
-    """The spec of a custom metric of a declared type (reference §1.5, §3.7: ML only for `number`)."""
+    """The spec of a custom metric of a declared type (ML only for `number`)."""
     kind = CUSTOM_TYPES[custom_type]
     numeric = kind == NUMBER
     return MetricSpec(name, kind, "custom", LAST if numeric else None, OPTIONAL if numeric else FORBIDDEN,
@@ -159,7 +159,7 @@ def _number(v: Any) -> bool:
 def extract(report: dict, custom_types: Optional[dict] = None) -> dict:
     """Every device-side and custom metric datapoint a long-name report carries: {metric name: value}.
 
-    Counts are ints, list metrics are tuples of distinct values (reference §1.4 POLICY: counts use `total`
+    Counts are ints, list metrics are tuples of distinct values (counts use `total`
     when present, sets use the distinct listed values). A metric the report does not carry is absent, which
     is "no datapoint" rather than zero. Custom metrics are read by their declared type when one is given,
     else by whichever value key the report uses.

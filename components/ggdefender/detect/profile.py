@@ -1,9 +1,9 @@
 """CreateSecurityProfile JSON -> validated, compiled behaviors.
 
-Validation follows `ValidateSecurityProfileBehaviors` and the API model (reference §3.1-§3.5): metric names,
+Validation follows `ValidateSecurityProfileBehaviors` and the API model: metric names,
 operator valid for the metric's value type, allowed statistics, duration values, datapoint counts. Every
 error names the behavior (index and name) and the field. Where AWS leaves a rule open, the reference's
-POLICY is followed (durationSeconds required/optional/forbidden per metric, §3.4).
+POLICY is followed (durationSeconds required/optional/forbidden per metric).
 
 Numbers may arrive as integral floats or numeric strings when a profile is inlined in Greengrass
 configuration; integer fields accept those (via `ggdefender.settings`), everything else is strict.
@@ -102,7 +102,7 @@ def _numeric_check(compare, threshold):
 
 
 def _set_check(members, inside: bool):
-    # in-*-set: violated by any value outside; not-in-*-set: violated by any value inside (§3.3)
+    # in-*-set: violated by any value outside; not-in-*-set: violated by any value inside
     if inside:
         def check(values):
             bad = tuple(v for v in values if v not in members)

@@ -5,7 +5,7 @@ Inputs: the reports `ggdefender local` kept (`<root>/cloud/defender/<thing>/repo
 (`*.json` one report or record each, `*.jsonl`, `*.cbor`). A report's time is its recorded timestamp
 (`receivedAt`) when there is one, else its `report_id` read as epoch milliseconds (values above 10^11) or
 seconds. Reports are replayed in time order; an exact duplicate `report_id` is dropped and a report_id
-that is not a positive integer is skipped (reference §1.3 POLICY). Short-name and CBOR reports are
+that is not a positive integer is skipped. Short-name and CBOR reports are
 expanded to long names with the collector's codec.
 """
 

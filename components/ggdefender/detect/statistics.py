@@ -6,7 +6,7 @@ datapoints: one series per (metric, durationSeconds), holding per-window values 
 there is no window), bounded in age (default 14 days) and count, and persisted in the state folder so a
 restart keeps the baseline.
 
-Percentile: nearest rank (reference §3.5 POLICY): sort the N values, take rank ceil(q/100 * N), minimum 1.
+Percentile: nearest rank: sort the N values, take rank ceil(q/100 * N), minimum 1.
 ML confidence levels map to a band of this history (see `ML_BANDS`); a datapoint outside the band is
 anomalous. Nothing alarms until the series has `warmup` datapoints (the model is PENDING_BUILD until then).
 """
@@ -24,7 +24,7 @@ from ggdefender.statefile import atomic_write_json, need, read_json
 
 log = logging.getLogger("ggdefender.detect.statistics")
 
-# confidence level -> (lower percentile, upper percentile): HIGH confidence = fewest alarms (reference §3.1)
+# confidence level -> (lower percentile, upper percentile): HIGH confidence = fewest alarms
 ML_BANDS = {"LOW": (1.0, 99.0), "MEDIUM": (0.1, 99.9), "HIGH": (0.0, 100.0)}
 DAY = 86400.0
 
@@ -78,7 +78,7 @@ class Series:
                 self.negatives -= 1
 
     def percentile(self, q: float):
-        # AWS computes no percentile when any value is negative (reference §3.5)
+        # AWS computes no percentile when any value is negative
         if self.negatives:
             return None
         return percentile(self.sorted, q)

@@ -25,7 +25,7 @@ THREAT_PROFILE = "ggdefender-threat-intel"
 class CidrSet:
     """A set of IPv4/IPv6 networks; membership costs one set lookup per distinct prefix length.
 
-    An address matches only networks of its own family (reference §3.3 POLICY).
+    An address matches only networks of its own family.
     """
 
     __slots__ = ("_by_prefix", "networks")

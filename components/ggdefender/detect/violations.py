@@ -1,4 +1,4 @@
-"""Violation events shaped like AWS's `ViolationEvent` (reference §3.6), plus two documented extensions.
+"""Violation events shaped like AWS's `ViolationEvent`, plus two documented extensions.
 
 AWS fields: violationId, thingName, securityProfileName, behavior, metricValue,
 violationEventAdditionalInfo.confidenceLevel (ML), violationEventType, verificationState,
