@@ -6,38 +6,25 @@ restart), deltas from the second report on, collect-now answered, a live switch 
 """
 
 import json
-import os
-import shutil
 import sys
-from pathlib import Path
 
 import cbor2
 import pytest
 
-from ggdefender import build as b
+from component_build import build_copy
 from ggdefender.collector.schema import validate_report
 
 harness = pytest.importorskip("ggdefender.local.harness")
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Greengrass components run on Linux")]
 
-ROOT = Path(__file__).resolve().parents[2]
 NAME = "ggdefender.Defender"
 THING = "collectorThing"
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("proj")
-    for f in ("gdk-config.json", "pyproject.toml"):
-        shutil.copy(ROOT / f, root)
-    shutil.copytree(ROOT / "recipes", root / "recipes")
-    for _, extra_source in getattr(b, "EXTRA_COMPONENTS", []):
-        shutil.copytree(ROOT / extra_source, root / extra_source, ignore=shutil.ignore_patterns("__pycache__"))
-    os.symlink("recipes/ggdefender.Defender.yaml", root / "recipe.yaml")
-    shutil.copytree(ROOT / "components" / "ggdefender", root / "components" / "ggdefender",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return b.build(root)
+    return build_copy(tmp_path_factory.mktemp("proj"))
 
 
 def reports(capture, fmt):

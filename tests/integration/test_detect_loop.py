@@ -22,6 +22,8 @@ import psutil
 import pytest
 import yaml
 
+from component_build import loopback_listener
+
 pytestmark = pytest.mark.integration
 
 harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
@@ -36,17 +38,6 @@ INTERVAL = 2
 
 def _listening_tcp_ports() -> set:
     return {c.laddr.port for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr}
-
-
-def _rogue_listener():
-    code = ("import socket, time\n"
-            "s = socket.socket()\n"
-            "s.bind(('127.0.0.1', 0))\n"
-            "s.listen(5)\n"
-            "print(s.getsockname()[1], flush=True)\n"
-            "time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    return proc, int(proc.stdout.readline())
 
 
 def _config(profile: dict, rogue_port: int) -> dict:
@@ -79,7 +70,7 @@ def _port_open(port: int) -> bool:
 
 def test_seed_000_rogue_listener_alarm_mitigation_clear_and_finding(tmp_path):
     profile = json.loads(SEED_000.read_text())
-    rogue, port = _rogue_listener()
+    rogue, port = loopback_listener()
     try:
         behavior = profile["behaviors"][0]
         baseline = _listening_tcp_ports() - {port}

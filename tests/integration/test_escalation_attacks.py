@@ -15,7 +15,6 @@ import copy
 import json
 import os
 import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from component_build import loopback_listener
 
 pytestmark = pytest.mark.integration
 
@@ -40,18 +41,6 @@ def _config() -> dict:
     cfg["Collector"].update({"DevelopmentSampleIntervalSeconds": "3", "StartJitterPercent": "0"})
     cfg["Remediation"].update({"ReplyTimeoutSeconds": "3", "RetryInitialSeconds": "0.5"})
     return cfg
-
-
-def _victim():
-    """A real process listening on a free loopback port (a child of this test, never of process A)."""
-    code = ("import socket, time\n"
-            "s = socket.socket()\n"
-            "s.bind(('127.0.0.1', 0))\n"
-            "s.listen(5)\n"
-            "print(s.getsockname()[1], flush=True)\n"
-            "time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    return proc, int(proc.stdout.readline())
 
 
 def _port_open(port: int) -> bool:
@@ -135,7 +124,7 @@ def _attacker_component(base: Path, pid: int, port: int) -> tuple:
 
 
 def test_a_component_with_star_pubsub_cannot_make_the_defender_act(tmp_path):
-    victim, port = _victim()
+    victim, port = loopback_listener()
     try:
         with harness.LocalCore(tmp_path / "core", thing=THING) as core:
             results = core.capture_local("ggdefender/remediation/results")
@@ -265,9 +254,9 @@ time.sleep(600)
 
 
 def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(tmp_path):
-    v1, p1 = _victim()   # unprotected, but B may only ask within the policy
-    v2, p2 = _victim()   # protected by Remediation.ProtectedPids
-    v3, p3 = _victim()   # the one action the policy allows
+    v1, p1 = loopback_listener()   # unprotected, but B may only ask within the policy
+    v2, p2 = loopback_listener()   # protected by Remediation.ProtectedPids
+    v3, p3 = loopback_listener()   # the one action the policy allows
     try:
         cfg = _config()
         cfg["Remediation"]["ProtectedPids"] = [str(v2.pid)]

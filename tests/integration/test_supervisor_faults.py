@@ -11,7 +11,6 @@
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ggdefender import build as b
+from component_build import build_copy
 from ggdefender import supervisor as sv
 
 harness = pytest.importorskip("ggdefender.local.harness")
@@ -35,16 +34,7 @@ STARTED = re.compile(r" (\d+) ggdefender\.supervisor: collector process started 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("proj")
-    for f in ("gdk-config.json", "pyproject.toml"):
-        shutil.copy(ROOT / f, root)
-    shutil.copytree(ROOT / "recipes", root / "recipes")
-    for _, extra_source in getattr(b, "EXTRA_COMPONENTS", []):
-        shutil.copytree(ROOT / extra_source, root / extra_source, ignore=shutil.ignore_patterns("__pycache__"))
-    os.symlink("recipes/ggdefender.Defender.yaml", root / "recipe.yaml")
-    shutil.copytree(ROOT / "components" / "ggdefender", root / "components" / "ggdefender",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return b.build(root)
+    return build_copy(tmp_path_factory.mktemp("proj"))
 
 
 def alive(pid: int) -> bool:

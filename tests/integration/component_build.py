@@ -1,0 +1,36 @@
+"""Shared by the integration tests: the component built as gdk would build it, and a real loopback listener."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ggdefender import build as b
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_copy(root: Path):
+    """Build the component from a copy of the project in `root` (never the working tree's greengrass-build/)."""
+    for f in ("gdk-config.json", "pyproject.toml"):
+        shutil.copy(ROOT / f, root)
+    shutil.copytree(ROOT / "recipes", root / "recipes")
+    for _, extra_source in getattr(b, "EXTRA_COMPONENTS", []):
+        shutil.copytree(ROOT / extra_source, root / extra_source, ignore=shutil.ignore_patterns("__pycache__"))
+    os.symlink("recipes/ggdefender.Defender.yaml", root / "recipe.yaml")
+    shutil.copytree(ROOT / "components" / "ggdefender", root / "components" / "ggdefender",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return b.build(root)
+
+
+def loopback_listener():
+    """(process, port): a real process listening on a free TCP port of 127.0.0.1 (a child of the test)."""
+    code = ("import socket, time\n"
+            "s = socket.socket()\n"
+            "s.bind(('127.0.0.1', 0))\n"
+            "s.listen(5)\n"
+            "print(s.getsockname()[1], flush=True)\n"
+            "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline())
