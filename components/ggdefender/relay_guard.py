@@ -26,13 +26,16 @@ from collections import OrderedDict
 from typing import Any, Optional
 
 from ggdefender import topics
+from ggdefender.detect.violations import CLEARED, IN_ALARM, INVALIDATED
+from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
+from ggdefender.plugins.contract import SampleError, ValueType, check_metric_name
 
-MAX_PAYLOAD = 128 * 1024  # the IoT Core limit; local copies of violations and findings get the same bound
+MAX_PAYLOAD = IOT_CORE_MAX_PAYLOAD  # local copies of violations and findings get the same bound
 MAX_REMEMBERED = 256  # delivered requestIds and relayed reports kept for matching answers
 MAX_REPORT_ID = 2**63 - 1
-VIOLATION_TYPES = ("in-alarm", "alarm-cleared", "alarm-invalidated")
+VIOLATION_TYPES = (IN_ALARM, CLEARED, INVALIDATED)
 ASFF_VERSION = "2018-10-08"
-CUSTOM_VALUE_KINDS = ("number", "number_list", "string_list", "ip_list")
+CUSTOM_VALUE_KINDS = tuple(t.report_key for t in ValueType)
 METRIC_NAMES = ("tcp_connections", "listening_tcp_ports", "listening_udp_ports", "network_stats")
 
 
@@ -160,7 +163,6 @@ def _decode(data: bytes, fmt: str) -> Any:
 def check_report(report: Any) -> int:
     """The report's id when `report` has a Device Defender report's structure (long or short names)."""
     from ggdefender.collector.report import to_long
-    from ggdefender.plugins.contract import SampleError, check_metric_name
 
     if not isinstance(report, dict):
         raise ContentInvalid(f"a report must be an object, got {type(report).__name__}")
