@@ -29,6 +29,7 @@ from collections import deque
 from typing import Callable, Optional
 
 from ggdefender.detect import mitigation as M
+from ggdefender.ratelog import RateLimitedLog
 from ggdefender.settings import ConfigError, as_bool, as_section
 
 from . import config as rconfig
@@ -105,7 +106,7 @@ class MitigationGate:
         self._sent: deque = deque()  # times of accepted requests in the last hour
         self._last: dict = {}  # "operation target" -> time accepted
         self._checks: deque = deque()  # monotonic times of checked requests, the last minute
-        self._flood_warned = float("-inf")
+        self._flood_log = RateLimitedLog(log, every=60)  # a flood is warned about once a minute
         self._sinks: list = []
         self._sinks_lock = threading.Lock()  # results may be delivered while a request is being checked
 
@@ -149,9 +150,8 @@ class MitigationGate:
             if not exc.flood:
                 log.warning("mitigation request %s from the collector refused: %s", label, exc)
                 _audit_refusal(label, request, str(exc))
-            elif time.monotonic() - self._flood_warned >= 60:
-                self._flood_warned = time.monotonic()
-                log.warning("mitigation requests from the collector refused: %s", exc)
+            else:
+                self._flood_log.failed("flood", "mitigation requests from the collector refused: %s", exc)
             raise
 
     def _submit(self, request) -> dict:
