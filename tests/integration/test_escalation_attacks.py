@@ -150,7 +150,7 @@ def test_a_component_with_star_pubsub_cannot_make_the_defender_act(tmp_path):
             assert not any(sub.component == COMPONENT
                            for sub in core.core._local.matching("ggdefender/remediation/requests"))
             assert [m for _, m, *_ in results] == []  # nothing executed, nothing answered
-            log = core.log_text(COMPONENT)
+            log = core.wait_for_log(COMPONENT, "after-attack#1")
             assert "evil-" not in log and str(victim.pid) not in log
             audits = [line for line in log.splitlines() if "AUDIT" in line]
             assert audits and all("listener-up#1" in a or "after-attack#1" in a for a in audits), audits

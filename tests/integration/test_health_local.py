@@ -108,8 +108,7 @@ def test_bad_merge_is_rejected_visibly_and_the_last_good_section_survives_a_rest
             assert "DevelopmentSampleIntervalSeconds" in verdict(restarted, "Collector")["reason"]
             reports.wait_for(lambda m: len(m) > before, timeout=60)
             assert all(t.startswith(f"$aws/things/{THING}/defender/metrics/cbor") for t, *_ in list(reports)[before:])
-            log = core.log_text(NAME)
-            assert "using the last good configuration" in log
+            log = core.wait_for_log(NAME, "using the last good configuration")
             assert "then every 20s" in log.split("Collector configuration rejected")[-1]
 
             # a good MERGE: accepted, exit 0, the document is no longer degraded by it

@@ -134,7 +134,7 @@ def test_seed_scenario_stop_listener_job_then_report_no_longer_lists_port(core, 
         reports.wait_for(lambda msgs: any(r["header"]["report_id"] >= report_id for r in _reports(msgs)), timeout=30)
         fresh = [r for r in _reports(reports) if r["header"]["report_id"] >= report_id]
         assert fresh and all(port not in _tcp_ports(r) for r in fresh)
-        assert "AUDIT" in core.log_text(COMPONENT) and '"operation": "stop-listener"' in core.log_text(COMPONENT)
+        core.wait_for_log(COMPONENT, "AUDIT", '"operation": "stop-listener"')
     finally:
         target.kill()
         target.wait(5)

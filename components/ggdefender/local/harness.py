@@ -259,14 +259,17 @@ class LocalCore:
         path = self.log_path(name)
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
-    def wait_for_log(self, name: str, text: str, timeout: float = 30.0) -> str:
+    def wait_for_log(self, name: str, *texts: str, timeout: float = 30.0) -> str:
+        """The component's log once it holds every one of texts: its output reaches the file through the
+        core's reader thread, a moment after the component's IPC messages."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             content = self.log_text(name)
-            if text in content:
+            if all(text in content for text in texts):
                 return content
             time.sleep(0.05)
-        raise TimeoutError(f"{text!r} not in {self.log_path(name)} within {timeout:g} s; tail:\n"
+        missing = [text for text in texts if text not in self.log_text(name)]
+        raise TimeoutError(f"{missing!r} not in {self.log_path(name)} within {timeout:g} s; tail:\n"
                            f"{self.log_text(name)[-2000:]}")
 
     def events(self, kind: Optional[str] = None) -> list:

@@ -58,8 +58,8 @@ def test_install_run_environment_logs_and_iot_round_trip(tmp_path):
         out.wait_for(lambda m: len(m) == 1, 30)
         assert out[0][:2] == ("test/things/testThing/out", b"\x00binary\xff")
 
-        log = core.log_text("test.Echo")
-        assert "Install: sh -c" in log and "ready ok" in log
+        # the component's stdout reaches its log through the core's reader thread, a moment after IPC
+        core.wait_for_log("test.Echo", "Install: sh -c", "ready ok")
         assert (core.work_dir("test.Echo") / "install.log").read_text() == "install-ran\n"
 
 
@@ -108,10 +108,8 @@ def test_failing_run_is_retried_then_broken(tmp_path):
     with LocalCore(tmp_path / "gg", retry_delay=0.05) as core:
         core.deploy(RECIPES, ARTIFACTS, ECHO, update_config=update)
         core.wait_for_state("test.Echo", "BROKEN")
-        log = core.log_text("test.Echo")
+        log = core.wait_for_log("test.Echo", "state ERRORED: Run exited with code 3 (error 1 of 3)", "state BROKEN")
         assert log.count("failing on purpose") == 3
-        assert "state ERRORED: Run exited with code 3 (error 1 of 3)" in log
-        assert "state BROKEN" in log
         notes = [e["text"] for e in core.events("note") if e["component"] == "test.Echo"]
         assert any("BROKEN" in n for n in notes)
 
