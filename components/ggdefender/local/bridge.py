@@ -14,7 +14,7 @@ import logging
 import threading
 import urllib.parse
 import uuid
-from typing import Optional
+from typing import Callable, Optional
 
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
 
@@ -127,3 +127,112 @@ class Bridge:
         if client is not None:
             client.disconnect()
             client.loop_stop()
+
+
+class BrokerCore:
+    """The IoT Core side of a real MQTT broker, for the offline cloud services (`cloud.CLOUD_SERVICES`).
+
+    The services talk to a core through `thing_name`, `subscribe_iot(filter, callback)` and
+    `publish_iot(topic, payload)`; this offers the same on a broker that stands in for IoT Core (e.g. the TLS
+    mosquitto a real nucleus, Greengrass nucleus lite, connects to), so the same Device Defender and Jobs
+    services answer a real nucleus's components. `thread_setup` runs first on the network thread (e.g. to join
+    the network namespace the broker lives in: every (re)connection is made from that thread).
+    """
+
+    def __init__(self, host: str, port: int, thing_name: str, *, tls: Optional[tuple] = None,
+                 thread_setup=None, client_id: Optional[str] = None):
+        self.host, self.port, self.thing_name = host, port, thing_name
+        self._tls = tls  # (ca, cert, key)
+        self._thread_setup = thread_setup
+        self._client_id = client_id or f"ggdefender-cloud-{uuid.uuid4().hex[:8]}"
+        self._lock = threading.Lock()
+        self._subs: list = []  # [filter, callback]
+        self._connected = threading.Event()
+        self._stopping = False
+        self._client = None
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    def start(self, timeout: float = CONNECT_TIMEOUT) -> "BrokerCore":
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5)
+        if self._tls:
+            ca, cert, key = self._tls
+            client.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
+        client.on_connect = self._on_connect
+        client.on_disconnect = lambda *a: self._connected.clear()
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._client = client
+
+        def network() -> None:
+            try:
+                if self._thread_setup is not None:
+                    self._thread_setup()
+                client.connect(self.host, self.port, keepalive=30)
+                client.loop_forever(retry_first_connection=True)
+            except BaseException as exc:  # reported by start(); the thread ends
+                self._error = exc
+                self._connected.set()
+
+        self._thread = threading.Thread(target=network, name="broker-core", daemon=True)
+        self._thread.start()
+        if not self._connected.wait(timeout) or self._error is not None:
+            self.stop()
+            raise BridgeError(f"broker at {self.host}:{self.port} did not accept the connection: "
+                              f"{self._error or 'no answer'}")
+        return self
+
+    def _subscribe_all(self, c, filters) -> None:
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        # No Local: a service's own replies never come back to it as requests
+        for topic_filter in filters:
+            c.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=True))
+
+    def _on_connect(self, c, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._error = BridgeError(str(reason_code))
+        else:
+            with self._lock:
+                filters = {f for f, _ in self._subs}
+            self._subscribe_all(c, filters)  # again after every reconnection (clean session)
+        self._connected.set()
+
+    def _on_message(self, c, userdata, msg) -> None:
+        import paho.mqtt.client as mqtt
+
+        with self._lock:
+            callbacks = [cb for f, cb in self._subs if mqtt.topic_matches_sub(f, msg.topic)]
+        for callback in callbacks:
+            try:
+                callback(msg.topic, bytes(msg.payload), SOURCE)
+            except Exception:
+                log.exception("a cloud service failed on a message on %s", msg.topic)
+
+    def subscribe_iot(self, topic_filter: str, callback) -> Callable[[], None]:
+        entry = [topic_filter, callback]
+        with self._lock:
+            self._subs.append(entry)
+        if self._client is not None and self._connected.is_set():
+            self._subscribe_all(self._client, [topic_filter])
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if entry in self._subs:
+                    self._subs.remove(entry)
+        return unsubscribe
+
+    def publish_iot(self, topic: str, payload, *, source: str = "cloud", qos: int = 1) -> None:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        if self._client is not None:
+            self._client.publish(topic, bytes(payload), qos=qos)
+
+    def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()  # ends loop_forever
+        if self._thread is not None:
+            self._thread.join(CONNECT_TIMEOUT)

@@ -1,0 +1,157 @@
+"""One nucleus lite instance for the whole session (tests/lite/harness.py), with ggdefender.Defender as
+`ggdefender build` makes it, the example plugin, and the probe component deployed and running, the offline
+Device Defender and Jobs services answering on lite's broker, and an observer on that broker."""
+
+import collections
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+for folder in ("tests", "tests/integration", "tests/lite"):  # test helpers are modules, not packages
+    if str(REPO / folder) not in sys.path:
+        sys.path.insert(0, str(REPO / folder))
+
+import harness  # noqa: E402
+from component_build import build_copy  # noqa: E402
+from real_counterparts import unavailable  # noqa: E402
+
+from ggdefender.local.bridge import BrokerCore  # noqa: E402
+from ggdefender.local.cloud_defender import DefenderService  # noqa: E402
+from ggdefender.local.jobs import JobsService  # noqa: E402
+
+HOW = ("build it with `bash tests/lite/build_lite.sh` (Debian: apt-get install cmake build-essential pkg-config "
+       "libssl-dev libcurl4-openssl-dev uuid-dev libzip-dev libsqlite3-dev libyaml-dev libsystemd-dev "
+       "libevent-dev liburiparser-dev mosquitto), as root, on a machine with cgroup2")
+PROBE = Path(__file__).resolve().parent / "probe"
+DEFENDER = "ggdefender.Defender"
+PLUGIN = "ggdefender.ExamplePlugin"
+INTERVAL = 2  # Collector.DevelopmentSampleIntervalSeconds for the tests
+
+# what the tests merge over the component's configuration, as a deployment's configurationUpdate would
+DEFENDER_MERGE = {
+    "Collector": {"DevelopmentSampleIntervalSeconds": str(INTERVAL), "StartJitterPercent": "0"},
+    "Remediation": {"ReplyTimeoutSeconds": "3", "RetryInitialSeconds": "0.5"},
+}
+
+
+class Observer:
+    """Every message on lite's broker under the given filters (the test's own MQTT client, the device's cert)."""
+
+    def __init__(self, broker: BrokerCore, filters=("$aws/#", "ggdefender/#")):
+        self.broker = broker
+        self.messages: collections.deque = collections.deque(maxlen=20000)
+        self.changed = threading.Condition()
+        for f in filters:
+            broker.subscribe_iot(f, self._on)
+
+    def _on(self, topic: str, payload: bytes, source: str) -> None:
+        with self.changed:
+            self.messages.append((time.time(), topic, payload))
+            self.changed.notify_all()
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        """The first message (at, topic, payload) after now... for which predicate holds; fails after timeout."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for message in list(self.messages):
+                    if predicate(*message):
+                        return message
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no message on lite's broker within {timeout} s: {what}")
+                self.changed.wait(min(left, 1.0))
+
+    def since(self, at: float) -> list:
+        with self.changed:
+            return [m for m in self.messages if m[0] >= at]
+
+
+class Lite:
+    def __init__(self, core, cloud, observer, defender, jobs, base):
+        self.core, self.cloud, self.observer, self.defender, self.jobs, self.base = \
+            core, cloud, observer, defender, jobs, base
+        self.thing = core.thing
+
+    def update_defender_config(self, merge: dict) -> None:
+        """A configuration write into ggconfigd for ggdefender.Defender (UpdateConfiguration under its identity:
+        lite's configuration updates are caller-scoped, and a deployment's merge is the same ggconfigd write)."""
+        client = self.core.ipc_client(DEFENDER)
+        try:
+            client.update_configuration(key_path=[], value_to_merge=merge, timestamp=time.time())
+        finally:
+            client.close()
+
+    def component_log(self, name: str) -> str:
+        return (self.core.logs / f"{name}.run.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def lite_bin():
+    try:
+        return harness.build()
+    except harness.LiteUnavailable as exc:
+        unavailable("Greengrass nucleus lite", f"{exc}; {HOW}")
+
+
+@pytest.fixture(scope="session")
+def lite(lite_bin, tmp_path_factory):
+    try:
+        harness.check_host()
+    except harness.LiteUnavailable as exc:
+        unavailable("a machine that can run nucleus lite", f"{exc}; {HOW}")
+    base = tmp_path_factory.mktemp("lite")
+    project = base / "project"
+    project.mkdir()
+    built = build_copy(project)
+    out = project / "greengrass-build"
+    components = [
+        harness.Component(built.recipe, out / "artifacts" / DEFENDER / built.version, DEFENDER_MERGE),
+        harness.Component(out / "recipes" / f"{PLUGIN}-1.0.0.yaml", out / "artifacts" / PLUGIN / "1.0.0",
+                          {"IntervalSeconds": "1"}),
+        harness.Component(PROBE / "ggdefender.LiteProbe.yaml", PROBE),
+    ]
+    # the interpreter of the tests already has the pinned requirements: the recipes' install steps use it
+    # (their pre-provisioned-device path) instead of creating a venv from the network
+    core = harness.LiteCore(lite_bin, base / "core", components, env={"GGDEFENDER_PYTHON": sys.executable})
+    core.start()
+    started = []
+    try:
+        def broker(name: str) -> BrokerCore:
+            b = BrokerCore("127.0.0.1", 8883, core.thing, tls=core.client_tls(),
+                           thread_setup=harness.join_netns(core.netns_pid), client_id=name).start()
+            started.append(b)
+            return b
+
+        cloud = broker("ggdefender-tests-cloud")
+        defender = DefenderService(cloud, base / "cloud")
+        jobs = JobsService(cloud, base / "cloud")
+        observer = Observer(broker("ggdefender-tests-observer"))
+        for name in (DEFENDER, PLUGIN, "ggdefender.LiteProbe"):
+            core.install_and_run(name)
+        yield Lite(core, cloud, observer, defender, jobs, base)
+    finally:
+        try:
+            core.stop()
+        finally:
+            for service in ("jobs", "defender"):
+                s = locals().get(service)
+                if s is not None and hasattr(s, "close"):
+                    s.close()
+            for b in started:
+                b.stop()
+
+
+def report_of(topic: str, payload: bytes):
+    """A Device Defender report published by the component (JSON or CBOR), else None."""
+    if "/defender/metrics/" not in topic or topic.endswith(("/accepted", "/rejected")):
+        return None
+    if topic.endswith("/json"):
+        return json.loads(payload)
+    import cbor2
+    return cbor2.loads(payload)
