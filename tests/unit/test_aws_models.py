@@ -2,15 +2,12 @@
 with the path of the problem, so no format test built on it can pass vacuously."""
 
 import copy
-import os
-import sys
 
 import botocore.session
 import pytest
 from botocore.model import ShapeResolver
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import aws_models as M  # noqa: E402
+import aws_models as M
 
 PROFILE = {"securityProfileName": "ExpectedListeners", "securityProfileDescription": "listeners we expect",
            "behaviors": [{"name": "UnexpectedTcpListener-High", "metric": "aws:listening-tcp-ports",

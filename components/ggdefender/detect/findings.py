@@ -89,8 +89,14 @@ def _workflow(verification: Optional[str]) -> str:
     return "SUPPRESSED" if verification in SUPPRESSING else "NOTIFIED"
 
 
+# Security Hub's text fields match `.*\S.*` in Java, whose `.` stops at line terminators: one line of text
+_LINE_BREAKS_AND_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
 def _text(value, limit: int) -> str:
+    """`value` as one line of at most `limit` characters (outside text may hold line breaks and controls)."""
     s = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+    s = _LINE_BREAKS_AND_CONTROLS.sub(" ", s)
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
@@ -145,7 +151,7 @@ def close_finding(finding: dict, event: dict, now: float) -> dict:
     pf = f.setdefault("ProductFields", {})
     pf["ggdefender/violationEventType"] = event["violationEventType"]
     pf["ggdefender/violationEndTime"] = iso(event["violationEventTime"])
-    if event.get("reason"):
+    if _text(event.get("reason") or "", 2048).strip():  # a blank field is refused by the API
         pf["ggdefender/reason"] = _text(event["reason"], 2048)
     return f
 
@@ -156,7 +162,7 @@ def set_verification(finding: dict, state: str, description: Optional[str], now:
     f["Workflow"] = {"Status": _workflow(state)}
     pf = f.setdefault("ProductFields", {})
     pf["ggdefender/verificationState"] = state
-    if description:
+    if _text(description or "", 2048).strip():  # a blank field is refused by the API
         pf["ggdefender/verificationStateDescription"] = _text(description, 2048)
     return f
 

@@ -16,6 +16,7 @@ import math
 import operator as op
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -26,6 +27,8 @@ from .threatintel import CidrSet, parse_cidr
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 CIDR_RE = re.compile(r"^[a-fA-F0-9:./]{2,43}$")
+DESCRIPTION_RE = re.compile(r"[\x20-\x7e]*\Z")  # the API's [\p{Graph}\x20]*: Java's \p{Graph} is ASCII
+TAG_KEY_PUNCTUATION = "_.:/=+-@"
 MAX_BEHAVIORS = 100
 MAX_PROFILE_BYTES = 1024 * 1024
 PROFILE_KEYS = {"securityProfileName", "securityProfileDescription", "behaviors", "alertTargets",
@@ -373,6 +376,20 @@ def _fingerprint(metric, spec, *parts) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _tag_problem(tag: Any) -> Optional[str]:
+    """What CreateSecurityProfile would refuse in one tag (Key: 1-128 letters, numbers, spaces or _.:/=+-@;
+    Value: at most 256 characters), or None."""
+    if not isinstance(tag, dict) or set(tag) - {"Key", "Value"}:
+        return "expected {Key, Value}"
+    key, value = tag.get("Key"), tag.get("Value", "")
+    if not isinstance(key, str) or not 1 <= len(key) <= 128 \
+            or not all(unicodedata.category(c)[0] in "LNZ" or c in TAG_KEY_PUNCTUATION for c in key):
+        return f"Key: expected 1-128 letters, numbers, spaces or {TAG_KEY_PUNCTUATION}, got {str(key)[:40]!r}"
+    if not isinstance(value, str) or len(value) > 256:
+        return "Value: expected text of at most 256 characters"
+    return None
+
+
 def _validate_top(errors: _Errors, doc: dict) -> None:
     unknown = set(doc) - PROFILE_KEYS
     if unknown:
@@ -381,8 +398,9 @@ def _validate_top(errors: _Errors, doc: dict) -> None:
     if not isinstance(name, str) or not NAME_RE.match(name):
         errors.add("securityProfileName", f"required, 1-128 characters of [a-zA-Z0-9:_-], got {name!r}")
     desc = doc.get("securityProfileDescription")
-    if desc is not None and (not isinstance(desc, str) or len(desc) > 1000 or not desc.isprintable()):
-        errors.add("securityProfileDescription", "expected printable text of at most 1000 characters")
+    if desc is not None and (not isinstance(desc, str) or len(desc) > 1000 or not DESCRIPTION_RE.match(desc)):
+        errors.add("securityProfileDescription", "expected printable ASCII text (no tabs or line breaks) of at "
+                                                 "most 1000 characters")
     targets = doc.get("alertTargets")
     if targets is not None:
         if not isinstance(targets, dict) or set(targets) - {"SNS"}:
@@ -406,6 +424,10 @@ def _validate_top(errors: _Errors, doc: dict) -> None:
     tags = doc.get("tags")
     if tags is not None and not isinstance(tags, list):
         errors.add("tags", "expected a list of {Key, Value}")
+    for i, tag in enumerate(tags if isinstance(tags, list) else []):
+        problem = _tag_problem(tag)
+        if problem:
+            errors.add(f"tags[{i}]", problem)
     mec = doc.get("metricsExportConfig")
     if mec is not None and (not isinstance(mec, dict) or not isinstance(mec.get("mqttTopic"), str)
                             or not isinstance(mec.get("roleArn"), str)):
