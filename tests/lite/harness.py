@@ -18,6 +18,7 @@ Everything is stopped by pid with bounded waits, and the cgroups are removed (`s
 from __future__ import annotations
 
 import ctypes
+import datetime
 import json
 import os
 import shutil
@@ -98,17 +99,6 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _merge(base: dict, merge: dict) -> dict:
-    """Greengrass MERGE: maps merge key by key, anything else replaces."""
-    out = dict(base)
-    for key, value in merge.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 class Component:
     """A component to deploy: its recipe as built, the folder of its artifacts, a configuration MERGE."""
 
@@ -121,9 +111,8 @@ class Component:
         self.artifacts = Path(artifacts) if artifacts else None
         self.merge = merge or {}
 
-    def configuration(self) -> dict:
-        default = (self.recipe.get("ComponentConfiguration") or {}).get("DefaultConfiguration") or {}
-        return _merge(default, self.merge)
+    def default_configuration(self) -> dict:
+        return (self.recipe.get("ComponentConfiguration") or {}).get("DefaultConfiguration") or {}
 
     def zip_artifacts(self) -> set:
         names = set()
@@ -198,7 +187,9 @@ class LiteCore:
                               "runWithDefault": {"posixUser": "root:root"}, "greengrassDataPlanePort": "8443",
                               "platformOverride": {}}}}
         for c in self.components.values():
-            services[c.name] = {"version": c.version, "configuration": c.configuration()}
+            # the recipe's DefaultConfiguration as lite's deployment writes it (from YAML: scalars are strings);
+            # the test's merge comes after start, typed, as a deployment's configurationUpdate (JSON) would
+            services[c.name] = {"version": c.version, "configuration": c.default_configuration()}
         config = {"system": {"privateKeyPath": str(self.certs / "device.key"),
                              "certificateFilePath": str(self.certs / "device.pem"),
                              "rootCaPath": str(self.certs / "ca.pem"), "rootPath": str(self.root),
@@ -268,6 +259,9 @@ class LiteCore:
                 self._start_daemon(name, [str(self.bin / name)])
             _wait(lambda: self.socket.exists(), 30, "ggipcd's socket")
             _wait(lambda: self._in_ns_exists("/run/greengrass/aws_iot_mqtt"), 30, "iotcored's socket")
+            for c in self.components.values():
+                if c.merge:
+                    self.update_configuration(c.name, c.merge)
         except BaseException:
             self.stop()
             raise
@@ -356,6 +350,16 @@ class LiteCore:
 
         return GreengrassCoreIPCClientV2(client=connect(ipc_socket=str(self.socket),
                                                         authtoken=self.svcuid(component)))
+
+    def update_configuration(self, component: str, merge: dict) -> None:
+        """A typed MERGE into the component's configuration in ggconfigd (UpdateConfiguration under the
+        component's identity: lite scopes configuration writes to the caller; it is the same ggconfigd write a
+        deployment's configurationUpdate makes, and subscribers of the component are notified)."""
+        client = self.ipc_client(component)
+        try:
+            client.update_configuration(key_path=[], value_to_merge=merge, timestamp=datetime.datetime.now(datetime.timezone.utc))
+        finally:
+            client.close()
 
     def daemon_log(self, name: str) -> str:
         path = self.logs / f"{name}.log"

@@ -33,9 +33,21 @@ PLUGIN = "ggdefender.ExamplePlugin"
 INTERVAL = 2  # Collector.DevelopmentSampleIntervalSeconds for the tests
 
 # what the tests merge over the component's configuration, as a deployment's configurationUpdate would
+# Detect's profile: only the broker (8883, the one TCP listener in lite's network namespace) and the seed
+# profile's ports may listen; a test's extra listener raises a violation
+SEED_000 = REPO / "tests" / "unit" / "detect" / "fixtures" / "seed-000-listening-ports.json"
+
+
+def _profile() -> dict:
+    profile = json.loads(SEED_000.read_text())
+    profile["behaviors"][0]["criteria"]["value"]["ports"].append(8883)
+    return profile
+
+
 DEFENDER_MERGE = {
     "Collector": {"DevelopmentSampleIntervalSeconds": str(INTERVAL), "StartJitterPercent": "0"},
     "Remediation": {"ReplyTimeoutSeconds": "3", "RetryInitialSeconds": "0.5"},
+    "Detect": {"Profiles": [_profile()]},
 }
 
 
@@ -79,13 +91,7 @@ class Lite:
         self.thing = core.thing
 
     def update_defender_config(self, merge: dict) -> None:
-        """A configuration write into ggconfigd for ggdefender.Defender (UpdateConfiguration under its identity:
-        lite's configuration updates are caller-scoped, and a deployment's merge is the same ggconfigd write)."""
-        client = self.core.ipc_client(DEFENDER)
-        try:
-            client.update_configuration(key_path=[], value_to_merge=merge, timestamp=time.time())
-        finally:
-            client.close()
+        self.core.update_configuration(DEFENDER, merge)
 
     def component_log(self, name: str) -> str:
         return (self.core.logs / f"{name}.run.log").read_text(errors="replace")

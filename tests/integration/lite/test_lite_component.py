@@ -37,3 +37,36 @@ def test_reports_published_and_accepted_json(lite):
     report = _accepted(lite, "json")
     assert report["header"]["version"] == "1.0"
     assert "metrics" in report
+
+
+def test_configuration_change_applied_live_reports_switch_to_cbor(lite):
+    _accepted(lite, "json")
+    lite.update_defender_config({"Collector": {"ReportFormat": "cbor"}})
+    try:
+        report = _accepted(lite, "cbor")
+        assert report["hed"]["v"] == "1.0"
+    finally:
+        lite.update_defender_config({"Collector": {"ReportFormat": "json"}})
+    _accepted(lite, "json")
+
+
+def test_example_plugin_metric_in_a_report(lite):
+    topic = f"$aws/things/{lite.thing}/defender/metrics/json"
+
+    def has_metric(at, t, p):
+        if t != topic:
+            return False
+        values = json.loads(p).get("custom_metrics", {}).get("open_file_descriptors")
+        return bool(values) and values[0].get("number", 0) > 0
+    lite.observer.wait_for(has_metric, 60, "a report carrying the example plugin's open_file_descriptors")
+
+
+def test_access_control_denies_what_the_recipe_does_not_grant(lite):
+    outcomes_file = lite.core.root / "work" / "ggdefender.LiteProbe" / "outcomes.json"
+    deadline = time.monotonic() + 60
+    while not outcomes_file.exists():
+        assert time.monotonic() < deadline, lite.component_log("ggdefender.LiteProbe")
+        time.sleep(0.2)
+    outcomes = json.loads(outcomes_file.read_text())
+    assert outcomes.pop("publish-granted-local") == "ok"
+    assert outcomes == {name: "UnauthorizedError" for name in outcomes}, outcomes
