@@ -11,9 +11,11 @@ import pytest
 
 import aws_models
 from ggdefender.detect import findings as F
+from ggdefender.detect.profile import NAME_RE as PROFILE_NAME_RE
 from ggdefender.detect.profile import ProfileError, load_profile
 from ggdefender.detect.service import DetectService
-from ggdefender.remediation import jobs
+from ggdefender.local import jobs as local_jobs
+from ggdefender.remediation import documents, jobs
 from ggdefender.remediation.jobs import JobsMachine, Journal, Publish
 
 from detect.detect_helpers import FIXTURES, FakeIpc, report
@@ -247,3 +249,36 @@ def test_the_mapping_and_the_check_refuse_bad_requests():
     assert "statusDetails['k']: 0 characters, fewer than the minimum 1" in problems
     with pytest.raises(AssertionError):
         as_http_input(Publish(PREFIX + "$next/get", {"clientToken": "t" * 65}))
+
+
+# -- the project's own copies of API limits agree with the model ---------------------------------------------
+SAMPLES = ["", "a", "a\n", "A-b_9", "a:b", "a b", "a.b", "a/b", "$next", "caf\u00e9", "a\nb", "x" * 64, "x" * 65,
+           "x" * 128, "x" * 129]
+
+
+def _model_accepts(text, service, operation, member):
+    return aws_models.problems(text, service, operation, member) == []
+
+
+@pytest.mark.parametrize("ours, service, operation, member", [
+    (jobs.JOB_ID, "iot-jobs-data", "UpdateJobExecution", "jobId"),
+    (jobs.THING_NAME, "iot-jobs-data", "UpdateJobExecution", "thingName"),
+    (local_jobs.JOB_ID, "iot", "CreateJob", "jobId"),
+    (local_jobs.DETAIL_KEY, "iot-jobs-data", "UpdateJobExecution", "statusDetails"),
+    (PROFILE_NAME_RE, "iot", "CreateSecurityProfile", "securityProfileName"),
+    (PROFILE_NAME_RE, "iot", "CreateSecurityProfile", "behaviors[].name"),
+], ids=["jobs.JOB_ID", "jobs.THING_NAME", "local.jobs.JOB_ID", "local.jobs.DETAIL_KEY", "profile.NAME_RE/profile", "profile.NAME_RE/behavior"])
+def test_our_name_rules_are_the_models(ours, service, operation, member):
+    for text in SAMPLES:
+        value = {text: "v"} if member == "statusDetails" else text  # a map's key
+        assert bool(ours.match(text)) == _model_accepts(value, service, operation, member), text
+
+
+def test_our_job_document_and_details_limits_are_the_models():
+    assert documents.MAX_DOCUMENT_CHARS == local_jobs.MAX_DOCUMENT_CHARS == \
+        aws_models.input_shape("iot", "CreateJob", "document").metadata["max"]
+    key = aws_models.input_shape("iot-jobs-data", "UpdateJobExecution", "statusDetails").key
+    for text in SAMPLES:
+        clean = jobs.DETAIL_KEY_BAD.sub("_", text)[:128]
+        assert not clean or _model_accepts({clean: "v"}, "iot-jobs-data", "UpdateJobExecution", "statusDetails"), text
+    assert key.metadata["max"] == 128

@@ -25,7 +25,7 @@ from ggdefender.settings import ConfigError, as_int
 from . import metrics as M
 from .threatintel import CidrSet, parse_cidr
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}\Z")  # \Z: `$` would let a trailing newline through
 CIDR_RE = re.compile(r"^[a-fA-F0-9:./]{2,43}$")
 DESCRIPTION_RE = re.compile(r"[\x20-\x7e]*\Z")  # the API's [\p{Graph}\x20]*: Java's \p{Graph} is ASCII
 TAG_KEY_PUNCTUATION = "_.:/=+-@"

@@ -27,8 +27,8 @@ from ggdefender.statefile import atomic_write_json, need, read_json
 
 log = logging.getLogger("ggdefender.local.jobs")
 
-JOB_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-DETAIL_KEY = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+JOB_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}\Z")  # \Z: `$` would let a trailing newline through
+DETAIL_KEY = re.compile(r"^[a-zA-Z0-9:_-]{1,128}\Z")
 MAX_DOCUMENT_CHARS = 32768
 DEVICE_STATUSES = ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED")
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")

@@ -34,8 +34,8 @@ from typing import Any, Callable, Optional
 
 log = logging.getLogger("ggdefender.remediation.jobs")
 
-JOB_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+JOB_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}\Z")  # \Z: `$` would let a trailing newline through
+THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}\Z")
 DETAIL_KEY_BAD = re.compile(r"[^a-zA-Z0-9:_-]")
 DEVICE_STATUSES = ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED")
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
