@@ -291,14 +291,18 @@ def _recipe() -> dict:
 
 
 def _recipe_config() -> dict:
-    return _recipe()["ComponentConfiguration"]["DefaultConfiguration"]
+    """Every setting at its code default (defaults.py) plus the recipe's accessControl."""
+    from ggdefender import defaults
+
+    return defaults.merged(defaults.DEFAULTS, _recipe()["ComponentConfiguration"]["DefaultConfiguration"])
 
 
 def _recipe_run_env() -> dict:
     """The Linux Run step's Setenv without recipe variables (e.g. the malloc settings), as Greengrass sets them."""
     for manifest in _recipe().get("Manifests", []):
         if (manifest.get("Platform") or {}).get("os") in (None, "linux", "*"):
-            setenv = ((manifest.get("Lifecycle") or {}).get("Run") or {}).get("Setenv") or {}
+            steps = {str(k).lower(): v for k, v in (manifest.get("Lifecycle") or {}).items()}  # keys: any case
+            setenv = (steps.get("run") or {}).get("Setenv") or {}
             return {k: str(v) for k, v in setenv.items() if "{" not in str(v)}
     return {}
 

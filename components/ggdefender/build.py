@@ -1,12 +1,15 @@
 """`ggdefender build`: gdk's exact `greengrass-build/` layout, without gdk.
 
-gdk is not installable from PyPI, so this is both gdk-config.json's custom build command and the way CI
-and `ggdefender local` get a deployable component:
+gdk is not installable from PyPI, so this is both gdk-config.json's custom build command (what `gdk component
+build` runs) and the way CI and `ggdefender local` get a deployable component:
 
-    greengrass-build/recipes/recipe.yaml                          (ComponentName/Version/Publisher from
+    greengrass-build/recipes/ggdefender.Defender.yaml             (ComponentName/Version/Publisher from
                                                                    gdk-config.json, artifact URI rewritten)
     greengrass-build/artifacts/<Name>/<Version>/ggdefender.zip    (ggdefender/ without local/ +
                                                                    requirements.txt pinned from pyproject)
+
+The built recipe is named as gdk names it: gdk resolves the `recipe.yaml` symlink and `gdk component publish`
+then reads `greengrass-build/recipes/<the link target's name>`.
 
 The zip is reproducible (sorted entries, fixed timestamps), so an unchanged tree gives the same digest.
 Runs as `python3 components/ggdefender/build.py` too (what gdk calls) with only PyYAML installed.
@@ -27,7 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-RECIPE_SIZE_LIMIT = 16000  # bytes, enforced by gdk
+RECIPE_SIZE_LIMIT = 16000  # bytes, enforced by gdk (gdk.common.consts.MAX_RECIPE_FILE_SIZE_BYTES)
+# Greengrass nucleus lite (aws-greengrass-lite 326e992b) refuses recipes beyond these; docs/deploy.md:
+LITE_MAX_RECIPE_BYTES = 8196  # modules/ggl-recipe/src/recipe.c: ggl_recipe_get_from_file reads into file_mem[8196]
+LITE_MAX_SUBOBJECTS = 255  # gg_sdk include/gg/object.h GG_MAX_OBJECT_SUBOBJECTS, over the whole decoded recipe
+LITE_MAX_DEPTH = 15  # gg_sdk include/gg/object.h GG_MAX_OBJECT_DEPTH (`5` is depth 1, `{"a": 5}` depth 2)
+LITE_RUNTIMES = ("*", "aws_nucleus_lite")  # recipe.c manifest_selection; a manifest without runtime is skipped
+LITE_STEPS = ("bootstrap", "install", "startup", "run", "shutdown")  # recipe2unit looks them up in lower case
+# recipe-runner (runner.c handle_escape) reads every `{`...`}` of a script or Setenv value as a recipe variable and
+# fails on any other than these (ggl-config-interpolation/src/interpolation.c ggl_substitute_escape)
+_LITE_VARIABLE = re.compile(r"\{(?:[A-Za-z0-9._-]+:)?(?:kernel:rootPath|iot:thingName|work:path|artifacts:path|"
+                            r"artifacts:decompressedPath|configuration:/[^{}]*)\}")
 ARCHIVE = "ggdefender.zip"
 PACKAGE = "ggdefender"
 EXCLUDED_DIRS = {"local", "__pycache__"}  # local/ is the offline core: never shipped to devices
@@ -52,6 +65,11 @@ class Project:
     version: str
     author: str
     recipe_file: Path  # recipe.yaml / recipe.json beside gdk-config.json (may be a symlink)
+
+    @property
+    def built_recipe_name(self) -> str:
+        """gdk's GDKProject takes the recipe file `.resolve()`d, so its publish reads the link target's name."""
+        return self.recipe_file.resolve().name
 
 
 @dataclass(frozen=True)
@@ -188,6 +206,50 @@ def transform_recipe(recipe: dict, project: Project, built_files: List[str]) -> 
     return recipe
 
 
+def lite_subobjects(obj) -> int:
+    """gg_sdk's count (object.h): a list counts its length, a map twice its length, plus their contents."""
+    if isinstance(obj, list):
+        return len(obj) + sum(lite_subobjects(v) for v in obj)
+    if isinstance(obj, dict):
+        return 2 * len(obj) + sum(lite_subobjects(v) for v in obj.values())
+    return 0
+
+
+def _depth(obj) -> int:
+    children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else None
+    return 1 + max((_depth(v) for v in children), default=0) if children is not None else 1
+
+
+def lite_problems(recipe: dict, size: int) -> List[str]:
+    """Why nucleus lite would refuse or mis-run this recipe (a file of `size` bytes); empty when it would not."""
+    problems = []
+    if size > LITE_MAX_RECIPE_BYTES:
+        problems.append(f"{size} bytes, over nucleus lite's {LITE_MAX_RECIPE_BYTES}")
+    count = lite_subobjects(recipe)
+    if count > LITE_MAX_SUBOBJECTS:
+        problems.append(f"{count} sub-objects, over nucleus lite's {LITE_MAX_SUBOBJECTS}")
+    if _depth(recipe) > LITE_MAX_DEPTH:
+        problems.append(f"nested {_depth(recipe)} deep, over nucleus lite's {LITE_MAX_DEPTH}")
+    manifests = [m for m in recipe.get(_ci_key(recipe, "Manifests") or "", None) or [] if isinstance(m, dict)]
+    lite = [m for m in manifests if isinstance(m.get("Platform"), dict) and m["Platform"].get("runtime") in LITE_RUNTIMES]
+    if not lite:
+        problems.append(f"no manifest with Platform.runtime {' or '.join(map(repr, LITE_RUNTIMES))}: lite skips it")
+    for manifest in lite:
+        steps = manifest.get("Lifecycle") or {}
+        for key, step in steps.items():
+            if key not in LITE_STEPS and key.lower() in LITE_STEPS:
+                problems.append(f"lifecycle step {key!r}: nucleus lite runs only {key.lower()!r}")
+            texts = [step] if isinstance(step, str) else []
+            if isinstance(step, dict):
+                texts = [step.get("Script", "")] + [str(v) for v in (step.get("Setenv") or {}).values()]
+            for text in texts:
+                stray = _LITE_VARIABLE.sub("", str(text))
+                if "{" in stray or "}" in stray:
+                    problems.append(f"lifecycle step {key!r}: a brace that is not a recipe variable (lite's "
+                                    "recipe-runner reads every {...} as one)")
+    return problems
+
+
 def build(root: Optional[Path] = None) -> BuildResult:
     try:
         import yaml
@@ -220,8 +282,11 @@ def build(root: Optional[Path] = None) -> BuildResult:
     text = json.dumps(recipe, indent=2) if is_json else yaml.safe_dump(recipe, sort_keys=False, width=120)
     if len(text.encode()) > RECIPE_SIZE_LIMIT:
         raise BuildError(f"built recipe is {len(text.encode())} bytes, over gdk's {RECIPE_SIZE_LIMIT}-byte limit")
-    recipe_out = recipes_dir / project.recipe_file.name
+    recipe_out = recipes_dir / project.built_recipe_name
     recipe_out.write_text(text)
+    for problem in lite_problems(recipe, len(text.encode())):
+        print(f"ggdefender build: warning: {recipe_out.name} will not run on Greengrass nucleus lite: {problem}",
+              file=sys.stderr)
     for recipe_rel, source_rel in EXTRA_COMPONENTS:
         build_extra(root / recipe_rel, root / source_rel, out)
     return BuildResult(recipe_out, archive, project.name, project.version)

@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from ggdefender import defaults
+
 log = logging.getLogger("ggdefender.ipc")
 
 IotHandler = Callable[[str, bytes], None]
@@ -279,14 +281,16 @@ class Ipc:
 
     # -- configuration -----------------------------------------------------------------------------
     def get_config(self, key_path: Optional[list] = None, component: Optional[str] = None) -> Any:
-        """The component's configuration (or the node at key_path); None when the key does not exist."""
+        """The component's configuration (or the node at key_path); None when the key does not exist. For the
+        own component the code defaults (defaults.py) are merged under it: the recipe carries none."""
         from awsiot.greengrasscoreipc.model import ResourceNotFoundError
 
         try:
             resp = self._call(lambda c: c.get_configuration(component_name=component, key_path=key_path or []))
+            value = resp.value
         except ResourceNotFoundError:
-            return None
-        return resp.value
+            value = None
+        return defaults.with_defaults(key_path or [], value) if component is None else value
 
     def update_config(self, key_path: list, value_to_merge: dict) -> None:
         now = datetime.datetime.now(datetime.timezone.utc)

@@ -6,9 +6,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from ggdefender import build as b
+from ggdefender import defaults
 
 ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "ggdefender.Defender.yaml"
+
+
+def recipe_configuration() -> dict:
+    """The recipe's DefaultConfiguration (accessControl only): what a nucleus gives the component before any
+    MERGE; the component fills in the rest from its code defaults."""
+    return yaml.safe_load(RECIPE.read_text())["ComponentConfiguration"]["DefaultConfiguration"]
+
+
+def full_configuration() -> dict:
+    """Every setting at its code default plus the recipe's accessControl, for tests that edit sections in
+    place (the same values the component reads when given only the recipe's configuration)."""
+    return defaults.merged(defaults.DEFAULTS, recipe_configuration())
 
 
 def build_copy(root: Path):

@@ -11,7 +11,6 @@ change the test makes is its own rogue listener; the mitigation rule names that 
 can never stop a process it did not start.
 """
 
-import copy
 import json
 import socket
 import subprocess
@@ -20,16 +19,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
-from component_build import loopback_listener
+from component_build import full_configuration, loopback_listener
 
 pytestmark = pytest.mark.integration
 
 harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "recipes" / "ggdefender.Defender.yaml"
 SEED_000 = REPO / "tests" / "unit" / "detect" / "fixtures" / "seed-000-listening-ports.json"
 THING = "detectThing"
 COMPONENT = "ggdefender.Defender"
@@ -41,7 +38,7 @@ def _listening_tcp_ports() -> set:
 
 
 def _config(profile: dict, rogue_port: int) -> dict:
-    cfg = copy.deepcopy(yaml.safe_load(RECIPE.read_text())["ComponentConfiguration"]["DefaultConfiguration"])
+    cfg = full_configuration()
     cfg["Collector"].update({"DevelopmentSampleIntervalSeconds": str(INTERVAL), "StartJitterPercent": "0"})
     cfg["Remediation"].update({"ReplyTimeoutSeconds": "3", "RetryInitialSeconds": "0.5"})
     cfg["Detect"].update({

@@ -11,7 +11,6 @@ processes under `ggdefender local`.
 The legitimate closed loop (rogue listener -> detect -> stop-listener) is tests/integration/test_detect_loop.py.
 """
 
-import copy
 import json
 import os
 import socket
@@ -23,21 +22,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from component_build import loopback_listener
+from component_build import full_configuration, loopback_listener
 
 pytestmark = pytest.mark.integration
 
 harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
 
-REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "recipes" / "ggdefender.Defender.yaml"
 THING = "attackedThing"
 COMPONENT = "ggdefender.Defender"
 OURS = "ggdefender.remediation/1"
 
 
 def _config() -> dict:
-    cfg = copy.deepcopy(yaml.safe_load(RECIPE.read_text())["ComponentConfiguration"]["DefaultConfiguration"])
+    cfg = full_configuration()
     cfg["Collector"].update({"DevelopmentSampleIntervalSeconds": "3", "StartJitterPercent": "0"})
     cfg["Remediation"].update({"ReplyTimeoutSeconds": "3", "RetryInitialSeconds": "0.5"})
     return cfg

@@ -13,21 +13,22 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
+
+from component_build import recipe_configuration
 
 harness = pytest.importorskip("ggdefender.local.harness")
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Greengrass components run on Linux")]
 
-ROOT = Path(__file__).resolve().parents[2]
 NAME = "ggdefender.Defender"
 THING = "relayThing"
 
 
 def _config() -> dict:
-    recipe = yaml.safe_load((ROOT / "recipe.yaml").read_text())
-    cfg = recipe["ComponentConfiguration"]["DefaultConfiguration"]
-    cfg["Collector"].update({"DevelopmentSampleIntervalSeconds": "1", "StartJitterPercent": "0"})
+    # the recipe's configuration and a partial MERGE of two Collector keys, as a deployment would send:
+    # every other setting comes from the component's code defaults (defaults.py)
+    cfg = recipe_configuration()
+    cfg["Collector"] = {"DevelopmentSampleIntervalSeconds": "1", "StartJitterPercent": "0"}
     return cfg
 
 

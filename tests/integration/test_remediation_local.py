@@ -5,7 +5,6 @@ in process B) runs as `ggdefender.Defender` with the recipe's real accessControl
 offline IoT Jobs service (local/jobs.py) exactly as `ggdefender local jobs create` does.
 """
 
-import copy
 import json
 import os
 import shutil
@@ -18,22 +17,20 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+
+from component_build import full_configuration
 
 pytestmark = pytest.mark.integration
 
 harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
 
-REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "recipes" / "ggdefender.Defender.yaml"
 THING = "remThing"
 COMPONENT = "ggdefender.Defender"
 OURS = "ggdefender.remediation/1"
 
 
 def _default_config() -> dict:
-    recipe = yaml.safe_load(RECIPE.read_text())
-    return copy.deepcopy(recipe["ComponentConfiguration"]["DefaultConfiguration"])
+    return full_configuration()
 
 
 def _config(remediation: dict | None = None) -> dict:

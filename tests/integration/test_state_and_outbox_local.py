@@ -7,7 +7,6 @@
   periodic save (DetectService.close runs on the way out of process B).
 """
 
-import copy
 import json
 import os
 import signal
@@ -16,14 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+
+from component_build import full_configuration
 
 pytestmark = pytest.mark.integration
 
 harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
 
-REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "recipes" / "ggdefender.Defender.yaml"
 THING = "stateThing"
 COMPONENT = "ggdefender.Defender"
 OURS = "ggdefender.remediation/1"
@@ -31,7 +29,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED")
 
 
 def _config(interval: int = 2, detect: dict | None = None) -> dict:
-    cfg = copy.deepcopy(yaml.safe_load(RECIPE.read_text())["ComponentConfiguration"]["DefaultConfiguration"])
+    cfg = full_configuration()
     cfg["Collector"].update({"DevelopmentSampleIntervalSeconds": str(interval), "StartJitterPercent": "0"})
     cfg["Remediation"].update({"ReplyTimeoutSeconds": "3", "RetryInitialSeconds": "0.5"})
     if detect:

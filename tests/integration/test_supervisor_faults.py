@@ -18,16 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from component_build import build_copy
+from component_build import build_copy, full_configuration
 from ggdefender import supervisor as sv
 
 harness = pytest.importorskip("ggdefender.local.harness")
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Greengrass components run on Linux")]
 
-ROOT = Path(__file__).resolve().parents[2]
 NAME = "ggdefender.Defender"
 STARTED = re.compile(r" (\d+) ggdefender\.supervisor: collector process started \(pid (\d+)\)")
 
@@ -201,8 +199,7 @@ def _leaky_plugin_path(folder: Path) -> Path:
 
 def test_collector_over_its_memory_limit_is_restarted_with_the_cause_named(tmp_path):
     plugins = _leaky_plugin_path(tmp_path / "plugins")
-    config = yaml.safe_load((ROOT / "recipes" / f"{NAME}.yaml").read_text())["ComponentConfiguration"][
-        "DefaultConfiguration"]  # with the recipe's accessControl
+    config = full_configuration()  # with the recipe's accessControl
     config["Collector"].update({"DevelopmentSampleIntervalSeconds": "1", "StartJitterPercent": "0"})
     config["Supervisor"].update({"CollectorMemoryLimitMiB": "64", "RestartInitialBackoffSeconds": "1"})
     with harness.LocalCore(tmp_path / "core", thing="leakThing") as core:

@@ -1,4 +1,5 @@
-"""`ggdefender build`: gdk's layout, URI rewriting, recipe schema and limits, the shipped archive."""
+"""`ggdefender build`: gdk's layout, URI rewriting, gdk's own validators, gdk's and nucleus lite's limits, the
+shipped archive."""
 
 import hashlib
 import json
@@ -14,10 +15,10 @@ import jsonschema
 import pytest
 import yaml
 
+import gdk_cli
 from ggdefender import build as b
 
 ROOT = Path(__file__).resolve().parents[2]
-GDK = ROOT / "tests" / "data" / "gdk"
 RECIPE = ROOT / "recipes" / "ggdefender.Defender.yaml"
 
 
@@ -44,37 +45,40 @@ def test_recipe_yaml_is_a_relative_symlink_to_the_one_recipe():
     assert not (ROOT / "recipe.json").exists()
 
 
-def test_gdk_config_passes_gdk_schema():
-    schema = json.loads((GDK / "gdk_config_schema.json").read_text())
+def test_gdk_config_passes_gdks_own_validator():
     cfg = json.loads((ROOT / "gdk-config.json").read_text())
-    jsonschema.validate(cfg, schema)
+    gdk_cli.validate_config(cfg)
     (name, comp), = cfg["component"].items()
     assert name == "ggdefender.Defender" and comp["build"]["build_system"] == "custom"
 
 
-def test_gdk_config_schema_can_fail():
-    schema = json.loads((GDK / "gdk_config_schema.json").read_text())
-    bad = {"component": {"a": {"author": "x", "version": "1.0", "build": {"build_system": "custom"},
-                               "publish": {"bucket": "b"}}, "b": {}}, "gdk_version": "1.0.0"}
-    errors = list(jsonschema.Draft7Validator(schema).iter_errors(bad))
-    text = " ".join(e.message for e in errors)
-    assert "has too many properties" in text
+def test_gdks_config_validator_can_fail():
+    cfg = json.loads((ROOT / "gdk-config.json").read_text())
+    cfg["component"]["ggdefender.Defender"]["build"]["build_system"] = "make"
+    with pytest.raises(jsonschema.ValidationError):
+        gdk_cli.validate_config(cfg)
+    cfg = json.loads((ROOT / "gdk-config.json").read_text())
+    cfg["gdk_version"] = "99.0.0"  # newer than the installed gdk: gdk refuses with its update command
+    with pytest.raises(Exception, match="requires gdk cli version '99.0.0'"):
+        gdk_cli.validate_config(cfg)
 
 
-def test_source_recipe_passes_recipe_schema_and_size_limit():
-    raw = RECIPE.read_bytes()
+@pytest.mark.parametrize("name", ["ggdefender.Defender.yaml", "ggdefender.ExamplePlugin.yaml"])
+def test_source_recipes_pass_gdks_recipe_validator_and_size_limit(name):
+    raw = (ROOT / "recipes" / name).read_bytes()
     assert len(raw) < b.RECIPE_SIZE_LIMIT
-    schema = json.loads((GDK / "recipe_schema.json").read_text())
-    jsonschema.validate(yaml.safe_load(raw), schema)
+    gdk_cli.validate_recipe(yaml.safe_load(raw))
 
 
-def test_recipe_schema_catches_mistakes():
-    schema = json.loads((GDK / "recipe_schema.json").read_text())
+def test_gdks_recipe_validator_catches_mistakes():
     recipe = yaml.safe_load(RECIPE.read_text())
-    recipe["Manifests"][0]["Lifecycle"]["Startup"] = "x"        # Run and Startup together
+    recipe["Manifests"][0]["Platform"]["runtime"] = 5
+    with pytest.raises(jsonschema.ValidationError, match="5 is not of type 'string'"):
+        gdk_cli.validate_recipe(recipe)
+    recipe = yaml.safe_load(RECIPE.read_text())
     recipe["Manifests"][0]["Artifacts"][0]["Unarchive"] = "TAR"
-    errors = list(jsonschema.Draft7Validator(schema).iter_errors(recipe))
-    assert len(errors) == 2
+    with pytest.raises(jsonschema.ValidationError, match="TAR"):
+        gdk_cli.validate_recipe(recipe)
 
 
 def test_recipe_contract():
@@ -82,15 +86,16 @@ def test_recipe_contract():
     assert r["ComponentName"] == "ggdefender.Defender"
     assert r["ComponentDependencies"]["aws.greengrass.Nucleus"]["VersionRequirement"].startswith(">=2.6.0")
     (manifest,) = r["Manifests"]
-    assert manifest["Platform"]["os"] == "linux"
+    assert manifest["Platform"] == {"os": "linux", "runtime": "*"}
     life = manifest["Lifecycle"]
-    install = life["Install"]["Script"]
-    assert not re.search(r"\s--user\b", install)
-    assert 'WORK="{work:path}"' in install and '"$PY" -m venv "$WORK/venv"' in install
-    assert "-m ggdefender run" in life["Run"]["Script"]
+    assert set(life) == {"install", "run"}
+    # the install logic ships in the artifact (any shell syntax there); the recipe only calls it
+    assert life["install"]["Script"] == ('sh "{artifacts:decompressedPath}/ggdefender/ggdefender/install.sh" '
+                                         '"{artifacts:decompressedPath}/ggdefender" "{work:path}"')
+    assert life["run"]["RequiresPrivilege"] is True
+    assert "-m ggdefender run" in life["run"]["Script"]
     conf = r["ComponentConfiguration"]["DefaultConfiguration"]
-    for section in ("Collector", "Plugins", "Remediation", "Detect", "Supervisor"):
-        assert section in conf
+    assert list(conf) == ["accessControl"]  # the settings' defaults live in the code (defaults.py)
     acl = conf["accessControl"]
     mqtt = {res for pol in acl["aws.greengrass.ipc.mqttproxy"].values() for res in pol["resources"]}
     base = "$aws/things/{iot:thingName}/defender/metrics/"
@@ -108,21 +113,59 @@ def test_recipe_contract():
                     "operations": ["aws.greengrass#RestartComponent"], "resources": ["ggdefender.Defender"]}]
 
 
+@pytest.mark.parametrize("name", ["ggdefender.Defender.yaml", "ggdefender.ExamplePlugin.yaml"])
+def test_recipes_fit_nucleus_lite(name, project):
+    """Lite's limits, from its source (numbers and places in build.py): the source file (comments count) and the
+    built recipe fit, with room to spare for a user's additions."""
+    raw = (ROOT / "recipes" / name).read_bytes()
+    recipe = yaml.safe_load(raw)
+    assert b.lite_problems(recipe, len(raw)) == []
+    assert len(raw) < 0.75 * b.LITE_MAX_RECIPE_BYTES and b.lite_subobjects(recipe) < 0.8 * b.LITE_MAX_SUBOBJECTS
+    b.build(project)
+    built = project / "greengrass-build" / "recipes" / (name if name == RECIPE.name else
+                                                        name.replace(".yaml", "-1.0.0.yaml"))
+    assert b.lite_problems(yaml.safe_load(built.read_bytes()), built.stat().st_size) == []
+    # the classic nucleus takes the same file: runtime "*" is its wildcard (PlatformHelper.isAttributeSatisfied)
+    # and its lifecycle keys are case-insensitive (Topics keyed by CaseInsensitiveString; it looks up "install")
+    (manifest,) = recipe["Manifests"]
+    assert manifest["Platform"]["runtime"] == "*" and all(k == k.lower() for k in manifest["Lifecycle"])
+
+
+def test_lite_problems_names_each_limit():
+    recipe = yaml.safe_load(RECIPE.read_text())
+    assert b.lite_problems(recipe, b.LITE_MAX_RECIPE_BYTES + 1) == [f"{b.LITE_MAX_RECIPE_BYTES + 1} bytes, over "
+                                                                  f"nucleus lite's {b.LITE_MAX_RECIPE_BYTES}"]
+    big = json.loads(json.dumps(recipe))
+    big["ComponentConfiguration"]["DefaultConfiguration"]["Extra"] = {f"k{i}": i for i in range(40)}
+    assert any("sub-objects, over nucleus lite's 255" in p for p in b.lite_problems(big, 100))
+    life = json.loads(json.dumps(recipe))
+    steps = life["Manifests"][0]["Lifecycle"]
+    steps["Install"] = steps.pop("install")
+    steps["run"]["Script"] = 'PY="${GGDEFENDER_PYTHON-python3}"; f() { :; }'
+    problems = b.lite_problems(life, 100)
+    assert "lifecycle step 'Install': nucleus lite runs only 'install'" in problems
+    assert any("'run': a brace that is not a recipe variable" in p for p in problems)
+    del life["Manifests"][0]["Platform"]["runtime"]
+    assert any("lite skips it" in p for p in b.lite_problems(life, 100))
+
+
 def test_build_writes_gdk_layout(project):
     result = b.build(project)
     out = project / "greengrass-build"
-    assert result.recipe == out / "recipes" / "recipe.yaml"
+    # named as gdk names it: the recipe.yaml link's target, which `gdk component publish` then reads
+    assert result.recipe == out / "recipes" / "ggdefender.Defender.yaml"
     assert result.artifact == out / "artifacts" / "ggdefender.Defender" / "1.0.0" / "ggdefender.zip"
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    ours = [f for f in files if "ggdefender.Defender" in f or f == "recipes/recipe.yaml"]
-    assert ours == ["artifacts/ggdefender.Defender/1.0.0/ggdefender.zip", "recipes/recipe.yaml"]
+    ours = [f for f in files if "ggdefender.Defender" in f]
+    assert ours == ["artifacts/ggdefender.Defender/1.0.0/ggdefender.zip", "recipes/ggdefender.Defender.yaml"]
     built = yaml.safe_load(result.recipe.read_text())
     assert built["Manifests"][0]["Artifacts"][0]["URI"] == \
         "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/ggdefender.zip"
     assert (built["ComponentName"], built["ComponentVersion"], built["ComponentPublisher"]) == \
         ("ggdefender.Defender", "1.0.0", "ggdefender")
     assert len(result.recipe.read_bytes()) < b.RECIPE_SIZE_LIMIT
-    jsonschema.validate(built, json.loads((GDK / "recipe_schema.json").read_text()))
+    gdk_cli.validate_recipe(built)
+    gdk_cli.validate_recipe(yaml.safe_load((out / "recipes" / "ggdefender.ExamplePlugin-1.0.0.yaml").read_text()))
 
 
 def test_version_and_author_come_from_gdk_config(project):
@@ -143,6 +186,7 @@ def test_archive_contents(project):
         names = zf.namelist()
         reqs = zf.read("requirements.txt").decode()
     assert "ggdefender/__main__.py" in names and "ggdefender/collector/procfs.py" in names
+    assert "ggdefender/install.sh" in names and "ggdefender/defaults.py" in names
     assert not any(n.startswith("ggdefender/local/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert all(n.startswith("ggdefender/") or n == "requirements.txt" for n in names)
@@ -199,4 +243,4 @@ def test_cli_print_merge_and_gdk_style_invocation(project):
     # what gdk's custom build runs, from the project folder, with no package installed on the path
     subprocess.run([sys.executable, "components/ggdefender/build.py"], cwd=project, env=env, check=True,
                    capture_output=True)
-    assert (project / "greengrass-build" / "recipes" / "recipe.yaml").is_file()
+    assert (project / "greengrass-build" / "recipes" / "ggdefender.Defender.yaml").is_file()

@@ -33,13 +33,10 @@ def test_settings_defaults_strings_and_errors():
     assert "IpcRetryBudgetSeconds" in str(e.value) and "CollectorMemoryLimitMiB" in str(e.value)
 
 
-def test_recipe_defaults_are_the_built_in_defaults():
-    import yaml
-    from pathlib import Path
+def test_code_defaults_are_the_built_in_defaults():
+    from ggdefender import defaults
 
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "recipes" / "ggdefender.Defender.yaml").read_text())
-    section = recipe["ComponentConfiguration"]["DefaultConfiguration"]["Supervisor"]
-    assert sv.parse_settings(section) == sv.SupervisorSettings()
+    assert sv.parse_settings(defaults.DEFAULTS["Supervisor"]) == sv.SupervisorSettings()
 
 
 def test_one_supervisor_per_work_folder(tmp_path):

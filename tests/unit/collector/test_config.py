@@ -11,13 +11,10 @@ def test_defaults():
     assert st.warnings == ()
 
 
-def test_recipe_defaults_parse_cleanly():
-    import yaml
-    from pathlib import Path
+def test_code_defaults_parse_cleanly():
+    from ggdefender import defaults
 
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[3] / "recipes" / "ggdefender.Defender.yaml").read_text())
-    section = recipe["ComponentConfiguration"]["DefaultConfiguration"]["Collector"]
-    st = cfg.parse(section)
+    st = cfg.parse(defaults.DEFAULTS["Collector"])
     assert st == cfg.CollectorSettings() and st.warnings == ()
 
 

@@ -1,16 +1,17 @@
+import copy
 from pathlib import Path
 
 import yaml
 
+from ggdefender import defaults
 from ggdefender.detect.config import parse
 
 RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "ggdefender.Defender.yaml"
 
 
-def test_recipe_detect_defaults_parse_and_keep_mitigation_off():
+def test_code_detect_defaults_parse_and_keep_mitigation_off():
     recipe = yaml.safe_load(RECIPE.read_text())
-    section = recipe["ComponentConfiguration"]["DefaultConfiguration"]["Detect"]
-    cfg = parse(section)
+    cfg = parse(defaults.DEFAULTS["Detect"])
     assert cfg.enabled and cfg.profiles == () and cfg.mitigation.enabled is False
     assert cfg.stats.warmup == 30 and cfg.findings.account == "000000000000"
     # detect's mitigation requests and their results travel over the private relay, never the bus (docs/security.md)
@@ -22,7 +23,7 @@ def test_recipe_detect_defaults_parse_and_keep_mitigation_off():
 
 
 def test_a_remediation_job_can_mark_a_violation_benign_over_the_recipe_defaults(tmp_path):
-    """The documented job path (set-config of Detect/VerificationStatesText) against the recipe's own Detect
+    """The documented job path (set-config of Detect/VerificationStatesText) against the default Detect
     section, whose `VerificationStates: {}` object a job may not overwrite with a string."""
     from detect_helpers import FakeIpc, report
 
@@ -32,7 +33,7 @@ def test_a_remediation_job_can_mark_a_violation_benign_over_the_recipe_defaults(
     from ggdefender.remediation.executor import Executor
     from ggdefender.remediation.safety import SafetyPolicy
 
-    section = dict(yaml.safe_load(RECIPE.read_text())["ComponentConfiguration"]["DefaultConfiguration"]["Detect"])
+    section = copy.deepcopy(defaults.DEFAULTS["Detect"])
     section["Profiles"] = [str(Path(__file__).parent / "fixtures" / "seed-000-listening-ports.json")]
     detect_ipc = FakeIpc()
     svc = DetectService(detect_ipc, "gw", str(tmp_path), clock=lambda: 1_764_000_000.0)
