@@ -194,7 +194,8 @@ def _walk(shape: Shape, value: Any, path: str, problems: list) -> None:
             if key not in shape.members:
                 problems.append(f"{where}: unknown member {key!r} (not in {shape.name})")
         for key in shape.required_members:
-            if key not in value:
+            # an idempotency token is filled in by botocore (and the CLI) when the caller leaves it out
+            if key not in value and not shape.members[key].metadata.get("idempotencyToken"):
                 problems.append(f"{where}: required member {key!r} is missing")
         if meta.get("union") and len(value) != 1:
             problems.append(f"{where}: a union ({shape.name}) takes exactly one member, got {len(value)}")
@@ -284,14 +285,14 @@ def _short(value: Any) -> str:
 
 # -- entry points -------------------------------------------------------------------------------------------
 @lru_cache(maxsize=None)
-def _service(name: str):
+def service_model(name: str):
     return botocore.session.get_session().get_service_model(name)
 
 
 def input_shape(service: str, operation: str, member: Optional[str] = None) -> Shape:
     """The input shape of `service` `operation`, or of one member of it: `Findings[]` is a list's item,
     `a.b` a nested member."""
-    shape = _service(service).operation_model(operation).input_shape
+    shape = service_model(service).operation_model(operation).input_shape
     for part in (member.split(".") if member else []):
         name, items = (part[:-2], True) if part.endswith("[]") else (part, False)
         if shape.type_name != "structure" or name not in shape.members:

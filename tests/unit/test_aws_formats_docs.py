@@ -6,14 +6,19 @@ before it is a marker, `<!-- aws-shape: <service> <Operation> [member] -->`, e.g
 member takes the block's text as written, as `--document file://...` does). So that a new example cannot go
 unchecked, every JSON block is also searched for objects that look like one of the shapes below: one that is
 a whole block must carry the marker, and one nested in a larger example (a profile inside a Detect
-configuration) is checked where it stands.
+configuration) is checked where it stands. The placeholders users fill in (REGION, ACCOUNT) are replaced by
+values of the right form first. The `aws ...` commands in shell blocks are read into their operation's input
+and checked the same way.
 """
 
+import itertools
 import json
 import os
 import re
+import shlex
 from functools import lru_cache
 
+import botocore
 import jsonschema
 import pytest
 
@@ -149,6 +154,143 @@ def test_every_aws_shaped_example_is_marked_and_every_nested_one_is_valid():
             problems += aws_models.problems(value, service, operation, member, path=f"{where} {path}")
     assert unmarked == [] and problems == []
     assert checked >= 1  # the Detect configuration example in configuration.md holds a profile
+
+
+# -- `aws ...` commands in shell blocks ----------------------------------------------------------------------
+# The AWS CLI builds an operation's input from its options: `--member-name` is the member whose name
+# botocore.xform_name(name, "-") gives, a boolean is `--flag` / `--no-flag`, a list takes the values up to the
+# next option, a structure or map is JSON or shorthand `a=1,b=x`. What this reading does not know (another
+# global option, nested shorthand) fails rather than being skipped. A `file://` value is a file the docs show
+# as an example of its own (checked above): the member counts as given, its value is not read here.
+GLOBAL_OPTIONS = {"--region", "--profile", "--output", "--query", "--endpoint-url"}
+SHELL_VALUES = {"$(date +%s)": "1764000000"}
+_SHELL_VARIABLE = re.compile(r"^([A-Z_][A-Z0-9_]*)=(\S+)$")
+
+
+def shell_commands(text):
+    """The `aws` commands of a shell block: continuation lines joined, comments dropped, `NAME=value`
+    variables and the few command substitutions in SHELL_VALUES expanded."""
+    variables, commands = {}, []
+    for line in text.replace("\\\n", " ").split("\n"):
+        if not re.match(r"\s*(aws\s|[A-Z_][A-Z0-9_]*=)", line):
+            continue  # other tools' commands (their quoting is theirs)
+        for src, dst in SHELL_VALUES.items():
+            line = line.replace(src, dst)
+        words = [re.sub(r"\$\{?([A-Z_][A-Z0-9_]*)\}?", lambda m: variables.get(m.group(1), m.group(0)), w)
+                 for w in shlex.split(line, comments=True)]
+        if len(words) == 1 and _SHELL_VARIABLE.match(words[0]):
+            name, value = _SHELL_VARIABLE.match(words[0]).groups()
+            variables[name] = value
+        elif words:
+            commands.append(words)
+    return commands
+
+
+def _operation(model, command):
+    for name in model.operation_names:
+        if botocore.xform_name(name, "-") == command:
+            return name
+    raise AssertionError(f"aws {model.service_name} {command}: no such operation")
+
+
+def _cli_value(shape, words, where):
+    kind = shape.type_name
+    if kind == "list":
+        return [_cli_value(shape.member, [w], where) for w in words]
+    assert len(words) == 1, f"{where}: expected one value, got {words}"
+    word = words[0]
+    if kind in ("structure", "map"):
+        if word[:1] in "{[":
+            return json.loads(word)
+        pairs = [p.split("=", 1) for p in word.split(",")]
+        assert all(len(p) == 2 and not any(c in p[1] for c in "{[=") for p in pairs), \
+            f"{where}: shorthand {word!r} is not of the form a=1,b=x"
+        if kind == "map":
+            return dict(pairs)
+        assert all(k in shape.members for k, _ in pairs), f"{where}: {word!r} names a member {shape.name} lacks"
+        return {k: _cli_value(shape.members[k], [v], where) for k, v in pairs}
+    if kind in ("integer", "long"):
+        return int(word)
+    if kind in ("float", "double"):
+        return float(word)
+    return word
+
+
+def cli_input(words, where):
+    """(service, operation, input) of one `aws <service> <command> ...` command; None for an input read
+    whole from a file (`--cli-input-json file://...`, the file being an example of its own)."""
+    assert len(words) >= 3 and words[0] == "aws", f"{where}: not an aws command: {words}"
+    model = aws_models.service_model(words[1])
+    operation = _operation(model, words[2])
+    shape = model.operation_model(operation).input_shape
+    options = {botocore.xform_name(m, "-"): m for m in shape.members}
+    document, i, rest = {}, 3, words[3:]
+    if "--cli-input-json" in rest:
+        return None
+    while i < len(words):
+        option = words[i]
+        assert option.startswith("--"), f"{where}: unexpected word {option!r}"
+        values = list(itertools.takewhile(lambda w: not w.startswith("--"), words[i + 1:]))
+        i += 1 + len(values)
+        if option in GLOBAL_OPTIONS:
+            continue
+        name = option[2:]
+        negated = name.startswith("no-") and options.get(name[3:]) and shape.members[options[name[3:]]].type_name == "boolean"
+        member = options.get(name[3:] if negated else name)
+        assert member, f"{where}: aws {words[1]} {words[2]} has no option {option}"
+        member_shape = shape.members[member]
+        if member_shape.type_name == "boolean":
+            assert not values, f"{where}: {option} takes no value"
+            document[member] = not negated
+        elif values == [values[0]] and values[0].startswith("file://"):
+            document[member] = FILE_VALUE
+        else:
+            assert values, f"{where}: {option} needs a value"
+            document[member] = _cli_value(member_shape, values, f"{where} {option}")
+    return model.service_name, operation, document
+
+
+FILE_VALUE = object()
+
+
+def cli_commands():
+    found = []
+    for where, lang, text, _marker in blocks():
+        if lang in ("sh", "bash", "shell", ""):
+            found += [(where, words) for words in shell_commands(text) if words[0] == "aws"]
+    return found
+
+
+@pytest.mark.parametrize("where, words", cli_commands(), ids=[f"{w} {' '.join(c[1:3])}" for w, c in cli_commands()])
+def test_aws_cli_example_is_a_valid_input(where, words):
+    parsed_input = cli_input(words, where)
+    if parsed_input is None:
+        return
+    service, operation, document = parsed_input
+    from_files = [k for k, v in document.items() if v is FILE_VALUE]
+    for key in from_files:  # given, not read: a valid stand-in keeps it from counting as missing
+        del document[key]
+    problems = [p for p in aws_models.problems(document, service, operation, path=where)
+                if not any(f"required member {k!r}" in p for k in from_files)]
+    assert problems == []
+
+
+def test_the_cli_reading_is_not_vacuous():
+    commands = [" ".join(words[:3]) for _where, words in cli_commands()]
+    assert commands.count("aws iot create-job") >= 2 and "aws iot describe-job-execution" in commands
+    assert commands.count("aws iot create-custom-metric") >= 8
+    [command] = shell_commands("J=job-$(date +%s)\naws iot create-job --job-id $J --targets a b \\\n"
+                               " --timeout-config inProgressTimeoutInMinutes=10 --document file://x.json # c")
+    service, operation, doc = cli_input(command, "t")
+    assert (service, operation) == ("iot", "CreateJob")
+    assert doc["jobId"] == "job-1764000000" and doc["targets"] == ["a", "b"] and doc["document"] is FILE_VALUE
+    assert doc["timeoutConfig"] == {"inProgressTimeoutInMinutes": 10}
+    with pytest.raises(AssertionError, match="no option --jobid"):
+        cli_input(["aws", "iot", "create-job", "--jobid", "x"], "t")
+    with pytest.raises(AssertionError, match="no such operation"):
+        cli_input(["aws", "iot", "make-job"], "t")
+    assert aws_models.problems(cli_input(["aws", "iot", "create-custom-metric", "--metric-name", "a b",
+                                          "--metric-type", "number"], "t")[2], "iot", "CreateCustomMetric")
 
 
 def test_a_broken_example_would_be_caught():

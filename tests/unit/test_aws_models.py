@@ -190,3 +190,12 @@ def test_every_pattern_of_the_services_we_check_translates(service):
     assert patterns
     for pattern in patterns:
         M.compiled(pattern)
+
+
+def test_an_idempotency_token_is_not_required_of_the_caller():
+    base = {"metricName": "cpu_usage", "metricType": "number"}
+    assert M.problems(base, "iot", "CreateCustomMetric") == []  # clientRequestToken: botocore fills it in
+    assert "(document): required member 'metricType' is missing" in M.problems(
+        {"metricName": "cpu_usage"}, "iot", "CreateCustomMetric")
+    assert any(p.startswith("clientRequestToken: 'a b' does not match") for p in M.problems(
+        dict(base, clientRequestToken="a b"), "iot", "CreateCustomMetric"))
