@@ -165,21 +165,22 @@ PREFIX = f"$aws/things/{THING}/jobs/"
 CLIENT_TOKEN_MAX = 64  # the MQTT API's clientToken limit (not in the HTTP model: the HTTP API has no token)
 
 
-def as_http_input(publish: Publish) -> tuple:
+def as_http_input(publish: Publish, thing: str = THING) -> tuple:
     """The HTTP API input an MQTT Jobs request stands for. Over MQTT, jobId and thingName are in the topic
     (the HTTP API has them in the URI) and the payload adds `clientToken` (MQTT only, echoed in the reply),
     so: the topic's names go into the input, clientToken comes out (checked on its own here)."""
-    assert publish.topic.startswith(PREFIX), publish.topic
-    rest = publish.topic[len(PREFIX):]
+    prefix = f"$aws/things/{thing}/jobs/"
+    assert publish.topic.startswith(prefix), publish.topic
+    rest = publish.topic[len(prefix):]
     payload = dict(publish.payload)
     token = payload.pop("clientToken")
     assert isinstance(token, str) and 1 <= len(token) <= CLIENT_TOKEN_MAX, token
     if rest == "start-next":
-        return "StartNextPendingJobExecution", dict(payload, thingName=THING)
+        return "StartNextPendingJobExecution", dict(payload, thingName=thing)
     m = re.fullmatch(r"([^/]+)/(get|update)", rest)
     assert m, f"not a Jobs request topic: {publish.topic}"
     operation = "DescribeJobExecution" if m.group(2) == "get" else "UpdateJobExecution"
-    return operation, dict(payload, jobId=m.group(1), thingName=THING)
+    return operation, dict(payload, jobId=m.group(1), thingName=thing)
 
 
 def reply(m, topic_suffix, body, now):
@@ -282,3 +283,56 @@ def test_our_job_document_and_details_limits_are_the_models():
         clean = jobs.DETAIL_KEY_BAD.sub("_", text)[:128]
         assert not clean or _model_accepts({clean: "v"}, "iot-jobs-data", "UpdateJobExecution", "statusDetails"), text
     assert key.metadata["max"] == 128
+
+
+def test_what_the_running_listener_publishes_is_a_valid_api_input(tmp_path):
+    """The same check on the wire: the real listener against the offline Jobs service, every publish kept."""
+    import threading
+
+    from ggdefender.local.jobs import JobsService
+    from ggdefender.remediation.listener import RemediationListener
+    from remediation.test_remediation_listener import T as LISTENER_THING
+    from remediation.test_remediation_listener import FakeCore, LoopedIpc
+
+    class RecordingIpc(LoopedIpc):
+        def __init__(self, remediation):
+            super().__init__(remediation)
+            self.sent = []
+
+        def publish_iot(self, topic, payload, qos=1):
+            self.sent.append((topic, json.loads(payload)))
+            super().publish_iot(topic, payload, qos)
+
+    ipc = RecordingIpc({"AllowedOperations": ["collect-now"]})
+    service = JobsService(FakeCore(ipc), tmp_path / "cloud", None)
+    stop = threading.Event()
+    thread = threading.Thread(target=RemediationListener(ipc, LISTENER_THING, tmp_path / "state").run,
+                              args=(stop,), daemon=True)
+    thread.start()
+    try:
+        service.create_job({"schema": "ggdefender.remediation/1", "steps": [
+            {"operation": "stop-listener", "arguments": {"port": 9}}]}, "j-refused")
+        assert service.wait_for("j-refused", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=30)["status"] == "REJECTED"
+    finally:
+        stop.set()
+        thread.join(10)
+        service.close()
+    prefix = f"$aws/things/{LISTENER_THING}/jobs/"
+    requests = [(t, p) for t, p in ipc.sent if t.startswith(prefix)]
+    assert {t[len(prefix):] for t, _ in requests} >= {"$next/get", "j-refused/update"}
+    for topic, payload in requests:
+        operation, document = as_http_input(Publish(topic, payload), thing=LISTENER_THING)
+        aws_models.check(document, "iot-jobs-data", operation, path=topic)
+
+
+def test_plugin_metric_names_and_types_are_the_models():
+    from ggdefender.plugins.contract import SampleError, ValueType, check_metric_name
+
+    for text in SAMPLES:
+        try:
+            ours = check_metric_name(text) == text
+        except SampleError:
+            ours = False
+        assert ours == _model_accepts(text, "iot", "CreateCustomMetric", "metricName"), text
+    enum = aws_models.input_shape("iot", "CreateCustomMetric", "metricType").metadata["enum"]
+    assert sorted(t.metric_type for t in ValueType) == sorted(enum)
