@@ -39,9 +39,7 @@ _POSIX = {
 _PREDEFINED = {"d": "0-9", "w": "a-zA-Z_0-9", "s": " \\t\\n\\x0b\\f\\r"}
 _JAVA_DOT = "[^\\n\\r\\u0085\\u2028\\u2029]"  # Java's `.` stops at every line terminator, not only \n
 # escapes that mean the same in both languages
-_SAME_ESCAPES = set("\\.^$|?*+()[]{}/-:=@!#&~,'\"<> ") | {"t", "n", "r", "f", "b", "B"}
-
-
+_SAME_ESCAPES = set("\\.^$|?*+()[]{}/-:=@!#&~,'\"<> ") | {"t", "n", "r", "f"}
 _SAME_GROUPS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")  # groups that mean the same in both languages
 
 
@@ -94,12 +92,16 @@ def _property(name: str) -> str:
 def java_regex(pattern: str) -> str:
     """The Python `re` source with the meaning `pattern` has in Java; UnsupportedPattern for anything else."""
     out, i, in_class, n = [], 0, False, len(pattern)
+    expanded = False  # the last thing in a class was a class (\p{..}, \w): a `-` after it is no range
 
     def fail(what: str):
         raise UnsupportedPattern(f"pattern {pattern!r}: {what} at offset {i} is not supported")
 
     while i < n:
         c = pattern[i]
+        if expanded and c == "-" and not pattern.startswith("-]", i):
+            fail("a range starting at a class like \\p{..}")  # Python would read a range from its last char
+        expanded = False
         if c == "\\":
             if i + 1 >= n:
                 fail("a trailing backslash")
@@ -112,12 +114,15 @@ def java_regex(pattern: str) -> str:
                 if e == "P" and in_class:
                     fail("a negated \\P class inside [...]")
                 out.append(body if in_class else (f"[^{body}]" if e == "P" else f"[{body}]"))
+                expanded = in_class
                 i += 2 + m.end()
                 continue
             if e in "dws":
                 out.append(_PREDEFINED[e] if in_class else f"[{_PREDEFINED[e]}]")
+                expanded = in_class
             elif e in "DWS":
                 out.append(_complement(_PREDEFINED[e.lower()]) if in_class else f"[^{_PREDEFINED[e.lower()]}]")
+                expanded = in_class
             elif e == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", pattern[i + 2:i + 6]):
                 out.append(pattern[i:i + 6])
                 i += 6
@@ -149,9 +154,8 @@ def java_regex(pattern: str) -> str:
             if pattern.startswith("^", i):
                 out.append("^")
                 i += 1
-            if pattern.startswith("]", i):  # a leading ] is a literal in Java as in Python
-                out.append("\\]")
-                i += 1
+            if pattern.startswith("]", i):
+                fail("a ] first in a class")
             continue
         if c == ".":
             out.append(_JAVA_DOT)

@@ -268,7 +268,8 @@ def _model_accepts(text, service, operation, member):
     (local_jobs.DETAIL_KEY, "iot-jobs-data", "UpdateJobExecution", "statusDetails"),
     (PROFILE_NAME_RE, "iot", "CreateSecurityProfile", "securityProfileName"),
     (PROFILE_NAME_RE, "iot", "CreateSecurityProfile", "behaviors[].name"),
-], ids=["jobs.JOB_ID", "jobs.THING_NAME", "local.jobs.JOB_ID", "local.jobs.DETAIL_KEY", "profile.NAME_RE/profile", "profile.NAME_RE/behavior"])
+], ids=["jobs.JOB_ID", "jobs.THING_NAME", "local.jobs.JOB_ID", "local.jobs.DETAIL_KEY", "profile.NAME_RE/profile",
+        "profile.NAME_RE/behavior"])
 def test_our_name_rules_are_the_models(ours, service, operation, member):
     for text in SAMPLES:
         value = {text: "v"} if member == "statusDetails" else text  # a map's key

@@ -165,6 +165,7 @@ def test_every_aws_shaped_example_is_marked_and_every_nested_one_is_valid():
 GLOBAL_OPTIONS = {"--region", "--profile", "--output", "--query", "--endpoint-url"}
 SHELL_VALUES = {"$(date +%s)": "1764000000"}
 _SHELL_VARIABLE = re.compile(r"^([A-Z_][A-Z0-9_]*)=(\S+)$")
+FILE_VALUE = object()  # a member given as file://...
 
 
 def shell_commands(text):
@@ -224,9 +225,9 @@ def cli_input(words, where):
     operation = _operation(model, words[2])
     shape = model.operation_model(operation).input_shape
     options = {botocore.xform_name(m, "-"): m for m in shape.members}
-    document, i, rest = {}, 3, words[3:]
-    if "--cli-input-json" in rest:
+    if "--cli-input-json" in words:
         return None
+    document, i = {}, 3
     while i < len(words):
         option = words[i]
         assert option.startswith("--"), f"{where}: unexpected word {option!r}"
@@ -235,22 +236,20 @@ def cli_input(words, where):
         if option in GLOBAL_OPTIONS:
             continue
         name = option[2:]
-        negated = name.startswith("no-") and options.get(name[3:]) and shape.members[options[name[3:]]].type_name == "boolean"
-        member = options.get(name[3:] if negated else name)
+        flag = options.get(name[3:]) if name.startswith("no-") else None
+        negated = flag is not None and shape.members[flag].type_name == "boolean"
+        member = flag if negated else options.get(name)
         assert member, f"{where}: aws {words[1]} {words[2]} has no option {option}"
         member_shape = shape.members[member]
         if member_shape.type_name == "boolean":
             assert not values, f"{where}: {option} takes no value"
             document[member] = not negated
-        elif values == [values[0]] and values[0].startswith("file://"):
+        elif len(values) == 1 and values[0].startswith("file://"):
             document[member] = FILE_VALUE
         else:
             assert values, f"{where}: {option} needs a value"
             document[member] = _cli_value(member_shape, values, f"{where} {option}")
     return model.service_name, operation, document
-
-
-FILE_VALUE = object()
 
 
 def cli_commands():

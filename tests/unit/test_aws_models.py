@@ -154,7 +154,8 @@ def test_a_pattern_that_cannot_be_translated_fails_loudly():
 @pytest.mark.parametrize("pattern, construct", [
     ("\\p{Foo}", "unknown Unicode class"), ("[a-z&&[^b]]", "intersection"), ("[a[b]]", "nested class"),
     ("(?<n>x)", "special group"), ("(?i)x", "special group"), ("\\Qx\\E", "escape \\\\Q"), ("[a-z", "unclosed"),
-    ("\\pL", "one-letter"), ("[\\P{L}]", "negated"), ("x\\", "trailing backslash"), ("\\1", "escape \\\\1"),
+    ("\\pL", "one-letter"), ("[]a]", "first in a class"), ("[\\p{L}-z]", "range starting"), ("\\bx", "escape"),
+    ("[\\P{L}]", "negated"), ("x\\", "trailing backslash"), ("\\1", "escape \\\\1"),
 ])
 def test_unsupported_java_constructs_are_refused(pattern, construct):
     with pytest.raises(M.UnsupportedPattern, match=construct):
