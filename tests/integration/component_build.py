@@ -27,17 +27,23 @@ def full_configuration() -> dict:
     return defaults.merged(defaults.DEFAULTS, recipe_configuration())
 
 
-def build_copy(root: Path):
-    """Build the component from a copy of the project in `root` (never the working tree's greengrass-build/)."""
+def copy_project(root: Path) -> Path:
+    """The project's build inputs copied into `root`, laid out as in the repository (recipe.yaml a link)."""
+    root.mkdir(parents=True, exist_ok=True)
     for f in ("gdk-config.json", "pyproject.toml"):
         shutil.copy(ROOT / f, root)
     shutil.copytree(ROOT / "recipes", root / "recipes")
     for _, extra_source in getattr(b, "EXTRA_COMPONENTS", []):
         shutil.copytree(ROOT / extra_source, root / extra_source, ignore=shutil.ignore_patterns("__pycache__"))
-    os.symlink("recipes/ggdefender.Defender.yaml", root / "recipe.yaml")
+    os.symlink(os.readlink(ROOT / "recipe.yaml"), root / "recipe.yaml")
     shutil.copytree(ROOT / "components" / "ggdefender", root / "components" / "ggdefender",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return b.build(root)
+    return root
+
+
+def build_copy(root: Path):
+    """Build the component from a copy of the project in `root` (never the working tree's greengrass-build/)."""
+    return b.build(copy_project(root))
 
 
 def loopback_listener():
