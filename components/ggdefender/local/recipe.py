@@ -217,6 +217,10 @@ def current_platform() -> dict:
 
 
 def _platform_value_matches(pattern: Any, actual: Optional[str]) -> bool:
+    """As the classic nucleus matches (aws-greengrass-component-common PlatformHelper.isAttributeSatisfied):
+    `*` matches anything, even an attribute this platform lacks (so `runtime: "*"`, which nucleus lite requires,
+    selects the manifest here too); any other value needs the attribute, so a manifest only for
+    `runtime: aws_nucleus_lite` is skipped, as on the classic nucleus."""
     pattern = str(pattern)
     if pattern == "*":
         return True

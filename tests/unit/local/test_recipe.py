@@ -64,6 +64,24 @@ def test_wildcard_platform_matches_absent_value():
     assert r.parse_recipe(doc, platform=LINUX).step("Run").script == "x"
 
 
+def test_a_manifest_only_for_nucleus_lite_is_skipped_as_the_classic_nucleus_skips_it():
+    doc = _doc(Manifests=[{"Platform": {"os": "linux", "runtime": "aws_nucleus_lite"}, "Lifecycle": {"run": "lite"}},
+                          {"Platform": {"os": "linux", "runtime": "*"}, "Lifecycle": {"run": "both"}}])
+    assert r.parse_recipe(doc, platform=LINUX).step("Run").script == "both"
+
+
+def test_the_shipped_recipe_runs_its_lower_case_steps():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[3] / "recipes" / "ggdefender.Defender.yaml"
+    rec = r.load_recipe(shipped, platform=LINUX)
+    assert set(rec.lifecycle) == {"Install", "Run"}
+    assert rec.step("Install").script.startswith('sh "{artifacts:decompressedPath}/ggdefender/ggdefender/install.sh"')
+    assert rec.step("Install").timeout == 900.0 and rec.step("Run").requires_privilege
+    assert rec.step("Run").setenv["PYTHONPATH"] == "{artifacts:decompressedPath}/ggdefender"
+    assert list(rec.default_configuration) == ["accessControl"]
+
+
 def test_global_lifecycle_with_selections():
     doc = _doc(Manifests=[{"Platform": {"os": "linux"}, "Selections": ["linux"]}],
                Lifecycle={"linux": {"Run": "echo linux"}, "windows": {"Run": "echo win"}})
