@@ -293,10 +293,11 @@ def service_model(name: str):
     return botocore.session.get_session().get_service_model(name)
 
 
-def input_shape(service: str, operation: str, member: Optional[str] = None) -> Shape:
-    """The input shape of `service` `operation`, or of one member of it: `Findings[]` is a list's item,
-    `a.b` a nested member."""
-    shape = service_model(service).operation_model(operation).input_shape
+def input_shape(service: str, operation: str, member: Optional[str] = None, output: bool = False) -> Shape:
+    """The input shape of `service` `operation` (its output shape with `output`), or of one member of it:
+    `Findings[]` is a list's item, `a.b` a nested member."""
+    model = service_model(service).operation_model(operation)
+    shape = model.output_shape if output else model.input_shape
     for part in (member.split(".") if member else []):
         name, items = (part[:-2], True) if part.endswith("[]") else (part, False)
         if shape.type_name != "structure" or name not in shape.members:
@@ -310,16 +311,17 @@ def input_shape(service: str, operation: str, member: Optional[str] = None) -> S
 
 
 def problems(document: Any, service: str, operation: str, member: Optional[str] = None,
-             path: str = "") -> list:
+             path: str = "", output: bool = False) -> list:
     """Every way `document` breaks the model (empty when it is valid), each with its path."""
     found: list = []
-    _walk(input_shape(service, operation, member), document, path, found)
+    _walk(input_shape(service, operation, member, output), document, path, found)
     return found
 
 
-def check(document: Any, service: str, operation: str, member: Optional[str] = None, path: str = "") -> None:
+def check(document: Any, service: str, operation: str, member: Optional[str] = None, path: str = "",
+          output: bool = False) -> None:
     """AssertionError listing every problem (for tests)."""
-    found = problems(document, service, operation, member, path)
+    found = problems(document, service, operation, member, path, output)
     if found:
-        raise AssertionError(f"not a valid {service} {operation}{' ' + member if member else ''}:\n  "
-                             + "\n  ".join(found))
+        raise AssertionError(f"not a valid {service} {operation}{' output' if output else ''}"
+                             f"{' ' + member if member else ''}:\n  " + "\n  ".join(found))

@@ -337,3 +337,82 @@ def test_plugin_metric_names_and_types_are_the_models():
         assert ours == _model_accepts(text, "iot", "CreateCustomMetric", "metricName"), text
     enum = aws_models.input_shape("iot", "CreateCustomMetric", "metricType").metadata["enum"]
     assert sorted(t.metric_type for t in ValueType) == sorted(enum)
+
+
+# -- violation events (iot ListViolationEvents' ViolationEvent, plus our documented additions) ----------------
+# docs/detect.md ("Our additions to AWS's shape") lists these; every other member must be AWS's.
+VIOLATION_ADDITIONS = ("violationStartTime", "suppressAlerts", "offendingValues", "thresholdValue",
+                       "mitigationActions", "reason")
+
+
+def violation_event_problems(event, path=""):
+    aws_part = {k: v for k, v in event.items() if k not in VIOLATION_ADDITIONS}
+    return aws_models.problems(aws_part, "iot", "ListViolationEvents", "violationEvents[]", path=path, output=True)
+
+
+def test_the_additions_are_the_documented_ones():
+    with open(os.path.join(os.path.dirname(FIXTURES), "..", "..", "..", "docs", "detect.md"), encoding="utf-8") as fh:
+        text = " ".join(fh.read().split())
+    documented = text[text.index("Our additions to AWS's shape"):][:700]
+    assert all(f"`{name}`" in documented for name in VIOLATION_ADDITIONS), documented
+
+
+def test_violation_events_of_every_kind_are_aws_violation_events():
+    from ggdefender.detect.evaluator import INVALIDATE_AFTER, Evaluator
+    from ggdefender.detect.statistics import History, StatsConfig
+
+    profile = load_profile({"securityProfileName": "All-Kinds", "behaviors": [
+        {"name": "ports", "metric": "aws:listening-tcp-ports",
+         "criteria": {"comparisonOperator": "in-port-set", "value": {"ports": [22]}}},
+        {"name": "peers", "metric": "aws:destination-ip-addresses",
+         "criteria": {"comparisonOperator": "in-cidr-set", "value": {"cidrs": ["10.0.0.0/8"]}}},
+        {"name": "conns", "metric": "aws:num-established-tcp-connections",
+         "criteria": {"comparisonOperator": "less-than", "value": {"count": 100}}, "suppressAlerts": True},
+        {"name": "cpu", "metric": "cpu_usage",
+         "criteria": {"comparisonOperator": "less-than", "value": {"number": 90}}},
+        {"name": "stat", "metric": "aws:all-packets-out", "criteria": {
+            "comparisonOperator": "less-than-equals", "durationSeconds": 300,
+            "statisticalThreshold": {"statistic": "p90"}}},
+    ]}, {"cpu_usage": "number"})
+    ev = Evaluator("gw-17", profile.behaviors, history=History(StatsConfig(warmup=2)))
+    events = []
+    for i, packets in enumerate([100, 110, 105, 5000]):
+        events += ev.observe({"aws:listening-tcp-ports": (22, 8888), "aws:destination-ip-addresses": ("192.0.2.1",),
+                              "aws:num-established-tcp-connections": 500, "cpu_usage": 95.5, "aws:all-packets-out": packets},
+                             300.0 * i + 1)
+    events += ev.tick(1500.0)
+    events += ev.tick(1500.0 + INVALIDATE_AFTER + 1)  # no datapoints for two days: invalidated, with a reason
+    kinds = {(e["behavior"]["name"], e["violationEventType"]) for e in events}
+    assert {("ports", "in-alarm"), ("peers", "in-alarm"), ("conns", "in-alarm"), ("cpu", "in-alarm"),
+            ("stat", "in-alarm"), ("ports", "alarm-invalidated")} <= kinds, kinds
+    assert any("thresholdValue" in e for e in events) and any("reason" in e for e in events)
+    problems = [p for i, e in enumerate(events) for p in violation_event_problems(e, path=f"events[{i}]")]
+    assert problems == []
+
+
+def test_a_broken_violation_event_is_refused():
+    event = {"violationId": "v 1", "thingName": "gw", "securityProfileName": "P", "behavior": {"metric": "m"},
+             "violationEventType": "in-alarm", "violationEventTime": 1.0, "offendingValues": [1], "extra": 1}
+    problems = violation_event_problems(event)
+    assert any(p.startswith("violationId: 'v 1' does not match") for p in problems), problems
+    assert "behavior: required member 'name' is missing" in problems
+    assert any(p.startswith("(document): unknown member 'extra'") for p in problems), problems
+
+
+def test_verification_states_detect_accepts_are_aws_ones():
+    """What the configuration accepts as a verification state ends up in violation events: AWS must take it."""
+    from ggdefender.detect.config import parse_verification
+    from ggdefender.settings import ConfigError
+
+    vid = "0d5d6f8e-6a1e-4c60-9f0e-2f1b8b0c7d11"
+    for description in ["lab rig", "caf\u00e9", "tab\there", "del\x7f", "x" * 1000, "x" * 1001]:
+        for key in (vid, vid + "\n"):
+            event = {"violationId": key.strip(), "thingName": "gw", "securityProfileName": "P",
+                     "behavior": {"name": "b"}, "verificationStateDescription": description}
+            aws_ok = key == key.strip() and violation_event_problems(event) == []
+            try:
+                parse_verification({key: {"State": "BENIGN_POSITIVE", "Description": description}})
+                ours = True
+            except ConfigError:
+                ours = False
+            assert ours == aws_ok, (key, description)

@@ -6,7 +6,8 @@ before it is a marker, `<!-- aws-shape: <service> <Operation> [member] -->`, e.g
 member takes the block's text as written, as `--document file://...` does). So that a new example cannot go
 unchecked, every JSON block is also searched for objects that look like one of the shapes below: one that is
 a whole block must carry the marker, and one nested in a larger example (a profile inside a Detect
-configuration) is checked where it stands. The placeholders users fill in (REGION, ACCOUNT) are replaced by
+configuration) is checked where it stands. A violation event is checked as AWS's ViolationEvent (an output
+shape: ListViolationEvents' violationEvents[]) without our documented additions. The placeholders users fill in (REGION, ACCOUNT) are replaced by
 values of the right form first. The `aws ...` commands in shell blocks are read into their operation's input
 and checked the same way.
 """
@@ -24,6 +25,8 @@ import pytest
 
 import aws_models
 from ggdefender.remediation import documents
+
+from test_aws_formats import violation_event_problems
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs")
 MARKER = re.compile(r"^<!--\s*aws-shape:\s*(\S+)\s+(\S+)(?:\s+(\S+))?\s*-->$")
@@ -46,7 +49,19 @@ def recognise(obj):
         return ("iot", "CreateJob", "document")
     if "targetArn" in obj and "components" in obj:
         return ("greengrassv2", "CreateDeployment", None)
+    if "violationId" in obj and "violationEventType" in obj:
+        return VIOLATION_EVENT
     return None
+
+
+VIOLATION_EVENT = ("iot", "ListViolationEvents", "violationEvents[]")  # an output shape, plus our additions
+
+
+def shape_problems(value, marker, path):
+    service, operation, member = marker
+    if marker == VIOLATION_EVENT:
+        return violation_event_problems(value, path)
+    return aws_models.problems(value, service, operation, member, path=path)
 
 
 @lru_cache(maxsize=1)
@@ -121,15 +136,16 @@ def test_the_docs_have_the_examples_we_expect_to_check():
     assert kinds.count(("iot", "CreateJob", "document")) >= 5
     assert ("greengrassv2", "CreateDeployment", None) in kinds
     assert ("iot-jobs-data", "UpdateJobExecution", "statusDetails") in kinds
+    assert VIOLATION_EVENT in kinds
 
 
 @pytest.mark.parametrize("where, lang, text, marker", marked(), ids=[b[0] for b in marked()])
 def test_marked_example_is_valid(where, lang, text, marker):
     service, operation, member = marker
-    shape = aws_models.input_shape(service, operation, member)
+    shape = aws_models.input_shape(service, operation, member, output=marker == VIOLATION_EVENT)
     value = text if shape.type_name == "string" else parsed(text)
     assert value is not None, f"{where}: the marked example is not JSON"
-    aws_models.check(value, service, operation, member, path=where)
+    assert shape_problems(value, marker, where) == []
     if shape.type_name == "string":
         assert recognise(parsed(text)) == marker, f"{where}: marked {marker} but does not look like one"
     if marker == ("iot", "CreateJob", "document"):
@@ -148,10 +164,10 @@ def test_every_aws_shaped_example_is_marked_and_every_nested_one_is_valid():
                             f"<!-- aws-shape: {' '.join(filter(None, shape))} --> on the line before it")
         elif shape and marker != shape:
             unmarked.append(f"{where}: marked {marker} but looks like {shape}")
-        for path, obj, (service, operation, member) in nested(doc):
+        for path, obj, shape in nested(doc):
             checked += 1
-            value = json.dumps(obj, indent=2) if member == "document" else obj
-            problems += aws_models.problems(value, service, operation, member, path=f"{where} {path}")
+            value = json.dumps(obj, indent=2) if shape[2] == "document" else obj
+            problems += shape_problems(value, shape, f"{where} {path}")
     assert unmarked == [] and problems == []
     assert checked >= 1  # the Detect configuration example in configuration.md holds a profile
 

@@ -200,3 +200,14 @@ def test_an_idempotency_token_is_not_required_of_the_caller():
         {"metricName": "cpu_usage"}, "iot", "CreateCustomMetric")
     assert any(p.startswith("clientRequestToken: 'a b' does not match") for p in M.problems(
         dict(base, clientRequestToken="a b"), "iot", "CreateCustomMetric"))
+
+
+def test_an_output_shape_member_can_be_checked():
+    event = {"violationId": "v-1", "thingName": "gw", "securityProfileName": "P", "behavior": {"name": "b"},
+             "violationEventType": "in-alarm", "violationEventTime": 1764000000.5}
+    assert M.problems(event, "iot", "ListViolationEvents", "violationEvents[]", output=True) == []
+    found = M.problems(dict(event, violationEventType="raised"), "iot", "ListViolationEvents",
+                       "violationEvents[]", output=True)
+    assert any(p.startswith("violationEventType: 'raised' is not one of") for p in found), found
+    with pytest.raises(AssertionError, match="ListViolationEvents output violationEvents"):
+        M.check({"bogus": 1}, "iot", "ListViolationEvents", "violationEvents[]", output=True)

@@ -26,7 +26,7 @@ from .violations import VERIFICATION_STATES
 MAX_PROFILES = 50
 KNOWN_KEYS = {"Enabled", "Profiles", "ProfileDirectory", "CustomMetrics", "Statistics", "ThreatLists",
               "MaxThreatListEntries", "Mitigation", "VerificationStates", "VerificationStatesText", "Findings"}
-_VIOLATION_ID = re.compile(r"^[a-zA-Z0-9-]{1,128}$")
+_VIOLATION_ID = re.compile(r"^[a-zA-Z0-9-]{1,128}\Z")  # \Z: `$` would let a trailing newline through
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def parse_verification(value) -> dict:
         state = as_choice(v.get("State"), f"{where}.State", VERIFICATION_STATES)
         desc = v.get("Description") or ""
         desc = as_str(desc, f"{where}.Description", max_length=1000, allow_empty=True)
-        if any(ord(c) < 32 for c in desc):
+        if any(ord(c) < 32 or ord(c) == 127 for c in desc):  # the API's [^\p{Cntrl}]*
             raise ConfigError(f"{where}.Description: control characters are not allowed")
         out[vid] = (state, desc)
     if len(out) > 1000:
