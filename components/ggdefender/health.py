@@ -20,7 +20,7 @@ import re
 import threading
 from typing import Any, Optional
 
-from ggdefender import topics
+from ggdefender import ratelog, topics
 
 log = logging.getLogger("ggdefender.health")
 
@@ -153,6 +153,7 @@ class Health:
         self._thread: Optional[threading.Thread] = None
         self._stopped = False
         self.published = 0  # count of documents published (tests, diagnostics)
+        self._publish_log = ratelog.RateLimitedLog(log)
 
     # -- the document --------------------------------------------------------------------------------------------
     def set(self, path: str, value: Optional[dict], *, ipc=None) -> None:
@@ -259,14 +260,25 @@ class Health:
                 self._dirty = False
                 ipc, thing = self._ipc, self._thing
             doc = self.document()
-            try:
-                if thing:
+            failed = []
+            # each destination on its own: a nucleus that cannot reach IoT Core (nucleus lite refuses the publish
+            # at once) still delivers the document to local subscribers
+            if thing:
+                try:
                     ipc.publish_iot(topics.health(thing), json.dumps(doc, separators=(",", ":")).encode(), qos=1)
+                except Exception as exc:
+                    failed.append(f"IoT Core: {exc}")
+            try:
                 ipc.publish_local(topics.HEALTH, doc)
+            except Exception as exc:
+                failed.append(f"local: {exc}")
+            if not failed:
                 self.published += 1
                 backoff = self.min_interval
-            except Exception as exc:  # IPC down: keep the latest state and try again
-                log.warning("health: publish failed (%s); retrying in %gs", exc, backoff)
+                self._publish_log.recovered("publish", "health: the document is published again")
+            else:  # keep the latest state and try again; said once, then summarised now and then
+                self._publish_log.failed("publish", "health: publish failed (%s); retrying with backoff up to "
+                                         "60 s", "; ".join(failed))
                 with self._lock:
                     self._dirty = True
                 backoff = min(backoff * 2, 60.0)

@@ -38,6 +38,21 @@ class IpcUnavailable(RuntimeError):
     """The Greengrass IPC socket could not be reached within the retry budget."""
 
 
+class PublishRefused(RuntimeError):
+    """The nucleus answered a PublishToIoTCore with an error while the IPC connection itself is fine. Nucleus
+    lite does so at once while its iotcored has no IoT Core connection (no spooler: iotcored_mqtt_publish in
+    lite's modules/iotcored/src/mqtt.c hands each message straight to coreMQTT's MQTT_Publish; the Java
+    nucleus queues it in its spooler instead). Not an IPC outage: it never counts against the retry budget,
+    and the caller tries again later."""
+
+
+def error_text(exc: BaseException) -> str:
+    """`Type: message` of an IPC error; awsiotsdk's errors often carry their text only in `.message`, and
+    lite's ServiceError none at all."""
+    text = str(exc) or str(getattr(exc, "message", "") or "")
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (the nucleus gave no reason)"
+
+
 class Subscription:
     """A live subscription; survives reconnects until closed."""
 
@@ -256,11 +271,17 @@ class Ipc:
 
     # -- IoT Core ----------------------------------------------------------------------------------
     def publish_iot(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
-        from awsiot.greengrasscoreipc.model import QOS
+        from awsiot.greengrasscoreipc.model import QOS, ServiceError
 
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         q = QOS.AT_LEAST_ONCE if qos else QOS.AT_MOST_ONCE
-        self._call(lambda c: c.publish_to_iot_core(topic_name=topic, qos=q, payload=data))
+        try:
+            self._call(lambda c: c.publish_to_iot_core(topic_name=topic, qos=q, payload=data))
+        except Exception as exc:
+            # only ServiceError means "not now"; UnauthorizedError and invalid requests are the message's own
+            if not isinstance(exc, ServiceError):
+                raise
+            raise PublishRefused(f"PublishToIoTCore on {topic} refused by the nucleus: {error_text(exc)}") from None
 
     def subscribe_iot(self, topic_filter: str, handler: IotHandler, qos: int = 1) -> Subscription:
         return self._subscribe(Subscription(self, "iot", topic_filter, handler, qos))

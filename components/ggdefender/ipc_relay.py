@@ -40,7 +40,7 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from ggdefender import health, topics
-from ggdefender.ipc import IpcUnavailable
+from ggdefender.ipc import IpcUnavailable, PublishRefused
 from ggdefender.relay_guard import ContentDenied, ContentGuard, ContentInvalid
 
 log = logging.getLogger("ggdefender.ipc_relay")
@@ -64,6 +64,11 @@ class RelayError(RuntimeError):
 
 class RelayTimeout(RelayError, TimeoutError):
     """Process A did not answer in time: says nothing about the request itself (callers may retry it)."""
+
+
+class RelayPublishRefused(RelayError, PublishRefused):
+    """The nucleus refused process A's PublishToIoTCore for B (e.g. nucleus lite with no IoT Core connection):
+    B's callers tell it from a refusal of the item itself by type (ipc.PublishRefused)."""
 
 
 class RelayDenied(RelayError, PermissionError):
@@ -294,6 +299,8 @@ class RelayServer:
             self._reply(rid, error=f"invalid {op!r} request: {exc}", kind="invalid")
         except IpcUnavailable as exc:
             self._reply(rid, error=str(exc), kind="unavailable")
+        except PublishRefused as exc:
+            self._reply(rid, error=str(exc), kind="refused")
         except Exception as exc:  # the IPC call failed in A: B gets the message
             self._reply(rid, error=f"{type(exc).__name__}: {exc}", kind="error")
 
@@ -623,6 +630,8 @@ class RelayClient:
             raise RelayDenied(message)
         if kind == "unavailable":
             raise IpcUnavailable(message)
+        if kind == "refused":
+            raise RelayPublishRefused(message)
         raise RelayError(message)
 
     def _fail_all(self, why: str) -> None:

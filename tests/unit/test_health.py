@@ -279,3 +279,21 @@ def test_outbox_drops_degrade_the_document_for_a_day_then_only_the_count_remains
     assert H.status_of(old) == "ok"
     unknown_time = {"outbox": {"pending": 0, "dropped": 1}}
     assert H.status_of(unknown_time) == "degraded"
+
+
+def test_an_iot_core_refusal_still_publishes_locally_and_is_said_once(caplog):
+    # nucleus lite refuses PublishToIoTCore at once while it has no IoT Core connection
+    ipc = Recorder()
+    ipc.fail = 3
+    caplog.set_level("INFO", logger="ggdefender.health")
+    h = health.Health(min_interval=0.01)
+    h.start(ipc)
+    try:
+        _wait(lambda: ipc.local, "the local document despite the IoT Core refusal")
+        h.set("outbox", {"pending": 3, "dropped": 0})
+        _wait(lambda: ipc.iot and ipc.iot[-1][1].get("outbox", {}).get("pending") == 3, "IoT Core once it works")
+    finally:
+        h.stop()
+    failed = [r.getMessage() for r in caplog.records if "health: publish failed" in r.getMessage()]
+    assert len(failed) == 1 and "IoT Core: IPC down" in failed[0]
+    assert any("published again" in r.getMessage() for r in caplog.records)

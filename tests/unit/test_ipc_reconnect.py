@@ -67,3 +67,25 @@ def test_a_connection_back_within_the_budget_resets_the_outage():
     ipc = Ipc(retry_budget=60, initial_backoff=0.01, max_backoff=0.02, client_factory=factory)
     assert ipc.connect() is ipc and ipc.gone is None and ipc._outage_since is None
     ipc.close()
+
+
+def test_a_refused_publish_is_publish_refused_and_never_an_outage():
+    # nucleus lite answers PublishToIoTCore with a ServiceError (no message) while it has no IoT Core
+    # connection: the caller gets a named PublishRefused, the connection stays, the retry budget is untouched
+    from awsiot.greengrasscoreipc.model import ServiceError, UnauthorizedError
+
+    from ggdefender.ipc import PublishRefused
+
+    class Client:
+        errors = [ServiceError(), UnauthorizedError(message="not authorized")]
+
+        def publish_to_iot_core(self, **kwargs):
+            raise self.errors.pop(0)
+
+    made = []
+    ipc = Ipc(retry_budget=0.01, client_factory=lambda: made.append(1) or Client())
+    with pytest.raises(PublishRefused, match=r"\$aws/x refused by the nucleus: ServiceError \(the nucleus gave no reason\)"):
+        ipc.publish_iot("$aws/x", b"{}")
+    with pytest.raises(UnauthorizedError):  # the message's own refusal is not "not now"
+        ipc.publish_iot("$aws/x", b"{}")
+    assert len(made) == 1 and ipc.gone is None

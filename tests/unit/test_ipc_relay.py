@@ -558,3 +558,17 @@ def test_without_a_gate_mitigate_is_denied(pair):
         pair.client.mitigate({"requestId": "x"})
     with pytest.raises(R.RelayDenied, match="not served"):
         pair.client.subscribe_mitigation(lambda r: None)
+
+
+def test_a_refused_publish_comes_back_to_b_as_publish_refused(pair):
+    # nucleus lite refuses PublishToIoTCore while it has no IoT Core connection: B must tell that ("not now")
+    # from a refusal of the message itself, by type
+    from ggdefender.ipc import PublishRefused
+
+    pair.fake.fail_next = PublishRefused("PublishToIoTCore on t refused by the nucleus: ServiceError")
+    with pytest.raises(PublishRefused, match="refused by the nucleus"):
+        pair.client.publish_iot(f"{METRICS}/json", _report(1))
+    pair.fake.fail_next = RuntimeError("UnauthorizedError: not authorized")
+    with pytest.raises(R.RelayError) as info:
+        pair.client.publish_iot(f"{METRICS}/json", _report(1))
+    assert not isinstance(info.value, PublishRefused)

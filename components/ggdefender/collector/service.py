@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ggdefender import health, topics
+from ggdefender import health, ratelog, topics
 from ggdefender.cli import optional_module
 from ggdefender.collector import config as cfg
 from ggdefender.collector.pipeline import Built, Pipeline
@@ -35,6 +35,13 @@ MAX_REQUEST_ID = 128
 # health's lastReport changes on every report; republishing the document for each one would double IoT Core
 # traffic, so an unchanged status is refreshed at most this often (a change is reported at once)
 LAST_REPORT_REFRESH_SECONDS = 900.0
+
+
+PUBLISH_KEY = "publish"
+
+
+class PublishFailed(RuntimeError):
+    """The report was built but the nucleus did not take it (the text says why); the next tick tries again."""
 
 
 class CollectorService:
@@ -62,6 +69,9 @@ class CollectorService:
         self.published = 0  # reports handed to IPC, for health and tests
         self._last_report = ("", float("-inf"))  # (status, monotonic time) last put into health
         self.failures = 0
+        # a nucleus that cannot reach IoT Core refuses every report until it can (nucleus lite has no queue):
+        # said once with the reason, then summarised now and then, and once more when reports go out again
+        self._publish_log = ratelog.RateLimitedLog(log, level=logging.ERROR)
 
     # -- configuration -----------------------------------------------------------------------------
     @property
@@ -203,8 +213,11 @@ class CollectorService:
             except BaseException as exc:
                 self.pipeline.not_delivered()
                 self._report_health("PUBLISH_FAILED", built.report_id, f"{type(exc).__name__}: {exc}")
+                if isinstance(exc, Exception) and not isinstance(exc, IpcUnavailable):
+                    raise PublishFailed(str(exc)) from exc
                 raise
             self.published += 1
+            self._publish_log.recovered(PUBLISH_KEY, "reports reach IoT Core again")
             log.info("published report %d (%d bytes) to %s", built.report_id, len(built.payload), t)
         finally:
             if self.detect is not None:
@@ -222,8 +235,12 @@ class CollectorService:
             raise
         except Exception as exc:
             self.failures += 1
-            log.error("report not published (will try again next tick): %s", exc,
-                      exc_info=not isinstance(exc, (ValueError, OSError)))
+            if isinstance(exc, PublishFailed):
+                self._publish_log.failed(PUBLISH_KEY, "reports not published (each tick tries again; status "
+                                         "PUBLISH_FAILED in health): %s", exc)
+            else:
+                log.error("report not published (will try again next tick): %s", exc,
+                          exc_info=not isinstance(exc, (ValueError, OSError)))
             for rid in request_ids:
                 self._event({"event": "report-failed", "requestId": rid, "reason": str(exc)[:500]})
             return

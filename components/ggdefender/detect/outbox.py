@@ -16,7 +16,7 @@ import collections
 import logging
 from typing import Any, Callable, Iterator, Optional
 
-from ggdefender.ipc import IpcUnavailable
+from ggdefender.ipc import IpcUnavailable, PublishRefused
 from ggdefender.health import now_iso
 from ggdefender.ratelog import RateLimitedLog
 from ggdefender.statefile import need
@@ -31,8 +31,9 @@ _unavailable = RateLimitedLog(log)
 
 def is_transient(exc: BaseException) -> bool:
     """True when the failure says nothing about the item: the way to IoT Core is down or slow right now."""
-    # TimeoutError covers the relay's RelayTimeout (process A did not answer in time)
-    return isinstance(exc, (IpcUnavailable, TimeoutError, ConnectionError))
+    # TimeoutError covers the relay's RelayTimeout (process A did not answer in time); PublishRefused is a
+    # nucleus that cannot reach IoT Core now (nucleus lite refuses instead of queueing)
+    return isinstance(exc, (IpcUnavailable, TimeoutError, ConnectionError, PublishRefused))
 
 
 def describe(kind: str, payload: Any) -> str:

@@ -222,3 +222,22 @@ def test_needs_a_thing_name(tmp_path):
     with pytest.raises(ValueError, match="AWS_IOT_THING_NAME"):
         CollectorService(FakeIpc({}), "", str(tmp_path))
 
+
+
+def test_refused_publishes_are_said_once_and_the_recovery_once(tmp_path, source, caplog):
+    # a nucleus that cannot reach IoT Core refuses every report (nucleus lite: no queue); the log must not
+    # repeat the same error on every tick
+    ipc, svc = make(tmp_path, source)
+    ipc.fail_publishes = 4
+    caplog.set_level(logging.INFO, logger="ggdefender.collector")
+    stop, t = run_loop(svc)
+    try:
+        ipc.wait(lambda i: len(i.iot) >= 1, timeout=60)
+    finally:
+        stop_loop(svc, stop, t)
+    assert svc.failures == 4
+    said = [r for r in caplog.records if "reports not published" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR and "publish timed out" in said[0].getMessage()
+    assert not any(r.exc_info for r in said)
+    recovered = [r.getMessage() for r in caplog.records if "reports reach IoT Core again" in r.getMessage()]
+    assert len(recovered) == 1 and "after 4 failure(s)" in recovered[0]

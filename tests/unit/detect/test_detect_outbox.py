@@ -10,7 +10,7 @@ from ggdefender import health
 from ggdefender.detect import outbox as O
 from ggdefender.detect.service import DetectService
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD, IpcUnavailable
-from ggdefender.ipc_relay import RelayDenied, RelayError, RelayTimeout
+from ggdefender.ipc_relay import RelayDenied, RelayError, RelayPublishRefused, RelayTimeout
 
 from detect_helpers import FIXTURES, FakeIpc, report
 
@@ -62,7 +62,8 @@ def test_a_permanently_refused_item_is_dropped_after_bounded_tries_and_never_blo
 
 @pytest.mark.parametrize("error", [IpcUnavailable("relay to the supervisor lost"), ConnectionError("closed"),
                                    TimeoutError("slow"),
-                                   RelayTimeout("no reply from the supervisor within 120s (publish_iot)")])
+                                   RelayTimeout("no reply from the supervisor within 120s (publish_iot)"),
+                                   RelayPublishRefused("PublishToIoTCore on t refused by the nucleus: ServiceError")])
 def test_a_transient_failure_keeps_order_and_stops_the_flush_without_counting(error):
     box = O.Outbox()
     pub = Publisher()

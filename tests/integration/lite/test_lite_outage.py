@@ -1,0 +1,53 @@
+"""Lite's iotcored has no queue: while it has no broker connection every PublishToIoTCore fails at once. The
+component degrades (says so once in its log; lastReport PUBLISH_FAILED in its health document), keeps its
+processes (a refused publish is not an IPC outage, so Supervisor.IpcRetryBudgetSeconds does not run out), and
+its reports and health document reach IoT Core again when the broker is back.
+
+(The local copy of the health document cannot be observed on lite: lite's ggipcd drops local pub/sub messages
+of more than 50 values on delivery, see docs/local-core.md.)"""
+
+import json
+import time
+
+import pytest
+
+from conftest import DEFENDER, INTERVAL
+
+pytestmark = pytest.mark.integration
+
+OUTAGE = 6 * INTERVAL  # several refused reports
+
+
+def _wait_log(lite, since: int, text: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in lite.component_log(DEFENDER)[since:]:
+        assert time.monotonic() < deadline, f"{text!r} not in the log:\n{lite.component_log(DEFENDER)[since:]}"
+        time.sleep(0.2)
+    return lite.component_log(DEFENDER)[since:]
+
+
+def test_broker_outage_degrades_once_and_reports_resume(lite):
+    topic = f"$aws/things/{lite.thing}/defender/metrics/json"
+    health_topic = f"ggdefender/things/{lite.thing}/health"
+    lite.observer.wait_for(lambda at, t, p: t == topic + "/accepted", 60, "a report accepted before the outage")
+    log_before = len(lite.component_log(DEFENDER))
+    lite.core.stop_broker()
+    try:
+        _wait_log(lite, log_before, "reports not published", OUTAGE + 30)
+        time.sleep(OUTAGE)  # more refused reports: still said once
+    finally:
+        lite.core.start_broker()
+    back = time.time()
+    lite.observer.wait_for(lambda at, t, p: at >= back and t == topic + "/accepted", 90,
+                           "a report accepted after the broker came back")
+    lite.observer.wait_for(lambda at, t, p: at >= back and t == health_topic, 90,
+                           "the health document published again after the broker came back")
+    during = _wait_log(lite, log_before, "reports reach IoT Core again", 30)
+    said = [line for line in during.splitlines() if "reports not published" in line]
+    assert len(said) == 1, said
+    assert "PUBLISH_FAILED in health" in said[0] and "refused by the nucleus" in said[0]
+    assert sum("health: publish failed" in line for line in during.splitlines()) == 1
+    # neither process was restarted: the supervisor did not take refused publishes for a lost core
+    assert "collector process started" not in during and "giving up" not in during
+    running = [r for r in lite.core._phases if r.component == DEFENDER and r.phase == "run"]
+    assert running and running[0].proc.poll() is None
