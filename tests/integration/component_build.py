@@ -1,7 +1,5 @@
 """Shared by the integration tests: the component built as gdk would build it, and a real loopback listener."""
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +8,7 @@ import yaml
 
 from ggdefender import build as b
 from ggdefender import defaults
+from project_copy import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "ggdefender.Defender.yaml"
@@ -25,20 +24,6 @@ def full_configuration() -> dict:
     """Every setting at its code default plus the recipe's accessControl, for tests that edit sections in
     place (the same values the component reads when given only the recipe's configuration)."""
     return defaults.merged(defaults.DEFAULTS, recipe_configuration())
-
-
-def copy_project(root: Path) -> Path:
-    """The project's build inputs copied into `root`, laid out as in the repository (recipe.yaml a link)."""
-    root.mkdir(parents=True, exist_ok=True)
-    for f in ("gdk-config.json", "pyproject.toml"):
-        shutil.copy(ROOT / f, root)
-    shutil.copytree(ROOT / "recipes", root / "recipes")
-    for _, extra_source in getattr(b, "EXTRA_COMPONENTS", []):
-        shutil.copytree(ROOT / extra_source, root / extra_source, ignore=shutil.ignore_patterns("__pycache__"))
-    os.symlink(os.readlink(ROOT / "recipe.yaml"), root / "recipe.yaml")
-    shutil.copytree(ROOT / "components" / "ggdefender", root / "components" / "ggdefender",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return root
 
 
 def build_copy(root: Path):

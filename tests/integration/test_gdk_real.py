@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import gdk_cli
-from component_build import copy_project
+from project_copy import copy_project
 
 pytestmark = pytest.mark.integration
 

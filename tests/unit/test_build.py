@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,6 +16,7 @@ import yaml
 
 import gdk_cli
 from ggdefender import build as b
+from project_copy import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "ggdefender.Defender.yaml"
@@ -25,17 +25,7 @@ RECIPE = ROOT / "recipes" / "ggdefender.Defender.yaml"
 @pytest.fixture
 def project(tmp_path):
     """A copy of the project's build inputs (building wipes <root>/greengrass-build)."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    shutil.copy(ROOT / "gdk-config.json", root)
-    shutil.copy(ROOT / "pyproject.toml", root)
-    shutil.copytree(ROOT / "recipes", root / "recipes")
-    for extra_recipe, extra_source in b.EXTRA_COMPONENTS:  # example components built alongside
-        shutil.copytree(ROOT / extra_source, root / extra_source, ignore=shutil.ignore_patterns("__pycache__"))
-    os.symlink("recipes/ggdefender.Defender.yaml", root / "recipe.yaml")
-    shutil.copytree(ROOT / "components" / "ggdefender", root / "components" / "ggdefender",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return root
+    return copy_project(tmp_path / "proj")
 
 
 def test_recipe_yaml_is_a_relative_symlink_to_the_one_recipe():
