@@ -139,6 +139,17 @@ def test_lite_problems_names_each_limit():
     assert any("lite skips it" in p for p in b.lite_problems(life, 100))
 
 
+def test_build_warns_when_a_changed_recipe_would_not_run_on_lite(project, capsys):
+    target = project / "recipes" / "ggdefender.Defender.yaml"
+    target.write_text(target.read_text().replace("      install:\n", "      Install:\n"))
+    b.build(project)  # still built: the classic nucleus takes it
+    assert ("ggdefender build: warning: ggdefender.Defender.yaml will not run on Greengrass nucleus lite: "
+            "lifecycle step 'Install': nucleus lite runs only 'install'") in capsys.readouterr().err
+    target.write_text(target.read_text().replace("      Install:\n", "      install:\n"))
+    b.build(project)
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_build_writes_gdk_layout(project):
     result = b.build(project)
     out = project / "greengrass-build"
