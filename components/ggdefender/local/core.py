@@ -300,6 +300,10 @@ class Core:
         self._components: dict[str, ComponentRecord] = {}
         self._tokens: dict[str, str] = {}
         self._config = ConfigStore()
+        # the nucleus's own configuration, readable by every component as on the real nuclei (the Java nucleus's
+        # services.aws.greengrass.Nucleus.configuration; nucleus lite answers for aws.greengrass.Nucleus from its
+        # aws.greengrass.NucleusLite entry: COMPONENT_ALIASES in ggipcd's config_path_object.c)
+        self._config.set_tree("aws.greengrass.Nucleus", {"awsRegion": region}, 0.0)
         self._authz = Authorizer()
         self._local = _Subscriptions()
         self._iot = _Subscriptions()  # component subscriptions and cloud-side listeners alike

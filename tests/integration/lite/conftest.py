@@ -93,6 +93,11 @@ class Lite:
     def update_defender_config(self, merge: dict) -> None:
         self.core.update_configuration(DEFENDER, merge)
 
+    def probe_outcomes(self, timeout: float = 60) -> dict:
+        """What the probe component's IPC calls got on lite (probe.py)."""
+        return wait_for_outcomes(self.core.root / "work" / "ggdefender.LiteProbe" / "outcomes.json", timeout,
+                                 lambda: self.component_log("ggdefender.LiteProbe"))
+
     def component_log(self, name: str) -> str:
         return (self.core.logs / f"{name}.run.log").read_text(errors="replace")
 
@@ -120,7 +125,8 @@ def lite(lite_bin, tmp_path_factory):
         harness.Component(built.recipe, out / "artifacts" / DEFENDER / built.version, DEFENDER_MERGE),
         harness.Component(out / "recipes" / f"{PLUGIN}-1.0.0.yaml", out / "artifacts" / PLUGIN / "1.0.0",
                           {"IntervalSeconds": "1"}),
-        harness.Component(PROBE / "ggdefender.LiteProbe.yaml", PROBE),
+        harness.Component(PROBE / "recipes" / "ggdefender.LiteProbe.yaml",
+                          PROBE / "artifacts" / "ggdefender.LiteProbe" / "1.0.0"),
     ]
     # the interpreter of the tests already has the pinned requirements: the recipes' install steps use it
     # (their pre-provisioned-device path) instead of creating a venv from the network
@@ -151,6 +157,14 @@ def lite(lite_bin, tmp_path_factory):
                     s.close()
             for b in started:
                 b.stop()
+
+
+def wait_for_outcomes(path: Path, timeout: float, log) -> dict:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the probe wrote no {path.name}:\n{log()}"
+        time.sleep(0.2)
+    return json.loads(path.read_text())
 
 
 def report_of(topic: str, payload: bytes):

@@ -56,3 +56,15 @@ def test_rogue_listener_raises_violation_job_stops_it_and_violation_clears(lite)
     finally:
         rogue.kill()
         rogue.wait(5)
+
+
+def test_restart_component_job_fails_with_lites_answer_and_the_component_keeps_running(lite):
+    # RestartComponent needs gghealthd (systemd) on lite, which answers FAILED: the job ends FAILED saying so,
+    # and the listener takes the next job
+    lite.jobs.create_job({"schema": OURS, "steps": [{"operation": "restart-component"}]}, "lite-restart")
+    done = lite.jobs.wait_for("lite-restart", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)
+    assert done["status"] == "FAILED", done["statusDetails"]
+    assert done["statusDetails"]["reason"] == "RestartComponent(ggdefender.Defender) answered FAILED"
+    lite.jobs.create_job({"schema": OURS, "steps": [{"operation": "collect-now"}]}, "lite-after-restart")
+    after = lite.jobs.wait_for("lite-after-restart", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)
+    assert after["status"] == "SUCCEEDED", after["statusDetails"]
