@@ -225,8 +225,10 @@ class LiteCore:
     def _start_daemon(self, name: str, argv: list) -> None:
         log = open(self.logs / f"{name}.log", "ab")
         try:
-            # nsenter execs the command, so the pid is the daemon's
-            self._daemons[name] = subprocess.Popen(self._ns_cmd(*argv), stdout=log, stderr=subprocess.STDOUT,
+            # nsenter and stdbuf exec the command, so the pid is the daemon's; line-buffered, so a daemon's log
+            # is whole when it is read or the daemon is stopped
+            self._daemons[name] = subprocess.Popen(self._ns_cmd("stdbuf", "-oL", "-eL", *argv), stdout=log,
+                                                   stderr=subprocess.STDOUT,
                                                    stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             log.close()
@@ -287,8 +289,9 @@ class LiteCore:
         version = version or self.components[component].version
         cgroup = self._cgroup(component)
         cgroup.mkdir(exist_ok=True)
-        log = self.logs / f"{component}.{phase}.log"
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": "/root",
+        log = self.logs / f"{component}-{version}.{phase}.log"
+        # a clean environment, as a systemd unit gets
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": os.path.expanduser("~"),
                "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": str(self.socket), **self.env}
         # a shell joins the cgroup, then execs recipe-runner inside the namespaces (the pid stays in the cgroup)
         script = (f'echo $$ > "{cgroup}/cgroup.procs" && exec ' +
@@ -312,6 +315,13 @@ class LiteCore:
         if rc != 0:
             raise RuntimeError(f"{component} install failed (exit {rc}):\n{install.output()}")
         return self.launch(component, "run")
+
+    def running(self, component: str) -> bool:
+        """Whether the component's run phase (started by install_and_run) is still alive."""
+        return any(r.component == component and r.phase == "run" and r.proc.poll() is None for r in self._phases)
+
+    def log_path(self, component: str, phase: str = "run") -> Path:
+        return self.logs / f"{component}-{self.components[component].version}.{phase}.log"
 
     def stop_component(self, component: str) -> None:
         """End every process of the component (its cgroup), as systemd stops a unit: SIGTERM, then SIGKILL."""
@@ -357,7 +367,8 @@ class LiteCore:
         deployment's configurationUpdate makes, and subscribers of the component are notified)."""
         client = self.ipc_client(component)
         try:
-            client.update_configuration(key_path=[], value_to_merge=merge, timestamp=datetime.datetime.now(datetime.timezone.utc))
+            client.update_configuration(key_path=[], value_to_merge=merge,
+                                        timestamp=datetime.datetime.now(datetime.timezone.utc))
         finally:
             client.close()
 

@@ -99,7 +99,7 @@ class Lite:
                                  lambda: self.component_log("ggdefender.LiteProbe"))
 
     def component_log(self, name: str) -> str:
-        return (self.core.logs / f"{name}.run.log").read_text(errors="replace")
+        return self.core.log_path(name).read_text(errors="replace")
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,11 @@ from conftest import DEFENDER, report_of
 pytestmark = pytest.mark.integration
 
 
-def _accepted(lite, fmt: str, timeout: float = 60) -> dict:
-    """Wait for a report in `fmt` that the offline Device Defender accepted; return it."""
+def _accepted(lite, fmt: str, timeout: float = 60, since: float = 0.0) -> dict:
+    """Wait for a report in `fmt` published at or after `since` that the offline Device Defender accepted."""
     topic = f"$aws/things/{lite.thing}/defender/metrics/{fmt}"
-    at, _, payload = lite.observer.wait_for(lambda at, t, p: t == topic, timeout, f"a report on {topic}")
+    at, _, payload = lite.observer.wait_for(lambda at, t, p: at >= since and t == topic, timeout,
+                                            f"a report on {topic}")
     report = report_of(topic, payload)
     rid = report["header" if fmt == "json" else "hed"]["report_id" if fmt == "json" else "rid"]
     lite.observer.wait_for(
@@ -41,13 +42,15 @@ def test_reports_published_and_accepted_json(lite):
 
 def test_configuration_change_applied_live_reports_switch_to_cbor(lite):
     _accepted(lite, "json")
+    changed = time.time()
     lite.update_defender_config({"Collector": {"ReportFormat": "cbor"}})
     try:
-        report = _accepted(lite, "cbor")
+        report = _accepted(lite, "cbor", since=changed)
         assert report["hed"]["v"] == "1.0"
     finally:
+        back = time.time()
         lite.update_defender_config({"Collector": {"ReportFormat": "json"}})
-    _accepted(lite, "json")
+    _accepted(lite, "json", since=back)
 
 
 def test_example_plugin_metric_in_a_report(lite):
