@@ -7,12 +7,15 @@ iotcored and ggipcd. Components are deployed the way lite's deployment leaves th
 packages/recipes/<name>-<version>.yaml, artifacts in packages/artifacts/<name>/<version>/, ZIP artifacts
 unpacked in packages/artifacts-unarchived/<name>/<version>/<zip name>/, DefaultConfiguration plus the test's
 merge under services/<name>/configuration) and their lifecycle phases run through the REAL recipe-runner from a
-cgroup named ggl.<name>.service, the systemd unit name ggipcd authenticates a peer by.
+cgroup named ggl.<name>.service (under a slice of this instance), the systemd unit name ggipcd authenticates a
+peer by.
 
 What lite needs systemd for (gghealthd: UpdateState, RestartComponent; ggdeploymentd) is not started, so those
 calls fail here exactly as on a device whose nucleus cannot reach systemd.
 
-Everything is stopped by pid with bounded waits, and the cgroups are removed (`stop()`).
+Everything is stopped by pid with bounded waits, and the cgroups are removed (`stop()`); every process of an
+instance lives in its cgroup slice, so what a killed test session left behind is ended by the next one
+(`reap_stale()`).
 """
 
 from __future__ import annotations
@@ -77,6 +80,33 @@ def check_host() -> None:
         if shutil.which(tool) is None:
             raise LiteUnavailable(f"no '{tool}': install the Debian package {package}")
     cgroup2_base()
+
+
+SLICE_PREFIX = "ggdefender-lite-"
+
+
+def _remove_slice(slice_dir: Path) -> None:
+    """End every process left in an instance's cgroups and remove them."""
+    if not slice_dir.is_dir():
+        return
+    for child in [p for p in slice_dir.iterdir() if p.is_dir()]:
+        LiteCore._kill_cgroup(child)
+    try:
+        slice_dir.rmdir()
+    except OSError:
+        pass
+
+
+def reap_stale() -> None:
+    """What a test session killed before its clean-up left behind (its pid is gone): processes and cgroups."""
+    try:
+        base = cgroup2_base()
+    except LiteUnavailable:
+        return
+    for slice_dir in base.glob(f"{SLICE_PREFIX}*.slice"):
+        pid = slice_dir.name[len(SLICE_PREFIX):-len(".slice")]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _remove_slice(slice_dir)
 
 
 def join_netns(pid: int) -> Callable[[], None]:
@@ -145,7 +175,10 @@ class LiteCore:
         self.logs = self.base / "logs"
         self.certs = self.base / "certs"
         self.socket = self.root / "gg-ipc.socket"
-        self.cgroups = cgroup2_base()
+        # the components' cgroups live under a slice of this instance, so two test sessions on one machine never
+        # touch each other's processes; libsystemd skips *.slice levels when it names a process's unit
+        self.cgroups = cgroup2_base() / f"{SLICE_PREFIX}{os.getpid()}.slice"
+        self._daemon_cgroup = self.cgroups / "daemons"  # the namespace holder, the broker, lite's daemons
         self._ns: Optional[subprocess.Popen] = None
         self._daemons: dict = {}
         self._phases: list = []
@@ -222,12 +255,19 @@ class LiteCore:
     def _ns_cmd(self, *argv: str, wd: Optional[Path] = None) -> list:
         return ["nsenter", "-t", str(self._ns.pid), "-m", "-n", f"--wd={wd or self.root}", *argv]
 
+    def _in_cgroup(self, cgroup: Path, argv: list) -> list:
+        """argv run from `cgroup` (a shell joins it, then execs argv: the pid stays the same)."""
+        cgroup.mkdir(parents=True, exist_ok=True)
+        return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *argv]
+
     def _start_daemon(self, name: str, argv: list) -> None:
         log = open(self.logs / f"{name}.log", "ab")
         try:
             # nsenter and stdbuf exec the command, so the pid is the daemon's; line-buffered, so a daemon's log
             # is whole when it is read or the daemon is stopped
-            self._daemons[name] = subprocess.Popen(self._ns_cmd("stdbuf", "-oL", "-eL", *argv), stdout=log,
+            self._daemons[name] = subprocess.Popen(self._in_cgroup(self._daemon_cgroup,
+                                                                  self._ns_cmd("stdbuf", "-oL", "-eL", *argv)),
+                                                   stdout=log,
                                                    stderr=subprocess.STDOUT,
                                                    stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
@@ -243,10 +283,11 @@ class LiteCore:
         self._make_certs()
         self._write_config()
         self._deploy_files()
-        self._ns = subprocess.Popen(
-            ["unshare", "-m", "-n", "--propagation", "private", "sh", "-c",
-             "mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/greengrass && ip link set lo up "
-             "&& echo ready && exec sleep infinity"],
+        reap_stale()
+        self._ns = subprocess.Popen(self._in_cgroup(self._daemon_cgroup, [
+            "unshare", "-m", "-n", "--propagation", "private", "sh", "-c",
+            "mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/greengrass && ip link set lo up "
+            "&& echo ready && exec sleep infinity"]),
             stdout=subprocess.PIPE, stderr=open(self.logs / "ns.log", "wb"), stdin=subprocess.DEVNULL,
             start_new_session=True, text=True)
         if self._ns.stdout.readline().strip() != "ready":
@@ -288,17 +329,14 @@ class LiteCore:
         """Run one lifecycle phase with the real recipe-runner, from the component's cgroup."""
         version = version or self.components[component].version
         cgroup = self._cgroup(component)
-        cgroup.mkdir(exist_ok=True)
         log = self.logs / f"{component}-{version}.{phase}.log"
         # a clean environment, as a systemd unit gets
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": os.path.expanduser("~"),
                "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": str(self.socket), **self.env}
-        # a shell joins the cgroup, then execs recipe-runner inside the namespaces (the pid stays in the cgroup)
-        script = (f'echo $$ > "{cgroup}/cgroup.procs" && exec ' +
-                  " ".join(f"'{a}'" for a in self._ns_cmd(str(self.bin / "recipe-runner"), "-n", component,
-                                                          "-v", version, "-p", phase)))
+        argv = self._in_cgroup(cgroup, self._ns_cmd(str(self.bin / "recipe-runner"), "-n", component,
+                                                    "-v", version, "-p", phase))
         with open(log, "ab") as out:
-            proc = subprocess.Popen(["sh", "-c", script], stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         running = Running(component, phase, proc, log)
         self._phases.append(running)
@@ -427,5 +465,6 @@ class LiteCore:
         if self._ns is not None:
             self._end(self._ns)
             self._ns = None
+        _remove_slice(self.cgroups)
 
 
