@@ -205,16 +205,16 @@ class Health:
                 node = node[key]
             return copy.deepcopy(node)
 
-    def document(self) -> dict:
-        """The whole document as published."""
+    def document(self, max_bytes: int = MAX_DOCUMENT_BYTES) -> dict:
+        """The whole document as published (parts.plugins left out when it would be over max_bytes)."""
         with self._lock:
             body = copy.deepcopy(self._doc)
             thing = self._thing
         doc = {"thingName": thing, "component": COMPONENT, "updatedAt": now_iso(), "status": status_of(body)}
         doc.update(body)
-        if len(json.dumps(doc, separators=(",", ":")).encode()) > MAX_DOCUMENT_BYTES:
+        if len(json.dumps(doc, separators=(",", ":")).encode()) > max_bytes:
             plugins = doc.get("parts", {}).pop("plugins", {})
-            doc["truncated"] = f"{len(plugins)} parts.plugins entries left out: document over {MAX_DOCUMENT_BYTES} bytes"
+            doc["truncated"] = f"{len(plugins)} parts.plugins entries left out: document over {max_bytes} bytes"
         return doc
 
     # -- publishing ------------------------------------------------------------------------------------------------
@@ -259,7 +259,14 @@ class Health:
                 final = self._stopped
                 self._dirty = False
                 ipc, thing = self._ipc, self._thing
-            doc = self.document()
+            # nucleus lite takes smaller IoT Core messages over IPC (ipc.LITE_MAX_IOT_PAYLOAD); known once the
+            # supervisor asked, and never asked from here (this thread must not wait on the nucleus)
+            limit = getattr(ipc, "known_max_iot_payload", None)
+            try:
+                max_bytes = min(MAX_DOCUMENT_BYTES, limit()) if callable(limit) else MAX_DOCUMENT_BYTES
+            except Exception:
+                max_bytes = MAX_DOCUMENT_BYTES
+            doc = self.document(max_bytes)
             failed = []
             # each destination on its own: a nucleus that cannot reach IoT Core (nucleus lite refuses the publish
             # at once) still delivers the document to local subscribers

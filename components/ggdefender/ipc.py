@@ -38,6 +38,19 @@ class IpcUnavailable(RuntimeError):
     """The Greengrass IPC socket could not be reached within the retry budget."""
 
 
+# Nucleus lite's ggipcd takes IPC messages of at most GGL_IPC_MAX_MSG_LEN = 10000 bytes (a build-time constant in
+# its modules/ggipcd/src/ipc_server.h) and closes the whole connection, subscriptions and all, on a bigger one. A
+# PublishToIoTCore payload travels base64-encoded inside that message: measured on lite, 7,200 bytes pass and
+# 7,400 drop the connection. Reports, violations and findings are kept at or under this on lite.
+LITE_MAX_IOT_PAYLOAD = 7000
+MAX_IOT_PAYLOAD_ENV = "GGDEFENDER_MAX_IOT_PAYLOAD"  # process A tells process B (whose relay cannot ask the nucleus)
+LITE_COMPONENT = "aws.greengrass.NucleusLite"  # only nucleus lite has this component's configuration
+
+
+class PayloadTooLarge(ValueError):
+    """A PublishToIoTCore payload over what this nucleus takes (refused here: lite would drop the connection)."""
+
+
 class PublishRefused(RuntimeError):
     """The nucleus answered a PublishToIoTCore with an error while the IPC connection itself is fine. Nucleus
     lite does so at once while its iotcored has no IoT Core connection (no spooler: iotcored_mqtt_publish in
@@ -94,6 +107,7 @@ class Ipc:
         `on_gone` listeners run, so a part whose core died exits instead of retrying forever."""
         self.connect_attempts = connect_attempts
         self.retry_budget = retry_budget
+        self._max_iot_payload: Optional[int] = None  # max_iot_payload(), once the nucleus has answered
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
@@ -274,6 +288,10 @@ class Ipc:
         from awsiot.greengrasscoreipc.model import QOS, ServiceError
 
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        limit = self.max_iot_payload()
+        if len(data) > limit:
+            raise PayloadTooLarge(f"PublishToIoTCore on {topic}: {len(data)} bytes, over the {limit} bytes this "
+                                  "nucleus takes over IPC")
         q = QOS.AT_LEAST_ONCE if qos else QOS.AT_MOST_ONCE
         try:
             self._call(lambda c: c.publish_to_iot_core(topic_name=topic, qos=q, payload=data))
@@ -282,6 +300,30 @@ class Ipc:
             if not isinstance(exc, ServiceError):
                 raise
             raise PublishRefused(f"PublishToIoTCore on {topic} refused by the nucleus: {error_text(exc)}") from None
+
+    def max_iot_payload(self) -> int:
+        """The largest PublishToIoTCore payload this nucleus takes over IPC: IoT Core's limit, less on nucleus
+        lite (asked once: only lite has aws.greengrass.NucleusLite's configuration)."""
+        if self._max_iot_payload is None:
+            from awsiot.greengrasscoreipc.model import ResourceNotFoundError
+
+            try:
+                self._call(lambda c: c.get_configuration(component_name=LITE_COMPONENT, key_path=[]))
+                self._max_iot_payload = LITE_MAX_IOT_PAYLOAD
+                log.info("nucleus lite: IoT Core messages are kept at or under %d bytes (its IPC message limit)",
+                         LITE_MAX_IOT_PAYLOAD)
+            except ResourceNotFoundError:
+                self._max_iot_payload = IOT_CORE_MAX_PAYLOAD - 1
+            except IpcUnavailable:
+                raise
+            except Exception as exc:  # not known yet: IoT Core's limit this time, ask again next time
+                log.debug("could not tell the nucleus's IPC message limit: %s", exc)
+                return IOT_CORE_MAX_PAYLOAD - 1
+        return self._max_iot_payload
+
+    def known_max_iot_payload(self) -> int:
+        """max_iot_payload() without asking the nucleus: IoT Core's limit until it has answered."""
+        return self._max_iot_payload or IOT_CORE_MAX_PAYLOAD - 1
 
     def subscribe_iot(self, topic_filter: str, handler: IotHandler, qos: int = 1) -> Subscription:
         return self._subscribe(Subscription(self, "iot", topic_filter, handler, qos))

@@ -40,7 +40,7 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from ggdefender import health, topics
-from ggdefender.ipc import IpcUnavailable, PublishRefused
+from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD, MAX_IOT_PAYLOAD_ENV, IpcUnavailable, PublishRefused
 from ggdefender.relay_guard import ContentDenied, ContentGuard, ContentInvalid
 
 log = logging.getLogger("ggdefender.ipc_relay")
@@ -529,6 +529,14 @@ class RelayClient:
             self._events.put_nowait(None)
         except queue.Full:
             pass
+
+    @staticmethod
+    def max_iot_payload() -> int:
+        """What process A found the nucleus takes (Ipc.max_iot_payload), passed in B's environment."""
+        try:
+            return max(1024, min(int(os.environ.get(MAX_IOT_PAYLOAD_ENV, "")), IOT_CORE_MAX_PAYLOAD - 1))
+        except ValueError:
+            return IOT_CORE_MAX_PAYLOAD - 1
 
     def publish_iot(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         data = payload.encode() if isinstance(payload, str) else bytes(payload)

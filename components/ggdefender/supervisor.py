@@ -331,6 +331,13 @@ class Supervisor:
             for key in SECRET_ENV:
                 env.pop(key, None)
             env[FD_ENV] = str(relay_fd)
+            if self.ipc is not None:  # B cannot ask the nucleus itself
+                from ggdefender.ipc import MAX_IOT_PAYLOAD_ENV
+
+                try:
+                    env[MAX_IOT_PAYLOAD_ENV] = str(self.ipc.max_iot_payload())
+                except Exception as exc:  # B then keeps to IoT Core's limit; A refuses what lite would not take
+                    log.warning("could not tell the nucleus's IoT Core message limit: %s", exc)
         env[SUPERVISOR_PID_ENV] = str(os.getpid())
         env["GGDEFENDER_STATE_DIR"] = part_state
         env.setdefault("GGDEFENDER_LOG_LEVEL", self.cfg.log_level)

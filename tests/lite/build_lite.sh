@@ -58,16 +58,24 @@ else
   git -C "$WORK/src" checkout -q "$LITE_COMMIT"
 fi
 
-echo "build_lite: building nucleus lite ${LITE_COMMIT:0:8} (log: $CACHE/build.log)" >&2
+echo "build_lite: building nucleus lite ${LITE_COMMIT:0:8}" >&2
 {
   cmake -S "$WORK/src" -B "$WORK/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${FC_ARGS[@]}"
   make -C "$WORK/build" -j"$JOBS"
-} >"$CACHE/build.log" 2>&1 || { tail -30 "$CACHE/build.log" >&2; echo "build_lite: build failed (log: $CACHE/build.log)" >&2; exit 1; }
+} >"$WORK/build.log" 2>&1 || {
+  cp "$WORK/build.log" "$CACHE/build-failed.log"
+  tail -30 "$WORK/build.log" >&2
+  echo "build_lite: build failed (log: $CACHE/build-failed.log)" >&2
+  exit 1
+}
 
-# only the daemons are kept; the marker is written last and the folder appears whole by a rename
+# only the daemons are kept; the marker is written last and the folder appears whole by a rename. A build
+# finished meanwhile by another session is kept (it may be in use): ours is then dropped.
 mkdir -p "$WORK/out"
 cp -a "$WORK/build/bin" "$WORK/out/bin"
 echo "$LITE_COMMIT" >"$WORK/out/complete"
-rm -rf "$DONE"
-mv "$WORK/out" "$DONE"
+if ! mv -T "$WORK/out" "$DONE" 2>/dev/null && [ ! -f "$DONE/complete" ]; then
+  rm -rf "$DONE"  # a folder without the marker is never a finished build
+  mv -T "$WORK/out" "$DONE"
+fi
 echo "$DONE"

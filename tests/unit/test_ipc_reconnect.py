@@ -89,3 +89,35 @@ def test_a_refused_publish_is_publish_refused_and_never_an_outage():
     with pytest.raises(UnauthorizedError):  # the message's own refusal is not "not now"
         ipc.publish_iot("$aws/x", b"{}")
     assert len(made) == 1 and ipc.gone is None
+
+
+def test_the_iot_core_message_limit_is_lites_only_on_nucleus_lite():
+    # lite's ggipcd drops the connection over a 10,000-byte IPC message: on lite (the only nucleus with
+    # aws.greengrass.NucleusLite's configuration) a larger payload is refused here, before it reaches the nucleus
+    from awsiot.greengrasscoreipc.model import ResourceNotFoundError
+
+    from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD, LITE_MAX_IOT_PAYLOAD, PayloadTooLarge
+
+    class Client:
+        def __init__(self, lite):
+            self.lite, self.published, self.asked = lite, [], 0
+
+        def get_configuration(self, component_name=None, key_path=None):
+            self.asked += 1
+            if component_name == "aws.greengrass.NucleusLite" and self.lite:
+                return object()
+            raise ResourceNotFoundError(message="not found")
+
+        def publish_to_iot_core(self, topic_name=None, qos=None, payload=None):
+            self.published.append(len(payload))
+
+    lite, classic = Client(lite=True), Client(lite=False)
+    on_lite, on_classic = Ipc(client_factory=lambda: lite), Ipc(client_factory=lambda: classic)
+    assert on_lite.known_max_iot_payload() == IOT_CORE_MAX_PAYLOAD - 1  # not asked yet
+    on_lite.publish_iot("t", b"x" * LITE_MAX_IOT_PAYLOAD)
+    with pytest.raises(PayloadTooLarge, match=f"{LITE_MAX_IOT_PAYLOAD + 1} bytes, over the {LITE_MAX_IOT_PAYLOAD}"):
+        on_lite.publish_iot("t", b"x" * (LITE_MAX_IOT_PAYLOAD + 1))
+    assert lite.published == [LITE_MAX_IOT_PAYLOAD] and lite.asked == 1  # asked once
+    assert on_lite.known_max_iot_payload() == LITE_MAX_IOT_PAYLOAD
+    on_classic.publish_iot("t", b"x" * 20000)
+    assert classic.published == [20000] and on_classic.max_iot_payload() == IOT_CORE_MAX_PAYLOAD - 1

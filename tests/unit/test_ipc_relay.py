@@ -572,3 +572,13 @@ def test_a_refused_publish_comes_back_to_b_as_publish_refused(pair):
     with pytest.raises(R.RelayError) as info:
         pair.client.publish_iot(f"{METRICS}/json", _report(1))
     assert not isinstance(info.value, PublishRefused)
+
+
+def test_b_learns_the_nucleus_limit_from_a_through_its_environment(monkeypatch):
+    from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD, MAX_IOT_PAYLOAD_ENV
+
+    monkeypatch.setenv(MAX_IOT_PAYLOAD_ENV, "7000")
+    assert R.RelayClient.max_iot_payload() == 7000
+    for bad in ("", "lots", "999999999"):
+        monkeypatch.setenv(MAX_IOT_PAYLOAD_ENV, bad)
+        assert R.RelayClient.max_iot_payload() == IOT_CORE_MAX_PAYLOAD - 1

@@ -8,6 +8,7 @@ Also answers `collect-now` commands and feeds each report to on-device detect (d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -20,6 +21,7 @@ from ggdefender import health, ratelog, topics
 from ggdefender.cli import optional_module
 from ggdefender.collector import config as cfg
 from ggdefender.collector.pipeline import Built, Pipeline
+from ggdefender.collector.report import MQTT_LIMIT
 from ggdefender.collector.report import topic as report_topic
 from ggdefender.collector.report_id import ReportIds
 from ggdefender.config_store import LastGood
@@ -72,6 +74,7 @@ class CollectorService:
         # a nucleus that cannot reach IoT Core refuses every report until it can (nucleus lite has no queue):
         # said once with the reason, then summarised now and then, and once more when reports go out again
         self._publish_log = ratelog.RateLimitedLog(log, level=logging.ERROR)
+        self._capped_from = None  # the MaxReportBytes last cut to the nucleus's limit (said once per value)
 
     # -- configuration -----------------------------------------------------------------------------
     @property
@@ -89,6 +92,15 @@ class CollectorService:
         new = cfg.parse(section)  # ConfigError: nothing changed
         for w in new.warnings:
             log.warning("%s", w)
+        limit = self._max_iot_payload()
+        if new.max_report_bytes > limit:
+            # nucleus lite drops the IPC connection over a larger message (ipc.LITE_MAX_IOT_PAYLOAD): reports are
+            # cut to what the nucleus takes, as they are to MaxReportBytes
+            if new.max_report_bytes != self._capped_from:
+                log.info("reports are kept at or under %d bytes, what this nucleus takes over IPC "
+                         "(Collector.MaxReportBytes is %d)", limit, new.max_report_bytes)
+                self._capped_from = new.max_report_bytes
+            new = dataclasses.replace(new, max_report_bytes=limit)
         if new != self._settings:
             log.info("Collector configuration: interval %gs, format %s, metrics %s",
                      new.interval, new.report_format, ",".join(new.metrics) or "none")
@@ -153,6 +165,16 @@ class CollectorService:
             log.warning("report %s REJECTED: %s: %s", rid if rid is not None else "(id unknown)",
                         details.get("ErrorCode", "?"), details.get("ErrorMessage", "?"))
             self._report_health("REJECTED", rid, f"{details.get('ErrorCode', '?')}: {details.get('ErrorMessage', '?')}")
+
+    def _max_iot_payload(self) -> int:
+        limit = getattr(self.ipc, "max_iot_payload", None)
+        try:
+            return int(limit()) if callable(limit) else MQTT_LIMIT - 1
+        except IpcUnavailable:
+            raise
+        except Exception as exc:
+            log.debug("the nucleus's IoT Core message limit is not known: %s", exc)
+            return MQTT_LIMIT - 1
 
     def _report_health(self, status: str, report_id: Any, reason: str = "") -> None:
         """lastReport in the health document: at once on a change of status, else now and then."""

@@ -21,6 +21,7 @@ from component_build import build_copy  # noqa: E402
 from real_counterparts import unavailable  # noqa: E402
 
 from ggdefender.local.bridge import BrokerCore  # noqa: E402
+from ggdefender.local.cloud import close_services  # noqa: E402
 from ggdefender.local.cloud_defender import DefenderService  # noqa: E402
 from ggdefender.local.jobs import JobsService  # noqa: E402
 
@@ -132,30 +133,27 @@ def lite(lite_bin, tmp_path_factory):
     # (their pre-provisioned-device path) instead of creating a venv from the network
     core = harness.LiteCore(lite_bin, base / "core", components, env={"GGDEFENDER_PYTHON": sys.executable})
     core.start()
-    started = []
+    brokers, services = [], []
     try:
         def broker(name: str) -> BrokerCore:
             b = BrokerCore("127.0.0.1", 8883, core.thing, tls=core.client_tls(),
                            thread_setup=harness.join_netns(core.netns_pid), client_id=name).start()
-            started.append(b)
+            brokers.append(b)
             return b
 
         cloud = broker("ggdefender-tests-cloud")
-        defender = DefenderService(cloud, base / "cloud")
-        jobs = JobsService(cloud, base / "cloud")
+        services.append(DefenderService(cloud, base / "cloud"))
+        services.append(JobsService(cloud, base / "cloud"))
         observer = Observer(broker("ggdefender-tests-observer"))
         for name in (DEFENDER, PLUGIN, "ggdefender.LiteProbe"):
             core.install_and_run(name)
-        yield Lite(core, cloud, observer, defender, jobs, base)
+        yield Lite(core, cloud, observer, *services, base)
     finally:
         try:
             core.stop()
         finally:
-            for service in ("jobs", "defender"):
-                s = locals().get(service)
-                if s is not None and hasattr(s, "close"):
-                    s.close()
-            for b in started:
+            close_services(services)
+            for b in brokers:
                 b.stop()
 
 

@@ -241,3 +241,16 @@ def test_refused_publishes_are_said_once_and_the_recovery_once(tmp_path, source,
     assert not any(r.exc_info for r in said)
     recovered = [r.getMessage() for r in caplog.records if "reports reach IoT Core again" in r.getMessage()]
     assert len(recovered) == 1 and "after 4 failure(s)" in recovered[0]
+
+
+def test_reports_are_cut_to_what_the_nucleus_takes(tmp_path, source, caplog):
+    # nucleus lite: IoT Core messages over IPC at most ~7,000 bytes (ipc.LITE_MAX_IOT_PAYLOAD)
+    ipc, _ = make(tmp_path, source)
+    ipc.max_iot_payload = lambda: 2048
+    caplog.set_level(logging.INFO, logger="ggdefender.collector")
+    svc = CollectorService(ipc, "thing1", str(tmp_path), source=source("basic"))
+    svc.apply_config(ipc.config)
+    svc.apply_config(ipc.config)
+    assert svc.settings.max_report_bytes == 2048
+    said = [r for r in caplog.records if "reports are kept at or under 2048 bytes" in r.getMessage()]
+    assert len(said) == 1

@@ -47,6 +47,19 @@ def main() -> None:
             outcomes[name] = "ok" if value is None else f"ok {json.dumps(value, sort_keys=True)}"
         except Exception as exc:  # the outcome is the error's class
             outcomes[name] = type(exc).__name__
+    # the largest IoT Core payload the core takes over IPC; last, as a core may drop the connection over it
+    dropped = False
+    for size in (7000, 7200, 7400, 16000):
+        name = f"publish-iot-{size}-bytes"
+        if dropped:
+            outcomes[name] = "not tried: connection gone"
+            continue
+        try:
+            client.publish_to_iot_core(topic_name=f"ggdefender/lite-probe/{thing}", qos="0", payload=b"x" * size)
+            outcomes[name] = "ok"
+        except Exception as exc:
+            dropped = type(exc).__name__ in ("StreamClosedError", "ConnectionClosedError", "EventStreamError")
+            outcomes[name] = "connection dropped" if dropped else type(exc).__name__
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(outcomes, f)
