@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import DEFENDER, report_of
+from lite_session import DEFENDER, report_of
 
 pytestmark = pytest.mark.integration
 

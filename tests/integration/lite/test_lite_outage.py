@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import DEFENDER, INTERVAL
+from lite_session import DEFENDER, INTERVAL
 
 pytestmark = pytest.mark.integration
 

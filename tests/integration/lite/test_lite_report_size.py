@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import DEFENDER
+from lite_session import DEFENDER
 
 pytestmark = pytest.mark.integration
 

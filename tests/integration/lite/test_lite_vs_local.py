@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROBE, REPO, wait_for_outcomes
+from lite_session import PROBE, REPO, wait_for_outcomes
 
 pytestmark = pytest.mark.integration
 
