@@ -183,6 +183,7 @@ class LiteCore:
         self._daemons: dict = {}
         self._phases: list = []
         self._svcuids: dict = {}
+        self._started: list = []  # (what, Popen) of everything stop() ended, for leftovers()
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _make_certs(self) -> None:
@@ -454,7 +455,18 @@ class LiteCore:
         except OSError:
             pass
 
+    def leftovers(self) -> list:
+        """What stop() did not end or remove (it should be nothing): live processes, cgroups."""
+        left = [f"{what} (pid {p.pid})" for what, p in self._started if p.poll() is None]
+        if self.cgroups.exists():
+            left.append(f"cgroup {self.cgroups}")
+        return left
+
     def stop(self) -> None:
+        self._started = [(n, p) for n, p in self._daemons.items()]
+        self._started += [(f"{r.component} {r.phase}", r.proc) for r in self._phases]
+        if self._ns is not None:
+            self._started.append(("namespace holder", self._ns))
         for name in list(self.components) + list(self._svcuids):
             self.stop_component(name)
         for running in self._phases:

@@ -157,6 +157,7 @@ def running_lite(lite_bin: Path, tmp_path_factory):
             close_services(services)
             for b in brokers:
                 b.stop()
+        assert core.leftovers() == [], "the lite harness left these behind"
 
 
 def wait_for_outcomes(path: Path, timeout: float, log) -> dict:
