@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from ggdefender import defaults
+from ggdefender import defaults, ratelog
 
 log = logging.getLogger("ggdefender.ipc")
 
@@ -122,6 +122,9 @@ class Ipc:
         self.gone: Optional[str] = None  # why the connection was given up for good
         self._gone_listeners: list = []
         self._reconnector: Optional[threading.Thread] = None
+        self._refused: list[Subscription] = []  # IoT Core subscriptions the nucleus refused for now: retried
+        self._refused_retrier: Optional[threading.Thread] = None
+        self._refusals = ratelog.RateLimitedLog(log)
         # one worker keeps stream callbacks in arrival order (gotcha 11 of the wire protocol)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipc-callbacks")
 
@@ -385,11 +388,57 @@ class Ipc:
             self.connect()
             with self._lock:
                 if sub.operation is None and self._client is not None:
-                    self._activate(sub)
+                    try:
+                        self._activate(sub)
+                    except Exception as exc:
+                        if not self._refused_for_now(sub, exc):
+                            raise
         except Exception:
             self._forget(sub)
             raise
         return sub
+
+    def _refused_for_now(self, sub: Subscription, exc: BaseException) -> bool:
+        """A SubscribeToIoTCore the nucleus answered with ServiceError: nucleus lite does so while it has no IoT
+        Core connection (iotcored subscribes at once, it keeps no list for later). The subscription is kept and
+        retried with backoff until the nucleus takes it, so a part started before the network does not fail.
+        Called with the lock held."""
+        from awsiot.greengrasscoreipc.model import ServiceError
+
+        if sub.kind != "iot" or not isinstance(exc, ServiceError):
+            return False
+        self._refusals.failed("subscribe", "IoT Core subscription %s refused by the nucleus (%s); retrying until it "
+                              "takes it", sub.topic, error_text(exc))
+        if sub not in self._refused:
+            self._refused.append(sub)
+        if self._refused_retrier is None or not self._refused_retrier.is_alive():
+            self._refused_retrier = threading.Thread(target=self._retry_refused, name="ipc-subscribe-retry",
+                                                     daemon=True)
+            self._refused_retrier.start()
+        return True
+
+    def _retry_refused(self) -> None:
+        delay = self.initial_backoff
+        while not self._closing.wait(delay):
+            with self._lock:
+                for sub in list(self._refused):
+                    if sub.closed or sub not in self._subs:
+                        self._refused.remove(sub)
+                        continue
+                    if sub.operation is not None:  # a reconnect activated it meanwhile
+                        self._refused.remove(sub)
+                        continue
+                    if self._client is None:
+                        break  # the reconnect activates every subscription
+                    try:
+                        self._activate(sub)
+                        self._refused.remove(sub)
+                    except Exception as exc:
+                        log.debug("IoT Core subscription %s still refused: %s", sub.topic, error_text(exc))
+                if not self._refused:
+                    self._refusals.recovered("subscribe", "IoT Core subscriptions taken by the nucleus again")
+                    return
+            delay = min(delay * 2, self.max_backoff)
 
     def _forget(self, sub: Subscription) -> None:
         with self._lock:

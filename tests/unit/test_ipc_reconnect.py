@@ -121,3 +121,39 @@ def test_the_iot_core_message_limit_is_lites_only_on_nucleus_lite():
     assert on_lite.known_max_iot_payload() == LITE_MAX_IOT_PAYLOAD
     on_classic.publish_iot("t", b"x" * 20000)
     assert classic.published == [20000] and on_classic.max_iot_payload() == IOT_CORE_MAX_PAYLOAD - 1
+
+
+def test_an_iot_core_subscription_refused_for_now_is_kept_and_retried(caplog):
+    # nucleus lite refuses SubscribeToIoTCore (ServiceError) while it has no IoT Core connection: a part that
+    # starts before the network must not fail; the subscription is taken once the nucleus can
+    from awsiot.greengrasscoreipc.model import ServiceError, UnauthorizedError
+
+    class Client:
+        refusals = 3
+        made = []
+
+        def subscribe_to_iot_core(self, topic_name=None, qos=None, on_stream_event=None, on_stream_closed=None):
+            if topic_name == "denied":
+                raise UnauthorizedError(message="not authorized")
+            if self.refusals:
+                self.refusals -= 1
+                raise ServiceError()
+            self.made.append(topic_name)
+            return None, object()
+
+    client = Client()
+    caplog.set_level("INFO", logger="ggdefender.ipc")
+    ipc = Ipc(initial_backoff=0.01, max_backoff=0.05, client_factory=lambda: client)
+    try:
+        sub = ipc.subscribe_iot("$aws/things/t/jobs/notify-next", lambda t, p: None)
+        deadline = time.monotonic() + 30
+        while sub.operation is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sub.operation is not None and client.made == ["$aws/things/t/jobs/notify-next"]
+        with pytest.raises(UnauthorizedError):  # the grant's refusal is for good
+            ipc.subscribe_iot("denied", lambda t, p: None)
+    finally:
+        ipc.close()
+    said = [r.getMessage() for r in caplog.records if "refused by the nucleus" in r.getMessage()]
+    assert len(said) == 1 and "ServiceError (the nucleus gave no reason)" in said[0]
+    assert any("taken by the nucleus again" in r.getMessage() for r in caplog.records)

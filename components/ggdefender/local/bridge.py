@@ -170,7 +170,8 @@ class BrokerCore:
             try:
                 if self._thread_setup is not None:
                     self._thread_setup()
-                client.connect(self.host, self.port, keepalive=30)
+                # a broker that is still starting is retried (within start()'s timeout), as later reconnects are
+                client.connect_async(self.host, self.port, keepalive=30)
                 client.loop_forever(retry_first_connection=True)
             except BaseException as exc:  # reported by start(); the thread ends
                 self._error = exc

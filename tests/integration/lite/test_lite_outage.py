@@ -53,3 +53,29 @@ def test_broker_outage_degrades_once_and_reports_resume(lite):
     # neither process was restarted: the supervisor did not take refused publishes for a lost core
     assert "collector process started" not in during and "giving up" not in during
     assert lite.core.running(DEFENDER)
+
+
+def test_started_before_iot_core_is_reachable_it_waits_instead_of_failing(lite):
+    # a device boots before its network: lite refuses SubscribeToIoTCore (and publishes) until iotcored is
+    # connected; the component's parts must neither fail nor restart, and work once IoT Core is there
+    lite.core.stop_component(DEFENDER)
+    lite.core.stop_broker()
+    log_before = len(lite.component_log(DEFENDER))
+    try:
+        lite.core.launch(DEFENDER, "run")  # installed already: as when the nucleus starts it at boot
+        _wait_log(lite, log_before, "refused by the nucleus", 60)
+        time.sleep(OUTAGE)
+    finally:
+        lite.core.start_broker()
+    back = time.time()
+    lite.jobs.create_job({"schema": "ggdefender.remediation/1", "steps": [{"operation": "collect-now"}]},
+                         "after-boot")
+    done = lite.jobs.wait_for("after-boot", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=RECONNECT_WAIT)
+    assert done["status"] == "SUCCEEDED", done["statusDetails"]
+    topic = f"$aws/things/{lite.thing}/defender/metrics/json"
+    lite.observer.wait_for(lambda at, t, p: at >= back and t == topic + "/accepted", 60,
+                           "a report accepted once IoT Core is reachable")
+    during = lite.component_log(DEFENDER)[log_before:]
+    assert "remediation listener failed" not in during and "collector process exited" not in during
+    assert sum("IoT Core subscription" in line and "refused" in line for line in during.splitlines()) == 1
+    assert lite.core.running(DEFENDER)
