@@ -400,9 +400,9 @@ class Ipc:
 
     def _refused_for_now(self, sub: Subscription, exc: BaseException) -> bool:
         """A SubscribeToIoTCore the nucleus answered with ServiceError: nucleus lite does so while it has no IoT
-        Core connection (iotcored refuses a new subscription then; those it has it renews after a reconnect). The subscription is kept and
-        retried with backoff until the nucleus takes it, so a part started before the network does not fail.
-        Called with the lock held."""
+        Core connection (iotcored refuses a new subscription then; those it has it renews after a reconnect).
+        The subscription is kept and retried with backoff until the nucleus takes it, so a part started before
+        the network does not fail. Called with the lock held."""
         from awsiot.greengrasscoreipc.model import ServiceError
 
         if sub.kind != "iot" or not isinstance(exc, ServiceError):
