@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ggdefender import health, topics
+from ggdefender import health, ratelog, topics
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
 from ggdefender.ipc_relay import MitigationRefused
 
@@ -41,6 +41,7 @@ from .threatintel import THREAT_PROFILE, refresh
 from .violations import CLEARED, IN_ALARM, INVALIDATED
 
 log = logging.getLogger("ggdefender.detect")
+_local_copies = ratelog.RateLimitedLog(log)  # a refused local copy of a violation or finding: said once per topic
 
 STATS_FILE = "detect-statistics.json"
 LOCAL_VIOLATIONS = topics.LOCAL_VIOLATIONS
@@ -272,12 +273,22 @@ class DetectService:
             raise ValueError(f"{len(data)} bytes, over the IoT Core limit of {IOT_CORE_MAX_PAYLOAD - 1}")
         if kind == "violation":
             self.ipc.publish_iot(violations_topic(self.thing), data)
-            self.ipc.publish_local(LOCAL_VIOLATIONS, payload)
+            self._publish_local_copy(LOCAL_VIOLATIONS, payload)
         elif kind == "finding":
             self.ipc.publish_iot(findings_topic(self.thing), data)
-            self.ipc.publish_local(LOCAL_FINDINGS, payload)
+            self._publish_local_copy(LOCAL_FINDINGS, payload)
         elif kind == "request":
             self._request_mitigation(payload)
+
+    def _publish_local_copy(self, topic: str, payload: dict) -> None:
+        """The local copy, after the IoT Core one went out: its failure must not make the outbox send the item to
+        IoT Core again. (Nucleus lite refuses a local JSON message of more than 255 values, e.g. a violation
+        listing hundreds of ports: ServiceError.)"""
+        try:
+            self.ipc.publish_local(topic, payload)
+            _local_copies.recovered(topic, "local copies on %s are published again", topic)
+        except Exception as exc:
+            _local_copies.failed(topic, "local copy on %s not published (the IoT Core one was): %s", topic, exc)
 
     # -- views ------------------------------------------------------------------------------------------------
     def active_violations(self) -> list:

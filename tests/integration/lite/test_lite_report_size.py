@@ -53,4 +53,16 @@ def test_reports_over_lites_ipc_limit_are_cut_to_fit_and_accepted(lite):
         many.wait(5)
     during = lite.component_log(DEFENDER)[log_before:]
     assert "IPC connection lost" not in during and "reports not published" not in during
+    # the violation listing 400 ports went to IoT Core once; lite refused its local copy (over 255 values),
+    # which must not make detect's outbox send it again
+    def raised(at, t, p):
+        return at >= since and t.endswith("/violations") and json.loads(p).get("violationEventType") == "in-alarm"
+
+    lite.observer.wait_for(raised, 30, "the violation for the 400 listeners")
+    later = time.time()  # a few more reports: detect's outbox has had its chances to send it again
+    for _ in range(3):
+        _, _, p = lite.observer.wait_for(lambda at, t, p: at > later and t == topic + "/accepted", 30,
+                                         "reports after the violation")
+        later = time.time()
+    assert len([m for m in lite.observer.since(since) if raised(*m)]) == 1
     assert f"reports are kept at or under {LITE_MAX_IOT_PAYLOAD} bytes" in lite.component_log(DEFENDER)

@@ -164,3 +164,24 @@ def test_the_outbox_is_reported_to_health_only_when_it_changes(tmp_path, monkeyp
     for i in range(5):
         svc.observe(report(i + 1, ports=[22]), 1000.0 + 5 * i)
     assert calls == [("outbox", {"pending": 0, "dropped": 0})]
+
+
+class LocalRefusingIpc(FakeIpc):
+    """Nucleus lite refuses a local JSON message of more than 255 values (ServiceError)."""
+
+    def publish_local(self, topic, message):
+        raise RelayError("ServiceError: ")
+
+
+def test_a_refused_local_copy_never_sends_the_item_to_iot_core_again(tmp_path, caplog):
+    ipc = LocalRefusingIpc()
+    svc = DetectService(ipc, "gw", str(tmp_path))
+    svc.reconfigure({"Profiles": [SEED_000]})
+    svc.observe(report(1, ports=[22]), 1000.0)
+    (e,) = svc.observe(report(2, ports=[22, 8888]), 1005.0)
+    for i in range(O.MAX_TRIES + 1):
+        svc.observe(report(3 + i, ports=[22, 8888]), 1010.0 + 5 * i)
+    assert [m["violationId"] for m in ipc.on(VIOLATIONS)] == [e["violationId"]]  # once, not once per try
+    assert svc.status()["outbox"]["pending"] == 0 and svc.status()["outbox"]["dropped"] == 0
+    said = [r.getMessage() for r in caplog.records if "local copy on ggdefender/violations" in r.getMessage()]
+    assert len(said) == 1
