@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ggdefender import statefile
+from ggdefender import ratelog, statefile
 from ggdefender.config_store import LastGood
 from ggdefender.statefile import atomic_write_json
 
@@ -29,6 +29,7 @@ from .operations.base import Context
 from .safety import SafetyPolicy
 
 log = logging.getLogger("ggdefender.remediation")
+_publish_log = ratelog.RateLimitedLog(log)
 
 JOURNAL_FILE = "remediation-journal.json"
 _TICK = 0.25
@@ -188,8 +189,10 @@ class RemediationListener:
             if isinstance(action, jobs.Publish):
                 try:
                     self.ipc.publish_iot(action.topic, json.dumps(action.payload, separators=(",", ":")))
+                    _publish_log.recovered("publish", "job messages are published again")
                 except Exception as exc:  # the machine's reply timeout retries it
-                    log.warning("publishing to %s failed: %s", action.topic, exc)
+                    # said once while it lasts (nucleus lite refuses every publish while IoT Core is unreachable)
+                    _publish_log.failed("publish", "publishing to %s failed: %s", action.topic, exc)
             elif isinstance(action, jobs.SaveJournal):
                 self._save_journal(machine.journal)
             elif isinstance(action, jobs.Execute):
