@@ -14,13 +14,16 @@ from ggdefender import settings as s
 
 COMPONENT_NAME = "ggdefender.Defender"
 
-ALL_OPERATIONS = (
-    "stop-listener", "kill-process", "block-ip", "unblock-ip", "set-config", "restart-component", "collect-now",
-)
-# Device Client step types are gated separately (HandlerDirectory, AllowRunCommand) but also allow-listed here.
+# Our operations declare themselves (operations/__init__.py; imported on first use: process B reads this
+# module's constants without loading them). Device Client step types are gated separately
+# (HandlerDirectory, AllowRunCommand) but also allow-listed here.
 DEVICE_CLIENT_OPERATIONS = ("runHandler", "runCommand")
-# Operations that may be allow-listed but never are by default (the AWS-Reboot template maps to "reboot").
-OPT_IN_OPERATIONS = ("reboot",)
+
+
+def _default_allowed() -> tuple:
+    from . import operations
+
+    return operations.default_allowed() + ("runHandler",)
 
 # Informational: process A publishes the outcome of each of Detect's mitigation requests here for observers.
 # The requests themselves never travel over local pub/sub (it carries no sender identity); process B asks
@@ -49,7 +52,7 @@ _PROCESS_NAME = re.compile(r"^[^/\x00]{1,64}$")
 @dataclasses.dataclass(frozen=True)
 class RemediationSettings:
     enabled: bool = True
-    allowed_operations: tuple = ALL_OPERATIONS + ("runHandler",)
+    allowed_operations: tuple = dataclasses.field(default_factory=_default_allowed)
     protected_process_names: tuple = ("sshd",)
     protected_pids: tuple = ()
     handler_directory: str = ""
@@ -73,113 +76,156 @@ class RemediationSettings:
     reboot_timeout_seconds: float = 600.0
 
 
+KNOWN_KEYS = (
+    "Enabled", "AllowedOperations", "ProtectedProcessNames", "ProtectedPids", "HandlerDirectory", "HandlerUser",
+    "AllowedRunAsUsers", "HandlerTimeoutSeconds", "AllowRunCommand", "RunCommandExecutables",
+    "OperationTimeoutSeconds", "DefaultGracePeriodSeconds", "MaxOutputBytes", "SetConfigAllowedKeys",
+    "RestartableComponents", "FirewallTable", "AcceptLocalRequests", "MaxPendingLocalRequests", "ClaimMode",
+    "ReplyTimeoutSeconds", "RetryInitialSeconds", "RetryMaxSeconds", "RebootCommand", "RebootTimeoutSeconds",
+)
+
+
+# the numeric keys and the settings attribute each one sets
+_NUMBERS = {
+    "HandlerTimeoutSeconds": "handler_timeout_seconds", "OperationTimeoutSeconds": "operation_timeout_seconds",
+    "DefaultGracePeriodSeconds": "default_grace_period_seconds", "MaxOutputBytes": "max_output_bytes",
+    "MaxPendingLocalRequests": "max_pending_local_requests", "ReplyTimeoutSeconds": "reply_timeout_seconds",
+    "RetryInitialSeconds": "retry_initial_seconds", "RetryMaxSeconds": "retry_max_seconds",
+    "RebootTimeoutSeconds": "reboot_timeout_seconds",
+}
+
+
 def parse(section: Optional[dict]) -> RemediationSettings:
-    """Validate the whole `Remediation` section (unknown keys are errors: a typo must not silently weaken safety)."""
+    """Validate the whole `Remediation` section; ConfigError lists every problem. Unknown keys are errors: a typo
+    must not silently weaken safety."""
     section = s.as_section(section, "Remediation")
-    known = {
-        "Enabled", "AllowedOperations", "ProtectedProcessNames", "ProtectedPids", "HandlerDirectory", "HandlerUser",
-        "AllowedRunAsUsers", "HandlerTimeoutSeconds", "AllowRunCommand", "RunCommandExecutables",
-        "OperationTimeoutSeconds", "DefaultGracePeriodSeconds", "MaxOutputBytes", "SetConfigAllowedKeys",
-        "RestartableComponents", "FirewallTable", "AcceptLocalRequests", "MaxPendingLocalRequests", "ClaimMode",
-        "ReplyTimeoutSeconds", "RetryInitialSeconds", "RetryMaxSeconds", "RebootCommand", "RebootTimeoutSeconds",
-    }
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise s.ConfigError(f"Remediation: unknown key(s) {', '.join(unknown)}")
+    problems = s.Problems()
+    problems.keys(section, KNOWN_KEYS, "Remediation", strict=True)
     d = RemediationSettings()
     g = lambda key, default: s.get(section, key, default)  # noqa: E731
+    v = problems.value
 
-    ops = tuple(s.as_str_list(g("AllowedOperations", list(d.allowed_operations)), "Remediation.AllowedOperations"))
-    for op in ops:
-        if op not in ALL_OPERATIONS + DEVICE_CLIENT_OPERATIONS + OPT_IN_OPERATIONS:
-            raise s.ConfigError(f"Remediation.AllowedOperations: unknown operation {op!r}")
+    def ops_():
+        from . import operations
 
-    names = tuple(s.as_str_list(g("ProtectedProcessNames", list(d.protected_process_names)),
-                                "Remediation.ProtectedProcessNames"))
-    for n in names:
-        if not _PROCESS_NAME.match(n):
-            raise s.ConfigError(f"Remediation.ProtectedProcessNames: invalid process name {n!r}")
-    pids_raw = g("ProtectedPids", [])
-    if isinstance(pids_raw, str):
-        pids_raw = [p for p in pids_raw.split(",") if p.strip()]
-    if not isinstance(pids_raw, (list, tuple)):
-        raise s.ConfigError("Remediation.ProtectedPids: expected a list of process ids")
-    pids = tuple(s.as_int(p, "Remediation.ProtectedPids", minimum=1) for p in pids_raw)
+        ops = tuple(s.as_str_list(g("AllowedOperations", list(d.allowed_operations)),
+                                  "Remediation.AllowedOperations"))
+        for op in ops:
+            if op not in operations.names() + DEVICE_CLIENT_OPERATIONS:
+                raise s.ConfigError(f"Remediation.AllowedOperations: unknown operation {op!r}")
+        return ops
 
-    handler_dir = s.as_str(g("HandlerDirectory", ""), "Remediation.HandlerDirectory", allow_empty=True)
-    if handler_dir and not handler_dir.startswith("/"):
-        raise s.ConfigError("Remediation.HandlerDirectory: must be an absolute path")
-    handler_user = s.as_str(g("HandlerUser", ""), "Remediation.HandlerUser", max_length=32, allow_empty=True)
-    if handler_user and not _USER.match(handler_user):
-        raise s.ConfigError(f"Remediation.HandlerUser: invalid user name {handler_user!r}")
-    run_as = tuple(s.as_str_list(g("AllowedRunAsUsers", []), "Remediation.AllowedRunAsUsers"))
-    for u in run_as:
-        if not _USER.match(u):
-            raise s.ConfigError(f"Remediation.AllowedRunAsUsers: invalid user name {u!r}")
+    def names_():
+        names = tuple(s.as_str_list(g("ProtectedProcessNames", list(d.protected_process_names)),
+                                    "Remediation.ProtectedProcessNames"))
+        for n in names:
+            if not _PROCESS_NAME.match(n):
+                raise s.ConfigError(f"Remediation.ProtectedProcessNames: invalid process name {n!r}")
+        return names
 
-    executables = tuple(s.as_str_list(g("RunCommandExecutables", []), "Remediation.RunCommandExecutables"))
-    for exe in executables:
-        if not exe.startswith("/") or "/../" in exe or exe.endswith("/.."):
-            raise s.ConfigError(f"Remediation.RunCommandExecutables: {exe!r} must be a normalised absolute path")
-    allow_run_command = s.as_bool(g("AllowRunCommand", False), "Remediation.AllowRunCommand")
-    if allow_run_command and not executables:
-        raise s.ConfigError("Remediation.AllowRunCommand: needs a non-empty RunCommandExecutables allow-list")
+    def pids_():
+        pids_raw = g("ProtectedPids", [])
+        if isinstance(pids_raw, str):
+            pids_raw = [p for p in pids_raw.split(",") if p.strip()]
+        if not isinstance(pids_raw, (list, tuple)):
+            raise s.ConfigError("Remediation.ProtectedPids: expected a list of process ids")
+        return tuple(s.as_int(p, "Remediation.ProtectedPids", minimum=1) for p in pids_raw)
 
-    keys = tuple(s.as_str_list(g("SetConfigAllowedKeys", list(d.set_config_allowed_keys)),
-                               "Remediation.SetConfigAllowedKeys"))
-    for k in keys:
-        if not _KEY_PATH.match(k):
-            raise s.ConfigError(f"Remediation.SetConfigAllowedKeys: {k!r} is not of the form Section/Key")
-        if k.split("/")[0] in FORBIDDEN_SET_CONFIG_SECTIONS:
-            raise s.ConfigError(f"Remediation.SetConfigAllowedKeys: {k!r}: the {k.split('/')[0]} section "
-                                "can never be changed by a job")
+    def handler_dir_():
+        handler_dir = s.as_str(g("HandlerDirectory", ""), "Remediation.HandlerDirectory", allow_empty=True)
+        if handler_dir and not handler_dir.startswith("/"):
+            raise s.ConfigError("Remediation.HandlerDirectory: must be an absolute path")
+        return handler_dir
 
-    # still a known key so `false` (the old way to turn the public door off) stays valid
-    if s.as_bool(g("AcceptLocalRequests", False), "Remediation.AcceptLocalRequests"):
-        raise s.ConfigError(LOCAL_REQUESTS_REMOVED)
+    def user_(key, max_length=32):
+        user = s.as_str(g(key, ""), f"Remediation.{key}", max_length=max_length, allow_empty=True)
+        if user and not _USER.match(user):
+            raise s.ConfigError(f"Remediation.{key}: invalid user name {user!r}")
+        return user
 
-    reboot = tuple(s.as_str_list(g("RebootCommand", list(d.reboot_command)), "Remediation.RebootCommand",
-                                 max_items=16))
-    if not reboot or not reboot[0].startswith("/") or "/../" in reboot[0]:
-        raise s.ConfigError("Remediation.RebootCommand: an argv list whose program is a normalised absolute path")
+    def run_as_():
+        run_as = tuple(s.as_str_list(g("AllowedRunAsUsers", []), "Remediation.AllowedRunAsUsers"))
+        for u in run_as:
+            if not _USER.match(u):
+                raise s.ConfigError(f"Remediation.AllowedRunAsUsers: invalid user name {u!r}")
+        return run_as
 
-    table = s.as_str(g("FirewallTable", d.firewall_table), "Remediation.FirewallTable", max_length=32)
-    if not re.match(r"^[a-z][a-z0-9_]{0,31}$", table):
-        raise s.ConfigError(f"Remediation.FirewallTable: invalid table name {table!r}")
+    def executables_():
+        executables = tuple(s.as_str_list(g("RunCommandExecutables", []), "Remediation.RunCommandExecutables"))
+        for exe in executables:
+            if not exe.startswith("/") or "/../" in exe or exe.endswith("/.."):
+                raise s.ConfigError(f"Remediation.RunCommandExecutables: {exe!r} must be a normalised absolute path")
+        return executables
 
-    return RemediationSettings(
-        enabled=s.as_bool(g("Enabled", True), "Remediation.Enabled"),
-        allowed_operations=ops,
-        protected_process_names=names,
-        protected_pids=pids,
+    def allow_run_command_(executables):
+        allow = s.as_bool(g("AllowRunCommand", False), "Remediation.AllowRunCommand")
+        if allow and not executables:
+            raise s.ConfigError("Remediation.AllowRunCommand: needs a non-empty RunCommandExecutables allow-list")
+        return allow
+
+    def keys_():
+        keys = tuple(s.as_str_list(g("SetConfigAllowedKeys", list(d.set_config_allowed_keys)),
+                                   "Remediation.SetConfigAllowedKeys"))
+        for k in keys:
+            if not _KEY_PATH.match(k):
+                raise s.ConfigError(f"Remediation.SetConfigAllowedKeys: {k!r} is not of the form Section/Key")
+            if k.split("/")[0] in FORBIDDEN_SET_CONFIG_SECTIONS:
+                raise s.ConfigError(f"Remediation.SetConfigAllowedKeys: {k!r}: the {k.split('/')[0]} section "
+                                    "can never be changed by a job")
+        return keys
+
+    def local_requests_():
+        # still a known key so `false` (the old way to turn the public door off) stays valid
+        if s.as_bool(g("AcceptLocalRequests", False), "Remediation.AcceptLocalRequests"):
+            raise s.ConfigError(LOCAL_REQUESTS_REMOVED)
+
+    def reboot_():
+        reboot = tuple(s.as_str_list(g("RebootCommand", list(d.reboot_command)), "Remediation.RebootCommand",
+                                     max_items=16))
+        if not reboot or not reboot[0].startswith("/") or "/../" in reboot[0]:
+            raise s.ConfigError("Remediation.RebootCommand: an argv list whose program is a normalised absolute "
+                                "path")
+        return reboot
+
+    def table_():
+        table = s.as_str(g("FirewallTable", d.firewall_table), "Remediation.FirewallTable", max_length=32)
+        if not re.match(r"^[a-z][a-z0-9_]{0,31}$", table):
+            raise s.ConfigError(f"Remediation.FirewallTable: invalid table name {table!r}")
+        return table
+
+    def number(fn, key, minimum, maximum):
+        default = getattr(d, _NUMBERS[key])
+        return v(fn, g(key, default), f"Remediation.{key}", minimum=minimum, maximum=maximum, default=default)
+
+    executables = v(executables_, default=())
+    handler_dir = v(handler_dir_, default="")
+    v(local_requests_)
+    out = RemediationSettings(
+        enabled=v(s.as_bool, g("Enabled", True), "Remediation.Enabled", default=True),
+        allowed_operations=v(ops_, default=()),
+        protected_process_names=v(names_, default=()),
+        protected_pids=v(pids_, default=()),
         handler_directory=handler_dir.rstrip("/") or ("/" if handler_dir else ""),
-        handler_user=handler_user,
-        allowed_run_as_users=run_as,
-        handler_timeout_seconds=s.as_float(g("HandlerTimeoutSeconds", d.handler_timeout_seconds),
-                                           "Remediation.HandlerTimeoutSeconds", minimum=1, maximum=3600),
-        allow_run_command=allow_run_command,
+        handler_user=v(user_, "HandlerUser", default=""),
+        allowed_run_as_users=v(run_as_, default=()),
+        handler_timeout_seconds=number(s.as_float, "HandlerTimeoutSeconds", 1, 3600),
+        allow_run_command=v(allow_run_command_, executables, default=False),
         run_command_executables=executables,
-        operation_timeout_seconds=s.as_float(g("OperationTimeoutSeconds", d.operation_timeout_seconds),
-                                             "Remediation.OperationTimeoutSeconds", minimum=1, maximum=600),
-        default_grace_period_seconds=s.as_float(g("DefaultGracePeriodSeconds", d.default_grace_period_seconds),
-                                                "Remediation.DefaultGracePeriodSeconds", minimum=0, maximum=60),
-        max_output_bytes=s.as_int(g("MaxOutputBytes", d.max_output_bytes), "Remediation.MaxOutputBytes",
-                                  minimum=64, maximum=1024),
-        set_config_allowed_keys=keys,
-        restartable_components=tuple(s.as_str_list(g("RestartableComponents", list(d.restartable_components)),
-                                                   "Remediation.RestartableComponents")),
-        firewall_table=table,
-        max_pending_local_requests=s.as_int(g("MaxPendingLocalRequests", d.max_pending_local_requests),
-                                            "Remediation.MaxPendingLocalRequests", minimum=1, maximum=100),
-        claim_mode=s.as_choice(g("ClaimMode", d.claim_mode), "Remediation.ClaimMode", ("describe", "start-next")),
-        reply_timeout_seconds=s.as_float(g("ReplyTimeoutSeconds", d.reply_timeout_seconds),
-                                         "Remediation.ReplyTimeoutSeconds", minimum=0.5, maximum=120),
-        retry_initial_seconds=s.as_float(g("RetryInitialSeconds", d.retry_initial_seconds),
-                                         "Remediation.RetryInitialSeconds", minimum=0.1, maximum=600),
-        retry_max_seconds=s.as_float(g("RetryMaxSeconds", d.retry_max_seconds), "Remediation.RetryMaxSeconds",
-                                     minimum=1, maximum=3600),
-        reboot_command=reboot,
-        reboot_timeout_seconds=s.as_float(g("RebootTimeoutSeconds", d.reboot_timeout_seconds),
-                                          "Remediation.RebootTimeoutSeconds", minimum=5, maximum=86400),
+        operation_timeout_seconds=number(s.as_float, "OperationTimeoutSeconds", 1, 600),
+        default_grace_period_seconds=number(s.as_float, "DefaultGracePeriodSeconds", 0, 60),
+        max_output_bytes=number(s.as_int, "MaxOutputBytes", 64, 1024),
+        set_config_allowed_keys=v(keys_, default=()),
+        restartable_components=tuple(v(s.as_str_list, g("RestartableComponents", list(d.restartable_components)),
+                                       "Remediation.RestartableComponents", default=())),
+        firewall_table=v(table_, default=d.firewall_table),
+        max_pending_local_requests=number(s.as_int, "MaxPendingLocalRequests", 1, 100),
+        claim_mode=v(s.as_choice, g("ClaimMode", d.claim_mode), "Remediation.ClaimMode", ("describe", "start-next"),
+                     default=d.claim_mode),
+        reply_timeout_seconds=number(s.as_float, "ReplyTimeoutSeconds", 0.5, 120),
+        retry_initial_seconds=number(s.as_float, "RetryInitialSeconds", 0.1, 600),
+        retry_max_seconds=number(s.as_float, "RetryMaxSeconds", 1, 3600),
+        reboot_command=v(reboot_, default=d.reboot_command),
+        reboot_timeout_seconds=number(s.as_float, "RebootTimeoutSeconds", 5, 86400),
     )
-
+    problems.raise_if_any()
+    return out

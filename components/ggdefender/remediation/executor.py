@@ -20,9 +20,6 @@ from .operations.base import Context, OperationError, Outcome
 
 log = logging.getLogger("ggdefender.remediation")
 
-# operations that are safe to run again after a restart interrupted them (their result is a state)
-IDEMPOTENT = {"stop-listener", "block-ip", "unblock-ip", "set-config", "collect-now", "kill-process"}
-
 
 @dataclasses.dataclass
 class Result:
@@ -81,15 +78,19 @@ class Executor:
         start = done_steps
         if interrupted is not None and interrupted == done_steps:
             step = steps[interrupted]
-            if step.operation == "restart-component":
+            # what a restart does to the step is the operation's own declaration; handlers are never re-run
+            on_interrupt = ("fail" if step.operation in DEVICE_CLIENT_OPERATIONS
+                            else operations.declaration(step.operation).on_interrupt)
+            if on_interrupt == "done":
                 summaries.append(f"{step.name}: restarted (the listener came back after the restart)")
                 start = interrupted + 1
                 if on_step:
                     on_step(interrupted, "done")
-            elif step.operation == "reboot":
-                # the reboot ended the process that requested it: done if this is a new boot
+            elif on_interrupt == "check":
+                # e.g. a reboot ended the process that requested it: done if this is a new boot
                 try:
-                    outcome = reboot.after_restart(marker, self._context(label, False, step, cancel))
+                    ctx = self._context(label, False, step, cancel)
+                    outcome = operations.get(step.operation).after_restart(marker, ctx)
                 except OperationError as exc:
                     self._audit(label, step, exc.status, exc.reason, dry_run=False)
                     return Result(exc.status, dict(base, reason=exc.reason, failedStep=step.name,
@@ -100,7 +101,7 @@ class Executor:
                 start = interrupted + 1
                 if on_step:
                     on_step(interrupted, "done")
-            elif step.operation not in IDEMPOTENT:
+            elif on_interrupt != "rerun":
                 reason = (f"step {step.name!r} ({step.operation}) was interrupted by a restart and is not re-run "
                           "automatically; re-run the job if it is still needed")
                 self._audit(label, step, "FAILED", reason, dry_run=False)

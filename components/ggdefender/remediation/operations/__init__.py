@@ -1,26 +1,72 @@
-"""The allow-listable remediation operations, one module each.
+"""The allow-listable remediation operations, one module each; a module is an operation by declaring itself.
 
-Each module has NAME, `target(args) -> str` (for the audit line), `run(args, ctx) -> Outcome` (raises
+Each operation module has `DECLARATION` (base.Declaration: name, arguments schema, what a restart does to it,
+default allow-listing), `target(args) -> str` (for the audit line), `run(args, ctx) -> Outcome` (raises
 `Rejected`/`Failed`), and optionally `validate(args, settings)` (semantic checks beyond the JSON Schema,
 raising ValueError; run before a job is accepted so bad arguments are REJECTED without side effects).
+Every list of operations (names, defaults, the job document's schema) is derived here from the declarations;
+what must stay a literal elsewhere (defaults.py, the schema file, docs/jobs.md) is checked against them by
+tests/unit/remediation/test_remediation_operations_registry.py.
+
+Modules are found by listing this package, so they are imported only when the registry is first asked
+(process A); process B never imports them.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
+import pkgutil
 
-MODULES = {
-    "stop-listener": "stop_listener",
-    "kill-process": "kill_process",
-    "block-ip": "block_ip",
-    "unblock-ip": "unblock_ip",
-    "set-config": "set_config",
-    "restart-component": "restart_component",
-    "collect-now": "collect_now",
-    "reboot": "reboot",
-}
+
+@functools.lru_cache(maxsize=None)
+def _registry() -> dict:
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        declaration = getattr(module, "DECLARATION", None)
+        if declaration is None:
+            continue  # a helper module (base, firewall, process_control, socket_owners)
+        if declaration.name in found:
+            raise RuntimeError(f"remediation operation {declaration.name!r} is declared twice")
+        found[declaration.name] = module
+    return found
+
+
+def names() -> tuple:
+    """Every operation's name, in a stable order."""
+    return tuple(_registry())
+
+
+def default_allowed() -> tuple:
+    """The operations in the default `Remediation.AllowedOperations` (before runHandler)."""
+    return tuple(name for name, module in _registry().items() if module.DECLARATION.allowed_by_default)
+
+
+def declaration(name: str):
+    """The Declaration of operation `name`; KeyError for unknown operations."""
+    return _registry()[name].DECLARATION
 
 
 def get(name: str):
     """The module implementing operation `name`; KeyError for unknown operations."""
-    return importlib.import_module(f"{__name__}.{MODULES[name]}")
+    return _registry()[name]
+
+
+def job_document_schema(schema: dict) -> dict:
+    """`schema` (job_document.schema.json) with its per-operation parts built from the declarations: the step's
+    operation enum, one if/then per operation, and one `$defs` entry (named after the operation) each."""
+    out = copy.deepcopy(schema)
+    defs = out["$defs"]
+    step = defs["step"]
+    step["properties"]["operation"] = {"enum": list(names())}
+    step["allOf"] = []
+    for name, module in _registry().items():
+        decl = module.DECLARATION
+        defs[name] = dict(decl.arguments, description=decl.summary)
+        then = {"properties": {"arguments": {"$ref": f"#/$defs/{name}"}}}
+        if decl.arguments_required:
+            then = {"required": ["arguments"], **then}
+        step["allOf"].append({"if": {"properties": {"operation": {"const": name}}}, "then": then})
+    return out

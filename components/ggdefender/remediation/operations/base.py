@@ -17,6 +17,25 @@ from typing import Any, Callable, Optional
 audit_log = logging.getLogger("ggdefender.audit")
 
 
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+    """What an operation module says about itself (its `DECLARATION`); every list of operations is derived
+    from these (operations/__init__.py), so adding an operation is adding one module."""
+
+    name: str  # the job document's "operation"
+    summary: str  # one line for users: the description of its arguments in job_document.schema.json
+    arguments: dict  # JSON Schema of the step's "arguments" (may $ref "#/$defs/signal" and "#/$defs/grace")
+    arguments_required: bool  # a step must carry "arguments"
+    # a step a restart interrupted: "rerun" (safe to repeat: its result is a state), "done" (the restart
+    # was its effect), "check" (the module's after_restart() decides), "fail" (not known to be safe)
+    on_interrupt: str
+    allowed_by_default: bool = True  # in the default Remediation.AllowedOperations
+
+    def __post_init__(self):
+        if self.on_interrupt not in ("rerun", "done", "check", "fail"):
+            raise ValueError(f"{self.name}: on_interrupt {self.on_interrupt!r}")
+
+
 class OperationError(Exception):
     status = "FAILED"
 

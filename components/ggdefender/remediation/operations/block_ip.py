@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from .base import Context, Failed, Outcome
-from .firewall import Firewall, parse_target
+from .base import Context, Declaration, Failed, Outcome
+from .firewall import IP_TARGET, Firewall, parse_target
 
 NAME = "block-ip"
+DECLARATION = Declaration(
+    name=NAME,
+    summary="Drop all traffic from and to an address or network (not loopback, multicast, unspecified, or broader than /8 (v4) or /32 (v6)) in this component's own firewall table.",
+    arguments=IP_TARGET, arguments_required=True, on_interrupt="rerun")
 
 
 def target(args: dict) -> str:

@@ -12,9 +12,17 @@ import uuid
 
 from ggdefender import topics
 
-from .base import Context, Failed, Outcome
+from .base import Context, Declaration, Failed, Outcome
 
 NAME = "collect-now"
+DECLARATION = Declaration(
+    name=NAME,
+    summary="Ask the collector for a Device Defender report right away and wait for it.",
+    arguments={
+        "type": "object", "additionalProperties": False,
+        "properties": {"timeoutSeconds": {"type": "number", "minimum": 1, "maximum": 120}},
+    },
+    arguments_required=False, on_interrupt="rerun")
 COMMANDS_TOPIC = topics.COLLECTOR_COMMANDS
 EVENTS_TOPIC = topics.COLLECTOR_EVENTS
 

@@ -15,6 +15,12 @@ from .base import Context, Failed, Rejected
 
 MIN_PREFIX = {4: 8, 6: 32}  # anything broader would cut the device off; refuse it
 
+# the arguments of block-ip and unblock-ip (their JSON Schema; parse_target checks the meaning)
+IP_TARGET = {
+    "type": "object", "additionalProperties": False, "required": ["address"],
+    "properties": {"address": {"type": "string", "maxLength": 64, "pattern": "^[0-9A-Fa-f:./]+$"}},
+}
+
 
 def parse_target(text: str):
     """An IPv4/IPv6 address or network that may be blocked; ValueError names the problem."""

@@ -6,9 +6,25 @@ import psutil
 
 from ..safety import signal_from_name
 from . import process_control
-from .base import Context, Outcome, Rejected
+from .base import Context, Declaration, Outcome, Rejected
 
 NAME = "kill-process"
+DECLARATION = Declaration(
+    name=NAME,
+    summary="Signal a process by pid or by exact name, with a grace period before SIGKILL.",
+    arguments={
+        "type": "object", "additionalProperties": False,
+        "oneOf": [{"required": ["pid"]}, {"required": ["name"]}],
+        "properties": {
+            "pid": {"type": "integer", "minimum": 2, "maximum": 4194304},
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9._+@:-]{1,64}$"},
+            "all": {"type": "boolean", "description": "With name: signal every process of that name (at most 16)."},
+            "signal": {"$ref": "#/$defs/signal"},
+            "gracePeriodSeconds": {"$ref": "#/$defs/grace"},
+            "killAfterGrace": {"type": "boolean", "default": True},
+        },
+    },
+    arguments_required=True, on_interrupt="rerun")
 MAX_MATCHES = 16
 
 

@@ -15,9 +15,14 @@ import time
 from typing import Optional
 
 from ..bounded_process import run_argv
-from .base import Context, Failed, Outcome, Rejected
+from .base import Context, Declaration, Failed, Outcome, Rejected
 
 NAME = "reboot"
+DECLARATION = Declaration(
+    name=NAME,
+    summary="Reboot the device; the step completes once the device came back (a new boot id).",
+    arguments={"type": "object", "additionalProperties": False},
+    arguments_required=False, on_interrupt="check", allowed_by_default=False)
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 COMMAND_TIMEOUT = 60.0
 

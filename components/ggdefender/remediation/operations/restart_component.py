@@ -8,9 +8,18 @@ restarted listener finishes the execution as SUCCEEDED (the restart is the step'
 from __future__ import annotations
 
 from ..config import COMPONENT_NAME
-from .base import Context, Failed, Outcome, Rejected
+from .base import Context, Declaration, Failed, Outcome, Rejected
 
 NAME = "restart-component"
+DECLARATION = Declaration(
+    name=NAME,
+    summary="Ask the nucleus to restart a component in Remediation.RestartableComponents (IPC RestartComponent).",
+    arguments={
+        "type": "object", "additionalProperties": False,
+        "properties": {"component": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}},
+    },
+    # restarting this component ends the listener's process: the restart was the step's effect
+    arguments_required=False, on_interrupt="done")
 
 
 def target(args: dict) -> str:

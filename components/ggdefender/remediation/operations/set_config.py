@@ -14,9 +14,30 @@ from typing import Callable, Dict
 from ggdefender.settings import ConfigError
 
 from ..config import FORBIDDEN_SET_CONFIG_SECTIONS
-from .base import Context, Failed, Outcome, Rejected
+from .base import Context, Declaration, Failed, Outcome, Rejected
 
 NAME = "set-config"
+DECLARATION = Declaration(
+    name=NAME,
+    summary="Change allow-listed keys (Remediation.SetConfigAllowedKeys) of this component's own configuration.",
+    arguments={
+        "type": "object", "additionalProperties": False, "required": ["section", "values"],
+        "properties": {
+            "section": {"type": "string", "pattern": "^[A-Z][A-Za-z0-9]{0,63}$"},
+            "values": {
+                "type": "object", "minProperties": 1, "maxProperties": 16,
+                "propertyNames": {"pattern": "^[A-Za-z][A-Za-z0-9]{0,63}$"},
+                "additionalProperties": {
+                    "anyOf": [
+                        {"type": "number"},
+                        {"type": "boolean"},
+                        {"type": "string", "maxLength": 256, "pattern": "^[^\\u0000-\\u001f]*$"},
+                    ],
+                },
+            },
+        },
+    },
+    arguments_required=True, on_interrupt="rerun")
 
 
 def _collector(section) -> None:

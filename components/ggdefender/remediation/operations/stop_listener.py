@@ -15,9 +15,25 @@ import psutil
 
 from ..safety import signal_from_name
 from . import process_control, socket_owners
-from .base import Context, Failed, Outcome, Rejected
+from .base import Context, Declaration, Failed, Outcome, Rejected
 
 NAME = "stop-listener"
+DECLARATION = Declaration(
+    name=NAME,
+    summary="Stop every process listening on a TCP or UDP port (after a grace period, SIGKILL), then verify the "
+            "port is closed.",
+    arguments={
+        "type": "object", "additionalProperties": False, "required": ["port"],
+        "properties": {
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "protocol": {"enum": ["tcp", "udp"], "default": "tcp"},
+            "address": {"type": "string", "maxLength": 64, "pattern": "^[0-9A-Fa-f:.]+$",
+                        "description": "Only listeners bound to this address (or to a wildcard address)."},
+            "signal": {"$ref": "#/$defs/signal"},
+            "gracePeriodSeconds": {"$ref": "#/$defs/grace"},
+        },
+    },
+    arguments_required=True, on_interrupt="rerun")
 MAX_ROUNDS = 3
 CLOSE_WAIT_SECONDS = 2.0
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from .base import Context, Failed, Outcome
-from .firewall import Firewall, parse_target
+from .base import Context, Declaration, Failed, Outcome
+from .firewall import IP_TARGET, Firewall, parse_target
 
 NAME = "unblock-ip"
+DECLARATION = Declaration(
+    name=NAME,
+    summary="Remove an address or network that block-ip added (only from this component's own table).",
+    arguments=IP_TARGET, arguments_required=True, on_interrupt="rerun")
 
 
 def target(args: dict) -> str:
