@@ -20,7 +20,7 @@ import re
 import threading
 from typing import Any, Optional
 
-from ggdefender import ratelog, topics
+from ggdefender import ratelog, settings, topics
 
 log = logging.getLogger("ggdefender.health")
 
@@ -32,7 +32,7 @@ MAX_PLUGIN_ENTRIES = 64  # parts.plugins.* keys
 # then its entries are left out and the document says so (the fixed entries alone are under 48 KiB)
 MAX_DOCUMENT_BYTES = 96 * 1024
 MIN_INTERVAL = 1.0  # seconds between two publishes: a flapping part cannot flood IoT Core
-SECTIONS = ("Collector", "Plugins", "Detect", "Remediation", "Supervisor")
+SECTIONS = settings.SECTIONS  # the configuration sections, declared once
 REPORT_STATUSES = ("ACCEPTED", "REJECTED", "PUBLISH_FAILED")
 PART_STATES = ("running", "restarting", "stopped")
 

@@ -3,16 +3,96 @@
 Greengrass hands numbers over as floats and users often write them as strings ("300"), so every reader
 accepts both and names the offending key in its error. A part validates its whole section into an
 immutable settings object first and only then swaps it in: a bad value keeps the last good configuration.
+
+One policy for every section (docs/configuration.md, "How configuration is checked"): `Problems` collects
+every bad value so the error lists them all, and every unknown key is named with the closest known one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import math
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional
+
+# The component's top-level configuration sections; anything else at the top level is most likely a typo.
+SECTIONS = ("Collector", "Plugins", "Detect", "Remediation", "Supervisor")
+# Top-level keys that are not ours but legitimately sit beside the sections (Greengrass's own policy key).
+OTHER_TOP_LEVEL_KEYS = ("accessControl",)
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and what is wrong."""
+
+
+def closest(name: Any, known: Iterable[str]) -> Optional[str]:
+    """The known key an operator most likely meant: the same word in another case, else difflib's best match."""
+    known = [str(k) for k in known]
+    text = str(name)
+    for k in known:
+        if k.lower() == text.lower():
+            return k
+    match = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def unknown_keys(section: dict, known: Iterable[str]) -> List[tuple]:
+    """(key, closest known key or None) for each key of `section` not in `known`, in sorted order."""
+    known = tuple(known)
+    return [(key, closest(key, known)) for key in sorted((k for k in section if k not in known), key=str)]
+
+
+def _hint(close: Optional[str]) -> str:
+    return f" (did you mean {close}?)" if close else ""
+
+
+def unknown_sections(whole: Any) -> List[str]:
+    """A warning for each top-level key that is not a section of ours (`Pluginz:` would else be ignored)."""
+    if not isinstance(whole, dict):
+        return []
+    return [f"{key}: unknown top-level configuration section ignored{_hint(close)}; sections: {', '.join(SECTIONS)}"
+            for key, close in unknown_keys(whole, SECTIONS + OTHER_TOP_LEVEL_KEYS)]
+
+
+class Problems:
+    """Every problem of one section, so a rejection lists them all rather than only the first.
+
+    Read each value through `value()` or inside `with problems.check():`; a ConfigError is recorded and the
+    reading goes on. `raise_if_any()` then rejects the whole section (the caller keeps its last good one).
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix  # e.g. "Collector." for messages that name only the key
+        self.errors: List[str] = []
+        self.warnings: List[str] = []
+
+    def value(self, fn: Callable[..., Any], *args: Any, default: Any = None, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs), or `default` with the error recorded."""
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            self.errors.append(f"{self.prefix}{exc}")
+            return default
+
+    @contextlib.contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigError as exc:
+            self.errors.append(f"{self.prefix}{exc}")
+
+    def keys(self, section: dict, known: Iterable[str], where: str, *, strict: bool) -> None:
+        """Unknown keys of `section`: errors where a typo could weaken a rule (`strict`), else warnings.
+        Both name the closest known key."""
+        items = unknown_keys(section, known)
+        if items and strict:
+            self.errors.append(f"{where}: unknown key(s) {', '.join(f'{k}{_hint(c)}' for k, c in items)}")
+        elif items:
+            self.warnings.extend(f"{where}.{k}: unknown key ignored{_hint(c)}" for k, c in items)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigError("; ".join(self.errors))
 
 
 _MISSING = object()

@@ -72,9 +72,12 @@ def parse_settings(section) -> SupervisorSettings:
         "CollectorMemoryLimitMiB": ("collector_memory_limit_mib",
                                     lambda v: s.as_float(v, "CollectorMemoryLimitMiB", 16, 4096)),
     }
+    problems = s.Problems()
+    problems.keys(section, readers, "Supervisor", strict=False)
+    for warning in problems.warnings:
+        log.warning("%s", warning)
     for key, value in section.items():
         if key not in readers:
-            log.warning("Supervisor.%s: unknown key ignored", key)
             continue
         if value is None:
             continue

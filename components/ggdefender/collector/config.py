@@ -8,7 +8,7 @@ Reference: docs/configuration.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 from ggdefender import settings as s
 from ggdefender.collector.report import DEFAULT_MAX_BYTES, MQTT_LIMIT
@@ -54,17 +54,15 @@ class CollectorSettings:
 def parse(section) -> CollectorSettings:
     """Validate a `Collector` section (None = all defaults). Raises ConfigError naming every bad key."""
     section = s.as_section(section, "Collector")
-    errors: List[str] = []
-    warnings: List[str] = []
+    problems = s.Problems("Collector.")
+    warnings = problems.warnings
     values = {}
 
     def read(key, attr, fn):
         if key not in section or section[key] is None:
             return
-        try:
+        with problems.check():
             values[attr] = fn(section[key])
-        except s.ConfigError as exc:
-            errors.append(f"Collector.{exc}")
 
     read("Enabled", "enabled", lambda v: s.as_bool(v, "Enabled"))
 
@@ -134,13 +132,8 @@ def parse(section) -> CollectorSettings:
     read("IncludeCustomMetrics", "include_custom_metrics", lambda v: s.as_bool(v, "IncludeCustomMetrics"))
     read("Source", "source", lambda v: s.as_choice(v, "Source", ("auto", "procfs", "psutil")))
 
-    for key in section:
-        if key not in KNOWN_KEYS:
-            # a typo must not silently fall back to a default (the Device Client "interval" trap)
-            close = [k for k in KNOWN_KEYS if k.lower() == str(key).lower()]
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            warnings.append(f"Collector.{key}: unknown key ignored{hint}")
-    if errors:
-        raise s.ConfigError("; ".join(errors))
+    # a typo must not silently fall back to a default (the Device Client "interval" trap): said, not fatal
+    problems.keys(section, KNOWN_KEYS, "Collector", strict=False)
+    problems.raise_if_any()
     return CollectorSettings(**values, warnings=tuple(warnings))
 

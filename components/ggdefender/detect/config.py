@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ggdefender.settings import ConfigError, as_bool, as_choice, as_int, as_section, as_str
+from ggdefender.settings import ConfigError, Problems, as_bool, as_choice, as_int, as_section, as_str
 
 from . import findings as F
 from . import metrics as M
@@ -146,24 +146,26 @@ def _verification(section: dict) -> dict:
 
 
 def parse(section: Optional[dict]) -> DetectConfig:
-    """Validate the whole `Detect` section (unknown keys are errors: a typo must not silently disable a rule)."""
+    """Validate the whole `Detect` section; ConfigError lists every problem. Unknown keys are errors: a typo
+    must not silently disable a rule."""
     section = as_section(section, "Detect")
-    unknown = set(section) - KNOWN_KEYS
-    if unknown:
-        raise ConfigError(f"Detect: unknown key(s) {', '.join(sorted(unknown))}")
-    custom = _custom_types(section)
-    max_entries = as_int(section.get("MaxThreatListEntries", MAX_ENTRIES_DEFAULT), "MaxThreatListEntries", 1,
-                         10_000_000)
-    return DetectConfig(
-        enabled=as_bool(section.get("Enabled", True), "Enabled"),
-        profiles=tuple(_profiles(section, custom)),
+    problems = Problems()
+    problems.keys(section, KNOWN_KEYS, "Detect", strict=True)
+    custom = problems.value(_custom_types, section, default={})
+    max_entries = problems.value(as_int, section.get("MaxThreatListEntries", MAX_ENTRIES_DEFAULT),
+                                 "MaxThreatListEntries", 1, 10_000_000, default=MAX_ENTRIES_DEFAULT)
+    values = dict(
+        enabled=problems.value(as_bool, section.get("Enabled", True), "Enabled"),
+        profiles=tuple(problems.value(_profiles, section, custom, default=())),
         custom_types=custom,
-        stats=_stats(section.get("Statistics")),
-        threat_lists=tuple(parse_threat_lists(section.get("ThreatLists"), max_entries)),
-        mitigation=MIT.parse_config(section.get("Mitigation")),
-        verification=_verification(section),
-        findings=F.parse_config(section.get("Findings")),
+        stats=problems.value(_stats, section.get("Statistics")),
+        threat_lists=tuple(problems.value(parse_threat_lists, section.get("ThreatLists"), max_entries, default=())),
+        mitigation=problems.value(MIT.parse_config, section.get("Mitigation")),
+        verification=problems.value(_verification, section),
+        findings=problems.value(F.parse_config, section.get("Findings")),
     )
+    problems.raise_if_any()
+    return DetectConfig(**values)
 
 
 __all__ = ["DetectConfig", "parse", "parse_verification", "Profile"]

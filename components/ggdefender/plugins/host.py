@@ -58,9 +58,9 @@ class HostSettings:
 
 
 def _unknown_keys(section: dict, allowed, where: str) -> None:
-    unknown = sorted(str(k) for k in section if k not in allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    problems = settings.Problems()  # the one policy: each unknown key named with the closest known one
+    problems.keys(section, allowed, where, strict=True)
+    problems.raise_if_any()
 
 
 def _plugin_config(cls: type, section: Any, where: str, enabled_default: bool) -> Optional[PluginConfig]:

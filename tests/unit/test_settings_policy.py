@@ -1,0 +1,58 @@
+"""The one configuration policy (settings.Problems): every section names unknown keys with the closest known
+one and lists every bad value, not only the first."""
+
+import pytest
+
+from ggdefender import settings
+from ggdefender.collector import config as collector_config
+from ggdefender.detect import config as detect_config
+from ggdefender.remediation import config as remediation_config
+from ggdefender.settings import ConfigError
+
+
+def test_closest_prefers_the_same_word_in_another_case_then_a_near_spelling():
+    known = ("SampleIntervalSeconds", "Metrics", "Enabled")
+    assert settings.closest("sampleintervalseconds", known) == "SampleIntervalSeconds"
+    assert settings.closest("SampleIntervalSecond", known) == "SampleIntervalSeconds"
+    assert settings.closest("Zebra", known) is None
+
+
+def test_a_misspelled_top_level_section_is_named_with_the_closest_section():
+    warnings = settings.unknown_sections({"Pluginz": {}, "Collector": {}, "accessControl": {}, "Xyz": 1})
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("Pluginz: unknown top-level configuration section ignored (did you mean Plugins?)")
+    assert warnings[1].startswith("Xyz: unknown top-level configuration section ignored;")
+    assert settings.unknown_sections({"Collector": {}, "Detect": {}}) == []
+
+
+def test_collector_warns_with_did_you_mean_for_a_near_miss():
+    st = collector_config.parse({"SampleIntervalSecond": 600})
+    assert "Collector.SampleIntervalSecond: unknown key ignored (did you mean SampleIntervalSeconds?)" in st.warnings
+
+
+@pytest.mark.parametrize("parse, section, expected", [
+    (detect_config.parse, {"Profile": [], "Enabled": "maybe", "MaxThreatListEntries": 0},
+     ["Detect: unknown key(s) Profile (did you mean Profiles?)", "Enabled: expected true or false",
+      "MaxThreatListEntries: 0 is below the minimum 1"]),
+    (remediation_config.parse, {"AllowedOprations": [], "HandlerUser": "root; id", "MaxOutputBytes": "99999",
+                                "FirewallTable": "x;y"},
+     ["Remediation: unknown key(s) AllowedOprations (did you mean AllowedOperations?)", "invalid user name",
+      "MaxOutputBytes: 99999 is above the maximum", "invalid table name"]),
+    (collector_config.parse, {"Enabled": "maybe", "PublishQos": 7},
+     ["Collector.Enabled: expected true or false", "Collector.PublishQos: 7 is above the maximum 1"]),
+])
+def test_a_rejected_section_lists_every_problem(parse, section, expected):
+    with pytest.raises(ConfigError) as e:
+        parse(section)
+    for fragment in expected:
+        assert fragment in str(e.value), str(e.value)
+
+
+def test_strict_and_lenient_sections_report_unknown_keys_in_one_form():
+    problems = settings.Problems()
+    problems.keys({"TimeoutSecs": 1}, ("TimeoutSeconds",), "Plugins", strict=True)
+    problems.keys({"Intervl": 1}, ("Interval",), "Collector", strict=False)
+    assert problems.errors == ["Plugins: unknown key(s) TimeoutSecs (did you mean TimeoutSeconds?)"]
+    assert problems.warnings == ["Collector.Intervl: unknown key ignored (did you mean Interval?)"]
+    with pytest.raises(ConfigError, match="TimeoutSecs"):
+        problems.raise_if_any()
