@@ -93,11 +93,13 @@ def main(args) -> int:
     from ggdefender.collector.pipeline import Pipeline, ReportInvalid
     from ggdefender.collector.report import ReportTooLarge
     from ggdefender.collector.report_id import ReportIds
-    from ggdefender.settings import ConfigError
+    from ggdefender.settings import ConfigError, unknown_sections
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         conf = _load_config(args.config)
+        for w in unknown_sections(conf):
+            log.warning("--config %s: %s", args.config, w)
         settings = cfg.parse(conf.get("Collector"))
         plugins = None
         if not args.no_custom_metrics and settings.include_custom_metrics:

@@ -51,6 +51,26 @@ def test_invalid_plugins_section_is_refused_not_replaced_by_defaults(tmp_path, c
     assert "Plugins.Builtins.cpu_usage.Enabled" in err
 
 
+def test_invalid_plugin_option_value_exits_2_as_documented(tmp_path, capsys):
+    # docs/metrics.md: an invalid value in either section exits 2; a plugin's own option is one
+    path = tmp_path / "config.yaml"
+    path.write_text("Plugins:\n  Builtins:\n    cpu_usage: {MinIntervalSeconds: soon}\n")
+    code = main(["collect", "--once", "--proc-root", str(PROC / "basic"), "--config", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Plugins.Builtins.cpu_usage: MinIntervalSeconds: expected a number" in err
+
+
+def test_misspelled_section_and_key_are_named_with_what_was_meant(tmp_path, capsys, caplog):
+    path = tmp_path / "config.yaml"
+    path.write_text("Pluginz: {}\nCollector: {SampleIntervalSecond: 600}\n")
+    code, out, err = run(capsys, "--config", str(path))
+    assert code == 0, err
+    err = caplog.text  # logged warnings (stderr outside pytest)
+    assert "Pluginz: unknown top-level configuration section ignored (did you mean Plugins?)" in err
+    assert "Collector.SampleIntervalSecond: unknown key ignored (did you mean SampleIntervalSeconds?)" in err
+
+
 def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
     code, _, err = run(capsys, "--output", str(tmp_path))  # a folder, not a file
     assert code == 1
