@@ -1,7 +1,8 @@
 """Every topic the component uses, named once (the table in docs/architecture.md lists them for users).
 
 Local pub/sub topics start with `ggdefender/`; IoT Core topics we own start with `ggdefender/things/{thing}/`;
-`$aws/` topics are AWS's. Stdlib only: both processes import this at start-up.
+`$aws/` topics are AWS's. Stdlib only: both processes import this at start-up. The IoT Jobs topics (and the
+Jobs API's names and limits) are in jobs_protocol.py, shared by the listener and the offline Jobs service.
 """
 
 # local pub/sub

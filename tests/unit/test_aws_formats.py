@@ -14,8 +14,8 @@ from ggdefender.detect import findings as F
 from ggdefender.detect.profile import NAME_RE as PROFILE_NAME_RE
 from ggdefender.detect.profile import ProfileError, load_profile
 from ggdefender.detect.service import DetectService
-from ggdefender.local import jobs as local_jobs
-from ggdefender.remediation import documents, jobs
+from ggdefender import jobs_protocol
+from ggdefender.remediation import jobs
 from ggdefender.remediation.jobs import JobsMachine, Journal, Publish
 
 from detect.detect_helpers import FIXTURES, FakeIpc, report
@@ -262,13 +262,13 @@ def _model_accepts(text, service, operation, member):
 
 
 @pytest.mark.parametrize("ours, service, operation, member", [
-    (jobs.JOB_ID, "iot-jobs-data", "UpdateJobExecution", "jobId"),
-    (jobs.THING_NAME, "iot-jobs-data", "UpdateJobExecution", "thingName"),
-    (local_jobs.JOB_ID, "iot", "CreateJob", "jobId"),
-    (local_jobs.DETAIL_KEY, "iot-jobs-data", "UpdateJobExecution", "statusDetails"),
+    (jobs_protocol.JOB_ID, "iot-jobs-data", "UpdateJobExecution", "jobId"),
+    (jobs_protocol.THING_NAME, "iot-jobs-data", "UpdateJobExecution", "thingName"),
+    (jobs_protocol.JOB_ID, "iot", "CreateJob", "jobId"),
+    (jobs_protocol.DETAIL_KEY, "iot-jobs-data", "UpdateJobExecution", "statusDetails"),
     (PROFILE_NAME_RE, "iot", "CreateSecurityProfile", "securityProfileName"),
     (PROFILE_NAME_RE, "iot", "CreateSecurityProfile", "behaviors[].name"),
-], ids=["jobs.JOB_ID", "jobs.THING_NAME", "local.jobs.JOB_ID", "local.jobs.DETAIL_KEY", "profile.NAME_RE/profile",
+], ids=["JOB_ID/update", "THING_NAME", "JOB_ID/create", "DETAIL_KEY", "profile.NAME_RE/profile",
         "profile.NAME_RE/behavior"])
 def test_our_name_rules_are_the_models(ours, service, operation, member):
     for text in SAMPLES:
@@ -277,13 +277,19 @@ def test_our_name_rules_are_the_models(ours, service, operation, member):
 
 
 def test_our_job_document_and_details_limits_are_the_models():
-    assert documents.MAX_DOCUMENT_CHARS == local_jobs.MAX_DOCUMENT_CHARS == \
-        aws_models.input_shape("iot", "CreateJob", "document").metadata["max"]
+    assert jobs_protocol.MAX_DOCUMENT_CHARS == aws_models.input_shape("iot", "CreateJob", "document").metadata["max"]
     key = aws_models.input_shape("iot-jobs-data", "UpdateJobExecution", "statusDetails").key
     for text in SAMPLES:
-        clean = jobs.DETAIL_KEY_BAD.sub("_", text)[:128]
+        clean = jobs_protocol.DETAIL_KEY_BAD.sub("_", text)[:jobs_protocol.MAX_DETAIL_KEY]
         assert not clean or _model_accepts({clean: "v"}, "iot-jobs-data", "UpdateJobExecution", "statusDetails"), text
-    assert key.metadata["max"] == 128
+    assert key.metadata["max"] == jobs_protocol.MAX_DETAIL_KEY
+
+
+def test_our_job_statuses_are_the_models():
+    statuses = aws_models.input_shape("iot-jobs-data", "UpdateJobExecution", "status").enum
+    assert set(jobs_protocol.DEVICE_STATUSES) <= set(statuses) and set(jobs_protocol.TERMINAL) <= set(statuses)
+    # every status but the two a job moves on from is terminal
+    assert set(statuses) - set(jobs_protocol.TERMINAL) == {"QUEUED", "IN_PROGRESS"}
 
 
 def test_what_the_running_listener_publishes_is_a_valid_api_input(tmp_path):

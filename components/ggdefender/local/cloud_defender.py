@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ggdefender import topics
 from ggdefender.collector.report import to_long
 from ggdefender.collector.schema import validate_report
 
@@ -30,7 +31,7 @@ from .core import thing_name_problem  # also keeps "..", "." out of <root>/cloud
 
 log = logging.getLogger("ggdefender.local.cloud_defender")
 
-TOPIC_FILTER = "$aws/things/+/defender/metrics/+"
+TOPIC_FILTER = topics.metrics("+", "+")  # every thing, every format: the topic the device publishes on
 FORMATS = ("json", "cbor")
 # Memory is bounded whatever the components publish (a soak at one report a second must not grow the core):
 MAX_REMEMBERED_IDS = 10_000  # report ids per thing for duplicate detection (~35 days at 300 s; ~1 MiB)

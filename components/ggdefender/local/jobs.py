@@ -16,24 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ggdefender import jobs_protocol
+# the protocol's names and limits are shared with the device's listener (remediation/jobs.py)
+from ggdefender.jobs_protocol import DETAIL_KEY, DEVICE_STATUSES, JOB_ID, MAX_DOCUMENT_CHARS, TERMINAL
 from ggdefender.statefile import atomic_write_json, need, read_json
 
 log = logging.getLogger("ggdefender.local.jobs")
 
-JOB_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}\Z")  # \Z: `$` would let a trailing newline through
-DETAIL_KEY = re.compile(r"^[a-zA-Z0-9:_-]{1,128}\Z")
-MAX_DOCUMENT_CHARS = 32768
-DEVICE_STATUSES = ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED")
-TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
-REQUEST_FILTERS = ("$aws/things/+/jobs/get", "$aws/things/+/jobs/start-next", "$aws/things/+/jobs/+/get",
-                   "$aws/things/+/jobs/+/update")
 MAX_REQUEST_BYTES = 128 * 1024
 
 
@@ -93,7 +88,8 @@ class JobsService:
         self.jobs: dict = {}
         self.executions: dict = {}  # "thing/jobId" -> [attempts, oldest first]
         self._load()
-        self._unsubscribe = [core.subscribe_iot(f, self._on_request) for f in REQUEST_FILTERS]
+        self._unsubscribe = [core.subscribe_iot(f, self._on_request)
+                             for f in jobs_protocol.SERVICE_REQUEST_FILTERS]
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._timeouts, args=(tick_seconds,), name="local-jobs-timeouts",
                                        daemon=True)
@@ -183,14 +179,14 @@ class JobsService:
                 items = [self._summary(e) for e in pending if e["status"] == status][:10]
                 if items:
                     jobs[status] = items
-            self._publish(f"$aws/things/{thing}/jobs/notify", {"timestamp": now, "jobs": jobs})
+            self._publish(jobs_protocol.notify(thing), {"timestamp": now, "jobs": jobs})
         head_after = self._head(thing)
         head_key = lambda h: h[:2] if h else None  # noqa: E731 - a status change of the same head is no change
         if head_key(head_before) != head_key(head_after):
             payload: dict = {"timestamp": now}
             if head_after:
                 payload["execution"] = self._execution(self._latest(thing, head_after[0]))
-            self._publish(f"$aws/things/{thing}/jobs/notify-next", payload)
+            self._publish(jobs_protocol.notify_next(thing), payload)
 
     # -- control API (CLI, tests) -----------------------------------------------------------------------------
     def create_job(self, document: Any, job_id: Optional[str] = None, *, thing: Optional[str] = None,

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 if TYPE_CHECKING:
     import jsonschema
 
+from ggdefender.jobs_protocol import MAX_DOCUMENT_CHARS  # the IoT Jobs API limit for a job document
+
 from . import operations
 
-MAX_DOCUMENT_CHARS = 32768  # the IoT Jobs API limit for jobDocument
 SCHEMA_ID = "ggdefender.remediation/1"
 
 # JSON Schema counts 8888.0 as an integer, and Greengrass stores configured numbers (a mitigation rule's

@@ -27,18 +27,17 @@ import dataclasses
 import json
 import logging
 import random
-import re
 import unicodedata
 import uuid
 from typing import Any, Callable, Optional
 
+# the protocol's names, limits and topics are shared with the offline Jobs service (local/jobs.py);
+# subscription_filters is the listener's (it reaches it through this module)
+from ggdefender.jobs_protocol import (DETAIL_KEY_BAD, JOB_ID, MAX_DETAIL_KEY, TERMINAL, jobs_prefix,  # noqa: F401
+                                      subscription_filters)
+
 log = logging.getLogger("ggdefender.remediation.jobs")
 
-JOB_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}\Z")  # \Z: `$` would let a trailing newline through
-THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}\Z")
-DETAIL_KEY_BAD = re.compile(r"[^a-zA-Z0-9:_-]")
-DEVICE_STATUSES = ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED")
-TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
 RETRYABLE_CODES = ("RequestThrottled", "InternalError")
 MAX_DETAIL_ENTRIES = 16
 MAX_DETAIL_VALUE = 1024
@@ -79,19 +78,6 @@ class Cancel:
     status: str  # what the service says (CANCELED, TIMED_OUT, REMOVED, ... or "gone")
 
 
-# -- topics ------------------------------------------------------------------------------------------
-def jobs_prefix(thing: str) -> str:
-    if not THING_NAME.match(thing or ""):
-        raise ValueError(f"invalid thing name {thing!r} (1-128 of [a-zA-Z0-9:_-])")
-    return f"$aws/things/{thing}/jobs/"
-
-
-def subscription_filters(thing: str) -> list:
-    """Exact filters: `+` matches one level, so none of them can match a namespaced topic (one level more)."""
-    p = jobs_prefix(thing)
-    return [p + "notify", p + "notify-next", p + "start-next/+", p + "get/+", p + "+/get/+", p + "+/update/+"]
-
-
 def sanitize_details(details: dict) -> dict:
     """statusDetails within the API limits: keys [a-zA-Z0-9:_-]{1,128}, values 1-1024 chars without control
     characters, at most MAX_DETAIL_ENTRIES entries (the most useful first)."""
@@ -100,7 +86,7 @@ def sanitize_details(details: dict) -> dict:
     for key in ordered:
         if len(out) >= MAX_DETAIL_ENTRIES:
             break
-        clean_key = DETAIL_KEY_BAD.sub("_", str(key))[:128]
+        clean_key = DETAIL_KEY_BAD.sub("_", str(key))[:MAX_DETAIL_KEY]
         value = "".join(ch if not unicodedata.category(ch).startswith("C") else " " for ch in str(details[key]))
         value = value.strip()
         if not clean_key or not value or clean_key in out:
