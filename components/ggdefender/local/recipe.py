@@ -17,10 +17,19 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from ggdefender.settings import closest
+
 MAX_RECIPE_BYTES = 1024 * 1024  # gdk enforces 16,000 bytes for publishing; we only bound what we read
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
 LIFECYCLE_STEPS = ("Setenv", "Bootstrap", "Install", "Run", "Startup", "Shutdown", "Recover")
 STEP_KEYS = {"Script", "RequiresPrivilege", "Skipif", "Timeout", "Setenv"}
+# The recipe reference's keys. Unknown ones are errors, as on the classic nucleus (its recipe reader, Jackson in
+# aws-greengrass-component-common, fails on unknown properties; gdk's schema refuses unknown top-level keys):
+# a misspelled `Lifecyle:` would otherwise deploy a component with nothing to run.
+RECIPE_KEYS = ("RecipeFormatVersion", "ComponentName", "ComponentVersion", "ComponentDescription",
+               "ComponentPublisher", "ComponentConfiguration", "ComponentDependencies", "ComponentType",
+               "ComponentSource", "Manifests", "Lifecycle")
+MANIFEST_KEYS = ("Name", "Platform", "Lifecycle", "Selections", "Artifacts")
 DEFAULT_TIMEOUTS = {"Bootstrap": 120.0, "Install": 120.0, "Startup": 120.0, "Shutdown": 15.0, "Recover": 60.0,
                     "Run": None}
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -147,6 +156,7 @@ def load_recipe(path: Path | str, *, platform: Optional[dict] = None) -> Recipe:
 
 def parse_recipe(doc: dict, path: Path | str = "<recipe>", *, platform: Optional[dict] = None) -> Recipe:
     where = str(path)
+    _check_keys(doc, RECIPE_KEYS, where)
     fmt = _ci_get(doc, "RecipeFormatVersion")
     if fmt is None:
         raise RecipeError(f"{where}: RecipeFormatVersion is required (2020-01-25)")
@@ -190,6 +200,7 @@ def parse_recipe(doc: dict, path: Path | str = "<recipe>", *, platform: Optional
         raise RecipeError(f"{where}: Manifests is required and must be a non-empty list")
     platform = platform or current_platform()
     manifest = select_manifest(manifests, platform, where)
+    _check_keys(manifest, MANIFEST_KEYS, f"{where}: Manifests[{manifests.index(manifest)}]")
     global_lifecycle = _ci_get(doc, "Lifecycle")
     lifecycle_raw = _ci_get(manifest, "Lifecycle")
     if lifecycle_raw is None and global_lifecycle is not None:
@@ -283,7 +294,10 @@ def parse_lifecycle(raw: Any, where: str = "<recipe>") -> dict:
     for key, value in raw.items():
         step_name = next((s for s in LIFECYCLE_STEPS if s.lower() == str(key).lower()), None)
         if step_name is None:
-            raise RecipeError(f"{where}: unknown lifecycle step {key!r} (expected one of {', '.join(LIFECYCLE_STEPS)})")
+            close = closest(key, LIFECYCLE_STEPS)
+            hint = f"did you mean {close}? " if close else ""
+            raise RecipeError(f"{where}: unknown lifecycle step {key!r} ({hint}expected one of "
+                              f"{', '.join(LIFECYCLE_STEPS)})")
         if step_name == "Setenv":
             out["Setenv"] = _parse_setenv(value, f"{where}: Lifecycle.Setenv")
             continue
@@ -298,10 +312,7 @@ def parse_step(name: str, value: Any, where: str) -> Step:
         return Step(name=name, script=value, timeout=DEFAULT_TIMEOUTS.get(name))
     if not isinstance(value, dict):
         raise RecipeError(f"{where}: must be a script string or an object with Script")
-    unknown = [k for k in value if not any(k.lower() == s.lower() for s in STEP_KEYS)]
-    if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} "
-                          f"(expected {', '.join(sorted(STEP_KEYS))})")
+    _check_keys(value, sorted(STEP_KEYS), where)
     script = _ci_get(value, "Script")
     if not isinstance(script, str) or not script.strip():
         raise RecipeError(f"{where}.Script: required and must be a non-empty string")
@@ -631,6 +642,20 @@ def _ci_get(mapping: Any, key: str, default: Any = None) -> Any:
         if isinstance(k, str) and k.lower() == lowered:
             return v
     return default
+
+
+def _check_keys(mapping: dict, known: Iterable[str], where: str) -> None:
+    """RecipeError naming each key not in `known` (matched case-insensitively, as `_ci_get` reads them) with
+    the closest known key."""
+    known = tuple(known)
+    lowered = {k.lower() for k in known}
+    unknown = [k for k in mapping if str(k).lower() not in lowered]
+    if unknown:
+        named = []
+        for key in unknown:
+            close = closest(key, known)
+            named.append(f"{key}" + (f" (did you mean {close}?)" if close else ""))
+        raise RecipeError(f"{where}: unknown key(s) {', '.join(named)} (expected {', '.join(known)})")
 
 
 def _check_name(name: str, where: str) -> None:

@@ -112,6 +112,28 @@ def test_bad_recipes_get_clear_errors(change, message):
         r.parse_recipe(_doc(**change), platform=LINUX)
 
 
+@pytest.mark.parametrize("change, message", [
+    # the newcomer's recipe: it ran as INSTALLED then FINISHED with nothing run and no word
+    ({"Manifests": [{"Lifecyle": {"Run": "echo hi"}}]},
+     r"Manifests\[0\]: unknown key\(s\) Lifecyle \(did you mean Lifecycle\?\)"),
+    ({"Lifecyle": {"Run": "echo hi"}}, r"unknown key\(s\) Lifecyle \(did you mean Lifecycle\?\)"),
+    ({"ComponentVerison": "1.0.0"}, r"ComponentVerison \(did you mean ComponentVersion\?\)"),
+    ({"Manifests": [{"Lifecycle": {"Instal": "x"}}]}, r"unknown lifecycle step 'Instal' \(did you mean Install\?"),
+    ({"Manifests": [{"Lifecycle": {"Run": {"Scrpt": "a"}}}]}, r"Scrpt \(did you mean Script\?\)"),
+])
+def test_misspelled_recipe_keys_are_errors_naming_the_closest_key(change, message):
+    with pytest.raises(r.RecipeError, match=message):
+        r.parse_recipe(_doc(**change), platform=LINUX)
+
+
+def test_every_documented_recipe_key_is_accepted():
+    doc = _doc(ComponentDescription="d", ComponentPublisher="p", ComponentType="aws.greengrass.generic",
+               ComponentSource="arn:x", ComponentConfiguration={"DefaultConfiguration": {}},
+               ComponentDependencies={}, Lifecycle={"all": {"Run": "echo all"}},
+               Manifests=[{"Name": "linux", "Platform": {"os": "linux"}, "Selections": ["all"], "Artifacts": []}])
+    assert r.parse_recipe(doc, platform=LINUX).step("Run").script == "echo all"
+
+
 def test_keys_are_case_insensitive():
     doc = {"recipeFormatVersion": "2020-01-25", "componentName": "a.b", "componentVersion": "2.0.0",
            "manifests": [{"lifecycle": {"run": {"script": "x", "requiresPrivilege": True}}}]}
