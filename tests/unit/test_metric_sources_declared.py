@@ -1,0 +1,28 @@
+"""The metric sources register themselves (collector/sources.py `register`); the collector's `Source` setting
+and its row in docs/configuration.md name exactly those (plus `auto`), so a new source cannot be left
+unselectable or undocumented."""
+
+import os
+import re
+
+import pytest
+
+from ggdefender.collector import config, sources
+from ggdefender.settings import ConfigError
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs")
+
+
+def test_collector_source_setting_accepts_exactly_the_registered_sources():
+    for name in sources.names():
+        assert config.parse({"Source": name}).source == name
+    with pytest.raises(ConfigError) as err:
+        config.parse({"Source": "no-such-source"})
+    offered = re.search(r"expected one of (.*), got", str(err.value)).group(1).split(", ")
+    assert offered == ["auto"] + sources.names()
+
+
+def test_docs_name_every_registered_source():
+    with open(os.path.join(DOCS, "configuration.md"), encoding="utf-8") as fh:
+        row = next(line for line in fh if line.startswith("| `Source` |"))
+    assert set(re.findall(r"`([a-z]+)`", row)) - {"Source"} == {"auto", *sources.names()}
