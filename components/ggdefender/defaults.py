@@ -14,7 +14,10 @@ lite into strings); every reader (settings.py) accepts both.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any, Optional, Sequence
+
+from ggdefender import settings
 
 DEFAULTS: dict = {
     "Collector": {
@@ -122,6 +125,19 @@ def default_at(key_path: Sequence[str]) -> Optional[Any]:
     return copy.deepcopy(node)
 
 
+_said_unknown: frozenset = frozenset()  # the unknown top-level sections last logged (said once, not per read)
+
+
 def with_defaults(key_path: Sequence[str], live: Any) -> Any:
-    """The component's own configuration at key_path (None when absent) with the defaults merged under it."""
+    """The component's own configuration at key_path (None when absent) with the defaults merged under it.
+
+    Reading the whole configuration is where a misspelled top-level section (`Pluginz:`) shows: it is logged
+    with the section it most likely meant, once while it stays."""
+    global _said_unknown
+    if not key_path and isinstance(live, dict):
+        unknown = frozenset(k for k in live if k not in settings.SECTIONS + settings.OTHER_TOP_LEVEL_KEYS)
+        if unknown and unknown != _said_unknown:
+            for warning in settings.unknown_sections(live):
+                logging.getLogger("ggdefender").warning("%s", warning)
+        _said_unknown = unknown
     return merged(default_at(key_path), live)

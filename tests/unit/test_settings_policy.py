@@ -3,7 +3,9 @@ one and lists every bad value, not only the first."""
 
 import pytest
 
-from ggdefender import settings
+import logging
+
+from ggdefender import defaults, settings
 from ggdefender.collector import config as collector_config
 from ggdefender.detect import config as detect_config
 from ggdefender.remediation import config as remediation_config
@@ -56,3 +58,24 @@ def test_strict_and_lenient_sections_report_unknown_keys_in_one_form():
     assert problems.warnings == ["Collector.Intervl: unknown key ignored (did you mean Interval?)"]
     with pytest.raises(ConfigError, match="TimeoutSecs"):
         problems.raise_if_any()
+
+
+def test_the_sections_with_defaults_are_the_declared_sections():
+    assert sorted(defaults.DEFAULTS) == sorted(settings.SECTIONS)
+
+
+def test_reading_the_whole_configuration_names_a_misspelled_section_once_while_it_stays(caplog, monkeypatch):
+    monkeypatch.setattr(defaults, "_said_unknown", frozenset())
+    with caplog.at_level(logging.WARNING, logger="ggdefender"):
+        merged = defaults.with_defaults([], {"Pluginz": {"Enabled": False}, "accessControl": {}})
+        defaults.with_defaults([], {"Pluginz": {"Enabled": False}})
+    assert merged["Plugins"] == defaults.DEFAULTS["Plugins"]  # the typo changes nothing, so it must be said
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["Pluginz: unknown top-level configuration section ignored (did you mean Plugins?); "
+                    "sections: Collector, Plugins, Detect, Remediation, Supervisor"], said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ggdefender"):
+        defaults.with_defaults([], {"Collector": {}})  # fixed
+        defaults.with_defaults(["Collector"], {})  # a section read never warns
+        defaults.with_defaults([], {"Pluginz": {}})  # back again: said again
+    assert len(caplog.records) == 1
