@@ -56,8 +56,9 @@ DEFAULTS: dict = {
     # remediation job listener (docs/jobs.md)
     "Remediation": {
         "Enabled": True,
-        "AllowedOperations": ["stop-listener", "kill-process", "block-ip", "unblock-ip", "set-config",
-                              "restart-component", "collect-now", "runHandler"],
+        # = the operations' declarations (remediation/operations/; not imported here: process B loads this)
+        "AllowedOperations": ["block-ip", "collect-now", "kill-process", "restart-component", "set-config",
+                              "stop-listener", "unblock-ip", "runHandler"],
         "ProtectedProcessNames": ["sshd"],
         "ProtectedPids": [],
         "HandlerDirectory": "",
