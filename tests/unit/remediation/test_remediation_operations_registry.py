@@ -90,3 +90,11 @@ def test_docs_resume_rule_names_exactly_the_rerun_operations():
     rerun = {n for n in operations.names() if operations.declaration(n).on_interrupt == "rerun"}
     assert set(re.findall(r"`([a-z-]+)`", sentence)) == rerun
 
+
+
+def test_mitigation_operations_are_declared_operations_with_a_typed_target():
+    # kept a literal in config.py: process B (Detect) reads it without loading the operation modules
+    from ggdefender.detect.mitigation import TARGET_KEYS
+
+    assert set(config.MITIGATION_OPERATIONS) <= set(operations.names())
+    assert set(config.MITIGATION_OPERATIONS) == set(TARGET_KEYS)
