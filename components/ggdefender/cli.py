@@ -21,14 +21,24 @@ SUBCOMMANDS = {
 }
 
 
-def optional_module(name: str):
-    """Import a part that may not be in this build (e.g. `local` is not shipped in the artifact); None when
-    that part is absent. A module missing *inside* a present part is a real error and is raised."""
+# subcommands whose package the device artifact leaves out (build.EXCLUDED_DIRS; a test keeps the two equal):
+# on a device, asking for one is a clear error and --help lists the others. Every other part always ships and
+# is imported normally, so a missing one fails loudly.
+NOT_IN_ARTIFACT = {"local": "ggdefender.local"}
+
+
+class NotInstalled(RuntimeError):
+    """The subcommand's package is not in this installation (the device artifact)."""
+
+
+def _import(name: str, module_name: str):
     try:
-        return importlib.import_module(name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == name or name.startswith(exc.name + ".")):
-            return None
+        package = NOT_IN_ARTIFACT.get(name)
+        if package and exc.name and (exc.name == package or package.startswith(exc.name + ".")):
+            raise NotInstalled(f"`ggdefender {name}` is not in this installation: the device artifact ships "
+                               f"without it; run it from the source tree (README.md)") from None
         raise
 
 
@@ -43,9 +53,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             continue
         if module_name in registered:
             continue
-        module = optional_module(module_name)
-        if module is None:
-            continue
+        try:
+            module = _import(name, module_name)
+        except NotInstalled:
+            if wanted is not None:
+                raise
+            continue  # --help on a device: list what is installed
         module.register(subparsers)
         registered.add(module_name)
     return parser
@@ -53,7 +66,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    try:
+        parser = build_parser(argv)
+    except NotInstalled as exc:
+        print(f"ggdefender: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 from ggdefender import health
 from ggdefender import settings as s
 from ggdefender import statefile
-from ggdefender.config_store import LastGood
+from ggdefender.part import PartHost
 
 log = logging.getLogger("ggdefender.supervisor")
 
@@ -92,6 +92,25 @@ def parse_settings(section) -> SupervisorSettings:
     if out.restart_max_backoff < out.restart_initial_backoff:
         raise s.ConfigError("Supervisor.RestartMaxBackoffSeconds: below RestartInitialBackoffSeconds")
     return out
+
+
+class SupervisorSection:
+    """The `Supervisor` part of process A: judged when it changes (health verdict, last good copy) so an operator
+    sees a bad value at once, though the supervisor applies it only at its next start."""
+
+    section = "Supervisor"
+
+    def __init__(self):
+        self.settings: Optional[SupervisorSettings] = None  # the last accepted one
+
+    def reconfigure(self, section) -> None:
+        self.settings = parse_settings(section)
+
+    def start(self) -> None:
+        """Nothing to begin: the settings are read once, at start-up."""
+
+    def close(self) -> None:
+        """Nothing to end."""
 
 
 class Backoff:
@@ -259,13 +278,15 @@ SECRET_ENV = ("SVCUID", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
 
 class Supervisor:
     def __init__(self, cfg: SupervisorSettings, state_dir: str, argv=None, *, ipc=None, thing: str = "",
-                 private_state: Optional[str] = None):
+                 private_state: Optional[str] = None, host: Optional[PartHost] = None):
         """With `ipc`, process B gets an IPC relay (ggdefender.ipc_relay) instead of the component's token.
         `state_dir` is the work folder (B's folder goes inside it); `private_state` is A's own
-        (statefile.private_dir), where the remediation listener keeps its journal."""
+        (statefile.private_dir), where the remediation listener keeps its journal. `host` is process A's part
+        host (the Supervisor section's part; each incarnation of the remediation listener joins it)."""
         self.cfg = cfg
         self.state_dir = state_dir
         self.private_state = private_state or state_dir
+        self.host = host if host is not None else PartHost(ipc, self.private_state, [])
         self.argv = argv or [sys.executable, "-m", "ggdefender", "part", "collector"]
         self.ipc = ipc
         self.thing = thing
@@ -276,12 +297,11 @@ class Supervisor:
         # shared by every incarnation of B and of the listener: what B relayed, A's mitigation rate limits
         self.relay_guard = self.mitigation_gate = None
         if ipc is not None and thing:
-            from ggdefender.cli import optional_module
             from ggdefender.relay_guard import ContentGuard
+            from ggdefender.remediation.mitigation_gate import MitigationGate
 
             self.relay_guard = ContentGuard(thing)
-            gate = optional_module("ggdefender.remediation.mitigation_gate")
-            self.mitigation_gate = gate.MitigationGate(ipc) if gate is not None else None
+            self.mitigation_gate = MitigationGate(ipc)
         self.starts = 0
         self.last_exit: Optional[str] = None  # how the previous incarnation of B ended
         self.last_cause: Optional[str] = None  # why, when A ended it (memory limit)
@@ -505,21 +525,16 @@ class Supervisor:
             self._report_collector("stopped")
 
     def run_remediation(self, ipc, thing: str) -> None:
-        from ggdefender.cli import optional_module
         from ggdefender.ipc import IpcUnavailable
+        from ggdefender.remediation import listener as module  # here: process B imports this module too
 
-        module = optional_module("ggdefender.remediation.listener")
-        if module is None:
-            log.info("remediation listener not in this build")
-            return
-        cls = module.RemediationListener
         backoff = Backoff(self.cfg.restart_initial_backoff, self.cfg.restart_max_backoff, self.cfg.healthy_after)
         restarts, last_exit = 0, None  # for health's parts.remediation
         while not self.stop.is_set():
             started = time.monotonic()
             _report_part(ipc, "remediation", "running", restarts, last_exit)
             try:
-                listener = cls(ipc, thing, self.private_state)
+                listener = module.RemediationListener(ipc, thing, self.private_state, host=self.host)
                 if self.mitigation_gate is not None:
                     self.mitigation_gate.attach(listener)  # B's mitigate requests go to the running instance
                 listener.run(self.stop)
@@ -566,9 +581,10 @@ def _on_signals(handler) -> None:
 SUPERVISOR_NOTE = "Supervisor settings take effect when the component restarts"
 
 
-def watch_supervisor_section(ipc, last_good: LastGood) -> None:
-    """Judge a changed Supervisor section now (health verdict, last good copy), though it applies at the next
-    start: an operator sees a bad value at once, not after a restart. One thread; IPC callbacks only signal it."""
+def watch_supervisor_section(ipc, host: PartHost) -> None:
+    """Judge a changed Supervisor section now (through process A's host: health verdict, last good copy), though
+    it applies at the next start: an operator sees a bad value at once, not after a restart. One thread; IPC
+    callbacks only signal it. (The remediation listener follows its own section on its loop thread.)"""
     changed = threading.Event()
 
     def judge() -> None:
@@ -576,7 +592,7 @@ def watch_supervisor_section(ipc, last_good: LastGood) -> None:
             changed.wait()
             changed.clear()
             try:
-                last_good.parse(ipc.get_config(["Supervisor"]), parse_settings)
+                host.configure_part(host["Supervisor"], ipc.get_config(["Supervisor"]))
             except Exception as exc:  # IPC trouble: the next change tries again
                 log.warning("could not read the Supervisor configuration: %s", exc)
 
@@ -611,13 +627,15 @@ def cmd_run(args) -> int:
             log.error("%s", exc)
             return 3
         health.process_health().start(ipc)  # the health document: published now and on every change
-        # a rejected section runs on the last good one (config_store), else on the defaults
-        last_good = LastGood(ipc, "Supervisor", private, note=SUPERVISOR_NOTE)
-        cfg = last_good.parse(section, parse_settings) or SupervisorSettings()
-        watch_supervisor_section(ipc, last_good)
+        # process A's parts: the Supervisor section now, each remediation listener incarnation as it starts; a
+        # rejected section runs on the last good one (config_store), else on the defaults
+        host = PartHost(ipc, private, [SupervisorSection()], notes={"Supervisor": SUPERVISOR_NOTE})
+        host.configure_part(host["Supervisor"], section)
+        cfg = host["Supervisor"].settings or SupervisorSettings()
+        watch_supervisor_section(ipc, host)
         logging.getLogger().setLevel(os.environ.get("GGDEFENDER_LOG_LEVEL", cfg.log_level).upper())
         ipc.retry_budget = cfg.ipc_retry_budget
-        sup = Supervisor(cfg, work, ipc=ipc, thing=ipc.thing_name, private_state=private)
+        sup = Supervisor(cfg, work, ipc=ipc, thing=ipc.thing_name, private_state=private, host=host)
         sup.hard_stop = True
         _on_signals(sup.request_stop)
         # a core that stays unreachable for the budget (e.g. killed) ends A, which ends B: no orphans
@@ -626,6 +644,7 @@ def cmd_run(args) -> int:
                                        name="remediation", daemon=True)
         remediation.start()
         sup.supervise_child()
+        host.close()  # ends the remediation listener's loop (also stopping on sup.stop) in reverse start order
         remediation.join(sup.time_left(reserve=0.5))
         if sup.fatal:
             log.error("stopping: %s", sup.fatal)
@@ -656,11 +675,11 @@ def cmd_part(args) -> int:
     if orphaned:
         log.error("not starting: %s", orphaned)
         return 3
-    from ggdefender.collector.service import CollectorService
+    from ggdefender.collector_process import CollectorProcess
 
     stop = threading.Event()
     try:
-        service = CollectorService(ipc, ipc.thing_name, statefile.state_dir())
+        service = CollectorProcess(ipc, ipc.thing_name, statefile.state_dir())
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -1,11 +1,11 @@
 """parts.remediation in the health document: the supervisor's listener thread, restarted after a failure."""
 
 import threading
-import types
 
 import pytest
 
-from ggdefender import cli, health, supervisor
+from ggdefender import health, supervisor
+from ggdefender.remediation import listener
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def test_a_failing_listener_shows_as_restarting_then_running(tmp_path, doc, monk
     class Listener:
         runs = 0
 
-        def __init__(self, ipc, thing, state_dir):
+        def __init__(self, ipc, thing, state_dir, *, host=None):
             pass
 
         def run(self, stop):
@@ -33,7 +33,7 @@ def test_a_failing_listener_shows_as_restarting_then_running(tmp_path, doc, monk
                 raise RuntimeError("journal unreadable")
             sup.stop.set()
 
-    monkeypatch.setattr(cli, "optional_module", lambda name: types.SimpleNamespace(RemediationListener=Listener))
+    monkeypatch.setattr(listener, "RemediationListener", Listener)
     thread = threading.Thread(target=sup.run_remediation, args=(object(), "thingP"))
     thread.start()
     thread.join(30)

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from fake_ipc import FakeIpc
 from ggdefender import ipc_relay as R
 from ggdefender.ipc import IpcUnavailable
 
@@ -36,72 +37,14 @@ def _finding(thing=THING, **product) -> dict:
             "ProductFields": dict({"ggdefender/thingName": thing}, **product)}
 
 
-class FakeSub:
-    def __init__(self, owner, kind, topic, handler):
-        self.owner, self.kind, self.topic, self.handler = owner, kind, topic, handler
-        self.closed = False
-
-    def close(self):
-        self.closed = True
-        self.owner.subs.remove(self)
-
-
-class FakeIpc:
-    """Records what A's IPC was asked to do; tests deliver events through `deliver`."""
-
-    thing_name = THING
-
-    def __init__(self, config=None):
-        self.calls = []
-        self.subs = []
-        self.config = config if config is not None else {"Collector": {"Enabled": True}}
-        self.fail_next = None
-
-    def _maybe_fail(self):
-        if self.fail_next is not None:
-            exc, self.fail_next = self.fail_next, None
-            raise exc
-
-    def publish_iot(self, topic, payload, qos=1):
-        self._maybe_fail()
-        self.calls.append(("publish_iot", topic, payload, qos))
-
-    def publish_local(self, topic, message):
-        self._maybe_fail()
-        self.calls.append(("publish_local", topic, message))
-
-    def get_config(self, key_path=None, component=None):
-        self._maybe_fail()
-        self.calls.append(("get_config", key_path, component))
-        node = self.config
-        for k in key_path or []:
-            node = node.get(k) if isinstance(node, dict) else None
-        return node
-
-    def _sub(self, kind, topic, handler):
-        self._maybe_fail()
-        sub = FakeSub(self, kind, topic, handler)
-        self.subs.append(sub)
-        return sub
-
-    def subscribe_iot(self, topic, handler, qos=1):
-        return self._sub("iot", topic, handler)
-
-    def subscribe_local(self, topic, handler):
-        return self._sub("local", topic, handler)
-
-    def subscribe_config(self, handler, component=None):
-        return self._sub("config", component or "", handler)
-
-    def deliver(self, kind, topic, *args):
-        for sub in list(self.subs):
-            if sub.kind == kind and sub.topic == topic:
-                sub.handler(*args)
+def a_ipc(config=None):
+    """Process A's IPC handle (the shared fake): records what A was asked to do; tests deliver events to it."""
+    return FakeIpc(config if config is not None else {"Collector": {"Enabled": True}}, thing=THING)
 
 
 class Pair:
     def __init__(self, fake=None):
-        self.fake = fake or FakeIpc()
+        self.fake = fake or a_ipc()
         a, b = R.socket_pair()
         self.server = R.RelayServer(a, self.fake, THING).start()
         self.client = R.RelayClient(b, timeout=30).connect()
@@ -188,10 +131,9 @@ def test_subscription_events_reach_the_handler_in_order_with_binary_payloads(pai
     pair.client.subscribe_iot(f"{METRICS}/cbor/rejected", lambda t, p: got.append((t, p)))
     pair.client.subscribe_local("ggdefender/collector/commands", lambda t, m: got.append((t, m)))
     pair.client.subscribe_config(lambda path: (got.append(("config", path)), done.set()))
-    pair.fake.deliver("iot", f"{METRICS}/cbor/rejected", f"{METRICS}/cbor/rejected", b"\xa1\x00\xff")
-    pair.fake.deliver("local", "ggdefender/collector/commands", "ggdefender/collector/commands",
-                      {"command": "collect-now", "requestId": "r1"})
-    pair.fake.deliver("local", "ggdefender/collector/commands", "ggdefender/collector/commands", b"raw")
+    pair.fake.deliver("iot", f"{METRICS}/cbor/rejected", b"\xa1\x00\xff")
+    pair.fake.deliver("local", "ggdefender/collector/commands", {"command": "collect-now", "requestId": "r1"})
+    pair.fake.deliver("local", "ggdefender/collector/commands", b"raw")
     pair.fake.deliver("config", "", ["Collector", "Enabled"])
     assert done.wait(10)
     assert got == [(f"{METRICS}/cbor/rejected", b"\xa1\x00\xff"),
@@ -210,8 +152,7 @@ def test_a_handler_may_make_relayed_calls(pair):
         done.set()
 
     pair.client.subscribe_local("ggdefender/collector/commands", on_command)
-    pair.fake.deliver("local", "ggdefender/collector/commands", "ggdefender/collector/commands",
-                      {"command": "collect-now", "requestId": "q"})
+    pair.fake.deliver("local", "ggdefender/collector/commands", {"command": "collect-now", "requestId": "q"})
     assert done.wait(10)
     assert ("publish_local", "ggdefender/collector/events", answer) in pair.fake.calls
 
@@ -266,7 +207,7 @@ def test_a_gone_supervisor_is_ipc_unavailable_in_b():
 
 def _raw(fake=None):
     a, b = R.socket_pair()
-    server = R.RelayServer(a, fake or FakeIpc(), THING).start()
+    server = R.RelayServer(a, fake or a_ipc(), THING).start()
     return server, b, b.makefile("rb")
 
 
@@ -293,7 +234,7 @@ def test_malformed_json_gets_an_error_and_the_relay_carries_on():
 
 
 def test_an_oversized_line_gets_an_error_and_the_relay_is_closed():
-    fake = FakeIpc()
+    fake = a_ipc()
     server, b, rb = _raw(fake)
     b.sendall(b'{"id": 1, "op": "subscribe_local", "sub": 1, "topic": "ggdefender/custom-metrics"}\n')
     assert json.loads(rb.readline())["ok"] is True and len(fake.subs) == 1
@@ -321,14 +262,14 @@ def test_an_oversized_line_gets_an_error_and_the_relay_is_closed():
 
 def test_a_child_that_does_not_read_never_blocks_a(monkeypatch):
     monkeypatch.setattr(R, "MAX_PENDING_EVENTS", 5)
-    fake = FakeIpc()
+    fake = a_ipc()
     server, b, rb = _raw(fake)
     try:
         b.sendall(b'{"id": 1, "op": "subscribe_local", "sub": 1, "topic": "ggdefender/custom-metrics"}\n')
         assert json.loads(rb.readline())["ok"] is True
         big = {"x": "y" * 100_000}
         for _ in range(50):  # ~5 MB: far more than a socket buffer; the callback thread must return each time
-            fake.deliver("local", "ggdefender/custom-metrics", "ggdefender/custom-metrics", big)
+            fake.deliver("local", "ggdefender/custom-metrics", big)
         assert server._dropped > 0
         b.close()  # still held open by rb: the server sees EOF only when both are closed
         rb.close()
@@ -375,19 +316,17 @@ def test_process_b_imports_no_awscrt_and_no_jsonschema():
     code = (
         "import sys, tempfile\n"
         "from ggdefender import supervisor, ipc_relay\n"
-        "from ggdefender.collector.service import CollectorService\n"
-        "from ggdefender.plugins.host import PluginHost\n"
-        "from ggdefender.detect.service import DetectService\n"
+        "from ggdefender.collector_process import CollectorProcess\n"
         "from ggdefender import defaults\n"
         "class Fake:\n"
         "    thing_name = 'thingA'\n"
         "    def publish_iot(self, *a, **k): pass\n"
         "    def publish_local(self, *a, **k): pass\n"
         "conf = defaults.DEFAULTS\n"
-        "svc = CollectorService(Fake(), 'thingA', tempfile.mkdtemp())\n"
-        "svc.apply_config(conf)\n"
-        "svc.collect_and_publish()\n"
-        "svc.close()\n"
+        "proc = CollectorProcess(Fake(), 'thingA', tempfile.mkdtemp())\n"
+        "proc.configure(conf)\n"
+        "proc.collector.collect_and_publish()\n"
+        "proc.close()\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('awscrt', '_awscrt', 'awsiot', 'jsonschema'))\n"
         "print(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -412,7 +351,7 @@ def test_supervisor_gives_the_child_a_relay_and_no_token(tmp_path, monkeypatch):
               "                      'token': os.environ.get('AWS_CONTAINER_AUTHORIZATION_TOKEN')}})\n"
               "c.subscribe_local('ggdefender/custom-metrics', lambda t, m: None)\n"
               "time.sleep(600)\n")
-    fake = FakeIpc()
+    fake = a_ipc()
     sup = sv.Supervisor(sv.SupervisorSettings(), str(tmp_path), argv=[sys.executable, "-c", script],
                         ipc=fake, thing=THING)
     t = threading.Thread(target=sup.supervise_child)
@@ -484,8 +423,7 @@ def test_collector_events_answer_only_delivered_requests_and_relayed_reports(pai
     # never delivered: a forged answer to someone else's request
     with pytest.raises(R.RelayDenied, match="never delivered"):
         pair.client.publish_local(events, {"event": "report-failed", "requestId": "theirs", "reason": "x"})
-    pair.fake.deliver("local", "ggdefender/collector/commands", "ggdefender/collector/commands",
-                      {"command": "collect-now", "requestId": "r1"})
+    pair.fake.deliver("local", "ggdefender/collector/commands", {"command": "collect-now", "requestId": "r1"})
     assert got.wait(10)
     pair.client.publish_iot(f"{METRICS}/json", _report(10))
     with pytest.raises(R.RelayDenied, match="was not relayed"):
@@ -529,7 +467,7 @@ class FakeGate:
 
 
 def test_mitigate_reaches_the_gate_and_results_come_back_over_the_relay():
-    fake, gate = FakeIpc(), FakeGate()
+    fake, gate = a_ipc(), FakeGate()
     a, b = R.socket_pair()
     server = R.RelayServer(a, fake, THING, mitigation=gate).start()
     client = R.RelayClient(b, timeout=30).connect()
@@ -582,3 +520,55 @@ def test_b_learns_the_nucleus_limit_from_a_through_its_environment(monkeypatch):
     for bad in ("", "lots", "999999999"):
         monkeypatch.setenv(MAX_IOT_PAYLOAD_ENV, bad)
         assert R.RelayClient.max_iot_payload() == IOT_CORE_MAX_PAYLOAD - 1
+
+
+# -- collect-now: A's typed call to B over the relay (never a round-trip through the Greengrass bus) --------------
+def test_collect_now_is_a_typed_call_from_a_to_b_that_never_touches_the_bus(pair):
+    def serve(request_id):
+        pair.client.collect_result({"event": "report-published", "requestId": request_id, "reportId": 7,
+                                    "topic": f"{METRICS}/json"})
+
+    with pytest.raises(IpcUnavailable, match="not running"):  # nobody serves it yet
+        pair.fake.collect_now("early", 5)
+    sub = pair.client.subscribe_collect_now(serve)
+    answer = pair.fake.collect_now("r1", 30)
+    assert answer == {"event": "report-published", "requestId": "r1", "reportId": 7, "topic": f"{METRICS}/json"}
+    assert [c[0] for c in pair.fake.calls] == ["collect_now", "collect_now"]  # no publish, no subscribe
+    assert pair.fake.subs == []
+    sub.close()
+    _wait(lambda: pair.server.subscription_count() == 0, "B's collect-now subscription closed in A")
+    with pytest.raises(IpcUnavailable, match="not running"):  # A no longer reaches a collector
+        pair.fake.collect_now("late", 5)
+
+
+def test_b_may_answer_only_a_pending_collect_now_call_with_a_known_event(pair):
+    asked = []
+    pair.client.subscribe_collect_now(asked.append)
+    with pytest.raises(R.RelayDenied, match="answers no collect-now call"):
+        pair.client.collect_result({"event": "report-failed", "requestId": "forged", "reason": "x"})
+    with pytest.raises(R.RelayError, match="'event' one of"):
+        pair.client.collect_result({"event": "reboot", "requestId": "forged"})
+    with pytest.raises(R.RelayError, match="already served"):  # one collector per relay
+        pair.client.subscribe_collect_now(asked.append)
+    with pytest.raises(TimeoutError, match="did not answer collect-now"):  # B got it but never answered
+        pair.fake.collect_now("r2", 0.5)
+    _wait(lambda: asked == ["r2"], "B was asked")
+
+
+def test_a_collect_now_call_ends_at_once_when_b_goes_away(pair):
+    asked = threading.Event()
+    pair.client.subscribe_collect_now(lambda request_id: asked.set())
+    errors = []
+
+    def call():
+        try:
+            pair.fake.collect_now("r3", 600)
+        except IpcUnavailable as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    assert asked.wait(30)
+    pair.client.close()  # process B died: its relay closes
+    t.join(60)
+    assert not t.is_alive() and len(errors) == 1  # not left waiting for the 600 s timeout

@@ -181,13 +181,6 @@ def _plugin_host(section):
     Unlike the running component (which falls back to the defaults and keeps reporting), a one-shot
     command tells the user at once that the file they gave is wrong.
     """
-    from ggdefender.cli import optional_module
+    from ggdefender.plugins.host import PluginHost
 
-    host = optional_module("ggdefender.plugins.host")
-    if host is None:
-        return None  # plugin host not in this build
-    from ggdefender.plugins.registry import discover
-
-    registry = discover()
-    host.parse_section(section, registry)  # raises ConfigError naming the bad key
-    return host.PluginHost(section or {}, registry=registry)
+    return PluginHost(section or {})  # raises ConfigError naming the bad key

@@ -3,7 +3,8 @@
 Never stalls: every tick is wrapped, a failed collection or publish is logged and the next tick tries
 again, ticks are fixed-rate (no drift) and a configuration change never publishes early. Only an IPC
 that stays unreachable after the retry budget ends the loop (the supervisor then restarts process B).
-Also answers `collect-now` commands and feeds each report to on-device detect (docs/architecture.md).
+Also answers `collect-now` commands and hands each report to its observers (on-device detect, a peer part
+that the process's host wires in: collector_process.py; docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import time
 from typing import Any, Callable
 
 from ggdefender import health, ratelog, topics
-from ggdefender.cli import optional_module
 from ggdefender.collector import config as cfg
 from ggdefender.collector.pipeline import Built, Pipeline
 from ggdefender.collector.report import MQTT_LIMIT
 from ggdefender.collector.report import topic as report_topic
 from ggdefender.collector.report_id import ReportIds
-from ggdefender.config_store import LastGood
 from ggdefender.ipc import IpcUnavailable
 
 log = logging.getLogger("ggdefender.collector")
@@ -47,7 +46,11 @@ class PublishFailed(RuntimeError):
 
 
 class CollectorService:
-    def __init__(self, ipc, thing: str, state_dir: str, *, source=None,
+    """The `Collector` part (part.Part): its section, the subscriptions it holds and the report loop."""
+
+    section = "Collector"
+
+    def __init__(self, ipc, thing: str, state_dir: str, *, source=None, plugins=None, observers=(),
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         if not thing:
             raise ValueError("no thing name (AWS_IOT_THING_NAME is not set)")
@@ -59,10 +62,10 @@ class CollectorService:
         self._settings = cfg.CollectorSettings()
         # no per-report jsonschema validation in the running component: memory and time (Pipeline.__init__)
         self.pipeline = Pipeline(self._settings, ReportIds.in_state_dir(state_dir), source=source, validate=False)
-        self.plugins = None
-        self.detect = None
-        # each section's verdict goes to health; a rejected one falls back to the last good one, also after a restart
-        self._last_good = {name: LastGood(ipc, name, state_dir) for name in ("Collector", "Plugins", "Detect")}
+        # peers in process B, wired by its host: the plugin host gives custom metrics and takes external samples;
+        # each observer (detect) sees every built report, published or not
+        self.plugins = plugins
+        self.observers = list(observers)
         self._wake = threading.Event()
         self._config_dirty = threading.Event()
         self._commands: "queue.Queue[dict]" = queue.Queue(MAX_PENDING_COMMANDS)
@@ -81,14 +84,8 @@ class CollectorService:
     def settings(self) -> cfg.CollectorSettings:
         return self._settings
 
-    def apply_config(self, whole: Any) -> None:
-        """Apply the component configuration; each part keeps its last good section on errors."""
-        whole = whole if isinstance(whole, dict) else {}
-        self._last_good["Collector"].adopt(whole.get("Collector"), self._apply_collector)
-        self._configure_part("plugins", "ggdefender.plugins.host", "PluginHost", whole.get("Plugins"))
-        self._configure_part("detect", "ggdefender.detect.service", "DetectService", whole.get("Detect"))
-
-    def _apply_collector(self, section) -> None:
+    def reconfigure(self, section: Any) -> None:
+        """Validate and apply the `Collector` section; ConfigError (nothing changed) when it is invalid."""
         new = cfg.parse(section)  # ConfigError: nothing changed
         for w in new.warnings:
             log.warning("%s", w)
@@ -107,33 +104,19 @@ class CollectorService:
         self._settings = new
         self.pipeline.reconfigure(new)
 
-    def _configure_part(self, attr: str, module: str, cls_name: str, section) -> None:
-        section = section if isinstance(section, dict) else {}
-        part = getattr(self, attr)
-        last_good = self._last_good[attr.capitalize()]
-        try:
-            if part is None:
-                mod = optional_module(module)
-                if mod is None:
-                    return
-                cls = getattr(mod, cls_name)
-                if attr == "plugins":
-                    setattr(self, attr, cls(section, last_good=last_good))  # adopts the section itself
-                    return
-                part = cls(self.ipc, self.thing, self.state_dir)
-                setattr(self, attr, part)
-            # apply: plugins' apply / detect's reconfigure validate the whole section, raise ConfigError unchanged
-            last_good.adopt(section, part.apply if attr == "plugins" else part.reconfigure)
-        except Exception:  # a bug in a part must not stop the collector
-            log.exception("%s configuration could not be applied", cls_name)
-
     # -- IPC wiring --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._subscribe()
+
     def _subscribe(self) -> None:
         for fmt in ("json", "cbor"):
             for outcome in ("accepted", "rejected"):
                 t = f"{report_topic(self.thing, fmt)}/{outcome}"
                 self._subs.append(self.ipc.subscribe_iot(t, self._on_reply))
-        self._subs.append(self.ipc.subscribe_local(COMMANDS_TOPIC, self._on_command))
+        self._subs.append(self.ipc.subscribe_local(COMMANDS_TOPIC, self._on_command))  # other components' door
+        serve = getattr(self.ipc, "subscribe_collect_now", None)
+        if serve is not None:  # process B: A's remediation asks over the private relay (ipc_port.CollectorPort)
+            self._subs.append(serve(self._on_private_collect))
         self._subs.append(self.ipc.subscribe_local(CUSTOM_METRICS_TOPIC, self._on_custom_sample))
         self._subs.append(self.ipc.subscribe_config(lambda path: self._mark_config_dirty()))
 
@@ -199,11 +182,16 @@ class CollectorService:
         if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
             log.warning("collect-now without a valid requestId (string, 1-%d characters)", MAX_REQUEST_ID)
             return
+        self._queue_collect({"requestId": request_id})
+
+    def _on_private_collect(self, request_id: str) -> None:
+        self._queue_collect({"requestId": request_id, "private": True})
+
+    def _queue_collect(self, request: dict) -> None:
         try:
-            self._commands.put_nowait({"requestId": request_id})
+            self._commands.put_nowait(request)
         except queue.Full:
-            self._event({"event": "report-failed", "requestId": request_id,
-                         "reason": "too many collect-now requests pending"})
+            self._answer(request, {"event": "report-failed", "reason": "too many collect-now requests pending"})
             return
         self._wake.set()
 
@@ -211,11 +199,16 @@ class CollectorService:
         if self.plugins is not None:
             self.plugins.on_external_sample(topic, payload)
 
-    def _event(self, event: dict) -> None:
+    def _answer(self, request: dict, event: dict) -> None:
+        """Answer one collect-now request where it came from: A's private call, or the public events topic."""
+        event = {"event": event["event"], "requestId": request["requestId"], **event}
         try:
-            self.ipc.publish_local(EVENTS_TOPIC, event)
+            if request.get("private"):
+                self.ipc.collect_result(event)
+            else:
+                self.ipc.publish_local(EVENTS_TOPIC, event)
         except Exception as exc:
-            log.warning("could not publish %s event: %s", event.get("event"), exc)
+            log.warning("could not answer collect-now %s (%s): %s", request["requestId"], event["event"], exc)
 
     # -- one report ----------------------------------------------------------------------------------
     def collect_and_publish(self) -> Built:
@@ -242,14 +235,15 @@ class CollectorService:
             self._publish_log.recovered(PUBLISH_KEY, "reports reach IoT Core again")
             log.info("published report %d (%d bytes) to %s", built.report_id, len(built.payload), t)
         finally:
-            if self.detect is not None:
+            for observer in self.observers:
                 try:
-                    self.detect.observe(built.report, at)
+                    observer.observe(built.report, at)
                 except Exception:
-                    log.exception("on-device detect failed on report %d", built.report_id)
+                    log.exception("%s failed on report %d", getattr(observer, "section", "an observer"),
+                                  built.report_id)
         return built
 
-    def _tick(self, request_ids=()) -> None:
+    def _tick(self, requests=()) -> None:
         self._last_tick = self._mono()
         try:
             built = self.collect_and_publish()
@@ -263,73 +257,70 @@ class CollectorService:
             else:
                 log.error("report not published (will try again next tick): %s", exc,
                           exc_info=not isinstance(exc, (ValueError, OSError)))
-            for rid in request_ids:
-                self._event({"event": "report-failed", "requestId": rid, "reason": str(exc)[:500]})
+            for request in requests:
+                self._answer(request, {"event": "report-failed", "reason": str(exc)[:500]})
             return
-        for rid in request_ids:
-            self._event({"event": "report-published", "requestId": rid, "reportId": built.report_id,
-                         "topic": report_topic(self.thing, built.fmt)})
+        for request in requests:
+            self._answer(request, {"event": "report-published", "reportId": built.report_id,
+                                   "topic": report_topic(self.thing, built.fmt)})
 
     # -- the loop ------------------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
-        try:  # close() on every way out, start-up failures included: detect saves its history there
-            self.apply_config(self.ipc.get_config())
-            self._subscribe()
-            st = self._settings
-            jitter = random.uniform(0, st.interval * st.start_jitter_percent / 100.0)
-            next_at = self._mono() + jitter
-            interval = st.interval
-            log.info("collector started for thing %s: first report in %.1fs, then every %gs",
-                     self.thing, jitter, interval)
-            while not stop.is_set():
+    def run(self, stop: threading.Event, reload: Callable[[], None]) -> None:
+        """The report loop until `stop`; configured and started by the process's host, which `reload()` asks
+        to read and dispatch the configuration again after a change (and which closes every part after)."""
+        st = self._settings
+        jitter = random.uniform(0, st.interval * st.start_jitter_percent / 100.0)
+        next_at = self._mono() + jitter
+        interval = st.interval
+        log.info("collector started for thing %s: first report in %.1fs, then every %gs",
+                 self.thing, jitter, interval)
+        while not stop.is_set():
+            now = self._mono()
+            wait = next_at - now
+            if not self._commands.empty():
+                # collect-now requests wait for MinCollectNowSeconds since the last report (and are
+                # answered together), so no component can flood IoT Core with reports
+                wait = min(wait, self._last_tick + self._settings.min_collect_now_seconds - now)
+            if wait > 0 and not self._config_dirty.is_set():
+                self._wake.wait(min(wait, 60.0))
+                self._wake.clear()
+            if stop.is_set():
+                break
+            if self._config_dirty.is_set():
+                self._config_dirty.clear()
+                try:
+                    reload()
+                except IpcUnavailable:
+                    raise
+                except Exception as exc:
+                    log.error("could not read the configuration: %s", exc)
+                if self._settings.interval != interval:
+                    # keep the fixed rate; a shorter interval takes effect from the last tick
+                    next_at = next_at - interval + self._settings.interval
+                    interval = self._settings.interval
+            if self._mono() >= self._last_tick + self._settings.min_collect_now_seconds:
+                pending = self._drain_commands()
+                if pending:
+                    self._tick(pending)
+                    continue
+            if self._mono() >= next_at:
+                if self._settings.enabled:
+                    self._tick(self._drain_commands())  # also answers requests still waiting
                 now = self._mono()
-                wait = next_at - now
-                if not self._commands.empty():
-                    # collect-now requests wait for MinCollectNowSeconds since the last report (and are
-                    # answered together), so no component can flood IoT Core with reports
-                    wait = min(wait, self._last_tick + self._settings.min_collect_now_seconds - now)
-                if wait > 0 and not self._config_dirty.is_set():
-                    self._wake.wait(min(wait, 60.0))
-                    self._wake.clear()
-                if stop.is_set():
-                    break
-                if self._config_dirty.is_set():
-                    self._config_dirty.clear()
-                    try:
-                        self.apply_config(self.ipc.get_config())
-                    except IpcUnavailable:
-                        raise
-                    except Exception as exc:
-                        log.error("could not read the configuration: %s", exc)
-                    if self._settings.interval != interval:
-                        # keep the fixed rate; a shorter interval takes effect from the last tick
-                        next_at = next_at - interval + self._settings.interval
-                        interval = self._settings.interval
-                if self._mono() >= self._last_tick + self._settings.min_collect_now_seconds:
-                    pending = self._drain_commands()
-                    if pending:
-                        self._tick(pending)
-                        continue
-                if self._mono() >= next_at:
-                    if self._settings.enabled:
-                        self._tick(self._drain_commands())  # also answers requests still waiting
-                    now = self._mono()
-                    while next_at <= now:
-                        next_at += interval  # skip missed ticks instead of bursting
-        finally:
-            self.close()
+                while next_at <= now:
+                    next_at += interval  # skip missed ticks instead of bursting
 
     def wake(self) -> None:
         """Make run() look at its stop event now (signal handlers call this)."""
         self._wake.set()
 
-    def _drain_commands(self):
-        ids = []
+    def _drain_commands(self) -> list:
+        requests = []
         while True:
             try:
-                ids.append(self._commands.get_nowait()["requestId"])
+                requests.append(self._commands.get_nowait())
             except queue.Empty:
-                return ids
+                return requests
 
     def close(self) -> None:
         for sub in self._subs:
@@ -338,13 +329,3 @@ class CollectorService:
             except Exception:
                 pass
         self._subs = []
-        if self.plugins is not None:
-            try:
-                self.plugins.close()
-            except Exception:
-                log.exception("plugin host close failed")
-        if self.detect is not None:
-            try:
-                self.detect.close()  # persists the statistics history recorded since its last periodic save
-            except Exception:
-                log.exception("on-device detect close failed")

@@ -1,7 +1,7 @@
 """`DetectService`: on-device Detect wired into the collector process (process B).
 
-The collector calls `reconfigure(section)` with the `Detect` configuration section and `observe(report, at)`
-after each report. Detect evaluates every behavior, persists alarm state and history in the state folder,
+Process B's host (collector_process.py) calls `reconfigure(section)` with the `Detect` configuration section;
+the collector, its peer, calls `observe(report, at)` after each report. Detect evaluates every behavior, persists alarm state and history in the state folder,
 and publishes through `ggdefender.ipc.Ipc`:
 
 | what | IoT Core | local |
@@ -83,6 +83,10 @@ def threat_behaviors(lists) -> list:
 
 
 class DetectService:
+    """The `Detect` part (part.Part) of process B, a peer of the collector: it observes each built report."""
+
+    section = "Detect"
+
     def __init__(self, ipc, thing: str, state_dir: str, *, clock: Callable[[], float] = time.time):
         self.ipc = ipc
         self.thing = thing
@@ -123,6 +127,9 @@ class DetectService:
             self._flush()
         log.info("detect configured: %d profile(s), %d behavior(s), %d threat list(s), mitigation %s",
                  len(cfg.profiles), len(behaviors), len(cfg.threat_lists), "on" if cfg.mitigation.enabled else "off")
+
+    def start(self) -> None:
+        """Nothing to begin: detect works on each observed report; its subscription follows its section."""
 
     # -- evaluation -----------------------------------------------------------------------------------------
     def observe(self, report: dict, at: float) -> list:

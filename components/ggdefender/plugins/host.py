@@ -157,11 +157,15 @@ class _Slot:
 
 
 class PluginHost:
-    """Runs in-process plugins and merges external samples into a validated `custom_metrics` object."""
+    """Runs in-process plugins and merges external samples into a validated `custom_metrics` object.
+
+    The `Plugins` part (part.Part). Created with a section (the built-in defaults when none); ConfigError when
+    that section is invalid."""
+
+    section = "Plugins"
 
     def __init__(self, section: Optional[dict] = None, *, registry: Optional[Registry] = None,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 last_good=None):
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
         self.registry = registry if registry is not None else discover()
         self._clock = clock
         # a failing or hung plugin is seen on every report: its warning is logged once, then summarised
@@ -172,26 +176,13 @@ class PluginHost:
         self._closed = False
         self.settings = HostSettings()
         self.external = ExternalMetrics(self.settings.external, clock=clock, wall_clock=wall_clock)
-        if last_good is not None:  # config_store.LastGood: a rejected section falls back to the saved one
-            applied = last_good.adopt(section or {}, self.apply) or last_good.in_use
-        else:
-            applied = self.reconfigure(section or {})
-        if not applied:
-            # no last good configuration: run the defaults rather than report no custom metrics at all
-            log.error("Plugins: starting with the default plugin configuration instead")
-            self.reconfigure({})
+        self.reconfigure(section)
 
     # -- configuration --------------------------------------------------------------------------
-    def reconfigure(self, section: Optional[dict]) -> bool:
-        """Validate the whole section and swap it in; on any error keep the last good one. True if applied."""
-        try:
-            self.apply(section)
-        except ConfigError as exc:
-            log.error("Plugins configuration rejected: %s; keeping the last good configuration", exc)
-            return False
-        return True
+    def start(self) -> None:
+        """Nothing to begin: plugins start when a section is applied and are sampled by collect()."""
 
-    def apply(self, section: Optional[dict]) -> None:
+    def reconfigure(self, section: Optional[dict]) -> None:
         """Validate the whole section and swap it in; ConfigError (nothing changed) when it is invalid."""
         new = parse_section(section or {}, self.registry)
         with self._lock:

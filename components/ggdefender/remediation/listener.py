@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ggdefender import ratelog, statefile
-from ggdefender.config_store import LastGood
+from ggdefender.part import PartHost
 from ggdefender.statefile import atomic_write_json
 
 from . import config as rconfig
@@ -41,7 +41,12 @@ _EXECUTION_LOCK = threading.Lock()
 
 
 class RemediationListener:
-    def __init__(self, ipc, thing: str, state_dir):
+    """The `Remediation` part (part.Part) of process A. Its host (the supervisor's, or its own when it runs
+    alone) dispatches the section; the listener asks for it on its loop thread, which owns the Jobs machine."""
+
+    section = "Remediation"
+
+    def __init__(self, ipc, thing: str, state_dir, *, host: Optional[PartHost] = None):
         self.ipc = ipc
         self.thing = thing
         self.state_dir = Path(state_dir)
@@ -55,20 +60,26 @@ class RemediationListener:
         self._jobs_on: Optional[bool] = None  # None until the first look at Remediation.Enabled
         self._cancels: dict = {}  # (jobId, executionNumber) -> Event set when the service ended it
         self._stop = threading.Event()
-        self._last_good = LastGood(ipc, "Remediation", str(self.state_dir))
+        if host is None:
+            host = PartHost(ipc, str(self.state_dir), [self])
+        else:
+            host.replace(self)  # a new incarnation after a failure: it runs no section yet
+        self._host = host
         self._accepting = threading.Event()  # submit_mitigation is open while the loop runs
 
     # -- configuration ------------------------------------------------------------------------------
     def _load_settings(self) -> None:
-        # a rejected section keeps the last good one, from the state folder after a restart (config_store)
-        self._last_good.adopt(self.ipc.get_config(["Remediation"]), self._apply_settings)
+        # a rejected section keeps the last good one, from the state folder after a restart (the host's LastGood)
+        self._host.configure_part(self, self.ipc.get_config([self.section]))
         if self.settings is None:
             # no last good configuration: reject every job with the reason rather than guess (defaults could be
             # wider than what the operator configured)
-            self.config_error = f"Remediation configuration is invalid: {self._last_good.error}"
+            self.config_error = f"Remediation configuration is invalid: {self._host.last_good(self.section).error}"
             log.error("%s; jobs will be REJECTED until it is fixed", self.config_error)
 
-    def _apply_settings(self, section: Any) -> None:
+    def reconfigure(self, section: Any) -> None:
+        """Validate and apply the `Remediation` section; ConfigError (nothing changed) when it is invalid.
+        Called on the loop thread (through the host), which then follows Remediation.Enabled."""
         new = rconfig.parse(section)  # ConfigError: nothing changed
         self.settings, self.config_error = new, None
         log.info("remediation settings: allowed operations %s", ", ".join(new.allowed_operations))
@@ -92,6 +103,13 @@ class RemediationListener:
         atomic_write_json(str(self.journal_path), journal.to_json())
 
     # -- run ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Nothing to begin here: run() is the loop (on the supervisor's remediation thread)."""
+
+    def close(self) -> None:
+        """End run() (its own stop event); run() releases everything on its way out."""
+        self._stop.set()
+
     def run(self, stop_event: threading.Event) -> None:
         self._load_settings()
         settings = self.settings or rconfig.RemediationSettings()
@@ -106,7 +124,7 @@ class RemediationListener:
             self._subscribe()
             self._accepting.set()
             self._follow_enabled(machine)
-            while not stop_event.is_set():
+            while not stop_event.is_set() and not self._stop.is_set():
                 try:
                     event = self.events.get(timeout=_TICK)
                 except queue.Empty:

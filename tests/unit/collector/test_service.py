@@ -9,6 +9,7 @@ import pytest
 from ggdefender.collector.report import decode
 from ggdefender.collector.schema import validate_report
 from ggdefender.collector.service import COMMANDS_TOPIC, EVENTS_TOPIC, CollectorService
+from ggdefender.collector_process import CollectorProcess
 
 
 class Sub:
@@ -72,11 +73,18 @@ CONF = {"Collector": {"DevelopmentSampleIntervalSeconds": 1, "StartJitterPercent
         "Plugins": {"Enabled": False}}
 
 
-def make(tmp_path, source, config=None, case="basic"):
+def make_process(tmp_path, source, config=None, case="basic"):
+    """Process B's host (collector, plugins, detect) configured from the fake's configuration."""
     ipc = FakeIpc(json.loads(json.dumps(config or CONF)))
-    svc = CollectorService(ipc, "thing1", str(tmp_path), source=source(case))
-    svc.apply_config(ipc.config)
-    return ipc, svc
+    proc = CollectorProcess(ipc, "thing1", str(tmp_path), source=source(case))
+    proc.configure(ipc.config)
+    return ipc, proc
+
+
+def make(tmp_path, source, config=None, case="basic"):
+    ipc, proc = make_process(tmp_path, source, config, case)
+    proc.collector.test_process = proc  # run_loop runs the whole process's host
+    return ipc, proc.collector
 
 
 def test_one_report_published_valid_on_the_right_topic(tmp_path, source):
@@ -96,8 +104,9 @@ def test_cbor_and_qos_from_config(tmp_path, source):
 
 
 def test_bad_config_keeps_the_last_good_one(tmp_path, source, caplog):
-    ipc, svc = make(tmp_path, source, {"Collector": {"ReportFormat": "cbor"}})
-    svc.apply_config({"Collector": {"ReportFormat": "xml", "SampleIntervalSeconds": 600}})
+    ipc, proc = make_process(tmp_path, source, {"Collector": {"ReportFormat": "cbor"}})
+    proc.configure({"Collector": {"ReportFormat": "xml", "SampleIntervalSeconds": 600}})
+    svc = proc.collector
     assert svc.settings.report_format == "cbor" and svc.settings.interval == 300
     assert "Collector.ReportFormat" in caplog.text and "keeping the last good one" in caplog.text
 
@@ -119,15 +128,16 @@ def test_replies_are_logged_rejections_loudly(tmp_path, source, caplog):
 
 
 def run_loop(svc):
+    """Process B's loop for the collector `svc` made by make(): its host configures, starts and closes."""
     stop = threading.Event()
-    t = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+    t = threading.Thread(target=svc.test_process.run, args=(stop,), daemon=True)
     t.start()
     return stop, t
 
 
 def stop_loop(svc, stop, t):
     stop.set()
-    svc.wake()
+    svc.test_process.wake()
     t.join(30)
     assert not t.is_alive()
 
@@ -210,7 +220,7 @@ def test_detect_sees_every_report_even_when_publish_fails(tmp_path, source):
         def observe(self, report, at):
             self.seen.append(report["header"]["report_id"])
 
-    svc.detect = Detect()
+    svc.observers = [Detect()]
     ipc.fail_publishes = 1
     with pytest.raises(RuntimeError):
         svc.collect_and_publish()
@@ -248,9 +258,10 @@ def test_reports_are_cut_to_what_the_nucleus_takes(tmp_path, source, caplog):
     ipc, _ = make(tmp_path, source)
     ipc.max_iot_payload = lambda: 2048
     caplog.set_level(logging.INFO, logger="ggdefender.collector")
-    svc = CollectorService(ipc, "thing1", str(tmp_path), source=source("basic"))
-    svc.apply_config(ipc.config)
-    svc.apply_config(ipc.config)
+    proc = CollectorProcess(ipc, "thing1", str(tmp_path), source=source("basic"))
+    proc.configure(ipc.config)
+    proc.configure(ipc.config)
+    svc = proc.collector
     assert svc.settings.max_report_bytes == 2048
     said = [r for r in caplog.records if "reports are kept at or under 2048 bytes" in r.getMessage()]
     assert len(said) == 1

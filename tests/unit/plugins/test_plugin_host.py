@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from ggdefender.part import PartHost
 from ggdefender.plugins.contract import Plugin, ValueType
 from ggdefender.plugins.host import PluginHost, parse_section
 from ggdefender.plugins.registry import Registry
@@ -197,7 +198,7 @@ def test_disabled_plugin_and_master_switch():
     host = make_host([Counter, Names], {"Builtins": {"names": {"Enabled": False}}})
     try:
         assert list(host.collect()) == ["counter"]
-        assert host.reconfigure({"Enabled": False})
+        host.reconfigure({"Enabled": False})
         assert host.collect() == {}
     finally:
         host.close()
@@ -216,10 +217,10 @@ def test_disabled_plugin_and_master_switch():
 def test_bad_configuration_keeps_last_good_and_logs_what(section, why, caplog):
     host = make_host([Counter], {"Builtins": {"counter": {"Step": 5}}})
     try:
-        with caplog.at_level(logging.ERROR, logger="ggdefender.plugins"):
-            assert host.reconfigure(section) is False
-        assert why in caplog.text
-        assert "keeping the last good configuration" in caplog.text
+        # the process's host keeps the last good section and says so (tests/unit/test_part_host.py)
+        with pytest.raises(ConfigError) as exc:
+            host.reconfigure(section)
+        assert why in str(exc.value)
         assert host.collect() == {"counter": [{"number": 5}]}
     finally:
         host.close()
@@ -229,17 +230,19 @@ def test_unchanged_plugin_keeps_its_state_across_reconfigure():
     host = make_host([Counter, Names])
     try:
         host.collect()
-        assert host.reconfigure({"Builtins": {"names": {"Enabled": False}}})
+        host.reconfigure({"Builtins": {"names": {"Enabled": False}}})
         assert host.collect() == {"counter": [{"number": 2}]}  # same instance: its counter went on
-        assert host.reconfigure({"Builtins": {"counter": {"Step": 3}}})
+        host.reconfigure({"Builtins": {"counter": {"Step": 3}}})
         assert host.collect()["counter"] == [{"number": 3}]  # new options: a fresh instance
     finally:
         host.close()
 
 
-def test_invalid_initial_section_starts_with_defaults(caplog):
-    with caplog.at_level(logging.ERROR, logger="ggdefender.plugins"):
-        host = make_host([Counter], {"Bogus": 1})
+def test_invalid_initial_section_starts_with_defaults(caplog, tmp_path):
+    # as in process B: the host starts on the built-in defaults, then its part host dispatches the first section
+    host = make_host([Counter], {})
+    with caplog.at_level(logging.ERROR):
+        assert PartHost(None, str(tmp_path), [host]).configure({"Plugins": {"Bogus": 1}}) == {"Plugins": False}
     try:
         assert "Plugins: unknown key(s) Bogus" in caplog.text
         assert host.collect() == {"counter": [{"number": 1}]}
@@ -278,9 +281,10 @@ def test_metric_name_clash_between_plugins_is_a_config_error(caplog):
 
     with caplog.at_level(logging.ERROR, logger="ggdefender.plugins"):
         host = make_host([Counter, Other], {"Builtins": {"other": {"Enabled": False}}})
-        assert host.reconfigure({}) is False
+        with pytest.raises(ConfigError) as exc:
+            host.reconfigure({})
     try:
-        assert "metric 'counter' is produced by both plugin 'counter' and plugin 'other'" in caplog.text
+        assert "metric 'counter' is produced by both plugin 'counter' and plugin 'other'" in str(exc.value)
     finally:
         host.close()
 
@@ -350,10 +354,10 @@ def test_installed_plugin_refusing_its_own_defaults_is_disabled_alone(caplog):
         host = PluginHost({}, registry=registry)
     try:
         assert "plugin 'picky' refuses its own default options: Level: must be at most 2" in caplog.text
-        assert "Plugins configuration rejected" not in caplog.text
+        # (the section itself was accepted: PluginHost({}) raised no ConfigError)
         assert host.collect() == {"counter": [{"number": 1}]}
         # a bad value the user configured is still a configuration error (the last good one stays)
-        assert host.reconfigure({"Installed": {"picky": {"Level": 9}}}) is False
-        assert "Plugins.Installed.picky: Level: must be at most 2" in caplog.text
+        with pytest.raises(ConfigError, match="Plugins.Installed.picky: Level: must be at most 2"):
+            host.reconfigure({"Installed": {"picky": {"Level": 9}}})
     finally:
         host.close()

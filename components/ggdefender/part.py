@@ -1,0 +1,119 @@
+"""The part contract and the one host per process that runs parts through it.
+
+Every part (collector, plugin host, detect in process B; the remediation listener in process A) reads one
+configuration section and has the same shape: `reconfigure(section)` validates the whole section and swaps it
+in, or raises `settings.ConfigError` having changed nothing; `start()` begins its work; `close()` ends it and
+saves what must survive. The host is the only code that decides which section goes to which part, in which
+order parts start and close, and what goes into the health document about each part's configuration
+(config_store.LastGood: a rejected section keeps the last good one, also across restarts).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterable, List, Optional, Protocol, runtime_checkable
+
+from ggdefender import health
+from ggdefender.config_store import LastGood
+from ggdefender.settings import ConfigError
+
+log = logging.getLogger("ggdefender.parts")
+
+
+@runtime_checkable
+class Part(Protocol):
+    section: str  # the configuration section this part reads, e.g. "Detect"
+
+    def reconfigure(self, section: Any) -> None:
+        """Validate the whole section and swap it in; ConfigError (nothing changed) when it is invalid."""
+
+    def start(self) -> None:
+        """Begin work; called once, after the first reconfigure."""
+
+    def close(self) -> None:
+        """End work and persist what must survive a restart; called once, also after a failed start."""
+
+
+class PartHost:
+    """Runs `parts` (in start order) for one process: configuration dispatch, start, close, verdicts."""
+
+    def __init__(self, ipc, state_dir: Optional[str], parts: Iterable[Part], *,
+                 notes: Optional[Dict[str, str]] = None):
+        self.parts: List[Part] = list(parts)
+        sections = [p.section for p in self.parts]
+        if len(set(sections)) != len(sections):
+            raise ValueError(f"two parts read the same configuration section: {sections}")
+        self._notes = notes or {}
+        self._state_dir = state_dir
+        self._ipc = ipc
+        self._last_good = {p.section: self._new_last_good(p.section) for p in self.parts}
+        self._started: List[Part] = []
+        self._closed = False
+
+    def __getitem__(self, section: str) -> Part:
+        for part in self.parts:
+            if part.section == section:
+                return part
+        raise KeyError(section)
+
+    def _new_last_good(self, section: str) -> LastGood:
+        return LastGood(self._ipc, section, self._state_dir, note=self._notes.get(section))
+
+    def replace(self, part: Part) -> None:
+        """A new instance of a part (restarted after a failure, or added): it runs no section yet, so a
+        rejected one falls back to the saved last good section as at start-up."""
+        self._last_good[part.section] = self._new_last_good(part.section)
+        for i, old in enumerate(self.parts):
+            if old.section == part.section:
+                self.parts[i] = part
+                return
+        self.parts.append(part)
+
+    def last_good(self, section: str) -> LastGood:
+        return self._last_good[section]
+
+    def configure(self, whole: Any) -> Dict[str, bool]:
+        """Hand each part its section of the component configuration; {section: accepted}. A part that
+        rejects its section (or fails applying it) keeps its last good one and the verdict goes to health;
+        the other parts are configured all the same."""
+        whole = whole if isinstance(whole, dict) else {}
+        return {part.section: self.configure_part(part, whole.get(part.section)) for part in self.parts}
+
+    def configure_part(self, part: Part, section: Any) -> bool:
+        last_good = self._last_good[part.section]
+        try:
+            return last_good.adopt(section, part.reconfigure)
+        except Exception as exc:  # a bug in one part must not stop the others; said as a rejection
+            log.exception("%s configuration could not be applied", part.section)
+            reason = f"{type(exc).__name__}: {exc}"
+            last_good.error = reason
+            health.configuration(self._ipc, part.section, False, reason, using_last_good=last_good.in_use)
+            return False
+
+    def start(self) -> None:
+        """Start every part in order; when one cannot start, those already started are closed (reverse order)
+        and the error is raised: a process with a part missing is not healthy."""
+        for part in self.parts:
+            if part in self._started:
+                continue
+            try:
+                part.start()
+            except BaseException:
+                self.close()
+                raise
+            self._started.append(part)
+
+    def close(self) -> None:
+        """Close every part, in reverse start order (a part not started is closed too: it may hold state from
+        its configuration); one failing close is logged and the rest still close. Only the first call acts."""
+        if self._closed:
+            return
+        self._closed = True
+        for part in reversed(self.parts):
+            try:
+                part.close()
+            except Exception:
+                log.exception("closing %s failed", part.section)
+
+
+__all__ = ["ConfigError", "Part", "PartHost"]

@@ -1,0 +1,173 @@
+"""The part contract and its host (ggdefender.part): each section goes to its part, a rejected one keeps the last
+good one and is reported, parts start in order and close in reverse even when one close fails; every part of
+both processes has the contract's shape."""
+
+import pytest
+
+from ggdefender import health
+from ggdefender.part import Part, PartHost
+from ggdefender.settings import ConfigError
+
+
+@pytest.fixture
+def doc(monkeypatch):
+    h = health.Health()
+    monkeypatch.setattr(health, "process_health", lambda: h)
+    return h
+
+
+class Fake:
+    """A part whose section is {"Value": int}; records what happened to it in `log`."""
+
+    def __init__(self, section, log, *, fail_close=False, fail_start=False, bug=False):
+        self.section, self.log = section, log
+        self.value = None
+        self.fail_close, self.fail_start, self.bug = fail_close, fail_start, bug
+
+    def reconfigure(self, section):
+        if self.bug:
+            raise KeyError("a bug, not a configuration error")
+        if not isinstance(section, dict) or not isinstance(section.get("Value"), int):
+            raise ConfigError(f"{self.section}.Value: expected an integer")
+        self.value = section["Value"]
+        self.log.append(("reconfigure", self.section, self.value))
+
+    def start(self):
+        self.log.append(("start", self.section))
+        if self.fail_start:
+            raise RuntimeError(f"{self.section} cannot start")
+
+    def close(self):
+        self.log.append(("close", self.section))
+        if self.fail_close:
+            raise OSError("disk full")
+
+
+def test_each_section_goes_to_its_own_part_in_order(tmp_path, doc):
+    log = []
+    a, b = Fake("Alpha", log), Fake("Beta", log)
+    host = PartHost(None, str(tmp_path), [a, b])
+    verdicts = host.configure({"Beta": {"Value": 2}, "Alpha": {"Value": 1}, "Other": {"Value": 3}})
+    assert verdicts == {"Alpha": True, "Beta": True}
+    assert log == [("reconfigure", "Alpha", 1), ("reconfigure", "Beta", 2)]
+    assert host["Beta"] is b and doc.get("configuration.Alpha")["accepted"] is True
+
+
+def test_a_rejected_section_keeps_the_last_good_one_and_is_reported(tmp_path, doc):
+    log = []
+    a, b = Fake("Alpha", log), Fake("Beta", log)
+    host = PartHost(None, str(tmp_path), [a, b])
+    host.configure({"Alpha": {"Value": 1}, "Beta": {"Value": 2}})
+    assert host.configure({"Alpha": {"Value": "x"}, "Beta": {"Value": 5}}) == {"Alpha": False, "Beta": True}
+    assert (a.value, b.value) == (1, 5)  # the other part is configured all the same
+    verdict = doc.get("configuration.Alpha")
+    assert verdict["accepted"] is False and verdict["usingLastGood"] is True
+    assert "Alpha.Value: expected an integer" in verdict["reason"]
+
+    # a new process on the same state folder: the rejected section runs on the saved last good one
+    again = Fake("Alpha", [])
+    PartHost(None, str(tmp_path), [again]).configure({"Alpha": {"Value": "x"}})
+    assert again.value == 1 and doc.get("configuration.Alpha")["usingLastGood"] is True
+
+
+def test_a_part_failing_with_a_bug_is_reported_and_the_others_still_configured(tmp_path, doc, caplog):
+    log = []
+    broken, b = Fake("Alpha", log, bug=True), Fake("Beta", log)
+    host = PartHost(None, str(tmp_path), [broken, b])
+    assert host.configure({"Alpha": {"Value": 1}, "Beta": {"Value": 2}}) == {"Alpha": False, "Beta": True}
+    assert "Alpha configuration could not be applied" in caplog.text
+    verdict = doc.get("configuration.Alpha")
+    assert verdict["accepted"] is False and "KeyError" in verdict["reason"] and verdict["usingLastGood"] is False
+
+
+def test_parts_start_in_order_and_close_in_reverse_even_when_one_close_fails(tmp_path, caplog):
+    log = []
+    parts = [Fake("Alpha", log), Fake("Beta", log, fail_close=True), Fake("Gamma", log)]
+    host = PartHost(None, str(tmp_path), parts)
+    host.start()
+    host.close()
+    host.close()  # once only
+    assert log == [("start", "Alpha"), ("start", "Beta"), ("start", "Gamma"),
+                   ("close", "Gamma"), ("close", "Beta"), ("close", "Alpha")]
+    assert "closing Beta failed" in caplog.text
+
+
+def test_a_part_that_cannot_start_closes_every_part_and_raises(tmp_path):
+    log = []
+    host = PartHost(None, str(tmp_path), [Fake("Alpha", log), Fake("Beta", log, fail_start=True), Fake("Gamma", log)])
+    with pytest.raises(RuntimeError, match="Beta cannot start"):
+        host.start()
+    assert log == [("start", "Alpha"), ("start", "Beta"), ("close", "Gamma"), ("close", "Beta"), ("close", "Alpha")]
+
+
+def test_two_parts_cannot_read_one_section(tmp_path):
+    with pytest.raises(ValueError, match="same configuration section"):
+        PartHost(None, str(tmp_path), [Fake("Alpha", []), Fake("Alpha", [])])
+
+
+def test_a_replaced_part_falls_back_to_the_saved_section_like_at_start_up(tmp_path, doc):
+    first = Fake("Alpha", [])
+    host = PartHost(None, str(tmp_path), [first])
+    host.configure({"Alpha": {"Value": 1}})
+    second = Fake("Alpha", [])  # e.g. the remediation listener restarted after a failure
+    host.replace(second)
+    host.configure({"Alpha": {"Value": "x"}})
+    assert host["Alpha"] is second and second.value == 1
+
+
+def test_every_part_of_both_processes_has_the_contract(tmp_path):
+    from ggdefender.collector.service import CollectorService
+    from ggdefender.collector_process import CollectorProcess
+    from ggdefender.detect.service import DetectService
+    from ggdefender.plugins.host import PluginHost
+    from ggdefender.remediation.listener import RemediationListener
+    from ggdefender.supervisor import SupervisorSection
+
+    sections = {}
+    for cls in (CollectorService, PluginHost, DetectService, RemediationListener, SupervisorSection):
+        assert all(callable(getattr(cls, name, None)) for name in ("reconfigure", "start", "close")), cls
+        sections[cls.section] = cls
+    assert sorted(sections) == ["Collector", "Detect", "Plugins", "Remediation", "Supervisor"]
+
+    class Ipc:
+        thing_name = "thingP"
+
+    proc = CollectorProcess(Ipc(), "thingP", str(tmp_path))
+    try:
+        assert all(isinstance(p, Part) for p in proc.parts)
+        # consumers first: the collector starts last and closes first, detect closes last (saves its history)
+        assert [p.section for p in proc.parts] == ["Detect", "Plugins", "Collector"]
+        assert proc.collector.plugins is proc.plugins and proc.collector.observers == [proc.detect]
+    finally:
+        proc.close()
+
+
+def test_process_a_host_holds_the_supervisor_section_and_each_listener_incarnation(tmp_path, doc):
+    from ggdefender.remediation.listener import RemediationListener
+    from ggdefender.supervisor import SUPERVISOR_NOTE, SupervisorSection
+
+    class Ipc:
+        thing_name = "thingA"
+        section = {"AllowedOperations": ["collect-now"]}
+
+        def get_config(self, key_path=None, component=None):
+            return self.section
+
+    ipc = Ipc()
+    host = PartHost(ipc, str(tmp_path), [SupervisorSection()], notes={"Supervisor": SUPERVISOR_NOTE})
+    assert host.configure_part(host["Supervisor"], {"StopTimeoutSeconds": 5}) is True
+    assert host["Supervisor"].settings.stop_timeout == 5
+    assert doc.get("configuration.Supervisor")["reason"] == SUPERVISOR_NOTE
+    assert host.configure_part(host["Supervisor"], {"StopTimeoutSeconds": 0}) is False
+    assert host["Supervisor"].settings.stop_timeout == 5  # judged now, the last good one kept
+
+    first = RemediationListener(ipc, "thingA", tmp_path, host=host)
+    first._load_settings()
+    assert host["Remediation"] is first and list(first.settings.allowed_operations) == ["collect-now"]
+    ipc.section = {"AllowedOperations": ["collect-now"], "AllowRunCommand": True}  # invalid
+    restarted = RemediationListener(ipc, "thingA", tmp_path, host=host)  # after a failure of the first
+    restarted._load_settings()
+    assert host["Remediation"] is restarted and list(restarted.settings.allowed_operations) == ["collect-now"]
+    assert doc.get("configuration.Remediation")["usingLastGood"] is True
+    host.close()
+    assert restarted._stop.is_set()  # close ends its loop
