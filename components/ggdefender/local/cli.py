@@ -4,7 +4,7 @@
                          [--update-config JSON|FILE] [--thing NAME] [--broker URL] [--root DIR]
                          [--duration SECONDS] [--no-interpolate-config]
     ggdefender local status [--root DIR] [--json]
-    ggdefender local config update [--root DIR] --update-config JSON|FILE [--wait SECONDS]
+    ggdefender local config update [--root DIR] --update-config JSON|FILE [--wait SECONDS] [--json]
     ggdefender local logs NAME [--root DIR] [--lines N] [--follow]
 
 Deployment flags mirror greengrass-cli's `deployment create`. Other parts add sub-subcommands through an
@@ -67,6 +67,8 @@ def register(subparsers) -> None:
     update.add_argument("--wait", type=float, default=DEFAULT_CONFIG_WAIT, metavar="SECONDS",
                         help=f"wait up to this long for each component's verdict on the sections it changed "
                              f"(from its health document; default {DEFAULT_CONFIG_WAIT:g}, 0 = do not wait)")
+    update.add_argument("--json", action="store_true", help="print the whole answer (each component's "
+                        "configuration before and after, its verdicts) as JSON instead of what changed")
     update.set_defaults(func=cmd_config_update)
 
     logs = sub.add_parser("logs", help="a component's log (<root>/logs/<Name>.log)")
@@ -160,6 +162,7 @@ def cmd_run(args) -> int:
 
 def cmd_status(args) -> int:
     from .control import ControlError, control_request
+    from .view import totals_text
 
     try:
         status = control_request(args.root, "status")
@@ -176,7 +179,7 @@ def cmd_status(args) -> int:
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(status["totals"])
+    print(totals_text(status["totals"]))
     for name, doc in sorted((status.get("health") or {}).items()):
         print()
         print(health_text(name, doc))
@@ -232,25 +235,53 @@ def cmd_config_update(args) -> int:
         result = control_request(args.root, "config-update", {"update": updates, "wait": args.wait})
     except (RecipeError, ControlError) as exc:
         return _fail(str(exc))
-    print(json.dumps(result["configuration"], indent=2))
+    def out(*text, **kwargs) -> None:
+        if not args.json:  # --json: the answer alone on stdout
+            print(*text, **kwargs)
+
+    if args.json:
+        print(json.dumps(result, indent=2))
     rejected = missing = False
     for name, entry in sorted(result["verdicts"].items()):
         if not entry["changed"]:
-            print(f"{name}: nothing changed", file=sys.stderr)
+            out(f"{name}: nothing changed", file=sys.stderr)
             continue
+        for line in changes_text(name, (result.get("before") or {}).get(name), result["configuration"].get(name)):
+            out(line)
         if not entry["health"]:
-            print(f"{name} publishes no health document: not waiting for a verdict", file=sys.stderr)
+            out(f"{name} publishes no health document: not waiting for a verdict", file=sys.stderr)
             continue
         for section in entry.get("notJudged", []):
-            print(f"{name} {section}: changed (the component gives no verdict on this section)", file=sys.stderr)
+            out(f"{name} {section}: changed (the component gives no verdict on this section)", file=sys.stderr)
         for section, verdict in sorted((entry.get("verdicts") or {}).items()):
             if verdict is None:
-                print(f"{name} {section}: no verdict within {args.wait:g} s")
+                out(f"{name} {section}: no verdict within {args.wait:g} s")
                 missing = True
             else:
-                print(f"{name} {section}: {verdict_text(verdict)}")
+                out(f"{name} {section}: {verdict_text(verdict)}")
                 rejected = rejected or not verdict.get("accepted")
     return 1 if rejected else 3 if missing else 0
+
+
+MAX_CHANGE_LINES = 50  # a RESET of a whole section can change hundreds of keys: the rest is counted
+MAX_VALUE_TEXT = 120
+
+
+def changes_text(name: str, before, after) -> list:
+    """`Name: /pointer: old -> new` for each leaf an update changed (values as JSON, `(absent)` when missing)."""
+    from .recipe import config_changes
+
+    def show(value) -> str:
+        if value is None:
+            return "(absent)"
+        text = json.dumps(value, sort_keys=True)
+        return text if len(text) <= MAX_VALUE_TEXT else text[:MAX_VALUE_TEXT - 3] + "..."
+
+    changes = config_changes(before if before is not None else {}, after if after is not None else {})
+    lines = [f"{name}: {pointer}: {show(old)} -> {show(new)}" for pointer, old, new in changes[:MAX_CHANGE_LINES]]
+    if len(changes) > MAX_CHANGE_LINES:
+        lines.append(f"{name}: ... and {len(changes) - MAX_CHANGE_LINES} more changed keys (--json shows all)")
+    return lines
 
 
 def cmd_logs(args) -> int:

@@ -586,6 +586,18 @@ def deep_merge(base: dict, overlay: dict) -> dict:
     return out
 
 
+def config_changes(old: Any, new: Any, pointer: str = "") -> list:
+    """[(JSON pointer, old value, new value)] for each leaf that differs, in key order; a key present on one
+    side only has None on the other (`local config update` shows what an update changed, not everything)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            escaped = str(key).replace("~", "~0").replace("/", "~1")
+            out += config_changes(old.get(key), new.get(key), f"{pointer}/{escaped}")
+        return out
+    return [] if old == new else [(pointer or "/", old, new)]
+
+
 def _pointer_parts(pointer: str) -> list:
     return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")] if pointer else []
 

@@ -154,7 +154,7 @@ class Runtime:
             components[name] = {"version": rec.version, "state": rec.state,
                                 "reason": dep.reason if dep else "", "errors": dep.errors if dep else 0}
         return {"thing": self.core.thing_name, "root": str(self.root), "components": components,
-                "totals": self.view.totals(), "broker": self.broker_url or None,
+                "totals": self.view.counts(), "broker": self.broker_url or None,
                 "health": self.view.health.documents()}
 
     def _cmd_config_update(self, args: dict) -> dict:
@@ -167,7 +167,8 @@ class Runtime:
         before = {name: copy.deepcopy(self.core.get_config(name)) for name in updates if name in self.core.components()}
         since = time.time()
         configuration = self.update_config(updates)
-        return {"configuration": configuration, "verdicts": self.wait_verdicts(before, configuration, since, wait)}
+        return {"configuration": configuration, "before": before,
+                "verdicts": self.wait_verdicts(before, configuration, since, wait)}
 
     def wait_verdicts(self, before: dict, after: dict, since: float, wait: float) -> dict:
         """Per component: the top-level sections the update changed and, for a component that publishes a health

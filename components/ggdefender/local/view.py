@@ -141,16 +141,26 @@ class View:
         widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
         return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
-    def totals(self) -> str:
+    def counts(self) -> dict:
+        """The totals as numbers (`local status --json`)."""
         c = self.counters
-        return (f"reports accepted {c['accepted']}, rejected {c['rejected']}; IoT Core messages {c['iot-publish']}, "
-                f"local messages {c['local-publish']}; denials {c['denied']}")
+        return {"reportsAccepted": c["accepted"], "reportsRejected": c["rejected"],
+                "iotCoreMessages": c["iot-publish"], "localMessages": c["local-publish"], "denials": c["denied"]}
+
+    def totals(self) -> str:
+        return totals_text(self.counts())
 
     def print(self, text: str) -> None:
         if self.out is not None:
             with self._lock:
                 self.out.write(text + "\n")
                 self.out.flush()
+
+
+def totals_text(counts: dict) -> str:
+    """`View.counts()` for people (the live view's last line, `local status`)."""
+    return (f"reports accepted {counts['reportsAccepted']}, rejected {counts['reportsRejected']}; IoT Core messages "
+            f"{counts['iotCoreMessages']}, local messages {counts['localMessages']}; denials {counts['denials']}")
 
 
 def _epoch(iso: Any) -> Optional[float]:

@@ -84,15 +84,28 @@ def test_ctrl_c_status_and_config_update_on_a_running_core(tmp_path):
         assert status.returncode == 0, status.stderr
         info = json.loads(status.stdout)
         assert info["thing"] == "cliThing" and info["components"]["test.Echo"]["state"] == "RUNNING"
+        totals = info["totals"]  # numbers, not one preformatted string
+        assert set(totals) == {"reportsAccepted", "reportsRejected", "iotCoreMessages", "localMessages", "denials"}
+        assert all(isinstance(v, int) and v >= 0 for v in totals.values()), totals
         table = subprocess.run(_cli("status", "--root", root), capture_output=True, text=True, timeout=60)
         assert "test.Echo" in table.stdout and "RUNNING" in table.stdout
+        assert f"reports accepted {totals['reportsAccepted']}," in table.stdout
 
         update = json.dumps({"test.Echo": {"MERGE": {"Mode": "live"}}})
         changed = subprocess.run(_cli("config", "update", "--root", root, "--update-config", update),
                                  capture_output=True, text=True, timeout=60)
         assert changed.returncode == 0, changed.stderr
-        assert json.loads(changed.stdout)["test.Echo"]["Mode"] == "live"
+        # what changed, old -> new, not the whole merged configuration
+        assert changed.stdout.splitlines()[0].startswith("test.Echo: /Mode: "), changed.stdout
+        assert changed.stdout.splitlines()[0].endswith(' -> "live"'), changed.stdout
+        assert "/Python" not in changed.stdout
         run.wait_for("test.Echo: configuration updated (/Mode)")
+        again = subprocess.run(_cli("config", "update", "--root", root, "--update-config", update, "--json"),
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+        answer = json.loads(again.stdout)
+        assert answer["configuration"]["test.Echo"]["Mode"] == "live"
+        assert answer["before"]["test.Echo"]["Mode"] == "live" and answer["verdicts"]["test.Echo"]["changed"] == []
 
         bad = subprocess.run(_cli("config", "update", "--root", root, "--update-config", '{"nope.X": {"MERGE": {}}}'),
                              capture_output=True, text=True, timeout=60)
