@@ -13,15 +13,12 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ggdefender import defaults, ratelog
+from ggdefender.ipc_port import CollectorChannel, ConfigHandler, IotHandler, LocalHandler
 
 log = logging.getLogger("ggdefender.ipc")
-
-IotHandler = Callable[[str, bytes], None]
-LocalHandler = Callable[[str, Any], None]  # payload: dict for JSON messages, bytes for binary ones
-ConfigHandler = Callable[[list], None]  # key path of the changed node, relative to `configuration`
 
 
 # A nucleus refuses PublishToIoTCore payloads of this many bytes or more (mqtt.maxMessageSizeInBytes, default
@@ -112,7 +109,7 @@ class Ipc:
         self.max_backoff = max_backoff
         self.timeout = timeout
         self._client_factory = client_factory or self._default_client
-        self._client = None
+        self._client: Any = None  # awsiotsdk's GreengrassCoreIPCClientV2, imported lazily
         self._lock = threading.RLock()  # guards state only; never held while waiting
         self._connect_lock = threading.Lock()  # one connection attempt at a time
         self._closing = threading.Event()  # close() interrupts a backoff wait at once
@@ -125,6 +122,7 @@ class Ipc:
         self._refused: list[Subscription] = []  # IoT Core subscriptions the nucleus refused for now: retried
         self._refused_retrier: Optional[threading.Thread] = None
         self._refusals = ratelog.RateLimitedLog(log)
+        self._collector: Optional[CollectorChannel] = None  # see attach_collector
         # one worker keeps stream callbacks in arrival order (gotcha 11 of the wire protocol)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipc-callbacks")
 
@@ -235,7 +233,7 @@ class Ipc:
             except Exception:
                 log.exception("IPC gone listener failed")
 
-    def _on_disconnect(self, reason) -> None:
+    def _on_disconnect(self, reason: Any) -> None:
         if self._closed:
             return
         log.warning("IPC connection lost (%s); reconnecting", reason)
@@ -256,7 +254,7 @@ class Ipc:
         except IpcUnavailable:
             pass  # closed, or gone (listeners told)
 
-    def _call(self, fn: Callable[[Any], Any]):
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
         """Run fn(client); on a dropped connection reconnect once and retry."""
         for attempt in (1, 2):
             client = self._connected_client()
@@ -365,6 +363,24 @@ class Ipc:
     def subscribe_config(self, handler: ConfigHandler, component: Optional[str] = None) -> Subscription:
         sub = Subscription(self, "config", component or "", handler)
         return self._subscribe(sub)
+
+    # -- process B's collector, over the private relay (not the Greengrass bus) ---------------------------
+    def attach_collector(self, channel: CollectorChannel) -> None:
+        """The relay server of the running collector process; set by ipc_relay.RelayServer."""
+        with self._lock:
+            self._collector = channel
+
+    def detach_collector(self, channel: CollectorChannel) -> None:
+        with self._lock:
+            if self._collector is channel:
+                self._collector = None
+
+    def collect_now(self, request_id: str, timeout: float) -> dict:
+        with self._lock:
+            channel = self._collector
+        if channel is None:
+            raise IpcUnavailable("the collector process is not running")
+        return channel.collect_now(request_id, timeout)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def update_state(self, state: str) -> None:
@@ -483,7 +499,7 @@ class Ipc:
             raise ValueError(sub.kind)
 
     @staticmethod
-    def _dispatch(sub: Subscription, topic, payload) -> None:
+    def _dispatch(sub: Subscription, topic: Optional[str], payload: Any) -> None:
         if sub.closed:
             return
         try:
@@ -495,7 +511,7 @@ class Ipc:
             log.exception("handler for %s subscription %r failed", sub.kind, sub.topic)
 
 
-def _close_quietly(client) -> None:
+def _close_quietly(client: Any) -> None:
     # Close the connection first and only then stop the callback worker: awsiotsdk 1.31's clientv2.close()
     # stops the executor first and then raises on every stream-closed callback.
     try:
@@ -513,3 +529,9 @@ def _is_connection_error(exc: BaseException) -> bool:
         or "AWS_IO_SOCKET_CLOSED" in text
         or "connection" in text.lower() and "closed" in text.lower()
     )
+
+
+if TYPE_CHECKING:  # checked by mypy (tests/unit/test_typecheck.py): Ipc is process A's port
+    from ggdefender.ipc_port import SupervisorPort
+
+    _port: SupervisorPort = Ipc()

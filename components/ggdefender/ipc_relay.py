@@ -21,9 +21,13 @@ from A; binary payloads are base64.
           {"id": n, "op": "mitigate", "request": {"requestId", "operation", "target", "profile", "behavior",
                                                   "violationId"}}   (detect.mitigation.check_request)
           {"id": n, "op": "subscribe_mitigation", "sub": s}          results of accepted mitigate calls
+          {"id": n, "op": "subscribe_collect_now", "sub": s}         B's collector serves A's collect-now calls
+          {"id": n, "op": "collect_result", "result": {"requestId", "event": "report-published", "reportId",
+                                                       "topic"} | {"requestId", "event": "report-failed", "reason"}}
   A -> B  {"id": n, "ok": true, "result": value} | {"id": n, "ok": false, "kind": k, "error": message}
           {"ev": s, "topic": t, "json": value} | {"ev": s, "topic": t, "b64": ...} | {"ev": s, "path": [...]}
           {"ev": s, "result": {"requestId", "operation", "status", "statusDetails", "violationId"}}
+          {"ev": s, "collect": requestId}                           a collect-now call of A (Ipc.collect_now)
 The subscription id `s` is chosen by B, so an event can never arrive before B knows where it goes.
 """
 
@@ -37,10 +41,12 @@ import os
 import queue
 import socket
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Mapping, Optional
 
 from ggdefender import health, topics
-from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD, MAX_IOT_PAYLOAD_ENV, IpcUnavailable, PublishRefused
+from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD, MAX_IOT_PAYLOAD_ENV, Ipc, IpcUnavailable, PublishRefused
+from ggdefender.ipc_port import CollectNowHandler, ConfigHandler, IotHandler, IpcPort, LocalHandler, \
+    MitigationHandler, SupervisorPort
 from ggdefender.relay_guard import ContentDenied, ContentGuard, ContentInvalid
 
 log = logging.getLogger("ggdefender.ipc_relay")
@@ -53,6 +59,8 @@ MAX_PENDING_EVENTS = 1000  # per child: A's IPC callback thread must never block
 MAX_TOPIC = 256
 MAX_KEY_PATH = 32
 REPLY_TIMEOUT = 120.0  # A's own IPC calls retry with backoff before they give up
+MAX_COLLECT_CALLS = 16  # collect-now calls of A waiting on B at once (the listener runs one job at a time)
+COLLECT_EVENTS = ("report-published", "report-failed")
 
 # Never relayed, named so a denial can say why (the rest are simply "not allowed").
 PRIVILEGED_OPS = ("update_config", "update_state", "restart_component", "component_details")
@@ -87,7 +95,8 @@ class Policy:
     LOCAL_PUBLISH = frozenset({topics.COLLECTOR_EVENTS, topics.LOCAL_VIOLATIONS, topics.LOCAL_FINDINGS})
     LOCAL_SUBSCRIBE = frozenset({topics.CUSTOM_METRICS, topics.COLLECTOR_COMMANDS})
     # not scoped by topic: health paths are checked in _dispatch, mitigate requests by the MitigationGate
-    UNSCOPED = ("get_config", "subscribe_config", "unsubscribe", "health", "mitigate", "subscribe_mitigation")
+    UNSCOPED = ("get_config", "subscribe_config", "unsubscribe", "health", "mitigate", "subscribe_mitigation",
+                "subscribe_collect_now", "collect_result")  # B answers only calls A is waiting on
 
     def __init__(self, thing: str):
         if not thing:
@@ -116,7 +125,7 @@ def _encode(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-def _read_line(stream, limit: int) -> Optional[bytes]:
+def _read_line(stream: BinaryIO, limit: int) -> Optional[bytes]:
     """One line without its newline; None at EOF; ValueError when the line is over `limit` bytes."""
     line = stream.readline(limit + 1)
     if not line:
@@ -146,7 +155,8 @@ class RelayServer:
     """Serves one child incarnation over its socket end: a reader thread (requests, in order) and a writer
     thread (replies and events). All of the child's subscriptions are closed when its socket closes."""
 
-    def __init__(self, sock: socket.socket, ipc, thing: str, *, name: str = "collector", mitigation=None,
+    def __init__(self, sock: socket.socket, ipc: SupervisorPort, thing: str, *, name: str = "collector",
+                 mitigation: Any = None,
                  guard: Optional[ContentGuard] = None):
         """`mitigation`: the supervisor's MitigationGate (None: B may not ask for remediation); `guard`: the
         supervisor's ContentGuard, shared by every incarnation of B (a new one when None)."""
@@ -157,12 +167,14 @@ class RelayServer:
         self.guard = guard or ContentGuard(thing)
         self.name = name
         self._warned = 0
-        self._subs: Dict[int, Any] = {}
+        self._subs: Dict[Any, Any] = {}  # keyed by B's subscription ids: what B sent, checked on use
         self._lock = threading.Lock()
         self._out: "queue.Queue[Optional[tuple]]" = queue.Queue()  # (is_event, line); None ends the writer
         self._events_pending = 0
         self._dropped = 0
         self._closed = threading.Event()
+        self._collect_sid: Optional[int] = None  # B's subscription serving collect_now calls
+        self._collect_waiting: Dict[Any, list] = {}  # requestId -> [Event, answer or None]
         self._reader = threading.Thread(target=self._read_loop, name=f"relay-{name}-in", daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name=f"relay-{name}-out", daemon=True)
 
@@ -198,6 +210,49 @@ class RelayServer:
             pass
         if subs:
             log.info("relay: %d subscription(s) of the %s process closed", len(subs), self.name)
+
+    def collect_now(self, request_id: str, timeout: float) -> dict:
+        """A's typed collect-now call to B's collector (ipc_port.SupervisorPort.collect_now)."""
+        if not isinstance(request_id, str) or not request_id:
+            raise ValueError("collect_now: requestId must be a non-empty string")
+        slot: list = [threading.Event(), None]
+        with self._lock:
+            sid = self._collect_sid
+            if sid is None or self._closed.is_set():
+                raise IpcUnavailable(f"the {self.name} process does not serve collect-now calls")
+            if len(self._collect_waiting) >= MAX_COLLECT_CALLS or request_id in self._collect_waiting:
+                raise ValueError(f"collect_now: over {MAX_COLLECT_CALLS} calls pending or requestId in use")
+            self._collect_waiting[request_id] = slot
+        try:
+            self._push({"ev": sid, "collect": request_id})
+            if not slot[0].wait(timeout):
+                raise TimeoutError(f"the {self.name} process did not answer collect-now within {timeout:g}s")
+        finally:
+            with self._lock:
+                self._collect_waiting.pop(request_id, None)
+        if slot[1] is None:
+            raise IpcUnavailable(f"the {self.name} process went away before answering collect-now")
+        return slot[1]
+
+    def _stop_serving_collect(self, sid: int) -> None:
+        with self._lock:
+            if self._collect_sid != sid:
+                return
+            self._collect_sid = None
+            waiting, self._collect_waiting = list(self._collect_waiting.values()), {}
+        self.ipc.detach_collector(self)
+        for slot in waiting:  # answer None: the caller raises IpcUnavailable at once rather than time out
+            slot[0].set()
+
+    def _collect_result(self, answer: Any) -> None:
+        if not isinstance(answer, dict) or answer.get("event") not in COLLECT_EVENTS:
+            raise ValueError(f"'result' must be an object with 'event' one of {', '.join(COLLECT_EVENTS)}")
+        with self._lock:
+            slot = self._collect_waiting.get(answer.get("requestId"))
+        if slot is None:
+            raise RelayDenied("relay policy: collect_result answers no collect-now call of process A")
+        slot[1] = dict(answer)
+        slot[0].set()
 
     def join(self, timeout: Optional[float] = None) -> None:
         for t in (self._reader, self._writer):
@@ -244,7 +299,7 @@ class RelayServer:
                 self.close()
                 return
 
-    def _reply(self, rid, result: Any = None, *, error: Optional[str] = None, kind: str = "error") -> None:
+    def _reply(self, rid: Any, result: Any = None, *, error: Optional[str] = None, kind: str = "error") -> None:
         msg = {"id": rid, "ok": True, "result": result} if error is None else \
             {"id": rid, "ok": False, "kind": kind, "error": error}
         data = _encode(msg)
@@ -322,8 +377,9 @@ class RelayServer:
             raise MitigationRefused(str(exc)) from None
 
     def _dispatch(self, op: str, req: dict) -> Any:
-        topic = req.get("topic")
+        topic = ""
         if op in ("publish_iot", "subscribe_iot", "publish_local", "subscribe_local"):
+            topic = req.get("topic")  # type: ignore[assignment]  # checked on the next line
             if not isinstance(topic, str) or not 0 < len(topic) <= MAX_TOPIC:
                 raise ValueError(f"'topic' must be a string of 1-{MAX_TOPIC} characters")
         self.policy.check(op, topic)
@@ -347,8 +403,11 @@ class RelayServer:
             return None
         if op == "mitigate":
             return self._mitigate(req)
+        if op == "collect_result":
+            return self._collect_result(req.get("result"))
         if op == "health":
-            path, value = req.get("path"), req.get("value")
+            path: Any = req.get("path")  # checked by check_from_part
+            value = req.get("value")
             try:
                 health.check_from_part(path, value)
             except PermissionError as exc:
@@ -386,6 +445,8 @@ class RelayServer:
                 if self.mitigation is None:
                     raise RelayDenied("relay policy: mitigation results are not served here")
                 sub = self.mitigation.subscribe(lambda result: self._push({"ev": sid, "result": result}))
+            elif op == "subscribe_collect_now":
+                sub = self._serve_collect(sid)
             else:
                 sub = self.ipc.subscribe_config(lambda path: self._push({"ev": sid, "path": list(path)}))
         except BaseException:
@@ -401,9 +462,29 @@ class RelayServer:
         return None
 
 
+    def _serve_collect(self, sid: int) -> "_Closer":
+        with self._lock:
+            if self._collect_sid is not None:
+                raise ValueError("collect-now calls are already served")
+            self._collect_sid = sid
+        self.ipc.attach_collector(self)
+        return _Closer(lambda: self._stop_serving_collect(sid))
+
     def _deliver_local(self, sid: int, topic: str, message: Any) -> None:
         self.guard.delivered(topic, message)  # B may answer what it was given, and nothing else
         self._push(_local_event(sid, topic, message))
+
+
+class _Closer:
+    """A relayed subscription served by A itself (no IPC stream behind it)."""
+
+    def __init__(self, on_close: Callable[[], None]):
+        self._on_close: Optional[Callable[[], None]] = on_close
+
+    def close(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
 
 def _qos(req: dict) -> int:
@@ -457,8 +538,8 @@ class RelayClient:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._next_id = 1
-        self._waiting: Dict[int, list] = {}  # id -> [Event, reply]
-        self._subs: Dict[int, RelaySubscription] = {}
+        self._waiting: Dict[Any, list] = {}  # id -> [Event, reply]; looked up with the id A sent
+        self._subs: Dict[Any, RelaySubscription] = {}
         self._events: "queue.Queue[Optional[tuple]]" = queue.Queue(MAX_PENDING_EVENTS)
         self._gone: Optional[str] = None
         self._gone_listeners: list = []
@@ -467,7 +548,7 @@ class RelayClient:
         self._callbacks: Optional[threading.Thread] = None
 
     @classmethod
-    def from_env(cls, env=None) -> "RelayClient":
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "RelayClient":
         env = os.environ if env is None else env
         raw = env.get(FD_ENV, "")
         if not raw.isdigit():
@@ -504,7 +585,7 @@ class RelayClient:
                 self._callbacks.start()
         return self
 
-    def on_gone(self, listener) -> None:
+    def on_gone(self, listener: Callable[[str], None]) -> None:
         """Call listener(reason) once when the supervisor's end closes (process A gone), not after close()."""
         with self._lock:
             if self._gone is None:
@@ -542,7 +623,7 @@ class RelayClient:
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         self._request({"op": "publish_iot", "topic": topic, "b64": _b64(data), "qos": 1 if qos else 0})
 
-    def subscribe_iot(self, topic_filter: str, handler, qos: int = 1) -> RelaySubscription:
+    def subscribe_iot(self, topic_filter: str, handler: IotHandler, qos: int = 1) -> RelaySubscription:
         return self._subscribe("iot", topic_filter, handler, {"op": "subscribe_iot", "topic": topic_filter,
                                                               "qos": 1 if qos else 0})
 
@@ -552,7 +633,7 @@ class RelayClient:
         else:
             self._request({"op": "publish_local", "topic": topic, "json": message})
 
-    def subscribe_local(self, topic: str, handler) -> RelaySubscription:
+    def subscribe_local(self, topic: str, handler: LocalHandler) -> RelaySubscription:
         return self._subscribe("local", topic, handler, {"op": "subscribe_local", "topic": topic})
 
     def get_config(self, key_path: Optional[list] = None, component: Optional[str] = None) -> Any:
@@ -564,7 +645,7 @@ class RelayClient:
         """Set `path` of process A's health document (use `ggdefender.health.report`, which never raises)."""
         self._request({"op": "health", "path": path, "value": value})
 
-    def subscribe_config(self, handler, component: Optional[str] = None) -> RelaySubscription:
+    def subscribe_config(self, handler: ConfigHandler, component: Optional[str] = None) -> RelaySubscription:
         if component:
             raise RelayDenied("relay policy: only this component's own configuration can be watched")
         return self._subscribe("config", "", handler, {"op": "subscribe_config"})
@@ -579,13 +660,21 @@ class RelayClient:
         except RelayDenied as exc:
             raise MitigationRefused(str(exc)) from None
 
-    def subscribe_mitigation(self, handler) -> RelaySubscription:
+    def subscribe_mitigation(self, handler: MitigationHandler) -> RelaySubscription:
         """handler(result) for each accepted request's outcome: {"requestId", "operation", "status",
         "statusDetails", "violationId"}."""
         return self._subscribe("mitigation", "", handler, {"op": "subscribe_mitigation"})
 
+    # -- process B only: process A's collect-now calls (its remediation's collect-now operation) ----------------
+    def subscribe_collect_now(self, handler: CollectNowHandler) -> RelaySubscription:
+        """handler(requestId) for each collect-now call of process A; answer each with `collect_result`."""
+        return self._subscribe("collect", "", handler, {"op": "subscribe_collect_now"})
+
+    def collect_result(self, answer: dict) -> None:
+        self._request({"op": "collect_result", "result": answer})
+
     # -- internals -------------------------------------------------------------------------------------------------
-    def _subscribe(self, kind: str, topic: str, handler, req: dict) -> RelaySubscription:
+    def _subscribe(self, kind: str, topic: str, handler: Callable[..., None], req: dict) -> RelaySubscription:
         with self._lock:
             sid = self._next_id
             self._next_id += 1
@@ -605,7 +694,7 @@ class RelayClient:
     def _request(self, req: dict) -> Any:
         self.connect()
         done = threading.Event()
-        slot = [done, None]
+        slot: list = [done, None]
         with self._lock:
             if self._gone:
                 raise IpcUnavailable(self._gone)
@@ -705,6 +794,7 @@ class RelayClient:
             sub = self._subs.get(msg.get("ev"))
         if sub is None:
             return  # closed meanwhile
+        args: tuple
         try:
             if sub.kind == "config":
                 args = (list(msg.get("path") or []),)
@@ -712,6 +802,10 @@ class RelayClient:
                 if not isinstance(msg.get("result"), dict):
                     raise ValueError("no result object")
                 args = (msg["result"],)
+            elif sub.kind == "collect":
+                if not isinstance(msg.get("collect"), str):
+                    raise ValueError("no requestId")
+                args = (msg["collect"],)
             else:
                 args = (str(msg.get("topic") or sub.topic), _unb64(msg["b64"]) if "b64" in msg else msg.get("json"))
         except (ValueError, KeyError) as exc:
@@ -736,11 +830,16 @@ class RelayClient:
                 log.exception("handler for %s subscription %r failed", sub.kind, sub.topic)
 
 
-def client_for_part():
+def client_for_part() -> "Optional[IpcPort]":
     """The IPC object for process B: the relay when started by `ggdefender run`, else a direct `Ipc` (a developer
     running the part alone under a core); None when neither is available."""
     if RelayClient.available():
         return RelayClient.from_env()
-    from ggdefender.ipc import Ipc
-
     return Ipc() if Ipc.available() else None
+
+
+if TYPE_CHECKING:  # checked by mypy (tests/unit/test_typecheck.py): RelayClient is process B's port
+    from ggdefender.ipc_port import CollectorChannel, CollectorPort
+
+    _port: CollectorPort = RelayClient(socket.socket())
+    _channel: CollectorChannel = RelayServer(socket.socket(), Ipc(), "thing")

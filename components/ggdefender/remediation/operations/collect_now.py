@@ -1,16 +1,17 @@
 """collect-now: ask the collector (process B) for a fresh metrics report at once, and wait for its answer.
 
-Protocol (docs/architecture.md): publish {"command": "collect-now", "requestId"} on local topic
-`ggdefender/collector/commands`; the collector answers on `ggdefender/collector/events` with
-`report-published` (reportId, topic) or `report-failed` (reason).
+A typed call over the private relay between A and B (`Ipc.collect_now`, ipc_port.SupervisorPort), not a
+round-trip through the Greengrass bus; the local topics `ggdefender/collector/commands` / `events` stay the
+door for other components (docs/architecture.md). The answer is `report-published` (reportId, topic) or
+`report-failed` (reason).
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
 
-from ggdefender import topics
+from ggdefender.ipc import IpcUnavailable
+from ggdefender.ipc_port import SupervisorPort
 
 from .base import Context, Declaration, Failed, Outcome
 
@@ -23,8 +24,6 @@ DECLARATION = Declaration(
         "properties": {"timeoutSeconds": {"type": "number", "minimum": 1, "maximum": 120}},
     },
     arguments_required=False, on_interrupt="rerun")
-COMMANDS_TOPIC = topics.COLLECTOR_COMMANDS
-EVENTS_TOPIC = topics.COLLECTOR_EVENTS
 
 
 def target(args: dict) -> str:
@@ -37,22 +36,14 @@ def run(args: dict, ctx: Context) -> Outcome:
         return Outcome("dry run: would ask the collector for a report now", {})
     if ctx.ipc is None:
         raise Failed("no Greengrass IPC connection")
+    ipc: SupervisorPort = ctx.ipc
     request_id = f"remediation-{uuid.uuid4().hex[:12]}"
-    answer: dict = {}
-    done = threading.Event()
-
-    def on_event(topic, payload):
-        if isinstance(payload, dict) and payload.get("requestId") == request_id:
-            answer.update(payload)
-            done.set()
-
-    sub = ctx.ipc.subscribe_local(EVENTS_TOPIC, on_event)  # subscribe before asking: no lost answer
     try:
-        ctx.ipc.publish_local(COMMANDS_TOPIC, {"command": "collect-now", "requestId": request_id})
-        if not done.wait(wait):
-            raise Failed(f"the collector did not answer collect-now within {wait:g}s", {"requestId": request_id})
-    finally:
-        sub.close()
+        answer = ipc.collect_now(request_id, wait)
+    except TimeoutError:
+        raise Failed(f"the collector did not answer collect-now within {wait:g}s", {"requestId": request_id})
+    except IpcUnavailable as exc:
+        raise Failed(f"the collector cannot be asked: {exc}", {"requestId": request_id})
     if answer.get("event") == "report-published":
         facts = {"reportId": str(answer.get("reportId", "")), "topic": str(answer.get("topic", ""))}
         return Outcome(f"report {facts['reportId']} published", facts)
