@@ -54,6 +54,14 @@ def unknown_sections(whole: Any) -> List[str]:
             for key, close in unknown_keys(whole, SECTIONS + OTHER_TOP_LEVEL_KEYS)]
 
 
+def reject_unknown(section: dict, known: Iterable[str], where: str) -> None:
+    """ConfigError naming each unknown key of `section` with the closest known one (for a nested object of a
+    section where unknown keys are errors)."""
+    problems = Problems()
+    problems.keys(section, known, where, strict=True)
+    problems.raise_if_any()
+
+
 class Problems:
     """Every problem of one section, so a rejection lists them all rather than only the first.
 

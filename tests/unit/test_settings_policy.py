@@ -79,3 +79,14 @@ def test_reading_the_whole_configuration_names_a_misspelled_section_once_while_i
         defaults.with_defaults(["Collector"], {})  # a section read never warns
         defaults.with_defaults([], {"Pluginz": {}})  # back again: said again
     assert len(caplog.records) == 1
+
+
+@pytest.mark.parametrize("section, expected", [
+    ({"Statistics": {"WarmupDatapoint": 5}}, "Statistics: unknown key(s) WarmupDatapoint (did you mean WarmupDatapoints?)"),
+    ({"Findings": {"Regoin": "eu-west-1"}}, "Findings: unknown key(s) Regoin (did you mean Region?)"),
+    ({"Mitigation": {"Action": {}}}, "Mitigation: unknown key(s) Action (did you mean Actions?)"),
+])
+def test_detect_subsections_name_unknown_keys_like_every_section(section, expected):
+    with pytest.raises(ConfigError) as e:
+        detect_config.parse(section)
+    assert expected in str(e.value)

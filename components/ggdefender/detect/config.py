@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ggdefender.settings import ConfigError, Problems, as_bool, as_choice, as_int, as_section, as_str
+from ggdefender.settings import (ConfigError, Problems, as_bool, as_choice, as_int, as_section, as_str,
+                                 reject_unknown)
 
 from . import findings as F
 from . import metrics as M
@@ -83,6 +84,7 @@ def _custom_types(section: dict) -> dict:
 
 def _stats(section) -> StatsConfig:
     s = as_section(section, "Statistics")
+    reject_unknown(s, ("WarmupDatapoints", "MlWarmupDatapoints", "HistoryDays", "MaxDatapointsPerSeries"), "Statistics")
     d = StatsConfig()
     return StatsConfig(
         warmup=as_int(s.get("WarmupDatapoints", d.warmup), "Statistics.WarmupDatapoints", 1, 100_000),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Optional
 
-from ggdefender.settings import ConfigError, as_bool, as_choice, as_section, as_str
+from ggdefender.settings import ConfigError, as_bool, as_choice, as_section, as_str, reject_unknown
 
 from .threatintel import THREAT_PROFILE
 from .violations import CLEARED, IN_ALARM, INVALIDATED
@@ -45,6 +45,7 @@ class FindingsConfig:
 def parse_config(section: dict) -> FindingsConfig:
     """The `Findings` object of the Detect section."""
     section = as_section(section, "Findings")
+    reject_unknown(section, ("Enabled", "AwsAccountId", "Region", "Partition", "SeverityOverrides"), "Findings")
     raw = section.get("AwsAccountId", "000000000000")
     if isinstance(raw, float) and raw.is_integer():  # Greengrass turns numbers into floats
         raw = int(raw)

@@ -26,7 +26,7 @@ from typing import Optional
 # the remediation part's own list (a small module: process B does not load the listener)
 from ggdefender.remediation.config import MITIGATION_OPERATIONS as OPERATIONS
 from ggdefender.remediation.config import REQUEST_ID
-from ggdefender.settings import ConfigError, as_bool, as_int, as_section, as_str
+from ggdefender.settings import ConfigError, as_bool, as_int, as_section, as_str, reject_unknown
 
 HOUR = 3600.0
 
@@ -49,9 +49,8 @@ class MitigationConfig:
 def parse_config(section) -> MitigationConfig:
     """The `Mitigation` object of the Detect section."""
     section = as_section(section, "Mitigation")
-    unknown = set(section) - {"Enabled", "Actions", "MaxActionsPerHour", "CooldownSeconds", "MaxTargetsPerViolation"}
-    if unknown:
-        raise ConfigError(f"Mitigation: unknown key(s) {', '.join(sorted(unknown))}")
+    reject_unknown(section, ("Enabled", "Actions", "MaxActionsPerHour", "CooldownSeconds", "MaxTargetsPerViolation"),
+                   "Mitigation")
     rules = {}
     for key, raw in as_section(section.get("Actions"), "Mitigation.Actions").items():
         where = f"Mitigation.Actions.{key}"
