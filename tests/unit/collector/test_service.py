@@ -6,67 +6,11 @@ import threading
 
 import pytest
 
+from fake_ipc import FakeIpc  # the shared fake; test_service_close and test_service_health import it from here
 from ggdefender.collector.report import decode
 from ggdefender.collector.schema import validate_report
 from ggdefender.collector.service import COMMANDS_TOPIC, EVENTS_TOPIC, CollectorService
 from ggdefender.collector_process import CollectorProcess
-
-
-class Sub:
-    def __init__(self, ipc, kind, topic, handler):
-        self.kind, self.topic, self.handler = kind, topic, handler
-
-    def close(self):
-        pass
-
-
-class FakeIpc:
-    def __init__(self, config):
-        self.config = config
-        self.iot = []
-        self.local = []
-        self.subs = []
-        self.fail_publishes = 0
-        self.published = threading.Condition()
-
-    def get_config(self, key_path=None, component=None):
-        return self.config
-
-    def publish_iot(self, topic, payload, qos=1):
-        with self.published:
-            if self.fail_publishes:
-                self.fail_publishes -= 1
-                raise RuntimeError("publish timed out")
-            self.iot.append((topic, bytes(payload), qos))
-            self.published.notify_all()
-
-    def publish_local(self, topic, message):
-        with self.published:
-            self.local.append((topic, message))
-            self.published.notify_all()
-
-    def _sub(self, kind, topic, handler):
-        s = Sub(self, kind, topic, handler)
-        self.subs.append(s)
-        return s
-
-    def subscribe_iot(self, topic, handler, qos=1):
-        return self._sub("iot", topic, handler)
-
-    def subscribe_local(self, topic, handler):
-        return self._sub("local", topic, handler)
-
-    def subscribe_config(self, handler, component=None):
-        return self._sub("config", None, handler)
-
-    def deliver(self, kind, topic, payload):
-        for s in self.subs:
-            if s.kind == kind and (s.topic == topic or kind == "config"):
-                s.handler(payload) if kind == "config" else s.handler(topic, payload)
-
-    def wait(self, predicate, timeout=30):
-        with self.published:
-            assert self.published.wait_for(lambda: predicate(self), timeout), (self.iot, self.local)
 
 
 CONF = {"Collector": {"DevelopmentSampleIntervalSeconds": 1, "StartJitterPercent": 0},
@@ -181,8 +125,8 @@ def test_collect_now_requests_are_spaced_and_answered_together(tmp_path, source)
         for rid in ("r-1", "r-2", "r-3"):
             ipc.deliver("local", COMMANDS_TOPIC, {"command": "collect-now", "requestId": rid})
         # within MinCollectNowSeconds of the last report: no new report, no answer yet
-        with ipc.published:
-            assert not ipc.published.wait_for(lambda: len(ipc.iot) > 1, timeout=1.0)
+        with ipc.recorded:
+            assert not ipc.recorded.wait_for(lambda: len(ipc.iot) > 1, timeout=1.0)
         assert not [m for _, m in ipc.local]
         ipc.config["Collector"]["MinCollectNowSeconds"] = 0
         ipc.deliver("config", None, ["Collector", "MinCollectNowSeconds"])
@@ -201,6 +145,32 @@ def test_collect_now_failure_is_reported(tmp_path, source):
     svc._tick(svc._drain_commands())
     (_, event), = ipc.local
     assert event == {"event": "report-failed", "requestId": "abc", "reason": "publish timed out"}
+
+
+def test_collect_now_from_process_a_is_answered_over_the_private_relay_not_the_bus(tmp_path, source):
+    ipc, svc = make(tmp_path, source, {"Collector": {"StartJitterPercent": 0}, "Plugins": {"Enabled": False}})
+    stop, t = run_loop(svc)
+    try:
+        ipc.wait(lambda i: len(i.iot) >= 1)  # the first scheduled report; the next is 300 s away
+        ipc.deliver("collect", None, "remediation-1")  # A's typed call (ipc_port.CollectorPort)
+        ipc.wait(lambda i: i.on("collect_result"))
+    finally:
+        stop_loop(svc, stop, t)
+    (answer,) = ipc.on("collect_result")
+    assert answer == {"event": "report-published", "requestId": "remediation-1",
+                      "reportId": decode(ipc.iot[-1][1])["header"]["report_id"],
+                      "topic": "$aws/things/thing1/defender/metrics/json"}
+    assert ipc.local == []  # nothing on ggdefender/collector/events
+
+
+def test_a_failed_collect_now_of_process_a_is_answered_with_the_reason(tmp_path, source):
+    ipc, svc = make(tmp_path, source)
+    ipc.fail_publishes = 1
+    svc._on_private_collect("remediation-2")
+    svc._tick(svc._drain_commands())
+    assert ipc.on("collect_result") == [{"event": "report-failed", "requestId": "remediation-2",
+                                         "reason": "publish timed out"}]
+    assert ipc.local == []
 
 
 def test_network_stats_only_from_the_second_report(tmp_path, source):
