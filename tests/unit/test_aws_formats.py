@@ -51,8 +51,8 @@ def lifecycle_findings(tmp_path, thing="gw", profile_name="ExpectedListeners", b
     (alarm,) = svc.observe(report(1, ports=[22, 8888, 9999]), 1000.0)
     request = ipc.on("mitigate")[0]
     clock.t += 5
-    ipc.handlers["mitigation"]("mitigation", {"requestId": request["requestId"], "status": "SUCCEEDED",
-                                              "detail": result_detail})
+    ipc.deliver("mitigation", None, {"requestId": request["requestId"], "status": "SUCCEEDED",
+                                     "detail": result_detail})
     state, description = verification
     svc.reconfigure(dict(section, VerificationStates={alarm["violationId"]: {"State": state,
                                                                              "Description": description}}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from fake_ipc import FakeIpc  # noqa: F401  (the shared fake IPC, imported by the detect tests from here)
 from ggdefender.detect.profile import load_profile
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -45,49 +46,3 @@ def report(rid=1, ports=None, udp=None, remotes=None, packets_out=None, bytes_ou
     if custom:
         rep["custom_metrics"] = custom
     return rep
-
-
-class FakeIpc:
-    """Records publishes; `fail` makes publishes raise (IPC down)."""
-
-    def __init__(self):
-        self.messages = []
-        self.fail = False
-        self.handlers = {}
-
-    def publish_iot(self, topic, payload, qos=1):
-        if self.fail:
-            raise ConnectionError("connection closed")
-        import json
-        self.messages.append(("iot", topic, json.loads(payload)))
-
-    def publish_local(self, topic, message):
-        if self.fail:
-            raise ConnectionError("connection closed")
-        self.messages.append(("local", topic, message))
-
-    def subscribe_local(self, topic, handler):
-        self.handlers[topic] = handler
-
-        class _Sub:
-            def close(self_inner):
-                self.handlers.pop(topic, None)
-        return _Sub()
-
-    # process B's private channel to process A (ipc_relay.RelayClient); `refuse` makes A's gate say no
-    refuse = None
-
-    def mitigate(self, request):
-        if self.fail:
-            raise ConnectionError("connection closed")
-        self.messages.append(("relay", "mitigate", request))
-        if self.refuse:
-            from ggdefender.ipc_relay import MitigationRefused
-            raise MitigationRefused(self.refuse)
-        return {"requestId": request["requestId"], "status": "accepted"}
-
-    def subscribe_mitigation(self, handler):
-        return self.subscribe_local("mitigation", lambda topic, result: handler(result))
-
-    def on(self, topic):
-        return [m[2] for m in self.messages if m[1] == topic]

@@ -36,7 +36,7 @@ def test_seed_000_violation_published_to_iot_core_and_local_with_a_valid_finding
     ipc = FakeIpc()
     svc = _svc(tmp_path, _seed_section(), ipc)
     svc.observe(report(1, ports=[22, 25, 38905]), 1000.0)
-    assert ipc.messages == []
+    assert ipc.calls == []
     (e,) = svc.observe(report(2, ports=[22, 25, 38905, 8888]), 1005.0)
     assert e["violationEventType"] == "in-alarm" and e["offendingValues"] == [8888]
     assert ipc.on(VIOLATIONS) == ipc.on("ggdefender/violations") == [e]
@@ -83,9 +83,9 @@ def test_windows_and_streaks_survive_a_restart(tmp_path):
 def test_failed_publishes_are_kept_and_retried(tmp_path):
     ipc = FakeIpc()
     svc = _svc(tmp_path, _seed_section(), ipc)
-    ipc.fail = True
+    ipc.down = ConnectionError("connection closed")
     (a,) = svc.observe(report(1, ports=[8888]), 1000.0)
-    assert ipc.messages == [] and len(svc.store.outbox) == 2   # violation + finding
+    assert ipc.calls == [] and len(svc.store.outbox) == 2   # violation + finding
     svc.close()
     ipc2 = FakeIpc()
     again = _svc(tmp_path, _seed_section(), ipc2)  # the outbox survives the restart
@@ -105,13 +105,13 @@ def test_mitigation_request_rate_limit_and_result_recorded(tmp_path):
     assert [r["target"] for r in reqs] == [{"port": 7777, "protocol": "tcp"}, {"port": 8888, "protocol": "tcp"}]
     assert all(r["violationId"] == a["violationId"] and r["operation"] == "stop-listener" for r in reqs)
     assert all((r["profile"], r["behavior"]) == ("ExpectedListeners", "UnexpectedTcpListener-High") for r in reqs)
-    assert not [m for m in ipc.messages if "remediation" in m[1]]
+    assert not [c for c in ipc.calls if c[0].startswith("publish") and "remediation" in c[1]]
     assert [x["status"] for x in a["mitigationActions"]] == ["requested", "requested", "rate-limited"]
     assert "mitigation/2" in json.dumps(ipc.on(FINDINGS)[0])
     # the remediation part answers; the finding records it
     clock.t += 5
-    ipc.handlers["mitigation"]("mitigation", {"requestId": reqs[0]["requestId"], "status": "SUCCEEDED",
-                                              "detail": "stopped pid 4242"})
+    ipc.deliver("mitigation", None, {"requestId": reqs[0]["requestId"], "status": "SUCCEEDED",
+                                     "detail": "stopped pid 4242"})
     f = ipc.on(FINDINGS)[-1]
     assert "SUCCEEDED" in f["ProductFields"]["ggdefender/mitigation/0"] and "4242" in f["Remediation"]["Recommendation"]["Text"]
     (c,) = svc.observe(report(2, ports=[22]), 1010.0)
@@ -220,7 +220,7 @@ def test_corrupt_alarm_state_starts_without_alarms(tmp_path, content):
 
 def test_a_refused_mitigation_is_recorded_with_the_reason_and_not_retried(tmp_path):
     ipc = FakeIpc()
-    ipc.refuse = "nothing listens on tcp port 8888 now"
+    ipc.refuse_mitigation = "nothing listens on tcp port 8888 now"
     section = _seed_section(Mitigation={"Enabled": True, "Actions": {"UnexpectedTcpListener-High": "stop-listener"}})
     svc = _svc(tmp_path, section, ipc)
     svc.observe(report(1, ports=[22, 8888]), 1000.0)
