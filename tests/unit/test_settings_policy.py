@@ -82,7 +82,8 @@ def test_reading_the_whole_configuration_names_a_misspelled_section_once_while_i
 
 
 @pytest.mark.parametrize("section, expected", [
-    ({"Statistics": {"WarmupDatapoint": 5}}, "Statistics: unknown key(s) WarmupDatapoint (did you mean WarmupDatapoints?)"),
+    ({"Statistics": {"WarmupDatapoint": 5}},
+     "Statistics: unknown key(s) WarmupDatapoint (did you mean WarmupDatapoints?)"),
     ({"Findings": {"Regoin": "eu-west-1"}}, "Findings: unknown key(s) Regoin (did you mean Region?)"),
     ({"Mitigation": {"Action": {}}}, "Mitigation: unknown key(s) Action (did you mean Actions?)"),
 ])

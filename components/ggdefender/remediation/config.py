@@ -104,24 +104,17 @@ def parse(section: Optional[dict]) -> RemediationSettings:
     d = RemediationSettings()
     g = lambda key, default: s.get(section, key, default)  # noqa: E731
     v = problems.value
+    from . import operations  # here, not at the top: process B reads this module's constants without them
 
-    def ops_():
-        from . import operations
+    known_operations = operations.names() + DEVICE_CLIENT_OPERATIONS
 
-        ops = tuple(s.as_str_list(g("AllowedOperations", list(d.allowed_operations)),
-                                  "Remediation.AllowedOperations"))
-        for op in ops:
-            if op not in operations.names() + DEVICE_CLIENT_OPERATIONS:
-                raise s.ConfigError(f"Remediation.AllowedOperations: unknown operation {op!r}")
-        return ops
-
-    def names_():
-        names = tuple(s.as_str_list(g("ProtectedProcessNames", list(d.protected_process_names)),
-                                    "Remediation.ProtectedProcessNames"))
-        for n in names:
-            if not _PROCESS_NAME.match(n):
-                raise s.ConfigError(f"Remediation.ProtectedProcessNames: invalid process name {n!r}")
-        return names
+    def listed(key, default, ok, why):
+        """A string list whose every item passes `ok`; `why(item)` says what is wrong with one that does not."""
+        items = tuple(s.as_str_list(g(key, default), f"Remediation.{key}"))
+        for item in items:
+            if not ok(item):
+                raise s.ConfigError(f"Remediation.{key}: {why(item)}")
+        return items
 
     def pids_():
         pids_raw = g("ProtectedPids", [])
@@ -142,20 +135,6 @@ def parse(section: Optional[dict]) -> RemediationSettings:
         if user and not _USER.match(user):
             raise s.ConfigError(f"Remediation.{key}: invalid user name {user!r}")
         return user
-
-    def run_as_():
-        run_as = tuple(s.as_str_list(g("AllowedRunAsUsers", []), "Remediation.AllowedRunAsUsers"))
-        for u in run_as:
-            if not _USER.match(u):
-                raise s.ConfigError(f"Remediation.AllowedRunAsUsers: invalid user name {u!r}")
-        return run_as
-
-    def executables_():
-        executables = tuple(s.as_str_list(g("RunCommandExecutables", []), "Remediation.RunCommandExecutables"))
-        for exe in executables:
-            if not exe.startswith("/") or "/../" in exe or exe.endswith("/.."):
-                raise s.ConfigError(f"Remediation.RunCommandExecutables: {exe!r} must be a normalised absolute path")
-        return executables
 
     def allow_run_command_(executables):
         allow = s.as_bool(g("AllowRunCommand", False), "Remediation.AllowRunCommand")
@@ -197,17 +176,22 @@ def parse(section: Optional[dict]) -> RemediationSettings:
         default = getattr(d, _NUMBERS[key])
         return v(fn, g(key, default), f"Remediation.{key}", minimum=minimum, maximum=maximum, default=default)
 
-    executables = v(executables_, default=())
+    executables = v(listed, "RunCommandExecutables", [],
+                    lambda exe: exe.startswith("/") and "/../" not in exe and not exe.endswith("/.."),
+                    lambda exe: f"{exe!r} must be a normalised absolute path", default=())
     handler_dir = v(handler_dir_, default="")
     v(local_requests_)
     out = RemediationSettings(
         enabled=v(s.as_bool, g("Enabled", True), "Remediation.Enabled", default=True),
-        allowed_operations=v(ops_, default=()),
-        protected_process_names=v(names_, default=()),
+        allowed_operations=v(listed, "AllowedOperations", list(d.allowed_operations), known_operations.__contains__,
+                             lambda op: f"unknown operation {op!r}", default=()),
+        protected_process_names=v(listed, "ProtectedProcessNames", list(d.protected_process_names),
+                                  _PROCESS_NAME.match, lambda n: f"invalid process name {n!r}", default=()),
         protected_pids=v(pids_, default=()),
         handler_directory=handler_dir.rstrip("/") or ("/" if handler_dir else ""),
         handler_user=v(user_, "HandlerUser", default=""),
-        allowed_run_as_users=v(run_as_, default=()),
+        allowed_run_as_users=v(listed, "AllowedRunAsUsers", [], _USER.match, lambda u: f"invalid user name {u!r}",
+                               default=()),
         handler_timeout_seconds=number(s.as_float, "HandlerTimeoutSeconds", 1, 3600),
         allow_run_command=v(allow_run_command_, executables, default=False),
         run_command_executables=executables,
