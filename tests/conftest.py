@@ -71,3 +71,13 @@ def _traversable_tmp_folders(tmp_path_factory):
     tmp_path_factory.mktemp = lambda *a, **kw: _traversable(mktemp(*a, **kw))
     yield
 
+
+
+@pytest.fixture
+def doc(monkeypatch):
+    """A fresh health document for the test: what parts report (verdicts, states) lands here."""
+    from ggdefender import health
+
+    h = health.Health()
+    monkeypatch.setattr(health, "process_health", lambda: h)
+    return h

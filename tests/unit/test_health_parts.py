@@ -2,17 +2,8 @@
 
 import threading
 
-import pytest
-
 from ggdefender import health, supervisor
 from ggdefender.remediation import listener
-
-
-@pytest.fixture
-def doc(monkeypatch):
-    h = health.Health()
-    monkeypatch.setattr(health, "process_health", lambda: h)
-    return h
 
 
 def test_a_failing_listener_shows_as_restarting_then_running(tmp_path, doc, monkeypatch):

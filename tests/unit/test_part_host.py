@@ -4,16 +4,8 @@ both processes has the contract's shape."""
 
 import pytest
 
-from ggdefender import health
 from ggdefender.part import Part, PartHost
 from ggdefender.settings import ConfigError
-
-
-@pytest.fixture
-def doc(monkeypatch):
-    h = health.Health()
-    monkeypatch.setattr(health, "process_health", lambda: h)
-    return h
 
 
 class Fake:

@@ -5,20 +5,12 @@ import json
 
 import pytest
 
-from ggdefender import health
 from ggdefender.collector_process import CollectorProcess
 
 from test_service import FakeIpc  # the same fake IPC as the loop tests
 
 GOOD = {"Collector": {"ReportFormat": "cbor", "DevelopmentSampleIntervalSeconds": 20, "StartJitterPercent": 0},
         "Plugins": {"Enabled": False}, "Detect": {"Enabled": False}}
-
-
-@pytest.fixture
-def doc(monkeypatch):
-    h = health.Health()
-    monkeypatch.setattr(health, "process_health", lambda: h)
-    return h
 
 
 def start(tmp_path, source, config):
