@@ -13,6 +13,7 @@ from ggdefender.ipc_port import (CollectNowHandler, CollectorChannel, ConfigHand
                                  MitigationHandler)
 
 PUBLISHES = ("publish_iot", "publish_local")
+READS = ("get_config", "component_details")
 
 
 class FakeSubscription:
@@ -29,8 +30,9 @@ class FakeSubscription:
 class FakeIpc:
     """`calls`: every call but subscriptions, as (operation, *arguments), in order; a call that fails is not
     recorded. `subs`: the live subscriptions. Failures: `fail_next` (the next call raises it, once), `down`
-    (every publish and mitigate raises it while set), `fail_publishes` (the next N IoT Core publishes raise
-    `publish_error`), `refuse_mitigation` (process A's gate says no, with this reason)."""
+    (every publish and mitigate raises it while set), `failing[op]` (every call of `op` raises it),
+    `fail_publishes` (the next N IoT Core publishes raise `publish_error`), `refuse_mitigation` (process A's
+    gate says no, with this reason)."""
 
     def __init__(self, config: Optional[dict] = None, *, thing: str = "thing1",
                  down: Optional[BaseException] = None,
@@ -44,6 +46,7 @@ class FakeIpc:
         self.recorded = threading.Condition()  # notified on every recorded call (see wait)
         self.fail_next: Optional[BaseException] = None
         self.down = down
+        self.failing: dict[str, BaseException] = {}
         self.fail_publishes = 0
         self.publish_error: BaseException = RuntimeError("publish timed out")
         self.refuse_mitigation: Optional[str] = None
@@ -62,6 +65,8 @@ class FakeIpc:
             raise exc
         if self.down is not None and (op in PUBLISHES or op == "mitigate"):
             raise self.down
+        if op in self.failing:
+            raise self.failing[op]
         with self.recorded:
             self.calls.append((op, *args))
             self.recorded.notify_all()
@@ -70,6 +75,11 @@ class FakeIpc:
         """Until predicate(self) holds after some call (a bound for a loaded machine, not a speed claim)."""
         with self.recorded:
             assert self.recorded.wait_for(lambda: predicate(self), timeout), self.calls
+
+    @property
+    def changes(self) -> list:
+        """The calls that ask the core to change something (all but reads)."""
+        return [c for c in self.calls if c[0] not in READS]
 
     @property
     def iot(self) -> list:

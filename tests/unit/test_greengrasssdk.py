@@ -5,41 +5,8 @@ import json
 
 import pytest
 
+from fake_ipc import FakeIpc
 from ggdefender import greengrasssdk
-
-
-class Sub:
-    def __init__(self, owner, topic, handler):
-        self.owner, self.topic, self.handler = owner, topic, handler
-
-    def close(self):
-        self.owner.subs.remove(self)
-
-
-class FakeIpc:
-    def __init__(self, shadow=None, fail=False):
-        self.iot, self.local, self.subs = [], [], []
-        self.shadow = shadow  # callable(topic, payload) -> (reply_topic, reply_payload) or None
-        self.fail = fail
-
-    def publish_iot(self, topic, payload, qos=1):
-        if self.fail:
-            raise RuntimeError("IPC connection closed")
-        self.iot.append((topic, payload, qos))
-        if self.shadow:
-            reply = self.shadow(topic, payload)
-            if reply:
-                for s in list(self.subs):
-                    if s.topic == reply[0]:
-                        s.handler(reply[0], reply[1])
-
-    def publish_local(self, topic, message):
-        self.local.append((topic, message))
-
-    def subscribe_iot(self, topic, handler, qos=1):
-        s = Sub(self, topic, handler)
-        self.subs.append(s)
-        return s
 
 
 def test_publish_v1_style_to_iot_core():
@@ -76,7 +43,7 @@ def test_v1_argument_errors():
 
 
 def test_failure_raises_only_with_all_or_exception(caplog):
-    c = greengrasssdk.client("iot-data", ipc=FakeIpc(fail=True))
+    c = greengrasssdk.client("iot-data", ipc=FakeIpc(down=RuntimeError("IPC connection closed")))
     c.publish(topic="t", payload=b"x")  # BestEffort (default): logged, not raised, like a v1 event
     assert "dropped (BestEffort)" in caplog.text
     with pytest.raises(greengrasssdk.PublishError, match="connection closed"):
@@ -103,7 +70,7 @@ def shadow_service(state):
 
 def test_shadow_calls_round_trip_over_mqtt_topics():
     state = {"doc": None}
-    ipc = FakeIpc(shadow=shadow_service(state))
+    ipc = FakeIpc(iot_responder=shadow_service(state))
     c = greengrasssdk.client("iot-data", ipc=ipc)
     with pytest.raises(greengrasssdk.ShadowError, match='error code 404 with message "No shadow exists"'):
         c.get_thing_shadow(thingName="t1")
@@ -118,7 +85,7 @@ def test_shadow_calls_round_trip_over_mqtt_topics():
 
 
 def test_named_shadow_topic_and_bad_names():
-    ipc = FakeIpc(shadow=shadow_service({"doc": {"state": {}}}))
+    ipc = FakeIpc(iot_responder=shadow_service({"doc": {"state": {}}}))
     c = greengrasssdk.client("iot-data", ipc=ipc)
     c.get_thing_shadow(thingName="t1", shadowName="config")
     assert ipc.iot[-1][0] == "$aws/things/t1/shadow/name/config/get"

@@ -166,15 +166,9 @@ def test_the_outbox_is_reported_to_health_only_when_it_changes(tmp_path, monkeyp
     assert calls == [("outbox", {"pending": 0, "dropped": 0})]
 
 
-class LocalRefusingIpc(FakeIpc):
-    """Nucleus lite refuses a local JSON message of more than 255 values (ServiceError)."""
-
-    def publish_local(self, topic, message):
-        raise RelayError("ServiceError: ")
-
-
 def test_a_refused_local_copy_never_sends_the_item_to_iot_core_again(tmp_path, caplog):
-    ipc = LocalRefusingIpc()
+    ipc = FakeIpc()
+    ipc.failing["publish_local"] = RelayError("ServiceError: ")  # nucleus lite: a local JSON of > 255 values
     svc = DetectService(ipc, "gw", str(tmp_path))
     svc.reconfigure({"Profiles": [SEED_000]})
     svc.observe(report(1, ports=[22]), 1000.0)

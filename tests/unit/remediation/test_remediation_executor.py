@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from fake_ipc import FakeIpc
 from ggdefender.remediation import config, documents
 from ggdefender.remediation.executor import Executor
 from ggdefender.remediation.safety import SafetyPolicy
@@ -12,19 +13,9 @@ from ggdefender.remediation.safety import SafetyPolicy
 OURS = "ggdefender.remediation/1"
 
 
-class FakeIpc:
-    def __init__(self):
-        self.calls = []
-
-    def restart_component(self, name):
-        self.calls.append(("restart", name))
-        return "SUCCEEDED"
-
-    def get_config(self, key_path):
-        return {"SampleIntervalSeconds": "300"} if key_path == ["Collector"] else {}
-
-    def update_config(self, key_path, value):
-        self.calls.append(("update", key_path, value))
+def a_ipc():
+    """Process A's IPC handle (the shared fake) with the Collector section set-config reads."""
+    return FakeIpc({"Collector": {"SampleIntervalSeconds": "300"}})
 
 
 def _sleep():
@@ -53,7 +44,7 @@ def make(component):
     def factory(settings=None):
         settings = settings or config.parse({})
         audit = []
-        ipc = FakeIpc()
+        ipc = a_ipc()
         policy = SafetyPolicy(settings, own_pid=component.pid)
         return Executor(settings, policy, ipc, audit_sink=audit.append), audit, ipc
     return factory
@@ -112,7 +103,7 @@ def test_vanished_pid_is_rejected(make):
 def test_interrupted_restart_component_counts_as_done(make):
     ex, _, ipc = make()
     result = ex.execute(plan({"operation": "restart-component"}), "job-r", done_steps=0, interrupted=0)
-    assert result.status == "SUCCEEDED" and ipc.calls == []
+    assert result.status == "SUCCEEDED" and ipc.changes == []
 
 
 def test_interrupted_handler_is_not_rerun(make):
@@ -128,7 +119,7 @@ def test_set_config_goes_through_ipc_and_checks_kinds(make):
     ex, _, ipc = make()
     ok = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Collector",
                                                                    "values": {"SampleIntervalSeconds": 600}}}), "j")
-    assert ok.status == "SUCCEEDED" and ipc.calls == [("update", ["Collector"], {"SampleIntervalSeconds": 600})]
+    assert ok.status == "SUCCEEDED" and ipc.changes == [("update_config", ["Collector"], {"SampleIntervalSeconds": 600})]
     bad = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Collector",
                                                                     "values": {"SampleIntervalSeconds": True}}}), "j")
     assert bad.status == "REJECTED" and "refusing" in bad.details["reason"]
@@ -144,10 +135,10 @@ def test_set_config_rejects_what_the_collector_would_reject_before_writing(make,
     ex, audit, ipc = make(settings)
     result = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Collector", "values": values}},
                              settings=settings), "j")
-    assert result.status == "REJECTED" and ipc.calls == []
+    assert result.status == "REJECTED" and ipc.changes == []
     # the reason is the collector's own parser's verdict on the section as it would be after the change
     with pytest.raises(ConfigError) as verdict:
-        collector_config.parse(dict(FakeIpc().get_config(["Collector"]), **values))
+        collector_config.parse(dict(a_ipc().get_config(["Collector"]), **values))
     assert str(verdict.value) in result.details["reason"]
     assert audit[-1]["result"] == "REJECTED"
 
@@ -171,7 +162,7 @@ def test_set_config_on_plugins_uses_the_plugin_host_rule_without_loading_install
     bad = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Plugins",
                                                                     "values": {"TimeoutSeconds": 0}}},
                           settings=settings), "j")
-    assert bad.status == "REJECTED" and "Plugins.TimeoutSeconds" in bad.details["reason"] and ipc.calls == []
+    assert bad.status == "REJECTED" and "Plugins.TimeoutSeconds" in bad.details["reason"] and ipc.changes == []
     ok = ex.execute(plan({"operation": "set-config", "arguments": {"section": "Plugins",
                                                                    "values": {"TimeoutSeconds": 2}}},
                          settings=settings), "j")
