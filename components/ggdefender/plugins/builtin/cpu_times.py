@@ -72,6 +72,12 @@ class CpuSampler:
         return busy_percent(previous, current)
 
 
+# the sample configuration both CPU plugins declare (their options are these)
+SAMPLE_CONFIG = """\
+MinIntervalSeconds: 1   # shortest measuring interval (0.1-10); only the first sample waits for it
+"""
+
+
 class CpuPercentPlugin(Plugin):
     """What `cpu_usage` and `cpu_usage_per_core` share: a sampler of their own and its MinIntervalSeconds."""
 

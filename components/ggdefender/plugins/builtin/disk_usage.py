@@ -13,6 +13,7 @@ import psutil
 
 from ... import settings
 from ..contract import Plugin, SampleError, ValueType, check_metric_name
+from .declaration import Declaration
 
 log = logging.getLogger("ggdefender.plugins")
 
@@ -23,11 +24,11 @@ class DiskUsage(Plugin):
     name = "disk_usage"
     value_type = ValueType.NUMBER
     unit = "percent"
-    description = "space used on each configured mount, as a percentage (one metric per mount)"
+    description = "space used on `/`; one metric per mount you configure (see `Mounts`)"
     options = {"Mounts": {"disk_usage": "/"}}
 
     def __init__(self):
-        self.mounts = {"disk_usage": "/"}
+        self.mounts = dict(self.options["Mounts"])
 
     def configure(self, options):
         mounts = settings.as_section(options["Mounts"], "Mounts")
@@ -62,3 +63,13 @@ class DiskUsage(Plugin):
 
     def sample(self):
         return self.collect().get(next(iter(self.mounts)))
+
+
+DECLARATION = Declaration(DiskUsage, report_order=3, sample_config="""\
+Mounts:                 # metric name -> absolute mount path, one number metric each (at most 16)
+  disk_usage: /
+""", docs="""\
+Each mount is its own custom metric, because a Device Defender behavior watches one metric: add e.g.
+`disk_usage_data: /data` to `Mounts` and register `disk_usage_data` in AWS too. A mount that cannot be read
+is logged and left out of that report; the others are still reported.
+""")

@@ -14,6 +14,7 @@ import os
 
 from ... import settings
 from ..contract import MAX_LIST_ITEMS, Plugin, ValueType
+from .declaration import Declaration
 
 log = logging.getLogger("ggdefender.plugins")
 
@@ -56,13 +57,13 @@ class DnsResolvers(Plugin):
     name = "dns_resolvers"
     value_type = ValueType.IP_LIST
     unit = "addresses"
-    description = "DNS servers in use (resolv.conf; systemd-resolved's upstream servers behind its stub)"
+    description = "DNS servers in use, from `/etc/resolv.conf`, or the upstream ones behind systemd-resolved's stub"
     default_interval = 0.0
     options = {"ResolvConf": "/etc/resolv.conf", "ResolvedResolvConf": RESOLVED_UPSTREAM}
 
     def __init__(self):
-        self.resolv_conf = "/etc/resolv.conf"
-        self.resolved_conf = RESOLVED_UPSTREAM
+        self.resolv_conf = self.options["ResolvConf"]
+        self.resolved_conf = self.options["ResolvedResolvConf"]
 
     def configure(self, options):
         self.resolv_conf = _absolute(options["ResolvConf"], "ResolvConf")
@@ -78,3 +79,13 @@ class DnsResolvers(Plugin):
             if upstream:
                 return upstream
         return servers
+
+
+DECLARATION = Declaration(DnsResolvers, report_order=7, sample_config="""\
+ResolvConf: /etc/resolv.conf                          # resolver configuration to read
+ResolvedResolvConf: /run/systemd/resolve/resolv.conf  # read instead when ResolvConf names only the stub
+""", docs="""\
+A changed resolver is a classic sign of DNS hijacking, which a `not-in-cidr-set` behavior catches on the
+first report. When `/etc/resolv.conf` names only systemd-resolved's local stub (127.0.0.53 / 127.0.0.54), the
+upstream servers from `ResolvedResolvConf` are reported instead: the stub says nothing about where queries go.
+""")

@@ -21,6 +21,7 @@ import psutil
 from ... import settings
 from ...collector.procfs import proc_lines
 from ..contract import MAX_LIST_ITEMS, MAX_STRING_LENGTH, Plugin, ValueType
+from .declaration import Declaration
 
 UNKNOWN = "unknown"
 _DISALLOWED = re.compile(r"[^A-Za-z0-9:_/.-]")
@@ -108,8 +109,8 @@ class ListeningProcesses(Plugin):
     options = {"Protocols": ["tcp", "udp"], "IncludeUnknown": True}
 
     def __init__(self):
-        self.protocols = {"tcp", "udp"}
-        self.include_unknown = True
+        self.protocols = set(self.options["Protocols"])
+        self.include_unknown = self.options["IncludeUnknown"]
 
     def configure(self, options):
         protocols = settings.as_str_list(options["Protocols"], "Protocols", max_items=2)
@@ -133,3 +134,20 @@ class ListeningProcesses(Plugin):
         if unattributed and self.include_unknown:
             names.add(UNKNOWN)
         return sorted(names)[:MAX_LIST_ITEMS]
+
+
+DECLARATION = Declaration(ListeningProcesses, report_order=6, sample_config="""\
+Protocols: [tcp, udp]   # which listening sockets count: TCP in LISTEN state, UDP bound without a peer
+IncludeUnknown: true    # report sockets whose owner the collector cannot see as `unknown`
+""", docs="""\
+A new process listening on a port (a backdoor, a forgotten debug server) is a classic sign of compromise
+that a `not-in-set` behavior catches on the first report.
+
+Privileges: the collector runs unprivileged, and Linux only tells an unprivileged process which process
+owns sockets of its own user. Sockets it cannot attribute are reported once as `unknown` (turn that off with
+`IncludeUnknown: false`), so a new listener still changes the set. To see real names for every listener, run
+the collector part with `CAP_SYS_PTRACE` or as root (`Supervisor.CollectorUser`).
+
+Process names are reported in Device Defender's string alphabet (`A–Z a–z 0–9 : _ - / .`); other characters
+become `_` (for example `(sd-pam)` → `_sd-pam_`).
+""")
