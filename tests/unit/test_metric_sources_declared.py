@@ -1,6 +1,6 @@
 """The metric sources register themselves (collector/sources.py `register`); the collector's `Source` setting
-and its row in docs/configuration.md name exactly those (plus `auto`), so a new source cannot be left
-unselectable or undocumented."""
+and its row in docs/configuration.md name exactly those (plus `auto`), each with its declared summary, so a
+new source cannot be left unselectable or undocumented."""
 
 import os
 import re
@@ -26,3 +26,5 @@ def test_docs_name_every_registered_source():
     with open(os.path.join(DOCS, "configuration.md"), encoding="utf-8") as fh:
         row = next(line for line in fh if line.startswith("| `Source` |"))
     assert set(re.findall(r"`([a-z]+)`", row)) - {"Source"} == {"auto", *sources.names()}
+    for name, summary in sources.summaries().items():
+        assert f"`{name}` ({summary})" in row, f"docs/configuration.md's `Source` row should say `{name}` ({summary})"

@@ -38,7 +38,7 @@ def _available() -> bool:
     return sys.platform.startswith("linux") and os.path.exists("/proc/net/tcp")
 
 
-@register("procfs", _available)
+@register("procfs", _available, summary="Linux: parses `/proc/net` directly")
 class ProcfsSource:
     """Samples from a proc tree (`proc_root`, default /proc; tests point it at fixture trees)."""
 

@@ -29,7 +29,7 @@ def _display(ip: str) -> Tuple[str, bool]:
     return ip, ip in ("0.0.0.0", "::")
 
 
-@register("psutil", _available)
+@register("psutil", _available, summary="other systems")
 class PsutilSource:
     name = "psutil"
 

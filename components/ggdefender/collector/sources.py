@@ -141,12 +141,16 @@ class InterfaceFilter:
 # name -> factory(**options) returning an object with .sample(groups) -> Sample
 _REGISTRY: Dict[str, Callable[..., object]] = {}
 _AVAILABLE: Dict[str, Callable[[], bool]] = {}
+_SUMMARIES: Dict[str, str] = {}
 
 
-def register(name: str, available: Callable[[], bool]):
+def register(name: str, available: Callable[[], bool], summary: str):
+    """`summary`: when to choose it, in a few words: the `Source` row of docs/configuration.md shows it
+    (checked by tests/unit/test_metric_sources_declared.py)."""
     def deco(factory):
         _REGISTRY[name] = factory
         _AVAILABLE[name] = available
+        _SUMMARIES[name] = summary
         return factory
     return deco
 
@@ -154,6 +158,12 @@ def register(name: str, available: Callable[[], bool]):
 def names() -> List[str]:
     _load_builtin()
     return list(_REGISTRY)
+
+
+def summaries() -> Dict[str, str]:
+    """Each source's declared summary, by name, in registration order."""
+    _load_builtin()
+    return dict(_SUMMARIES)
 
 
 def create(name: str, **options):
