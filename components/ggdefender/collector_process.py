@@ -9,15 +9,19 @@ metrics from the plugin host and hands every built report to detect; neither cre
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, List
 
 from ggdefender.collector.service import CollectorService
 from ggdefender.detect.service import DetectService
-from ggdefender.part import PartHost
+from ggdefender.part import Part, PartHost
 from ggdefender.plugins.host import PluginHost
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import CollectorPort
 
 
 class CollectorProcess(PartHost):
-    def __init__(self, ipc, thing: str, state_dir: str, *, source=None):
+    def __init__(self, ipc: "CollectorPort", thing: str, state_dir: str, *, source: object = None):
         self.ipc = ipc
         self.collector = CollectorService(ipc, thing, state_dir, source=source)  # first: ValueError without a thing
         # the built-in plugin defaults run until a Plugins section is accepted, so reports keep their custom
@@ -25,7 +29,8 @@ class CollectorProcess(PartHost):
         self.plugins = PluginHost()
         self.detect = DetectService(ipc, thing, state_dir)
         self.collector.plugins, self.collector.observers = self.plugins, [self.detect]
-        super().__init__(ipc, state_dir, [self.detect, self.plugins, self.collector])
+        parts: List[Part] = [self.detect, self.plugins, self.collector]  # mypy checks each keeps the contract
+        super().__init__(ipc, state_dir, parts)
 
     def reload(self) -> None:
         """Read the component configuration and dispatch it to the parts (IpcUnavailable propagates)."""

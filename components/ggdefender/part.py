@@ -11,11 +11,14 @@ order parts start and close, and what goes into the health document about each p
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Protocol, runtime_checkable
 
 from ggdefender import health
 from ggdefender.config_store import LastGood
 from ggdefender.settings import ConfigError
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import IpcPort
 
 log = logging.getLogger("ggdefender.parts")
 
@@ -37,7 +40,7 @@ class Part(Protocol):
 class PartHost:
     """Runs `parts` (in start order) for one process: configuration dispatch, start, close, verdicts."""
 
-    def __init__(self, ipc, state_dir: Optional[str], parts: Iterable[Part], *,
+    def __init__(self, ipc: Optional["IpcPort"], state_dir: Optional[str], parts: Iterable[Part], *,
                  notes: Optional[Dict[str, str]] = None):
         self.parts: List[Part] = list(parts)
         sections = [p.section for p in self.parts]

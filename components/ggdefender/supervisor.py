@@ -629,9 +629,10 @@ def cmd_run(args) -> int:
         health.process_health().start(ipc)  # the health document: published now and on every change
         # process A's parts: the Supervisor section now, each remediation listener incarnation as it starts; a
         # rejected section runs on the last good one (config_store), else on the defaults
-        host = PartHost(ipc, private, [SupervisorSection()], notes={"Supervisor": SUPERVISOR_NOTE})
-        host.configure_part(host["Supervisor"], section)
-        cfg = host["Supervisor"].settings or SupervisorSettings()
+        own = SupervisorSection()
+        host = PartHost(ipc, private, [own], notes={"Supervisor": SUPERVISOR_NOTE})
+        host.configure_part(own, section)
+        cfg = own.settings or SupervisorSettings()
         watch_supervisor_section(ipc, host)
         logging.getLogger().setLevel(os.environ.get("GGDEFENDER_LOG_LEVEL", cfg.log_level).upper())
         ipc.retry_budget = cfg.ipc_retry_budget

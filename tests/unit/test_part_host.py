@@ -2,8 +2,13 @@
 good one and is reported, parts start in order and close in reverse even when one close fails; every part of
 both processes has the contract's shape."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+import real_counterparts
 from ggdefender.part import Part, PartHost
 from ggdefender.settings import ConfigError
 
@@ -163,3 +168,35 @@ def test_process_a_host_holds_the_supervisor_section_and_each_listener_incarnati
     assert doc.get("configuration.Remediation")["usingLastGood"] is True
     host.close()
     assert restarted._stop.is_set()  # close ends its loop
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTS = {"ggdefender.collector.service": "CollectorService", "ggdefender.plugins.host": "PluginHost",
+         "ggdefender.detect.service": "DetectService", "ggdefender.remediation.listener": "RemediationListener",
+         "ggdefender.supervisor": "SupervisorSection"}
+
+
+def _mypy(tmp_path, source: str) -> subprocess.CompletedProcess:
+    try:
+        import mypy  # noqa: F401
+    except ImportError:
+        real_counterparts.unavailable("mypy", "pip install -e '.[dev]' (pins mypy) in the project's venv")
+    check = tmp_path / "parts_check.py"
+    check.write_text(source)
+    # pyproject.toml's [tool.mypy]; the part modules are followed silently, the check itself strictly
+    return subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", str(check),
+                           "components/ggdefender/part.py", "components/ggdefender/collector_process.py"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_every_part_keeps_the_contract_by_the_type_checker(tmp_path):
+    lines = ["from ggdefender.part import Part"]
+    lines += [f"from {module} import {cls}" for module, cls in PARTS.items()]
+    lines += [f"def _{cls}(p: {cls}) -> Part:\n    return p" for cls in PARTS.values()]
+    out = _mypy(tmp_path, "\n".join(lines) + "\n")
+    assert out.returncode == 0, out.stdout + out.stderr
+    # and the check can fail: a part whose reconfigure takes no section is not a Part
+    out = _mypy(tmp_path, "from ggdefender.part import Part\n\n\nclass Half:\n    section = 'X'\n\n"
+                          "    def reconfigure(self) -> None: ...\n\n    def start(self) -> None: ...\n\n"
+                          "    def close(self) -> None: ...\n\n\n_p: Part = Half()\n")
+    assert out.returncode == 1 and 'variable has type "Part"' in out.stdout, out.stdout + out.stderr
