@@ -4,7 +4,9 @@ them here. A docs test that fails prints the block to paste."""
 
 import os
 import re
+import sys
 
+import pytest
 import yaml
 
 from ggdefender import defaults
@@ -98,3 +100,26 @@ def test_configuration_md_option_table_equals_the_declared_options():
     documented = {(plugin, option): yaml.safe_load(default) for plugin, option, default in rows if plugin in BUILTINS}
     declared = {(name, option): default for name, cls in BUILTINS.items() for option, default in cls.options.items()}
     assert documented == declared, "docs/configuration.md's built-in plugin options table differs from the plugins"
+
+
+@pytest.mark.parametrize("modules, why", [
+    ({"twice_a": ("cpu_usage", "CpuUsage", 1), "twice_b": ("cpu_usage", "CpuUsage", 9)}, "name twice: cpu_usage"),
+    ({"twice_a": ("cpu_usage", "CpuUsage", 1), "twice_b": ("memory_usage", "MemoryUsage", 1)}, "report_order twice: 1"),
+])
+def test_a_name_or_report_order_declared_twice_is_refused(tmp_path, monkeypatch, modules, why):
+    from ggdefender.plugins import builtin
+
+    (tmp_path / "helper_only.py").write_text("")  # a module without DECLARATION is not a built-in
+    for module, (source, cls, order) in modules.items():
+        (tmp_path / f"{module}.py").write_text(
+            "from ggdefender.plugins.builtin.declaration import Declaration\n"
+            f"from ggdefender.plugins.builtin.{source} import {cls}\n"
+            f"DECLARATION = Declaration({cls}, report_order={order}, sample_config='')\n")
+    monkeypatch.setattr(builtin, "__path__", [str(tmp_path)])
+    try:
+        with pytest.raises(RuntimeError) as err:
+            builtin._declarations()
+    finally:
+        for module in [*modules, "helper_only"]:  # imported from tmp_path: not left for other tests
+            sys.modules.pop(f"{builtin.__name__}.{module}", None)
+    assert str(err.value) == f"built-in plugins declare the same {why}"
