@@ -1,6 +1,6 @@
 """The relay's policy for process B (ipc_relay.Policy) is the part of the recipe's accessControl that B needs:
 never more than the recipe grants (the nucleus would refuse it anyway, and the relay must not promise it),
-and every other grant is one process A uses for itself (remediation jobs, health, collect-now), listed here
+and every other grant is one process A uses for itself (remediation jobs, health), listed here
 with why, so a topic added to either side without the other fails this test."""
 
 import os
@@ -29,11 +29,9 @@ A_ONLY = {
     "aws.greengrass#PublishToTopic": {
         topics.HEALTH,  # the supervisor's health document
         topics.REMEDIATION_RESULTS,  # outcomes of Detect's mitigation requests, for observers
-        topics.COLLECTOR_COMMANDS,  # remediation's collect-now asks the collector
     },
-    "aws.greengrass#SubscribeToTopic": {
-        topics.COLLECTOR_EVENTS,  # remediation's collect-now waits for the collector's answer
-    },
+    # none: remediation's collect-now asks the collector over the private relay, not the bus
+    "aws.greengrass#SubscribeToTopic": set(),
 }
 
 
