@@ -26,7 +26,8 @@ def mypy(*args: str) -> subprocess.CompletedProcess:
         import mypy  # noqa: F401
     except ImportError:
         real_counterparts.unavailable("mypy", "pip install -e '.[dev]' (pins mypy) in the project's venv")
-    return subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", *args], cwd=ROOT,
+    # no cache in the clone: each run checks from scratch (a few seconds)
+    return subprocess.run([sys.executable, "-m", "mypy", "--cache-dir=/dev/null", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
 
 
