@@ -193,8 +193,8 @@ class FakeIpc:
 
     def collect_now(self, request_id: str, timeout: float) -> dict:
         self._record("collect_now", request_id, timeout)
-        if self._collector is None:
-            raise IpcUnavailable("the collector process is not running")
+        if self._collector is None:  # at once: Ipc's wait for a collector to attach is tested on Ipc itself
+            raise IpcUnavailable("no collector process running")
         return self._collector.collect_now(request_id, timeout)
 
     # -- CollectorPort (process B) ---------------------------------------------------------------------

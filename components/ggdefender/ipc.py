@@ -123,6 +123,7 @@ class Ipc:
         self._refused_retrier: Optional[threading.Thread] = None
         self._refusals = ratelog.RateLimitedLog(log)
         self._collector: Optional[CollectorChannel] = None  # see attach_collector
+        self._collector_attached = threading.Condition(self._lock)
         # one worker keeps stream callbacks in arrival order (gotcha 11 of the wire protocol)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipc-callbacks")
 
@@ -369,6 +370,7 @@ class Ipc:
         """The relay server of the running collector process; set by ipc_relay.RelayServer."""
         with self._lock:
             self._collector = channel
+            self._collector_attached.notify_all()
 
     def detach_collector(self, channel: CollectorChannel) -> None:
         with self._lock:
@@ -376,11 +378,14 @@ class Ipc:
                 self._collector = None
 
     def collect_now(self, request_id: str, timeout: float) -> dict:
+        """Waits (within `timeout`) for a collector process that is starting or restarting to attach."""
+        deadline = time.monotonic() + timeout
         with self._lock:
+            self._collector_attached.wait_for(lambda: self._collector is not None, timeout)
             channel = self._collector
         if channel is None:
-            raise IpcUnavailable("the collector process is not running")
-        return channel.collect_now(request_id, timeout)
+            raise IpcUnavailable(f"no collector process running (waited {timeout:g}s for one)")
+        return channel.collect_now(request_id, max(0.0, deadline - time.monotonic()))
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def update_state(self, state: str) -> None:

@@ -83,7 +83,8 @@ class SupervisorPort(IpcPort, Protocol):
     def collect_now(self, request_id: str, timeout: float) -> dict:
         """Ask process B's collector for a report now over the private relay; its answer
         {"event": "report-published", "requestId", "reportId", "topic"} or {"event": "report-failed", "reason"}.
-        Raises IpcUnavailable when no collector process is attached, TimeoutError past `timeout`."""
+        Raises IpcUnavailable when no collector process attaches within `timeout` or it goes away meanwhile,
+        TimeoutError when it does not answer in time."""
 
 
 class CollectorPort(IpcPort, Protocol):

@@ -528,7 +528,7 @@ def test_collect_now_is_a_typed_call_from_a_to_b_that_never_touches_the_bus(pair
         pair.client.collect_result({"event": "report-published", "requestId": request_id, "reportId": 7,
                                     "topic": f"{METRICS}/json"})
 
-    with pytest.raises(IpcUnavailable, match="not running"):  # nobody serves it yet
+    with pytest.raises(IpcUnavailable, match="no collector process"):  # nobody serves it yet
         pair.fake.collect_now("early", 5)
     sub = pair.client.subscribe_collect_now(serve)
     answer = pair.fake.collect_now("r1", 30)
@@ -537,7 +537,7 @@ def test_collect_now_is_a_typed_call_from_a_to_b_that_never_touches_the_bus(pair
     assert pair.fake.subs == []
     sub.close()
     _wait(lambda: pair.server.subscription_count() == 0, "B's collect-now subscription closed in A")
-    with pytest.raises(IpcUnavailable, match="not running"):  # A no longer reaches a collector
+    with pytest.raises(IpcUnavailable, match="no collector process"):  # A no longer reaches a collector
         pair.fake.collect_now("late", 5)
 
 
@@ -572,3 +572,24 @@ def test_a_collect_now_call_ends_at_once_when_b_goes_away(pair):
     pair.client.close()  # process B died: its relay closes
     t.join(60)
     assert not t.is_alive() and len(errors) == 1  # not left waiting for the 600 s timeout
+
+
+def test_a_collect_now_call_waits_for_a_collector_that_is_starting_and_gives_up_at_its_timeout():
+    from ggdefender.ipc import Ipc
+
+    class Channel:
+        def collect_now(self, request_id, timeout):
+            return {"event": "report-published", "requestId": request_id, "reportId": 1, "topic": "t"}
+
+    ipc = Ipc(client_factory=lambda: pytest.fail("no IPC connection is needed"))
+    try:
+        with pytest.raises(IpcUnavailable, match="no collector process running"):
+            ipc.collect_now("r0", 0.2)
+        channel = Channel()
+        threading.Timer(0.3, ipc.attach_collector, args=(channel,)).start()  # B comes up while A waits
+        assert ipc.collect_now("r1", 60)["requestId"] == "r1"
+        ipc.detach_collector(channel)
+        with pytest.raises(IpcUnavailable):
+            ipc.collect_now("r2", 0.2)
+    finally:
+        ipc.close()
