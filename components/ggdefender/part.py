@@ -11,6 +11,7 @@ order parts start and close, and what goes into the health document about each p
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Protocol, runtime_checkable
 
 from ggdefender import health
@@ -52,6 +53,7 @@ class PartHost:
         self._last_good = {p.section: self._new_last_good(p.section) for p in self.parts}
         self._started: List[Part] = []
         self._closed = False
+        self._lock = threading.RLock()  # the follow thread and a part's own thread may configure at once
 
     def __getitem__(self, section: str) -> Part:
         for part in self.parts:
@@ -83,6 +85,10 @@ class PartHost:
         return {part.section: self.configure_part(part, whole.get(part.section)) for part in self.parts}
 
     def configure_part(self, part: Part, section: Any) -> bool:
+        with self._lock:
+            return self._adopt(part, section)
+
+    def _adopt(self, part: Part, section: Any) -> bool:
         last_good = self._last_good[part.section]
         try:
             return last_good.adopt(section, part.reconfigure)
@@ -92,6 +98,12 @@ class PartHost:
             last_good.error = reason
             health.configuration(self._ipc, part.section, False, reason, using_last_good=last_good.in_use)
             return False
+
+    def follow(self, ipc: "IpcPort") -> "Following":
+        """Re-read and dispatch each changed section from now on, on one thread of the host's (IPC callbacks
+        only signal it), for a process whose parts do not re-read the configuration on a loop of their own.
+        Close the result to stop."""
+        return Following(self, ipc)
 
     def start(self) -> None:
         """Start every part in order; when one cannot start, those already started are closed (reverse order)
@@ -119,4 +131,43 @@ class PartHost:
                 log.exception("closing %s failed", part.section)
 
 
-__all__ = ["ConfigError", "Part", "PartHost"]
+class Following:
+    """PartHost.follow: one configuration subscription and the thread that dispatches what changed."""
+
+    def __init__(self, host: PartHost, ipc: "IpcPort"):
+        self._host, self._ipc = host, ipc
+        self._changed: set = set()  # sections changed since the last dispatch; None: the whole configuration
+        self._closed = False
+        self._wake = threading.Condition()
+        self._sub = ipc.subscribe_config(self._on_change)
+        threading.Thread(target=self._dispatch, name="part-config", daemon=True).start()
+
+    def _on_change(self, path: list) -> None:
+        with self._wake:
+            self._changed.add(path[0] if path else None)
+            self._wake.notify()
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: bool(self._changed) or self._closed)
+                if self._closed:
+                    return
+                names, self._changed = self._changed, set()
+            for part in list(self._host.parts):
+                if None in names or part.section in names:
+                    try:
+                        self._host.configure_part(part, self._ipc.get_config([part.section]))
+                    except Exception as exc:  # IPC trouble: the next change tries again
+                        log.warning("could not read the %s configuration: %s", part.section, exc)
+
+    def close(self) -> None:
+        try:
+            self._sub.close()
+        finally:
+            with self._wake:
+                self._closed = True
+                self._wake.notify()
+
+
+__all__ = ["ConfigError", "Following", "Part", "PartHost"]

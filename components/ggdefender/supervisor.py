@@ -581,29 +581,6 @@ def _on_signals(handler) -> None:
 SUPERVISOR_NOTE = "Supervisor settings take effect when the component restarts"
 
 
-def watch_supervisor_section(ipc, host: PartHost) -> None:
-    """Judge a changed Supervisor section now (through process A's host: health verdict, last good copy), though
-    it applies at the next start: an operator sees a bad value at once, not after a restart. One thread; IPC
-    callbacks only signal it. (The remediation listener follows its own section on its loop thread.)"""
-    changed = threading.Event()
-
-    def judge() -> None:
-        while True:
-            changed.wait()
-            changed.clear()
-            try:
-                host.configure_part(host["Supervisor"], ipc.get_config(["Supervisor"]))
-            except Exception as exc:  # IPC trouble: the next change tries again
-                log.warning("could not read the Supervisor configuration: %s", exc)
-
-    try:
-        ipc.subscribe_config(lambda path: changed.set() if not path or path[0] == "Supervisor" else None)
-    except Exception as exc:  # the supervisor runs on without it; the verdict then comes at the next start
-        log.warning("cannot watch the Supervisor configuration: %s", exc)
-        return
-    threading.Thread(target=judge, name="supervisor-config", daemon=True).start()
-
-
 def cmd_run(args) -> int:
     from ggdefender.ipc import Ipc, IpcUnavailable
 
@@ -633,7 +610,13 @@ def cmd_run(args) -> int:
         host = PartHost(ipc, private, [own], notes={"Supervisor": SUPERVISOR_NOTE})
         host.configure_part(own, section)
         cfg = own.settings or SupervisorSettings()
-        watch_supervisor_section(ipc, host)
+        try:
+            # every section of A's parts is judged when it changes: an operator sees a bad Supervisor value at
+            # once, not after a restart; the remediation listener follows Remediation.Enabled live
+            following = host.follow(ipc)
+        except Exception as exc:  # nothing follows: remediation keeps its section; verdicts come at the next start
+            log.error("cannot follow configuration changes: %s", exc)
+            following = None
         logging.getLogger().setLevel(os.environ.get("GGDEFENDER_LOG_LEVEL", cfg.log_level).upper())
         ipc.retry_budget = cfg.ipc_retry_budget
         sup = Supervisor(cfg, work, ipc=ipc, thing=ipc.thing_name, private_state=private, host=host)
@@ -645,6 +628,8 @@ def cmd_run(args) -> int:
                                        name="remediation", daemon=True)
         remediation.start()
         sup.supervise_child()
+        if following is not None:
+            following.close()
         host.close()  # ends the remediation listener's loop (also stopping on sup.stop) in reverse start order
         remediation.join(sup.time_left(reserve=0.5))
         if sup.fatal:

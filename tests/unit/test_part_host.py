@@ -200,3 +200,56 @@ def test_every_part_keeps_the_contract_by_the_type_checker(tmp_path):
                           "    def reconfigure(self) -> None: ...\n\n    def start(self) -> None: ...\n\n"
                           "    def close(self) -> None: ...\n\n\n_p: Part = Half()\n")
     assert out.returncode == 1 and 'variable has type "Part"' in out.stdout, out.stdout + out.stderr
+
+
+def test_follow_dispatches_each_changed_section_until_closed(tmp_path, doc):
+    import threading
+
+    class Sub:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    class Ipc:
+        def __init__(self):
+            self.config = {"Alpha": {"Value": 1}, "Beta": {"Value": 2}}
+            self.handlers, self.sub = [], Sub()
+
+        def subscribe_config(self, handler, component=None):
+            self.handlers.append(handler)
+            return self.sub
+
+        def get_config(self, key_path=None, component=None):
+            return self.config[key_path[0]] if key_path else self.config
+
+    log, seen = [], threading.Event()
+
+    class Seen(Fake):
+        def reconfigure(self, section):
+            super().reconfigure(section)
+            seen.set()
+
+    ipc = Ipc()
+    a, b = Seen("Alpha", log), Seen("Beta", log)
+    host = PartHost(ipc, str(tmp_path), [a, b])
+    host.configure(ipc.config)
+    log.clear()
+    following = host.follow(ipc)
+    try:
+        ipc.config["Beta"] = {"Value": 5}
+        seen.clear()
+        ipc.handlers[0](["Beta", "Value"])
+        assert seen.wait(30)
+        assert log == [("reconfigure", "Beta", 5)]  # only the part whose section changed
+        ipc.config["Alpha"] = {"Value": "x"}
+        seen.clear()
+        ipc.handlers[0](["Alpha"])
+        for _ in range(600):  # the verdict arrives on the host's thread
+            if doc.get("configuration.Alpha")["accepted"] is False:
+                break
+            threading.Event().wait(0.05)
+        assert doc.get("configuration.Alpha")["usingLastGood"] is True and a.value == 1
+    finally:
+        following.close()
+    assert ipc.sub.closed

@@ -28,7 +28,8 @@ from ..ratelog import RateLimitedLog
 from ..settings import ConfigError
 from .contract import HOST_KEYS, SampleError, ValueType, check_metric_name, validate_value
 from .external import ExternalMetrics, ExternalSettings
-from .registry import Registry, discover
+from . import registry as plugin_registry
+from .registry import Registry
 
 log = logging.getLogger("ggdefender.plugins")
 
@@ -166,7 +167,8 @@ class PluginHost:
 
     def __init__(self, section: Optional[dict] = None, *, registry: Optional[Registry] = None,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
-        self.registry = registry if registry is not None else discover()
+        # looked up when called (not bound at import): a test that replaces discovery must not leave it behind
+        self.registry = registry if registry is not None else plugin_registry.discover()
         self._clock = clock
         # a failing or hung plugin is seen on every report: its warning is logged once, then summarised
         self._warn = RateLimitedLog(log, every=WARNING_SUMMARY_SECONDS, clock=clock)

@@ -53,13 +53,13 @@ class RemediationListener:
         self.events: queue.Queue = queue.Queue()
         self.work: queue.Queue = queue.Queue()
         self.settings: Optional[rconfig.RemediationSettings] = None
-        self.config_error: Optional[str] = None
         self.pending_local = 0
         self._subs: list = []
         self._job_subs: list = []  # the IoT Jobs topics: held only while Remediation.Enabled (or draining)
         self._jobs_on: Optional[bool] = None  # None until the first look at Remediation.Enabled
         self._cancels: dict = {}  # (jobId, executionNumber) -> Event set when the service ended it
         self._stop = threading.Event()
+        self._own_host = host is None  # run alone: its own host, which follows the section while run() runs
         if host is None:
             host = PartHost(ipc, str(self.state_dir), [self])
         else:
@@ -72,21 +72,25 @@ class RemediationListener:
         # a rejected section keeps the last good one, from the state folder after a restart (the host's LastGood)
         self._host.configure_part(self, self.ipc.get_config([self.section]))
         if self.settings is None:
-            # no last good configuration: reject every job with the reason rather than guess (defaults could be
-            # wider than what the operator configured)
-            self.config_error = f"Remediation configuration is invalid: {self._host.last_good(self.section).error}"
             log.error("%s; jobs will be REJECTED until it is fixed", self.config_error)
+
+    @property
+    def config_error(self) -> Optional[str]:
+        """Why jobs are rejected: no section was ever accepted (the defaults could be wider than what the
+        operator configured, so they are not guessed); None once one is in use."""
+        if self.settings is not None:
+            return None
+        error = self._host.last_good(self.section).error
+        return f"Remediation configuration is invalid: {error}" if error else "remediation is not configured"
 
     def reconfigure(self, section: Any) -> None:
         """Validate and apply the `Remediation` section; ConfigError (nothing changed) when it is invalid.
-        Called on the loop thread (through the host), which then follows Remediation.Enabled."""
+        Called by the host (on its configuration thread after a change); the loop thread, which owns the Jobs
+        machine, then follows Remediation.Enabled."""
         new = rconfig.parse(section)  # ConfigError: nothing changed
-        self.settings, self.config_error = new, None
+        self.settings = new
         log.info("remediation settings: allowed operations %s", ", ".join(new.allowed_operations))
-
-    def _on_config(self, key_path: list) -> None:
-        if not key_path or key_path[0] == "Remediation":
-            self.events.put(("config",))
+        self.events.put(("config",))
 
     # -- journal ------------------------------------------------------------------------------------------
     @property
@@ -179,7 +183,8 @@ class RemediationListener:
     def _subscribe(self) -> None:
         # no local requests topic: pub/sub carries no sender identity (docs/security.md); Detect's mitigation
         # arrives through the supervisor's MitigationGate (submit_mitigation), third parties use IoT Jobs
-        self._subs.append(self.ipc.subscribe_config(self._on_config))
+        if self._own_host:  # under the supervisor, process A's host follows every section
+            self._subs.append(self._host.follow(self.ipc))
 
     def _handle(self, machine: jobs.JobsMachine, event: tuple) -> None:
         kind = event[0]
@@ -198,8 +203,7 @@ class RemediationListener:
             self._accept_request(event[1], event[2])
         elif kind == "local-done":
             self.pending_local -= 1
-        elif kind == "config":
-            self._load_settings()
+        elif kind == "config":  # a section was applied (reconfigure)
             self._follow_enabled(machine)
 
     def _apply(self, machine: jobs.JobsMachine, actions: list) -> None:
