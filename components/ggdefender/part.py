@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Protocol,
 
 from ggdefender import health
 from ggdefender.config_store import LastGood
+from ggdefender.ipc import IpcUnavailable
 from ggdefender.settings import ConfigError
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class PartHost:
         last_good = self._last_good[part.section]
         try:
             return last_good.adopt(section, part.reconfigure)
+        except IpcUnavailable:  # not about the section: the process cannot go on (its caller decides)
+            raise
         except Exception as exc:  # a bug in one part must not stop the others; said as a rejection
             log.exception("%s configuration could not be applied", part.section)
             reason = f"{type(exc).__name__}: {exc}"

@@ -253,3 +253,16 @@ def test_follow_dispatches_each_changed_section_until_closed(tmp_path, doc):
     finally:
         following.close()
     assert ipc.sub.closed
+
+
+def test_an_unreachable_ipc_while_configuring_is_not_taken_for_a_rejection(tmp_path, doc):
+    from ggdefender.ipc import IpcUnavailable
+
+    class Gone(Fake):
+        def reconfigure(self, section):
+            raise IpcUnavailable("relay to the supervisor lost")
+
+    host = PartHost(None, str(tmp_path), [Gone("Alpha", [])])
+    with pytest.raises(IpcUnavailable):
+        host.configure({"Alpha": {"Value": 1}})
+    assert doc.get("configuration.Alpha") is None
