@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "components"))
 
 from ggdefender.detect.profile import load_profile  # noqa: E402
-from ggdefender.detect.replay import load_records, replay  # noqa: E402
+from ggdefender.devtools.replay import load_records, replay  # noqa: E402
 from ggdefender.detect.statistics import StatsConfig  # noqa: E402
 
 TARGET = 100_000

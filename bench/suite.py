@@ -603,7 +603,7 @@ tracemalloc, `ru_maxrss` after each import, /proc/PID/smaps of the running proce
    also least privilege: a compromised collector cannot update the component's configuration or publish outside
    its topics.
 
-8. **`detect replay` end to end** (`detect/replay.py`): ~86k datapoints/s, under the target, although evaluation
+8. **`detect replay` end to end** (`devtools/replay.py`): ~86k datapoints/s, under the target, although evaluation
    alone ran at ~200k/s: the cyclic GC rescanned the growing list of parsed reports on every collection (3/4 of
    the load time) and the stdlib JSON parser took the rest. Replay now pauses the GC during bulk load and
    evaluation and parses with orjson when installed (extras `local`/`dev`; the stdlib parser otherwise):

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def copy_project(root: Path) -> Path:
     """gdk-config.json, pyproject.toml, recipes/, recipe.yaml (a link, as here) and the code, copied into `root`."""
-    from ggdefender import build as b
+    from ggdefender.devtools import build as b
 
     root.mkdir(parents=True, exist_ok=True)
     for f in ("gdk-config.json", "pyproject.toml"):

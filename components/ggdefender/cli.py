@@ -17,28 +17,34 @@ SUBCOMMANDS = {
     "part": "ggdefender.supervisor",
     "local": "ggdefender.local.cli",
     "detect": "ggdefender.detect.cli",
-    "build": "ggdefender.build",
+    "build": "ggdefender.devtools.build",
 }
 
 
-# subcommands whose package the device artifact leaves out (build.EXCLUDED_DIRS; a test keeps the two equal):
-# on a device, asking for one is a clear error and --help lists the others. Every other part always ships and
-# is imported normally, so a missing one fails loudly.
-NOT_IN_ARTIFACT = {"local": "ggdefender.local"}
+# commands whose package the device artifact leaves out (build.EXCLUDED_DIRS; a test keeps the two equal): they
+# are developer tools, so on a device asking for one is a clear error and --help lists the others. Every other
+# part always ships and is imported normally, so a missing one fails loudly.
+NOT_IN_ARTIFACT = {
+    "local": "ggdefender.local",
+    "build": "ggdefender.devtools",
+    "detect replay": "ggdefender.devtools",  # `detect validate` ships; replay and its plot do not
+}
 
 
 class NotInstalled(RuntimeError):
-    """The subcommand's package is not in this installation (the device artifact)."""
+    """The command's package is not in this installation (the device artifact)."""
 
 
-def _import(name: str, module_name: str):
+def import_part(command: str, module_name: str):
+    """Import `module_name` for `ggdefender <command>`: NotInstalled when the artifact leaves its package out."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        package = NOT_IN_ARTIFACT.get(name)
+        package = NOT_IN_ARTIFACT.get(command)
         if package and exc.name and (exc.name == package or package.startswith(exc.name + ".")):
-            raise NotInstalled(f"`ggdefender {name}` is not in this installation: the device artifact ships "
-                               f"without it; run it from the source tree (README.md)") from None
+            raise NotInstalled(f"`ggdefender {command}` is not in this installation: it is a developer tool the "
+                               f"device artifact does not ship ({package}); run it from the source tree "
+                               f"(README.md)") from None
         raise
 
 
@@ -54,7 +60,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         if module_name in registered:
             continue
         try:
-            module = _import(name, module_name)
+            module = import_part(name, module_name)
         except NotInstalled:
             if wanted is not None:
                 raise

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from ggdefender import build as b
+from ggdefender.devtools import build as b
 from ggdefender import defaults
 from project_copy import copy_project
 

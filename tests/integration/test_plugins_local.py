@@ -102,7 +102,7 @@ def _reports(captured) -> list:
 
 
 def test_published_report_carries_seven_builtins_and_the_example_metric(tmp_path, monkeypatch):
-    build = pytest.importorskip("ggdefender.build")
+    build = pytest.importorskip("ggdefender.devtools.build")
     project = _stage_project(tmp_path / "project")
     build.build(project)
     out = project / "greengrass-build"

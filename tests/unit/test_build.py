@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import gdk_cli
-from ggdefender import build as b
+from ggdefender.devtools import build as b
 from project_copy import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,7 +188,13 @@ def test_archive_contents(project):
         reqs = zf.read("requirements.txt").decode()
     assert "ggdefender/__main__.py" in names and "ggdefender/collector/procfs.py" in names
     assert "ggdefender/install.sh" in names and "ggdefender/defaults.py" in names
-    assert not any(n.startswith("ggdefender/local/") for n in names)
+    # the developer-only packages, whatever they hold: the offline core and the developer tools (this build, detect
+    # replay and its plot); `detect validate` and the rest of detect ship
+    for left_out in ("local", "devtools"):
+        assert (project / "components" / "ggdefender" / left_out / "__init__.py").is_file()
+        assert not any(n.startswith(f"ggdefender/{left_out}/") for n in names)
+    assert "ggdefender/detect/cli.py" in names and "ggdefender/detect/profile.py" in names
+    assert not any(n.endswith(("/build.py", "/replay.py", "/plot.py")) for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert all(n.startswith("ggdefender/") or n == "requirements.txt" for n in names)
     pins = [line for line in reqs.splitlines() if line and not line.startswith("#")]
@@ -242,6 +248,6 @@ def test_cli_print_merge_and_gdk_style_invocation(project):
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ggdefender.Defender=1.0.0"
     # what gdk's custom build runs, from the project folder, with no package installed on the path
-    subprocess.run([sys.executable, "components/ggdefender/build.py"], cwd=project, env=env, check=True,
+    subprocess.run([sys.executable, "components/ggdefender/devtools/build.py"], cwd=project, env=env, check=True,
                    capture_output=True)
     assert (project / "greengrass-build" / "recipes" / "ggdefender.Defender.yaml").is_file()

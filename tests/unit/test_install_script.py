@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ggdefender import build as b
+from ggdefender.devtools import build as b
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "components" / "ggdefender" / "install.sh"

@@ -1,4 +1,7 @@
-"""`ggdefender detect validate|replay`: check a security profile and try it on recorded reports."""
+"""`ggdefender detect validate|replay`: check a security profile and try it on recorded reports.
+
+`validate` ships to devices; `replay` (and its plot) is a developer tool in ggdefender.devtools, which the device
+artifact leaves out, so there it is a clear error (cli.NOT_IN_ARTIFACT)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import json
 import sys
 
+from ggdefender.cli import NotInstalled, import_part
 from ggdefender.settings import ConfigError
 
 from . import metrics as M
@@ -52,7 +56,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from .replay import format_event, load_records, replay
+    replay_tool = import_part("detect replay", "ggdefender.devtools.replay")
+    format_event, load_records, replay = replay_tool.format_event, replay_tool.load_records, replay_tool.replay
 
     profiles, types = _load_profiles(args)
     for prof in profiles:
@@ -72,7 +77,7 @@ def cmd_replay(args) -> int:
         if not result.events:
             print("# no violations")
     if args.plot:
-        from .plot import plot
+        from ggdefender.devtools.plot import plot
 
         plot(result, args.plot, title=", ".join(p.name for p in profiles))
         print(f"# plot written to {args.plot}", file=sys.stderr)
@@ -83,7 +88,7 @@ def _run(fn):
     def wrapper(args):
         try:
             return fn(args)
-        except (ProfileError, ConfigError, ValueError, OSError) as exc:
+        except (ProfileError, ConfigError, ValueError, OSError, NotInstalled) as exc:
             print(f"ggdefender detect: {exc}", file=sys.stderr)
             return 2
     return wrapper
@@ -104,7 +109,8 @@ def register(subparsers) -> None:
     v = sub.add_parser("validate", parents=[common], help="validate profiles like ValidateSecurityProfileBehaviors")
     v.set_defaults(func=_run(cmd_validate))
 
-    r = sub.add_parser("replay", parents=[common], help="evaluate profiles against recorded reports")
+    r = sub.add_parser("replay", parents=[common],
+                       help="evaluate profiles against recorded reports (developer tool, not on devices)")
     r.add_argument("--reports", required=True, metavar="FILE|DIR",
                    help="reports.jsonl kept by `ggdefender local`, a JSON-lines file, or a folder of reports")
     r.add_argument("--plot", metavar="OUT.png", help="draw each behavior's metric, threshold and alarm periods")

@@ -5,7 +5,7 @@ import pytest
 
 from ggdefender.cli import main
 from ggdefender.detect.profile import read_profile_file
-from ggdefender.detect.replay import ReplayError, load_records, replay, report_time
+from ggdefender.devtools.replay import ReplayError, load_records, replay, report_time
 from ggdefender.detect.statistics import StatsConfig
 
 from detect_helpers import FIXTURES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from .profile import STATIC
+from ggdefender.detect.profile import STATIC
 
 
 def _numeric(value):

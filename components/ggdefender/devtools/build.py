@@ -5,14 +5,14 @@ build` runs) and the way CI and `ggdefender local` get a deployable component:
 
     greengrass-build/recipes/ggdefender.Defender.yaml             (ComponentName/Version/Publisher from
                                                                    gdk-config.json, artifact URI rewritten)
-    greengrass-build/artifacts/<Name>/<Version>/ggdefender.zip    (ggdefender/ without local/ +
+    greengrass-build/artifacts/<Name>/<Version>/ggdefender.zip    (ggdefender/ without local/, devtools/ +
                                                                    requirements.txt pinned from pyproject)
 
 The built recipe is named as gdk names it: gdk resolves the `recipe.yaml` symlink and `gdk component publish`
 then reads `greengrass-build/recipes/<the link target's name>`.
 
 The zip is reproducible (sorted entries, fixed timestamps), so an unchanged tree gives the same digest.
-Runs as `python3 components/ggdefender/build.py` too (what gdk calls) with only PyYAML installed.
+Runs as `python3 components/ggdefender/devtools/build.py` too (what gdk calls) with only PyYAML installed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ _LITE_VARIABLE = re.compile(r"\{(?:[A-Za-z0-9._-]+:)?(?:kernel:rootPath|iot:thin
                             r"artifacts:decompressedPath|configuration:/[^{}]*)\}")
 ARCHIVE = "ggdefender.zip"
 PACKAGE = "ggdefender"
-EXCLUDED_DIRS = {"local", "__pycache__"}  # local/ is the offline core: never shipped to devices
+# never shipped to devices: local/ is the offline core, devtools/ the developer tools (this build among them)
+EXCLUDED_DIRS = {"local", "devtools", "__pycache__"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 S3_PREFIX = "s3://"
 _COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9-_.]+$")
@@ -86,7 +87,7 @@ def find_root(start: Optional[Path] = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "gdk-config.json").is_file():
             return folder
-    checkout = Path(__file__).resolve().parents[2]
+    checkout = Path(__file__).resolve().parents[3]
     if (checkout / "gdk-config.json").is_file():
         return checkout
     raise BuildError(f"no gdk-config.json in {here} or its parents")
@@ -336,7 +337,7 @@ def main(args) -> int:
     return 0
 
 
-if __name__ == "__main__":  # gdk's custom build command: python3 components/ggdefender/build.py
+if __name__ == "__main__":  # gdk's custom build command: python3 components/ggdefender/devtools/build.py
     parser = argparse.ArgumentParser(prog="build.py")
     sub = parser.add_subparsers()
     register(sub)

@@ -19,9 +19,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from . import metrics as M
-from .evaluator import Evaluator
-from .statistics import History, StatsConfig
+from ggdefender.detect import metrics as M
+from ggdefender.detect.evaluator import Evaluator
+from ggdefender.detect.statistics import History, StatsConfig
 
 try:  # replay runs on a workstation, not on the device: orjson (extra `local`) parses reports ~3x faster
     from orjson import loads as _loads
@@ -225,7 +225,7 @@ def replay(profiles, records: list, *, stats: StatsConfig = StatsConfig(), thing
 
 
 def format_event(e: dict) -> str:
-    from .findings import iso
+    from ggdefender.detect.findings import iso
 
     value = e.get("metricValue") or {}
     shown = json.dumps(next(iter(value.values())) if len(value) == 1 else value, separators=(",", ":"))
