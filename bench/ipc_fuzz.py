@@ -30,9 +30,9 @@ import time
 import uuid
 import zlib
 
-from ggdefender.local.core import Core
-from ggdefender.local.eventstream import Decoder, Frame, Header, HeaderType, ProtocolError, encode
-from ggdefender.local.server import IpcServer
+from ggdefender.local.nucleus.core import Core
+from ggdefender.local.nucleus.eventstream import Decoder, Frame, Header, HeaderType, ProtocolError, encode
+from ggdefender.local.nucleus.server import IpcServer
 
 NS = "aws.greengrass#"
 OPERATIONS = ["PublishToTopic", "SubscribeToTopic", "PublishToIoTCore", "SubscribeToIoTCore", "GetConfiguration",

@@ -18,8 +18,8 @@ import sys
 import tempfile
 import time
 
-from ggdefender.local.core import Core
-from ggdefender.local.server import IpcServer
+from ggdefender.local.nucleus.core import Core
+from ggdefender.local.nucleus.server import IpcServer
 
 CLIENT = r'''
 import json, sys, threading, time

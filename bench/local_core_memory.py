@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "components"))
 
-from ggdefender.local import harness  # noqa: E402
+from ggdefender.local.ui import harness  # noqa: E402
 
 THING = "benchThing"
 SOURCE = "ggdefender.Defender"

@@ -366,7 +366,7 @@ def run_component(seconds: float, loaded_n: int, loop: bool, job: bool) -> dict:
     (expected TCP listeners = those present now) and a stop-listener mitigation for one chosen free port; a
     rogue process starts listening there and we time until the remediation result SUCCEEDED arrives.
     """
-    from ggdefender.local.harness import LocalCore
+    from ggdefender.local.ui.harness import LocalCore
 
     result: dict = {"memory": {}}
     with tempfile.TemporaryDirectory(prefix="ggd-suite-") as tmp, \

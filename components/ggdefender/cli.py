@@ -15,7 +15,7 @@ SUBCOMMANDS = {
     "collect": "ggdefender.collector.cli",
     "run": "ggdefender.supervisor",
     "part": "ggdefender.supervisor",
-    "local": "ggdefender.local.cli",
+    "local": "ggdefender.local.ui.cli",
     "detect": "ggdefender.detect.cli",
     "build": "ggdefender.devtools.build",
 }

@@ -1,5 +1,5 @@
 """The AWS IoT Jobs device protocol's names and limits, once, for both sides: the device's listener
-(remediation/jobs.py) and the offline Jobs service of `ggdefender local` (local/jobs.py).
+(remediation/jobs.py) and the offline Jobs service of `ggdefender local` (local/cloud/jobs_service.py).
 
 Where the AWS API defines a rule, this is the API's (tests/unit/test_aws_formats.py checks each against
 botocore's service models). Stdlib only.

@@ -24,7 +24,7 @@ from component_build import full_configuration, loopback_listener
 
 pytestmark = pytest.mark.integration
 
-harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
+harness = pytest.importorskip("ggdefender.local.ui.harness", reason="the local core harness is not in this build")
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_000 = REPO / "tests" / "unit" / "detect" / "fixtures" / "seed-000-listening-ports.json"

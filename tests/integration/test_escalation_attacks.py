@@ -26,7 +26,7 @@ from component_build import full_configuration, loopback_listener
 
 pytestmark = pytest.mark.integration
 
-harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
+harness = pytest.importorskip("ggdefender.local.ui.harness", reason="the local core harness is not in this build")
 
 THING = "attackedThing"
 COMPONENT = "ggdefender.Defender"

@@ -27,7 +27,7 @@ BUILTIN_TYPES = {
     "cpu_usage_per_core": "number_list", "listening_processes": "string_list", "dns_resolvers": "ip_list",
 }
 
-harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
+harness = pytest.importorskip("ggdefender.local.ui.harness", reason="the local core harness is not in this build")
 
 
 def _example_access_control() -> dict:

@@ -2,7 +2,7 @@
 
 The component's own process A (`python -m ggdefender run`: supervisor + remediation listener + the collector
 in process B) runs as `ggdefender.Defender` with the recipe's real accessControl; jobs are created in the
-offline IoT Jobs service (local/jobs.py) exactly as `ggdefender local jobs create` does.
+offline IoT Jobs service (local/cloud/jobs_service.py) exactly as `ggdefender local jobs create` does.
 """
 
 import json
@@ -22,7 +22,7 @@ from component_build import full_configuration
 
 pytestmark = pytest.mark.integration
 
-harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
+harness = pytest.importorskip("ggdefender.local.ui.harness", reason="the local core harness is not in this build")
 
 THING = "remThing"
 COMPONENT = "ggdefender.Defender"

@@ -20,7 +20,7 @@ from component_build import full_configuration
 
 pytestmark = pytest.mark.integration
 
-harness = pytest.importorskip("ggdefender.local.harness", reason="the local core harness is not in this build")
+harness = pytest.importorskip("ggdefender.local.ui.harness", reason="the local core harness is not in this build")
 
 THING = "stateThing"
 COMPONENT = "ggdefender.Defender"

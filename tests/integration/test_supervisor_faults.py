@@ -22,7 +22,7 @@ import pytest
 from component_build import build_copy, full_configuration
 from ggdefender import supervisor as sv
 
-harness = pytest.importorskip("ggdefender.local.harness")
+harness = pytest.importorskip("ggdefender.local.ui.harness")
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Greengrass components run on Linux")]
 

@@ -296,7 +296,7 @@ def test_what_the_running_listener_publishes_is_a_valid_api_input(tmp_path):
     """The same check on the wire: the real listener against the offline Jobs service, every publish kept."""
     import threading
 
-    from ggdefender.local.jobs import JobsService
+    from ggdefender.local.cloud.jobs_service import JobsService
     from ggdefender.remediation.listener import RemediationListener
     from remediation.test_remediation_listener import T as LISTENER_THING
     from remediation.test_remediation_listener import FakeCore, LoopedIpc

@@ -153,8 +153,8 @@ def test_statistics_history_of_the_wrong_shape_starts_a_new_baseline(tmp_path, c
     '{"jobs": {}, "executions": {"t/j": [{"jobId": "j"}]}}',
 ])
 def test_local_jobs_state_of_the_wrong_shape_starts_empty(tmp_path, content):
-    from ggdefender.local.core import Core
-    from ggdefender.local.jobs import JobsService
+    from ggdefender.local.nucleus.core import Core
+    from ggdefender.local.cloud.jobs_service import JobsService
 
     state = tmp_path / "cloud" / "jobs" / "state.json"
     state.parent.mkdir(parents=True)

@@ -2,7 +2,7 @@
 
 Device-side metrics come from a metrics report (long-name JSON, as the collector builds it); cloud-side
 metrics are listed so a profile that uses them type-checks here and can be evaluated by the local core's
-cloud side (`ggdefender.local.cloud_metrics`). Custom metrics are referred to by their bare name and carry
+cloud side (`ggdefender.local.cloud.metrics_service`). Custom metrics are referred to by their bare name and carry
 a declared type (`number`, `number-list`, `string-list`, `ip-address-list`).
 """
 

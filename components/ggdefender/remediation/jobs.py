@@ -31,7 +31,7 @@ import unicodedata
 import uuid
 from typing import Any, Callable, Optional
 
-# the protocol's names, limits and topics are shared with the offline Jobs service (local/jobs.py);
+# the protocol's names, limits and topics are shared with the offline Jobs service (local/cloud/jobs_service.py);
 # subscription_filters is the listener's (it reaches it through this module)
 from ggdefender.jobs_protocol import (DETAIL_KEY_BAD, JOB_ID, MAX_DETAIL_KEY, TERMINAL, jobs_prefix,  # noqa: F401
                                       subscription_filters)

@@ -22,10 +22,10 @@ import harness  # noqa: E402
 from component_build import build_copy  # noqa: E402
 from real_counterparts import unavailable  # noqa: E402
 
-from ggdefender.local.bridge import BrokerCore  # noqa: E402
-from ggdefender.local.cloud import close_services  # noqa: E402
-from ggdefender.local.cloud_defender import DefenderService  # noqa: E402
-from ggdefender.local.jobs import JobsService  # noqa: E402
+from ggdefender.local.cloud.bridge import BrokerCore  # noqa: E402
+from ggdefender.local.cloud.services import close_services  # noqa: E402
+from ggdefender.local.cloud.defender_service import DefenderService  # noqa: E402
+from ggdefender.local.cloud.jobs_service import JobsService  # noqa: E402
 
 HOW = ("build it with `bash tests/lite/build_lite.sh` (Debian: apt-get install cmake build-essential pkg-config "
        "libssl-dev libcurl4-openssl-dev uuid-dev libzip-dev libsqlite3-dev libyaml-dev libsystemd-dev "

@@ -12,8 +12,8 @@ import threading
 import time
 from typing import Optional
 
-from ggdefender.local.core import Core
-from ggdefender.local.server import IpcServer
+from ggdefender.local.nucleus.core import Core
+from ggdefender.local.nucleus.server import IpcServer
 
 
 class RunningCore:

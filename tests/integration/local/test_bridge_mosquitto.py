@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ggdefender.local.harness import LocalCore
+from ggdefender.local.ui.harness import LocalCore
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ def test_component_traffic_goes_out_and_broker_traffic_comes_in(tmp_path, broker
 
 
 def test_unreachable_broker_is_a_clear_error(tmp_path):
-    from ggdefender.local.bridge import BridgeError
+    from ggdefender.local.cloud.bridge import BridgeError
 
     port = _free_port()
     core = LocalCore(tmp_path / "gg", broker=f"mqtt://127.0.0.1:{port}")

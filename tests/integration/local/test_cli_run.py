@@ -152,8 +152,8 @@ def test_broken_component_makes_exit_status_1(tmp_path):
 
 
 def test_second_core_on_the_same_root_is_refused(tmp_path):
-    from ggdefender.local.control import ControlError
-    from ggdefender.local.harness import LocalCore
+    from ggdefender.local.ui.control import ControlError
+    from ggdefender.local.ui.harness import LocalCore
 
     with LocalCore(tmp_path / "gg") as first:
         with pytest.raises(ControlError, match="already running"):

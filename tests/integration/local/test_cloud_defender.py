@@ -7,7 +7,7 @@ import sys
 import cbor2
 import pytest
 
-from ggdefender.local.harness import LocalCore
+from ggdefender.local.ui.harness import LocalCore
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from ggdefender.local import cloud_defender as CD
-from ggdefender.local.harness import LocalCore
+from ggdefender.local.cloud import defender_service as CD
+from ggdefender.local.ui.harness import LocalCore
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ggdefender.local.harness import LocalCore
+from ggdefender.local.ui.harness import LocalCore
 
 pytestmark = pytest.mark.integration
 
@@ -225,7 +225,7 @@ def test_install_timeout_and_missing_artifact(tmp_path):
         core.deploy(recipes, None, {"test.Slow": "1.0.0"})
         core.wait_for_state("test.Slow", "BROKEN")
         assert "Install timed out after 0.5 s" in core.log_text("test.Slow")
-        from ggdefender.local.recipe import RecipeError
+        from ggdefender.local.nucleus.recipe import RecipeError
         with pytest.raises(RecipeError, match="artifact missing.bin .* not found"):
             core.deploy(recipes, tmp_path, {"test.NoArt": "1.0.0"})
         assert "test.NoArt" not in core.core.components()  # nothing half-done
@@ -281,7 +281,7 @@ def test_startup_step_running_over_ipc(tmp_path):
 
 
 def test_big_log_is_rotated_at_deployment(tmp_path):
-    from ggdefender.local.lifecycle import MAX_LOG_BYTES
+    from ggdefender.local.nucleus.lifecycle import MAX_LOG_BYTES
 
     recipes = tmp_path / "recipes"
     recipes.mkdir()

@@ -2,13 +2,13 @@ import json
 import os
 import shutil
 
-from ggdefender.local.cloud_metrics import CloudMetricsService
+from ggdefender.local.cloud.metrics_service import CloudMetricsService
 
 from detect_helpers import FIXTURES
 
 
 class FakeCore:
-    """The part of ggdefender.local.core.Core the service uses, delivering synchronously."""
+    """The part of ggdefender.local.nucleus.core.Core the service uses, delivering synchronously."""
 
     thing_name = "localThing"
 
@@ -25,7 +25,7 @@ class FakeCore:
         self.published.append((topic, json.loads(payload)))
 
     def component_publish(self, topic, payload, source="my.Component"):
-        from ggdefender.local.core import topic_matches
+        from ggdefender.local.nucleus.core import topic_matches
         for f, cb in list(self.subs):
             if topic_matches(f, topic):
                 cb(topic, payload, source)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ggdefender.local.authz import (CLI, MQTTPROXY, PUBSUB, Authorizer, PolicyError, compile_resource,
+from ggdefender.local.nucleus.authz import (CLI, MQTTPROXY, PUBSUB, Authorizer, PolicyError, compile_resource,
                                     denial_message, parse_access_control, parse_policy)
 
 PUB_IOT = "aws.greengrass#PublishToIoTCore"

@@ -3,9 +3,9 @@ configuration) and the totals as numbers."""
 
 import io
 
-from ggdefender.local import cli
-from ggdefender.local.recipe import config_changes
-from ggdefender.local.view import View, totals_text
+from ggdefender.local.ui import cli
+from ggdefender.local.nucleus.recipe import config_changes
+from ggdefender.local.ui.view import View, totals_text
 
 
 def test_config_changes_lists_changed_leaves_only_with_json_pointers():

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from ggdefender.local.core import (Core, FailedUpdateCondition, topic_matches, validate_filter)
+from ggdefender.local.nucleus.core import (Core, FailedUpdateCondition, topic_matches, validate_filter)
 
 
 @pytest.fixture
@@ -196,7 +196,7 @@ def test_restart_request(core):
 
 
 def test_thing_name_rule():
-    from ggdefender.local.core import thing_name_problem
+    from ggdefender.local.nucleus.core import thing_name_problem
 
     assert thing_name_problem("ggdefender-local") is None and thing_name_problem("a:b_c-1") is None
     for bad in ("", "..", ".", "a/b", "a/#", "+", "x" * 129, "t\n", None):

@@ -4,8 +4,8 @@ import json
 import threading
 import time
 
-from ggdefender.local.cli import health_text, verdict_text
-from ggdefender.local.view import MAX_HEALTH_COMPONENTS, HealthBoard, View
+from ggdefender.local.ui.cli import health_text, verdict_text
+from ggdefender.local.ui.view import MAX_HEALTH_COMPONENTS, HealthBoard, View
 
 
 def doc(**conf):

@@ -1,10 +1,10 @@
-"""The offline IoT Jobs service (local/jobs.py) against a recording fake core: API semantics and errors."""
+"""The offline IoT Jobs service (local/cloud/jobs_service.py) against a recording fake core: API semantics and errors."""
 
 import json
 
 import pytest
 
-from ggdefender.local.jobs import JobsError, JobsService
+from ggdefender.local.cloud.jobs_service import JobsError, JobsService
 
 T = "thing-1"
 P = f"$aws/things/{T}/jobs/"
@@ -170,6 +170,6 @@ def test_state_survives_a_restart(tmp_path):
 
 
 def test_namespaced_topics_are_not_served(svc):
-    from ggdefender.local.core import topic_matches
+    from ggdefender.local.nucleus.core import topic_matches
     ns = P + "$next/namespace-aws-gg-deployment/get"
     assert not any(topic_matches(f, ns) for f, _ in svc.core.subs)

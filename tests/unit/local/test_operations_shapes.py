@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from ggdefender.local.core import Core
-from ggdefender.local.operations import OPERATIONS, OperationError, parse_request, unsupported
+from ggdefender.local.nucleus.core import Core
+from ggdefender.local.nucleus.ipc_operations import OPERATIONS, OperationError, parse_request, unsupported
 
 NS = "aws.greengrass#"
 ALL = {"aws.greengrass.ipc.pubsub": {"p": {"operations": ["*"], "resources": ["*"]}},
@@ -154,7 +154,7 @@ def test_deeply_nested_requests_are_invalid_arguments(depth):
 
 
 def test_iot_publish_limits_are_the_nucleus_ones():
-    from ggdefender.local.operations import iot_publish_problem
+    from ggdefender.local.nucleus.ipc_operations import iot_publish_problem
 
     assert iot_publish_problem("$aws/things/T/defender/metrics/json", b"x" * 131071) is None
     assert iot_publish_problem("a/1/2/3/4/5/6/7", b"") is None  # 7 slashes

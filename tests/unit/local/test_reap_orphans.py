@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from ggdefender.local import lifecycle as lc
+from ggdefender.local.nucleus import lifecycle as lc
 
 
 def _group_leader():

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from ggdefender.local import recipe as r
+from ggdefender.local.nucleus import recipe as r
 
 LINUX = {"os": "linux", "architecture": "amd64"}
 

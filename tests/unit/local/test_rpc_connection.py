@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ggdefender.local.eventstream import Decoder, Frame, Header, HeaderType, encode
-from ggdefender.local.rpc import (Close, Connected, Rejected, Request, RpcConnection, StreamClosed)
+from ggdefender.local.nucleus.eventstream import Decoder, Frame, Header, HeaderType, encode
+from ggdefender.local.nucleus.rpc import (Close, Connected, Rejected, Request, RpcConnection, StreamClosed)
 
 TOKEN = "ABCDEF0123456789"
 
@@ -199,7 +199,7 @@ def test_any_frame_sequence_yields_events_and_valid_output(chunks):
 
 
 def test_before_connect_only_small_frames_are_read():
-    from ggdefender.local.rpc import MAX_CONNECT_BYTES
+    from ggdefender.local.nucleus.rpc import MAX_CONNECT_BYTES
 
     big = request(1, payload=b"x" * MAX_CONNECT_BYTES)
     conn = RpcConnection(lambda t: "Comp" if t == TOKEN else None)

@@ -6,10 +6,11 @@ import zipfile
 
 import pytest
 
-from ggdefender.local import cloud, lifecycle
-from ggdefender.local.bridge import BridgeError, parse_broker_url
-from ggdefender.local.control import ControlError, control_request, short_socket_path
-from ggdefender.local.view import View
+from ggdefender.local.cloud import services as cloud
+from ggdefender.local.nucleus import lifecycle
+from ggdefender.local.cloud.bridge import BridgeError, parse_broker_url
+from ggdefender.local.ui.control import ControlError, control_request, short_socket_path
+from ggdefender.local.ui.view import View
 
 
 def test_component_env_sets_core_variables_and_drops_stale_ones():
@@ -57,11 +58,11 @@ def test_unzip_refuses_entries_outside_the_folder(tmp_path):
 
 def test_service_registry_skips_missing_modules_and_rejects_bad_specs():
     assert cloud.load_service_class("ggdefender.local.no_such_module:Service") is None
-    assert cloud.load_service_class("ggdefender.local.cloud_defender:DefenderService").__name__ == "DefenderService"
+    assert cloud.load_service_class("ggdefender.local.cloud.defender_service:DefenderService").__name__ == "DefenderService"
     with pytest.raises(ValueError, match="expected 'module:Class'"):
-        cloud.load_service_class("ggdefender.local.cloud_defender")
+        cloud.load_service_class("ggdefender.local.cloud.defender_service")
     with pytest.raises(ValueError, match="has no Nope"):
-        cloud.load_service_class("ggdefender.local.cloud_defender:Nope")
+        cloud.load_service_class("ggdefender.local.cloud.defender_service:Nope")
 
 
 def test_service_commands_must_be_unique():
@@ -123,7 +124,7 @@ def test_view_folds_busy_topics_and_counts():
 def test_privileged_step_as_non_root_runs_as_current_user_with_warning(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from ggdefender.local.recipe import Step
+    from ggdefender.local.nucleus.recipe import Step
 
     view = View()
     manager = lifecycle.LifecycleManager(SimpleNamespace(), tmp_path, socket_path="/x", view=view)
@@ -144,14 +145,14 @@ def test_privileged_step_as_non_root_runs_as_current_user_with_warning(tmp_path,
     ("t", "us-east-1", float("nan"), "grace period nan"),
 ])
 def test_runtime_settings_are_checked(thing, region, grace, problem):
-    from ggdefender.local.runtime import check_settings
+    from ggdefender.local.nucleus.runtime import check_settings
 
     with pytest.raises(ValueError, match=re.escape(problem)):
         check_settings(thing, region, grace)
 
 
 def test_runtime_settings_accept_what_aws_accepts():
-    from ggdefender.local.runtime import check_settings
+    from ggdefender.local.nucleus.runtime import check_settings
 
     for thing, region in (("ggdefender-local", "us-east-1"), ("My_Thing:1", "us-gov-west-1"),
                           ("x" * 128, "ap-southeast-3")):
@@ -173,7 +174,7 @@ def test_short_socket_path_counts_bytes(tmp_path):
 
 
 def test_view_escapes_control_characters_and_bounds_folding(monkeypatch):
-    from ggdefender.local import view as view_module
+    from ggdefender.local.ui import view as view_module
 
     out = io.StringIO()
     view = View(out, fold_seconds=60)

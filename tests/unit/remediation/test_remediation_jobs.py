@@ -57,7 +57,7 @@ def test_subscription_filters_are_exact_and_never_namespaced():
     assert all("#" not in f for f in filters)
     assert P + "+/update/+" in filters and P + "notify-next" in filters
     # one `+` level cannot reach the Greengrass deployment namespace's extra level
-    from ggdefender.local.core import topic_matches  # noqa: F401 - only to prove the claim below with MQTT rules
+    from ggdefender.local.nucleus.core import topic_matches  # noqa: F401 - only to prove the claim below with MQTT rules
     ns_topic = P + "$next/namespace-aws-gg-deployment/get/accepted"
     assert not any(topic_matches(f, ns_topic) for f in filters)
 

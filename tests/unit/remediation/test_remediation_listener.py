@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from ggdefender.local.core import topic_matches
-from ggdefender.local.jobs import JobsService
+from ggdefender.local.nucleus.core import topic_matches
+from ggdefender.local.cloud.jobs_service import JobsService
 from ggdefender.remediation.listener import JOURNAL_FILE, RemediationListener
 
 T = "thing-1"

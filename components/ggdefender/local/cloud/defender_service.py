@@ -27,9 +27,9 @@ from ggdefender import topics
 from ggdefender.collector.report import to_long
 from ggdefender.collector.schema import validate_report
 
-from .core import thing_name_problem  # also keeps "..", "." out of <root>/cloud/defender/<thing>/
+from ..nucleus.core import thing_name_problem  # also keeps "..", "." out of <root>/cloud/defender/<thing>/
 
-log = logging.getLogger("ggdefender.local.cloud_defender")
+log = logging.getLogger("ggdefender.local.cloud.defender_service")
 
 TOPIC_FILTER = topics.metrics("+", "+")  # every thing, every format: the topic the device publishes on
 FORMATS = ("json", "cbor")

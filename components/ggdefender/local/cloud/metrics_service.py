@@ -31,9 +31,9 @@ from ggdefender.detect.profile import ProfileError, read_profile_file
 from ggdefender.detect.state import STATE_FILE, AlarmStore
 from ggdefender.detect.statistics import History
 
-from .core import topic_matches
+from ..nucleus.core import topic_matches
 
-log = logging.getLogger("ggdefender.local.cloud_metrics")
+log = logging.getLogger("ggdefender.local.cloud.metrics_service")
 
 MEASURED = ("aws:message-byte-size", "aws:num-messages-sent", "aws:num-authorization-failures")
 MAX_KEPT_EVENTS = 1000

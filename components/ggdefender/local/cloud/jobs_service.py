@@ -27,7 +27,7 @@ from ggdefender import jobs_protocol
 from ggdefender.jobs_protocol import DETAIL_KEY, DEVICE_STATUSES, JOB_ID, MAX_DOCUMENT_CHARS, TERMINAL
 from ggdefender.statefile import atomic_write_json, need, read_json
 
-log = logging.getLogger("ggdefender.local.jobs")
+log = logging.getLogger("ggdefender.local.cloud.jobs_service")
 
 MAX_REQUEST_BYTES = 128 * 1024
 

@@ -14,12 +14,12 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
-log = logging.getLogger("ggdefender.local.cloud")
+log = logging.getLogger("ggdefender.local.cloud.services")
 
 CLOUD_SERVICES = (
-    "ggdefender.local.cloud_defender:DefenderService",
-    "ggdefender.local.jobs:JobsService",
-    "ggdefender.local.cloud_metrics:CloudMetricsService",
+    "ggdefender.local.cloud.defender_service:DefenderService",
+    "ggdefender.local.cloud.jobs_service:JobsService",
+    "ggdefender.local.cloud.metrics_service:CloudMetricsService",
 )
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import recipe as rcp
-from .control import SUN_PATH_MAX
+from ..ui.control import SUN_PATH_MAX
 from .recipe import Recipe, RecipeError, Step, VariableContext
 
-log = logging.getLogger("ggdefender.local.lifecycle")
+log = logging.getLogger("ggdefender.local.nucleus.lifecycle")
 
 NUCLEUS_VERSION = "2.13.0"  # what GGC_VERSION says; the IPC shapes we serve match current nuclei
 MAX_ERRORS = 3  # three ERRORED states without recovery make a component BROKEN, as on a real core

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-log = logging.getLogger("ggdefender.local.authz")
+log = logging.getLogger("ggdefender.local.nucleus.authz")
 
 MQTTPROXY = "aws.greengrass.ipc.mqttproxy"
 PUBSUB = "aws.greengrass.ipc.pubsub"

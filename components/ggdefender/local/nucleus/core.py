@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from .authz import Authorizer, denial_message
 
-log = logging.getLogger("ggdefender.local.core")
+log = logging.getLogger("ggdefender.local.nucleus.core")
 
 LIFECYCLE_STATES = ("NEW", "INSTALLED", "STARTING", "RUNNING", "STOPPING", "ERRORED", "BROKEN", "FINISHED")
 RECEIVE_ALL = "RECEIVE_ALL_MESSAGES"

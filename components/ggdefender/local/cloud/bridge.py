@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
 
-log = logging.getLogger("ggdefender.local.bridge")
+log = logging.getLogger("ggdefender.local.cloud.bridge")
 
 SOURCE = "bridge"
 MAX_PAYLOAD = IOT_CORE_MAX_PAYLOAD  # broker messages this big or bigger are dropped, not forwarded

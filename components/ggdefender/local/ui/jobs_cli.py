@@ -5,8 +5,8 @@
     ggdefender local jobs describe --root D JOB_ID
     ggdefender local jobs cancel --root D JOB_ID [--force]
 
-They talk to the running `ggdefender local run` through its control socket (local/control.py); the
-service behind them is local/jobs.py.
+They talk to the running `ggdefender local run` through its control socket (local/ui/control.py); the
+service behind them is local/cloud/jobs_service.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
     ggdefender local logs NAME [--root DIR] [--lines N] [--follow]
 
 Deployment flags mirror greengrass-cli's `deployment create`. Other parts add sub-subcommands through an
-optional `ggdefender.local.jobs_cli.register(local_subparsers)`.
+optional `ggdefender.local.ui.jobs_cli.register(local_subparsers)`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 DEFAULT_ROOT = ".ggdefender-local"
 DEFAULT_CONFIG_WAIT = 15.0
-OPTIONAL_SUBCOMMANDS = ("ggdefender.local.jobs_cli",)
+OPTIONAL_SUBCOMMANDS = ("ggdefender.local.ui.jobs_cli",)
 
 
 def register(subparsers) -> None:
@@ -96,10 +96,10 @@ def _fail(message: str) -> int:
 # -- run ---------------------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from .bridge import BridgeError
+    from ..cloud.bridge import BridgeError
     from .control import ControlError
-    from .recipe import RecipeError, load_update_config, parse_merge
-    from .runtime import DEFAULT_THING, Runtime
+    from ..nucleus.recipe import RecipeError, load_update_config, parse_merge
+    from ..nucleus.runtime import DEFAULT_THING, Runtime
     from .view import View
 
     try:
@@ -224,9 +224,9 @@ def verdict_text(verdict: dict) -> str:
 
 def cmd_config_update(args) -> int:
     from .control import ControlError, control_request
-    from .recipe import RecipeError, load_update_config
+    from ..nucleus.recipe import RecipeError, load_update_config
 
-    from .runtime import MAX_CONFIG_WAIT
+    from ..nucleus.runtime import MAX_CONFIG_WAIT
 
     if not 0 <= args.wait <= MAX_CONFIG_WAIT:
         return _fail(f"--wait must be a number of seconds from 0 to {MAX_CONFIG_WAIT:g}")
@@ -269,7 +269,7 @@ MAX_VALUE_TEXT = 120
 
 def changes_text(name: str, before, after) -> list:
     """`Name: /pointer: old -> new` for each leaf an update changed (values as JSON, `(absent)` when missing)."""
-    from .recipe import config_changes
+    from ..nucleus.recipe import config_changes
 
     def show(value) -> str:
         if value is None:
@@ -285,7 +285,7 @@ def changes_text(name: str, before, after) -> list:
 
 
 def cmd_logs(args) -> int:
-    from .recipe import RecipeError, check_component_name
+    from ..nucleus.recipe import RecipeError, check_component_name
 
     try:
         check_component_name(args.name, "local logs")  # a name, never a path out of <root>/logs

@@ -5,7 +5,7 @@ runner, the control channel, optionally the mosquitto bridge) on an asyncio loop
 test drives it with plain blocking calls while real child processes talk to it with the unmodified awsiotsdk
 client::
 
-    from ggdefender.local.harness import LocalCore
+    from ggdefender.local.ui.harness import LocalCore
 
     with LocalCore(root=tmp_path, thing="testThing") as core:
         # a bare principal: its SVCUID and socket in an env for a child process you start yourself
@@ -38,11 +38,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from . import recipe as rcp
-from .cloud import CLOUD_SERVICES
+from ..nucleus import recipe as rcp
+from ..cloud.services import CLOUD_SERVICES
 from .control import control_request
-from .lifecycle import component_env
-from .runtime import Runtime
+from ..nucleus.lifecycle import component_env
+from ..nucleus.runtime import Runtime
 from .view import View
 
 

@@ -20,14 +20,14 @@ from typing import Iterable, Optional
 from ggdefender import topics
 
 from . import recipe as rcp
-from .cloud import CLOUD_SERVICES, close_services, service_commands, start_services
-from .control import ControlServer, short_socket_path
+from ..cloud.services import CLOUD_SERVICES, close_services, service_commands, start_services
+from ..ui.control import ControlServer, short_socket_path
 from .core import Core, thing_name_problem
 from .lifecycle import LifecycleManager, reap_orphans
 from .server import IpcServer
-from .view import View
+from ..ui.view import View
 
-log = logging.getLogger("ggdefender.local.runtime")
+log = logging.getLogger("ggdefender.local.nucleus.runtime")
 
 DEFAULT_THING = "ggdefender-local"
 IPC_SOCKET = "ipc.socket"
@@ -106,7 +106,7 @@ class Runtime:
         self._health_unsub = self.core.subscribe_iot(
             topics.health(self.core.thing_name), lambda topic, payload, source: self.view.health_document(source, payload))
         if self.broker_url:
-            from .bridge import Bridge
+            from ..cloud.bridge import Bridge
 
             self.bridge = Bridge(self.core, self.broker_url, view=self.view)
             await asyncio.get_running_loop().run_in_executor(None, self.bridge.start)

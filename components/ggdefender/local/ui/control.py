@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-log = logging.getLogger("ggdefender.local.control")
+log = logging.getLogger("ggdefender.local.ui.control")
 
 SOCKET_NAME = "control.sock"
 MAX_LINE = 1024 * 1024

@@ -1,0 +1,1 @@
+"""The offline nucleus: IPC wire protocol and server, operations, authorization, components and their lifecycle."""
