@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import recipe as rcp
-from ..ui.control import SUN_PATH_MAX
 from .recipe import Recipe, RecipeError, Step, VariableContext
+from .server import SUN_PATH_MAX
 
 log = logging.getLogger("ggdefender.local.nucleus.lifecycle")
 

@@ -16,13 +16,14 @@ import stat
 import threading
 from typing import Callable, Optional
 
-from ..ui.control import SUN_PATH_MAX
 from .core import Core
 from .eventstream import MAX_MESSAGE_BYTES
 from .ipc_operations import OPERATIONS, OperationError, internal_error, parse_request, unsupported
 from .rpc import Close, Connected, Rejected, Request, RpcConnection, StreamClosed
 
 log = logging.getLogger("ggdefender.local.nucleus.server")
+
+SUN_PATH_MAX = 108  # bytes in sockaddr_un.sun_path on Linux, the terminating NUL included
 
 REJECT_GRACE_SECONDS = 2.0  # after a rejecting CONNECT_ACK, let the client hang up first (deterministic error)
 MAX_WRITE_BUFFER = 64 * 1024 * 1024  # a subscriber this far behind is disconnected rather than buffered forever

@@ -18,11 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from ..nucleus.server import SUN_PATH_MAX
+
 log = logging.getLogger("ggdefender.local.ui.control")
 
 SOCKET_NAME = "control.sock"
 MAX_LINE = 1024 * 1024
-SUN_PATH_MAX = 108
 COMMAND_TIMEOUT = 60.0
 
 

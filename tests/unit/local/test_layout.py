@@ -1,0 +1,64 @@
+"""`local/` is three systems, one sub-package each (docs/architecture.md, "The local core"): the nucleus emulation,
+the offline AWS services and the user interface. The folders only show that if the imports keep to it and the
+docs name every module where it is."""
+
+import ast
+import re
+from pathlib import Path
+
+import ggdefender.local
+
+LOCAL = Path(ggdefender.local.__file__).parent
+SUBPACKAGES = ("nucleus", "cloud", "ui")
+ARCHITECTURE = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
+# the one module that assembles all three systems on one loop (as `local run` and the harness both need it)
+ASSEMBLY = "nucleus/runtime.py"
+
+
+def _modules():
+    return {f"{p.parent.name}/{p.name}": p for sub in SUBPACKAGES for p in sorted((LOCAL / sub).glob("*.py"))
+            if p.name != "__init__.py"}
+
+
+def _local_imports(path: Path) -> set[str]:
+    """The sub-packages of local/ that `path` imports from (relative or absolute imports, at any depth)."""
+    own = path.parent.name
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level == 1:
+            found.add(own)
+        elif node.level == 2 and node.module:
+            found.add(node.module.split(".")[0])
+        elif node.level == 0 and node.module and node.module.startswith("ggdefender.local."):
+            found.add(node.module.split(".")[2])
+    return found
+
+
+def test_local_holds_only_its_three_subpackages():
+    loose = sorted(p.name for p in LOCAL.glob("*.py") if p.name != "__init__.py")
+    assert loose == [], f"modules directly in local/ (put each in one of {SUBPACKAGES}): {loose}"
+    assert all((LOCAL / sub / "__init__.py").is_file() for sub in SUBPACKAGES)
+
+
+def test_the_nucleus_and_the_cloud_services_do_not_reach_into_the_user_interface():
+    wrong = {}
+    for name, path in _modules().items():
+        allowed = {"nucleus": {"nucleus"}, "cloud": {"cloud", "nucleus"}, "ui": set(SUBPACKAGES)}[path.parent.name]
+        if name == ASSEMBLY:
+            allowed = set(SUBPACKAGES)
+        extra = _local_imports(path) - allowed
+        if extra:
+            wrong[name] = sorted(extra)
+    assert wrong == {}
+
+
+def test_the_architecture_doc_lists_every_module_under_its_subpackage():
+    text = ARCHITECTURE.read_text()
+    section = text[text.index("## The local core"):]
+    bullets = {sub: re.search(rf"^- `local/{sub}/` (.*?)(?=^- |^\n)", section, re.M | re.S) for sub in SUBPACKAGES}
+    assert all(bullets.values()), "docs/architecture.md has a bullet per local/ sub-package"
+    for name in _modules():
+        sub, module = name.split("/")
+        assert f"`{module}`" in bullets[sub].group(1), f"docs/architecture.md does not list {name} under local/{sub}/"
