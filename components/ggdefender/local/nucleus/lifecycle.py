@@ -1,5 +1,8 @@
 """Runs components like the nucleus does: artifacts, work folders, Install/Run/Startup/Shutdown, restarts.
 
+The driver: it spawns the steps, waits, times out and feeds what happened to each component's pure state
+machine (lifecycle_states.py), which decides the states and what to do next.
+
 Everything here runs on the runtime's asyncio loop (`LifecycleManager` methods are coroutines, except
 `request_restart`, which any thread may call). Scripts run with `sh -c` exactly like the nucleus; they are
 the recipe author's scripts, never remote input. Output goes straight to `<root>/logs/<Name>.log`.
@@ -21,13 +24,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import recipe as rcp
+from . import lifecycle_states as ls
+from .lifecycle_states import ComponentLifecycle
 from .recipe import Recipe, RecipeError, Step, VariableContext
 from .server import SUN_PATH_MAX
 
 log = logging.getLogger("ggdefender.local.nucleus.lifecycle")
 
 NUCLEUS_VERSION = "2.13.0"  # what GGC_VERSION says; the IPC shapes we serve match current nuclei
-MAX_ERRORS = 3  # three ERRORED states without recovery make a component BROKEN, as on a real core
 MAX_UNZIP_BYTES = 2 * 1024 ** 3
 MAX_LOG_BYTES = 10 * 1024 ** 2  # a bigger log is rotated to <Name>.log.1 when the component is deployed
 MAX_UNZIP_ENTRIES = 100_000
@@ -262,12 +266,10 @@ class Deployed:
     decompressed_path: Path
     work_path: Path
     log_path: Path
+    machine: ComponentLifecycle
     svcuid: str = ""
     process: Optional[Any] = None  # asyncio.subprocess.Process of Run/Startup
     monitor: Optional[asyncio.Task] = None
-    errors: int = 0
-    installed: bool = False
-    stopping: bool = False
     step_process: Optional[Any] = None  # the Install/Shutdown/Recover/Startup process in flight
     reason: str = ""
     ready: Optional[asyncio.Event] = None
@@ -276,6 +278,11 @@ class Deployed:
     @property
     def name(self) -> str:
         return self.recipe.name
+
+    @property
+    def errors(self) -> int:
+        """Errors since the last (re)start, as the view and `ggdefender local` list show them."""
+        return self.machine.errors
 
 
 class LifecycleManager:
@@ -414,7 +421,7 @@ class LifecycleManager:
             work.mkdir(parents=True, exist_ok=True)
             (self.root / "logs").mkdir(parents=True, exist_ok=True)
             config = rcp.apply_update(rec.default_configuration, rec.default_configuration,
-                                      update_config.get(rec.name))
+                                  update_config.get(rec.name))
             if self.interpolate_config:
                 config = rcp.interpolate_configuration(
                     config, self._context(rec, config, artifacts, unarchived, work))
@@ -422,8 +429,10 @@ class LifecycleManager:
             if log_path.exists() and log_path.stat().st_size > MAX_LOG_BYTES:
                 # one rotation per deployment keeps a chatty component from filling the disk across runs
                 os.replace(log_path, log_path.with_name(log_path.name + ".1"))
+            steps = frozenset(step for step in rec.lifecycle if step != "Setenv")
             dep = Deployed(recipe=rec, configuration=config, artifacts_path=artifacts, decompressed_path=unarchived,
                            work_path=work, log_path=log_path,
+                           machine=ComponentLifecycle(steps, retry_delay=self.retry_delay, closed=self._closed),
                            ready=asyncio.Event(), lock=asyncio.Lock())
             self.deployed[rec.name] = dep
             dep.svcuid = self.core.register_component(rec.name, rec.version, config)
@@ -453,10 +462,12 @@ class LifecycleManager:
             if other is None or other is dep:
                 continue
             await other.ready.wait()
-            if self.state(dep_name) == "BROKEN" and spec["DependencyType"] == "HARD":
-                self._set_state(dep, "BROKEN", f"hard dependency {dep_name} is BROKEN")
-                return
-        if dep.stopping or self._closed:
+            if self.state(dep_name) == "BROKEN":
+                actions = dep.machine.dependency_broken(dep_name, hard=spec["DependencyType"] == "HARD")
+                if actions:
+                    await self._act(dep, actions)
+                    return
+        if dep.machine.halted:
             return  # shut down while waiting for a dependency
         await self.start(dep.name)
 
@@ -536,15 +547,16 @@ class LifecycleManager:
             code = await asyncio.wait_for(proc.wait(), step.timeout) if step.timeout else await proc.wait()
         except asyncio.TimeoutError:
             await self._kill_group(proc, 0)
-            raise StepFailed(f"{step_name} timed out after {step.timeout:g} s") from None
+            raise StepFailed(ComponentLifecycle.step_timed_out(step_name, step.timeout)) from None
         except asyncio.CancelledError:
             await self._kill_group(proc, 0)
             raise
         finally:
             if dep.step_process is proc:
                 dep.step_process = None
-        if code != 0:
-            raise StepFailed(f"{step_name} exited with code {code}")
+        reason = ComponentLifecycle.step_exited(step_name, code)
+        if reason is not None:
+            raise StepFailed(reason)
 
     async def _kill_group(self, proc, grace: float) -> None:
         """SIGTERM the step's process group, SIGKILL whatever is left of it after grace seconds.
@@ -566,130 +578,131 @@ class LifecycleManager:
         await proc.wait()
 
     # -- start / stop / restart --------------------------------------------------------------------------
+    async def _act(self, dep: Deployed, actions: list) -> bool:
+        """Carry out the state machine's actions in order; True when they end in a retry that may go ahead."""
+        for action in actions:
+            if isinstance(action, ls.SetState):
+                self._set_state(dep, action.state, action.reason)
+            elif isinstance(action, ls.RunStep):
+                try:
+                    await self._run_to_end(dep, action.step)
+                except StepFailed as exc:
+                    if not action.warn:
+                        raise
+                    self._note(dep.name, f"{action.warn}: {exc}", level="warning")
+            elif isinstance(action, ls.KillProcess):
+                proc, dep.process = dep.process, None
+                if proc is not None:
+                    await self._kill_group(proc, self.grace_seconds)
+                    if action.final:
+                        self._log_line(dep, f"process exited with code {proc.returncode}")
+                if action.final:
+                    if dep.monitor is not None and not dep.monitor.done():
+                        dep.monitor.cancel()
+                    dep.monitor = None
+            elif isinstance(action, ls.Fail):
+                return await self._act(dep, dep.machine.failed(action.reason))
+            elif isinstance(action, ls.Sleep):
+                await asyncio.sleep(action.seconds)
+            elif action == ls.RETRY:
+                return dep.machine.may_retry()
+            elif action == ls.HALT:
+                return False
+            else:
+                raise TypeError(f"lifecycle action {action!r} has no driver")
+        return False
+
     async def start(self, name: str, *, install: bool = True) -> None:
         dep = self.deployed[name]
         async with dep.lock:
             await self._start_locked(dep, install)
 
     async def _start_locked(self, dep: Deployed, install: bool) -> None:
-        while not self._closed and not dep.stopping:
+        machine = dep.machine
+        while True:
             try:
-                if install and not dep.installed:
-                    await self._run_to_end(dep, "Install")
-                    dep.installed = True
-                    self._set_state(dep, "INSTALLED")
-                if dep.stopping:
-                    return
-                run, startup = dep.recipe.step("Run"), dep.recipe.step("Startup")
-                if run is not None:
-                    dep.process = await self._spawn_step(dep, run)
-                    if dep.process is None:  # skipped
-                        self._set_state(dep, "FINISHED")
-                        return
-                    self._set_state(dep, "RUNNING")
-                    dep.monitor = self._spawn(self._watch_run(dep, dep.process))
-                    return
-                if startup is not None:
-                    self._set_state(dep, "STARTING")
-                    await self._run_startup(dep, startup)
-                    return
-                self._set_state(dep, "FINISHED")
+                action = machine.next_step(install)
+                if isinstance(action, ls.RunStep):  # Install, once per deployment
+                    await self._run_to_end(dep, action.step)
+                    await self._act(dep, machine.install_done())
+                    action = machine.next_step(install)
+                if action == ls.Spawn("Run"):
+                    dep.process = await self._spawn_step(dep, dep.recipe.step("Run"))
+                    await self._act(dep, machine.run_spawned(skipped=dep.process is None))
+                    if dep.process is not None:
+                        dep.monitor = self._spawn(self._watch_run(dep, dep.process))
+                elif action == ls.Spawn("Startup"):
+                    await self._act(dep, machine.startup_begins())
+                    await self._run_startup(dep, dep.recipe.step("Startup"))
+                else:
+                    await self._act(dep, [action])  # FINISHED, or HALT
                 return
             except StepFailed as exc:
-                if not await self._errored(dep, str(exc)):
+                if not await self._act(dep, machine.failed(str(exc))):
                     return
 
     async def _run_startup(self, dep: Deployed, step: Step) -> None:
+        machine = dep.machine
         proc = await self._spawn_step(dep, step)
         if proc is None:
-            self._set_state(dep, "RUNNING")
+            await self._act(dep, machine.startup_skipped())
             return
         dep.process = dep.step_process = proc
-        deadline = time.monotonic() + (step.timeout or 120.0)
+        deadline = machine.startup_deadline(time.monotonic(), step.timeout)
         while proc.returncode is None:
-            if dep.stopping:
+            progress = machine.startup_progress(reported=self.state(dep.name), now=time.monotonic(),
+                                                deadline=deadline)
+            if progress == ls.STOPPED:
                 return
-            if self.state(dep.name) == "RUNNING":  # reported over IPC UpdateState
+            if progress == ls.RUNNING:
                 dep.step_process = None
                 dep.monitor = self._spawn(self._watch_run(dep, proc))
                 return
-            if time.monotonic() > deadline:
+            if progress == ls.TIMED_OUT:
                 await self._kill_group(proc, 0)
-                raise StepFailed(f"Startup timed out after {step.timeout:g} s without reporting RUNNING")
+                raise StepFailed(machine.step_timed_out("Startup", step.timeout or ls.STARTUP_TIMEOUT,
+                                                        startup=True))
             try:
                 await asyncio.wait_for(asyncio.shield(proc.wait()), 0.1)
             except asyncio.TimeoutError:
                 pass
         dep.process = dep.step_process = None
-        if proc.returncode != 0:
-            raise StepFailed(f"Startup exited with code {proc.returncode}")
-        self._set_state(dep, "RUNNING")
+        actions = machine.startup_exited(proc.returncode)
+        if isinstance(actions[0], ls.Fail):
+            raise StepFailed(actions[0].reason)  # handled like every failed step, in _start_locked
+        await self._act(dep, actions)
 
     async def _watch_run(self, dep: Deployed, proc) -> None:
         code = await proc.wait()
-        if dep.stopping or self._closed or dep.process is not proc:
+        action = dep.machine.run_exited(code, current=dep.process is proc)
+        if action == ls.HALT:
             return
         dep.process = None
-        if code == 0:
-            self._log_line(dep, "Run exited with code 0")
-            self._set_state(dep, "FINISHED")
+        if isinstance(action, ls.SetState):
+            self._log_line(dep, f"Run exited with code {code}")
+            await self._act(dep, [action])
             return
         async with dep.lock:
-            if dep.stopping:
-                return
-            if await self._errored(dep, f"Run exited with code {code}"):
+            if await self._act(dep, [action]):
                 await self._start_locked(dep, install=False)
-
-    async def _errored(self, dep: Deployed, reason: str) -> bool:
-        """ERRORED, Recover step, then retry (True) or BROKEN after MAX_ERRORS (False)."""
-        if dep.stopping or self._closed:
-            return False
-        dep.errors += 1
-        self._set_state(dep, "ERRORED", f"{reason} (error {dep.errors} of {MAX_ERRORS})")
-        if dep.recipe.step("Recover") is not None:
-            try:
-                await self._run_to_end(dep, "Recover")
-            except StepFailed as exc:
-                self._note(dep.name, f"Recover failed: {exc}", level="warning")
-        if dep.errors >= MAX_ERRORS:
-            self._set_state(dep, "BROKEN", f"{MAX_ERRORS} errors: {reason}; fix it and deploy again")
-            return False
-        await asyncio.sleep(self.retry_delay * dep.errors)
-        return not dep.stopping and not self._closed
 
     async def stop(self, name: str) -> None:
         """Shutdown step, then SIGTERM to the process group, then SIGKILL after the grace period."""
         dep = self.deployed[name]
-        dep.stopping = True
         in_flight = dep.step_process
-        if in_flight is not None and not (in_flight is dep.process and self.state(name) == "RUNNING"):
+        reported_running = in_flight is not None and in_flight is dep.process and self.state(name) == "RUNNING"
+        if ls.KILL_IN_FLIGHT in dep.machine.stop_requested(in_flight is not None, reported_running):
             # an Install, or a Startup that has not reported RUNNING, holds the lock: end it first
             await self._kill_group(in_flight, self.grace_seconds)
         async with dep.lock:
-            state = self.state(name)
-            if state in ("NEW", "BROKEN", "FINISHED") and dep.process is None:
-                return  # nothing runs: no Shutdown step either
-            self._set_state(dep, "STOPPING")
-            try:
-                await self._run_to_end(dep, "Shutdown")
-            except StepFailed as exc:
-                self._note(name, f"Shutdown step failed: {exc}", level="warning")
-            proc, dep.process = dep.process, None
-            if proc is not None:
-                await self._kill_group(proc, self.grace_seconds)
-                self._log_line(dep, f"process exited with code {proc.returncode}")
-            if dep.monitor is not None and not dep.monitor.done():
-                dep.monitor.cancel()
-            dep.monitor = None
-            self._set_state(dep, "FINISHED")
+            await self._act(dep, dep.machine.stop(self.state(name), has_process=dep.process is not None))
 
     async def restart(self, name: str) -> None:
         """RestartComponent: stop, then start again in the same work folder (Install is not re-run)."""
         dep = self.deployed[name]
         self._note(name, "restart requested")
         await self.stop(name)
-        dep.stopping = False
-        dep.errors = 0
+        dep.machine.restarted()
         dep.ready = asyncio.Event()
         await self.start(name, install=False)
 
@@ -701,15 +714,10 @@ class LifecycleManager:
 
     async def _reported_errored(self, name: str) -> None:
         dep = self.deployed[name]
-        if dep.stopping or self._closed:
+        if dep.machine.halted:
             return
         async with dep.lock:
-            if dep.stopping or self.state(name) != "ERRORED":
-                return
-            proc, dep.process = dep.process, None
-            if proc is not None:
-                await self._kill_group(proc, self.grace_seconds)
-            if await self._errored(dep, "the component reported ERRORED (UpdateState)"):
+            if await self._act(dep, dep.machine.reported_errored(self.state(name))):
                 await self._start_locked(dep, install=False)
 
     def request_restart(self, name: str) -> bool:
@@ -728,6 +736,8 @@ class LifecycleManager:
             except Exception:
                 log.exception("stopping %s failed", rec.name)
         self._closed = True
+        for dep in self.deployed.values():
+            dep.machine.closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
