@@ -12,7 +12,7 @@ from ggdefender import defaults
 from ggdefender.collector import config as collector_config
 from ggdefender.detect import config as detect_config
 from ggdefender.ipc import Ipc
-from ggdefender.local.nucleus.recipe import apply_update
+from ggdefender.local.nucleus.config_updates import apply_update
 from ggdefender.plugins import host as plugin_host
 from ggdefender.plugins.registry import discover
 from ggdefender.remediation import config as remediation_config

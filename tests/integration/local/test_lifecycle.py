@@ -225,7 +225,7 @@ def test_install_timeout_and_missing_artifact(tmp_path):
         core.deploy(recipes, None, {"test.Slow": "1.0.0"})
         core.wait_for_state("test.Slow", "BROKEN")
         assert "Install timed out after 0.5 s" in core.log_text("test.Slow")
-        from ggdefender.local.nucleus.recipe import RecipeError
+        from ggdefender.local.nucleus.recipe_error import RecipeError
         with pytest.raises(RecipeError, match="artifact missing.bin .* not found"):
             core.deploy(recipes, tmp_path, {"test.NoArt": "1.0.0"})
         assert "test.NoArt" not in core.core.components()  # nothing half-done

@@ -4,7 +4,7 @@ configuration) and the totals as numbers."""
 import io
 
 from ggdefender.local.ui import cli
-from ggdefender.local.nucleus.recipe import config_changes
+from ggdefender.local.nucleus.config_updates import config_changes
 from ggdefender.local.ui.view import View, totals_text
 
 

@@ -1,4 +1,4 @@
-"""Recipe loading, manifests, variables and --update-config for `ggdefender local`."""
+"""Recipe loading, manifests and lifecycle parsing for `ggdefender local`."""
 
 import json
 
@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from ggdefender.local.nucleus import recipe as r
+from ggdefender.local.nucleus.recipe_error import RecipeError
 
 LINUX = {"os": "linux", "architecture": "amd64"}
 
@@ -55,7 +56,7 @@ def test_platformless_manifest_is_the_fallback():
 
 def test_no_matching_manifest_names_platform():
     doc = _doc(Manifests=[{"Platform": {"os": "windows"}, "Lifecycle": {"Run": "x"}}])
-    with pytest.raises(r.RecipeError, match="no manifest matches this platform"):
+    with pytest.raises(RecipeError, match="no manifest matches this platform"):
         r.parse_recipe(doc, platform=LINUX)
 
 
@@ -108,7 +109,7 @@ def test_global_lifecycle_with_selections():
     ({"ComponentConfiguration": {"DefaultConfiguration": [1]}}, "DefaultConfiguration must be an object"),
 ])
 def test_bad_recipes_get_clear_errors(change, message):
-    with pytest.raises(r.RecipeError, match=message):
+    with pytest.raises(RecipeError, match=message):
         r.parse_recipe(_doc(**change), platform=LINUX)
 
 
@@ -122,7 +123,7 @@ def test_bad_recipes_get_clear_errors(change, message):
     ({"Manifests": [{"Lifecycle": {"Run": {"Scrpt": "a"}}}]}, r"Scrpt \(did you mean Script\?\)"),
 ])
 def test_misspelled_recipe_keys_are_errors_naming_the_closest_key(change, message):
-    with pytest.raises(r.RecipeError, match=message):
+    with pytest.raises(RecipeError, match=message):
         r.parse_recipe(_doc(**change), platform=LINUX)
 
 
@@ -148,136 +149,32 @@ def test_find_recipe_by_name_or_by_content(tmp_path):
     (tmp_path / "broken.yaml").write_text(": : :\n  - [")
     assert r.find_recipe(tmp_path, "com.example.Hello", "1.0.0").name == "com.example.Hello-1.0.0.yaml"
     assert r.find_recipe(tmp_path, "com.example.Hello", "2.0.0").name == "recipe.json"
-    with pytest.raises(r.RecipeError, match=r"no recipe for com.example.Hello=3.0.0 .*found: com.example.Hello=1.0.0, com.example.Hello=2.0.0"):
+    with pytest.raises(RecipeError, match=r"no recipe for com.example.Hello=3.0.0 .*found: com.example.Hello=1.0.0, com.example.Hello=2.0.0"):
         r.find_recipe(tmp_path, "com.example.Hello", "3.0.0")
     assert r.available_versions(tmp_path, "com.example.Hello") == ["1.0.0", "2.0.0"]
-    with pytest.raises(r.RecipeError, match="not a directory"):
+    with pytest.raises(RecipeError, match="not a directory"):
         r.find_recipe(tmp_path / "missing", "a", "1.0.0")
 
 
 def test_load_rejects_invalid_yaml_and_non_objects(tmp_path):
     bad = tmp_path / "x-1.0.0.yaml"
     bad.write_text("a: [unclosed")
-    with pytest.raises(r.RecipeError, match="not valid YAML"):
+    with pytest.raises(RecipeError, match="not valid YAML"):
         r.load_recipe(bad)
     bad.write_text("- just a list")
-    with pytest.raises(r.RecipeError, match="must be an object"):
+    with pytest.raises(RecipeError, match="must be an object"):
         r.load_recipe(bad)
 
 
 def test_parse_merge():
     assert r.parse_merge("ggdefender.Defender=1.0.0") == ("ggdefender.Defender", "1.0.0")
     for bad in ("ggdefender.Defender", "=1.0.0", "a=b", "a b=1.0.0", "..=1.0.0", "../x=1.0.0"):
-        with pytest.raises(r.RecipeError):
+        with pytest.raises(RecipeError):
             r.parse_merge(bad)
 
 
 def test_component_names_are_never_paths():
     r.check_component_name("ggdefender.Defender", "here")
     for bad in ("..", ".", "a/b", "../etc/passwd", "a\n", "x" * 129, ""):
-        with pytest.raises(r.RecipeError, match="here: component name"):
+        with pytest.raises(RecipeError, match="here: component name"):
             r.check_component_name(bad, "here")
-
-
-def _ctx(**over):
-    base = dict(name="com.example.Hello", configuration=_doc()["ComponentConfiguration"]["DefaultConfiguration"],
-                artifacts_path="/gg/packages/artifacts/com.example.Hello/1.0.0",
-                decompressed_path="/gg/packages/artifacts-unarchived/com.example.Hello/1.0.0",
-                work_path="/gg/work/com.example.Hello", root_path="/gg", thing_name="myThing")
-    base.update(over)
-    return r.VariableContext(**base)
-
-
-def test_variables():
-    dep = _ctx(name="com.example.Dep", configuration={"server": {"port": 8080}}, work_path="/gg/work/com.example.Dep")
-    ctx = _ctx(dependencies={"com.example.Dep": dep})
-    text = ("{artifacts:path}|{artifacts:decompressedPath}|{work:path}|{kernel:rootPath}|{iot:thingName}|"
-            "{configuration:/Greeting}|{configuration:/Nested}|{configuration:/Flag}|{configuration:/Nothing}|"
-            "{configuration:/Nested/B/1}|{com.example.Dep:configuration:/server/port}|{com.example.Dep:work:path}")
-    assert r.interpolate(text, ctx).split("|") == [
-        "/gg/packages/artifacts/com.example.Hello/1.0.0",
-        "/gg/packages/artifacts-unarchived/com.example.Hello/1.0.0",
-        "/gg/work/com.example.Hello", "/gg", "myThing", "hi", '{"A":1,"B":[1,2]}', "true", "null", "2",
-        "8080", "/gg/work/com.example.Dep"]
-
-
-def test_unresolvable_variables_stay_literal():
-    ctx = _ctx()
-    for text in ("{configuration:/Missing}", "{other.Comp:work:path}", "{iot:unknown}", "{artifacts:nope}",
-                 "{not a variable}", "${HOME}"):
-        assert r.interpolate(text, ctx) == text
-
-
-def test_interpolate_configuration_substitutes_thing_name_in_access_control():
-    ctx = _ctx()
-    out = r.interpolate_configuration(ctx.configuration, ctx)
-    resources = out["accessControl"]["aws.greengrass.ipc.mqttproxy"]["p1"]["resources"]
-    assert resources == ["$aws/things/myThing/defender/metrics/json"]
-    assert out["Nested"] == {"A": 1, "B": [1, 2]}
-    # input untouched
-    assert "{iot:thingName}" in ctx.configuration["accessControl"]["aws.greengrass.ipc.mqttproxy"]["p1"]["resources"][0]
-
-
-def test_update_config_merge_then_reset_order():
-    default = {"Collector": {"SampleIntervalSeconds": "300", "Format": "json"}, "List": [1, 2], "Keep": 1}
-    current = {"Collector": {"SampleIntervalSeconds": "10", "Format": "cbor", "Extra": 1}, "List": [1, 2], "Keep": 1}
-    update = {"RESET": ["/Collector/SampleIntervalSeconds", "/Collector/Extra"],
-              "MERGE": {"Collector": {"Format": "json"}, "List": [3], "New": {"A": 1}}}
-    out = r.apply_update(current, default, update)
-    assert out == {"Collector": {"SampleIntervalSeconds": "300", "Format": "json"}, "List": [3], "Keep": 1,
-                   "New": {"A": 1}}
-    # RESET happens before MERGE: merging and resetting the same key keeps the merge
-    assert r.apply_update(current, default, {"RESET": ["/Keep"], "MERGE": {"Keep": 5}})["Keep"] == 5
-    assert r.apply_update(current, default, {"RESET": [""]}) == default
-    assert current["Collector"]["SampleIntervalSeconds"] == "10"
-
-
-def test_update_config_validation(tmp_path):
-    good = {"ggdefender.Defender": {"MERGE": {"Collector": {"SampleIntervalSeconds": 5}}, "RESET": ["/Detect"]}}
-    assert r.load_update_config(json.dumps(good)) == good
-    path = tmp_path / "update.json"
-    path.write_text(json.dumps(good))
-    assert r.load_update_config(str(path)) == good
-    with pytest.raises(r.RecipeError, match="upper case"):
-        r.load_update_config('{"a.B": {"merge": {}}}')
-    with pytest.raises(r.RecipeError, match="not a JSON pointer"):
-        r.load_update_config('{"a.B": {"RESET": ["Detect"]}}')
-    with pytest.raises(r.RecipeError, match="MERGE: expected an object"):
-        r.load_update_config('{"a.B": {"MERGE": [1]}}')
-    with pytest.raises(r.RecipeError, match="not valid JSON"):
-        r.load_update_config('{"a.B": ')
-    with pytest.raises(r.RecipeError, match="neither a JSON object nor an existing file"):
-        r.load_update_config(str(tmp_path / "missing.json"))
-
-
-def test_versions_and_requirements():
-    assert r.satisfies("1.2.3", ">=1.0.0 <2.0.0")
-    assert not r.satisfies("2.0.0", ">=1.0.0 <2.0.0")
-    assert r.satisfies("1.9.0", "^1.2.0") and not r.satisfies("2.0.0", "^1.2.0")
-    assert r.satisfies("1.2.9", "~1.2.0") and not r.satisfies("1.3.0", "~1.2.0")
-    assert r.satisfies("3.0.0", "<1.0.0 || >=3.0.0")
-    assert r.satisfies("2.9.1", "2.x") and not r.satisfies("3.0.0", "2.x")
-    assert r.satisfies("1.2.7", "1.2.*") and not r.satisfies("1.3.0", "1.2.*")
-    assert r.satisfies("0.0.1", "*")
-    with pytest.raises(r.RecipeError, match="cannot read version requirement"):
-        r.parse_requirement(">=banana", "here")
-    assert r.version_key("1.0.0-rc1") < r.version_key("1.0.0") < r.version_key("1.0.10")
-
-
-def test_dependency_order_and_cycles():
-    a = r.parse_recipe(_doc(ComponentName="a", ComponentDependencies={"b": {}}), platform=LINUX)
-    b = r.parse_recipe(_doc(ComponentName="b", ComponentDependencies={"aws.greengrass.Nucleus": {}}),
-                       platform=LINUX)
-    assert [x.name for x in r.dependency_order([a, b])] == ["b", "a"]
-    c = r.parse_recipe(_doc(ComponentName="b", ComponentDependencies={"a": {}}), platform=LINUX)
-    with pytest.raises(r.RecipeError, match="dependency cycle"):
-        r.dependency_order([a, c])
-
-
-def test_update_config_file_that_is_not_text_or_too_deep(tmp_path):
-    binary = tmp_path / "update.json"
-    binary.write_bytes(b"\xff\xfe{}")
-    with pytest.raises(r.RecipeError, match="cannot read it as UTF-8 text"):
-        r.load_update_config(str(binary))
-    with pytest.raises(r.RecipeError, match="nested too deeply"):
-        r.load_update_config("{" + '"a": {' * 100_000 + "}" * 100_001)

@@ -26,7 +26,12 @@ from typing import Any, Optional
 from . import recipe as rcp
 from . import lifecycle_states as ls
 from .lifecycle_states import ComponentLifecycle
-from .recipe import Recipe, RecipeError, Step, VariableContext
+from .config_updates import apply_update
+from .dependency_order import dependency_order
+from .recipe import Recipe, Step
+from .recipe_error import RecipeError
+from .recipe_variables import VariableContext, interpolate, interpolate_configuration
+from .semver import satisfies
 from .server import SUN_PATH_MAX
 
 log = logging.getLogger("ggdefender.local.nucleus.lifecycle")
@@ -360,7 +365,7 @@ class LifecycleManager:
                 if dep in PROVIDED_BY_CORE:
                     continue
                 versions = [v for v in rcp.available_versions(recipe_dir, dep)
-                            if rcp.satisfies(v, spec["VersionRequirement"])]
+                            if satisfies(v, spec["VersionRequirement"])]
                 if not versions:
                     if spec["DependencyType"] == "SOFT" or dep.startswith("aws.greengrass."):
                         if self.view is not None:
@@ -373,13 +378,13 @@ class LifecycleManager:
         for dep, wanted in requirements.items():
             if dep in recipes:
                 for owner, requirement in wanted:
-                    if not rcp.satisfies(recipes[dep].version, requirement):
+                    if not satisfies(recipes[dep].version, requirement):
                         raise RecipeError(f"{owner} needs {dep} {requirement}, but {dep}={recipes[dep].version} "
                                           f"is being deployed")
         for name in update_config or {}:
             if name not in recipes and name not in self.deployed:
                 raise RecipeError(f"--update-config names {name}, which is not part of this deployment")
-        return rcp.dependency_order(recipes.values())
+        return dependency_order(recipes.values())
 
     def _context(self, rec: Recipe, configuration: dict, artifacts: Path, unarchived: Path,
                  work: Path) -> VariableContext:
@@ -420,10 +425,10 @@ class LifecycleManager:
             work = self.root / "work" / rec.name
             work.mkdir(parents=True, exist_ok=True)
             (self.root / "logs").mkdir(parents=True, exist_ok=True)
-            config = rcp.apply_update(rec.default_configuration, rec.default_configuration,
+            config = apply_update(rec.default_configuration, rec.default_configuration,
                                   update_config.get(rec.name))
             if self.interpolate_config:
-                config = rcp.interpolate_configuration(
+                config = interpolate_configuration(
                     config, self._context(rec, config, artifacts, unarchived, work))
             log_path = self.root / "logs" / f"{rec.name}.log"
             if log_path.exists() and log_path.stat().st_size > MAX_LOG_BYTES:
@@ -473,9 +478,9 @@ class LifecycleManager:
 
     # -- steps -------------------------------------------------------------------------------------------
     def _step_env(self, dep: Deployed, step: Optional[Step], ctx: VariableContext) -> dict:
-        setenv = {k: rcp.interpolate(v, ctx) for k, v in dep.recipe.setenv.items()}
+        setenv = {k: interpolate(v, ctx) for k, v in dep.recipe.setenv.items()}
         if step is not None:
-            setenv.update({k: rcp.interpolate(v, ctx) for k, v in step.setenv.items()})
+            setenv.update({k: interpolate(v, ctx) for k, v in step.setenv.items()})
         return component_env(self.base_env, svcuid=dep.svcuid, socket_path=self.socket_path,
                              thing_name=self.core.thing_name, region=self.core.region, setenv=setenv)
 
@@ -491,7 +496,7 @@ class LifecycleManager:
         if step.skipif is None:
             return False
         kind, arg = step.skipif
-        arg = rcp.interpolate(arg, ctx)
+        arg = interpolate(arg, ctx)
         if kind == "onpath":
             return shutil.which(arg, path=env.get("PATH")) is not None
         target = Path(arg)
@@ -510,7 +515,7 @@ class LifecycleManager:
         if self._should_skip(step, env, ctx):
             self._note(dep.name, f"{step.name}: skipped ({step.skipif[0]} {step.skipif[1]})")
             return None
-        script = rcp.interpolate(step.script, ctx)
+        script = interpolate(step.script, ctx)
         lines = script.strip().splitlines() or [""]
         more = " ..." if len(lines) > 1 else ""
         self._log_line(dep, f"{step.name}: sh -c {lines[0][:200]!r}{more}")
@@ -729,7 +734,7 @@ class LifecycleManager:
 
     async def stop_all(self) -> None:
         """Stop every component, dependants before their dependencies."""
-        ordered = rcp.dependency_order([d.recipe for d in self.deployed.values()])
+        ordered = dependency_order([d.recipe for d in self.deployed.values()])
         for rec in reversed(ordered):
             try:
                 await self.stop(rec.name)

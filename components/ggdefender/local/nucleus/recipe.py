@@ -1,13 +1,14 @@
-"""Greengrass recipes for `ggdefender local`: find, parse, pick the manifest, resolve variables, merge config.
+"""Greengrass recipes for `ggdefender local`: find, parse, pick the manifest.
 
 Pure logic (files in, plain data out) so it is unit-tested without processes. The rules follow the recipe
 reference (format 2020-01-25) and greengrass-cli's `deployment create` layout: `--recipeDir` holds recipe files
 named `<Name>-<Version>.yaml|yml|json` (or any name, matched on ComponentName/ComponentVersion).
+Versions are in semver.py, recipe variables in recipe_variables.py, --update-config in config_updates.py and
+the start order in dependency_order.py.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import platform as _platform
 import re
@@ -18,6 +19,10 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from ggdefender.settings import closest
+
+from .recipe_error import RecipeError
+from .recipe_variables import scalar_text
+from .semver import check_version, parse_requirement, version_key
 
 MAX_RECIPE_BYTES = 1024 * 1024  # gdk enforces 16,000 bytes for publishing; we only bound what we read
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -33,13 +38,6 @@ MANIFEST_KEYS = ("Name", "Platform", "Lifecycle", "Selections", "Artifacts")
 DEFAULT_TIMEOUTS = {"Bootstrap": 120.0, "Install": 120.0, "Startup": 120.0, "Shutdown": 15.0, "Recover": 60.0,
                     "Run": None}
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
-# {iot:thingName}, {kernel:rootPath}, {work:path}, {artifacts:path}, {configuration:/a/b}, {Dep:work:path}, ...
-_VAR_RE = re.compile(r"\{(?:([A-Za-z0-9._-]+):)?(iot|kernel|work|artifacts|configuration):([^{}]*)\}")
-
-
-class RecipeError(ValueError):
-    """A recipe, its lookup or an --update-config document is invalid; the message says what and where."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +81,8 @@ def parse_merge(spec: str) -> tuple:
     name, version = name.strip(), version.strip()
     if not sep or not name or not version:
         raise RecipeError(f"--merge {spec!r}: expected NAME=VERSION, e.g. ggdefender.Defender=1.0.0")
-    _check_name(name, f"--merge {spec!r}")
-    _check_version(version, f"--merge {spec!r}")
+    check_component_name(name, f"--merge {spec!r}")
+    check_version(version, f"--merge {spec!r}")
     return name, version
 
 
@@ -166,10 +164,10 @@ def parse_recipe(doc: dict, path: Path | str = "<recipe>", *, platform: Optional
     version = _ci_get(doc, "ComponentVersion")
     if not isinstance(name, str):
         raise RecipeError(f"{where}: ComponentName is required and must be a string")
-    _check_name(name, where)
+    check_component_name(name, where)
     if not isinstance(version, str):
         raise RecipeError(f"{where}: ComponentVersion is required and must be a string like 1.0.0 (quote it in YAML)")
-    _check_version(version, where)
+    check_version(version, where)
 
     config_section = _ci_get(doc, "ComponentConfiguration") or {}
     if not isinstance(config_section, dict):
@@ -283,7 +281,7 @@ def _parse_setenv(value: Any, where: str) -> dict:
     for key, val in value.items():
         if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise RecipeError(f"{where}: Setenv name {key!r} is not a valid environment variable name")
-        out[key] = "" if val is None else (json.dumps(val) if isinstance(val, (dict, list)) else _scalar_text(val))
+        out[key] = "" if val is None else (json.dumps(val) if isinstance(val, (dict, list)) else scalar_text(val))
     return out
 
 
@@ -376,271 +374,6 @@ def artifact_filename(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1] if "/" in uri else uri.split(":", 1)[-1]
 
 
-# -- versions ---------------------------------------------------------------------------------------
-
-def version_key(version: str) -> tuple:
-    match = _VERSION_RE.match(version)
-    if not match:
-        return (0, 0, 0, 0, version)
-    pre = version.split("+")[0].partition("-")[2]
-    # a pre-release sorts below its release
-    return (int(match.group(1)), int(match.group(2)), int(match.group(3)), 0 if pre else 1, pre)
-
-
-_COMPARATOR_RE = re.compile(r"^(>=|<=|>|<|=|\^|~)?\s*v?(\d+(?:\.\d+){0,2}(?:-[0-9A-Za-z.-]+)?)$")
-
-
-def parse_requirement(text: str, where: str) -> list:
-    """npm-style range limited to comparators (>=1.0.0 <2.0.0), ^, ~ and ||; returns alternatives."""
-    alternatives = []
-    for alt in text.split("||"):
-        comparators = []
-        for token in re.findall(r"(?:>=|<=|>|<|=|\^|~)?\s*[^\s<>=^~]+", alt.strip()):
-            token = token.replace(" ", "")
-            if token in ("*", "x", "X"):
-                continue
-            xrange = re.fullmatch(r"=?v?(\d+)(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?", token)
-            if xrange and any(g is not None and not g.isdigit() for g in xrange.groups()):
-                # 1.x, 1.2.* -> >=1.0.0 <2.0.0, >=1.2.0 <1.3.0
-                fixed = [int(g) for g in xrange.groups() if g is not None and g.isdigit()]
-                fixed = fixed[:[g is not None and not g.isdigit() for g in xrange.groups()].index(True)]
-                lower = tuple(fixed + [0] * (3 - len(fixed)))
-                upper = list(lower)
-                upper[len(fixed) - 1] += 1
-                comparators += [(">=", lower), ("<", tuple(upper))]
-                continue
-            match = _COMPARATOR_RE.match(token)
-            if not match:
-                raise RecipeError(f"{where}: cannot read version requirement {text!r} (at {token!r})")
-            parts = (match.group(2).split("-")[0].split(".") + ["0", "0"])[:3]
-            comparators.append((match.group(1) or "=", tuple(int(p) for p in parts)))
-        alternatives.append(comparators)
-    return alternatives
-
-
-def satisfies(version: str, requirement: str) -> bool:
-    key = version_key(version)[:3]
-    for comparators in parse_requirement(requirement, "requirement"):
-        ok = True
-        for op, ref in comparators:
-            if op == "^":
-                upper = (ref[0] + 1, 0, 0) if ref[0] else ((0, ref[1] + 1, 0) if ref[1] else (0, 0, ref[2] + 1))
-                ok = ref <= key < upper
-            elif op == "~":
-                ok = ref <= key < (ref[0], ref[1] + 1, 0)
-            else:
-                ok = {">=": key >= ref, "<=": key <= ref, ">": key > ref, "<": key < ref, "=": key == ref}[op]
-            if not ok:
-                break
-        if ok:
-            return True
-    return False
-
-
-# -- recipe variables -------------------------------------------------------------------------------
-
-@dataclass
-class VariableContext:
-    """What the recipe variables of one component resolve to."""
-
-    name: str
-    configuration: dict
-    artifacts_path: str
-    decompressed_path: str
-    work_path: str
-    root_path: str
-    thing_name: str
-    dependencies: dict = field(default_factory=dict)  # direct dependency name -> VariableContext
-
-
-def resolve_pointer(document: Any, pointer: str) -> Any:
-    """RFC 6901 JSON pointer; raises KeyError when there is no such node."""
-    if pointer == "":
-        return document
-    if not pointer.startswith("/"):
-        raise KeyError(pointer)
-    node = document
-    for part in pointer[1:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise KeyError(pointer)
-    return node
-
-
-def _scalar_text(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
-def interpolate(text: str, ctx: VariableContext) -> str:
-    """Replace recipe variables in text; unknown or unresolvable variables stay as they are (like the nucleus)."""
-
-    def replace(match: re.Match) -> str:
-        owner, namespace, key = match.group(1), match.group(2), match.group(3)
-        target = ctx
-        if owner is not None:
-            if namespace in ("iot", "kernel"):
-                return match.group(0)
-            target = ctx.dependencies.get(owner) if owner != ctx.name else ctx
-            if target is None:
-                return match.group(0)
-        if namespace == "iot":
-            return ctx.thing_name if key == "thingName" else match.group(0)
-        if namespace == "kernel":
-            return ctx.root_path if key == "rootPath" else match.group(0)
-        if namespace == "work":
-            return target.work_path if key == "path" else match.group(0)
-        if namespace == "artifacts":
-            if key == "path":
-                return target.artifacts_path
-            if key == "decompressedPath":
-                return target.decompressed_path
-            return match.group(0)
-        try:
-            return _scalar_text(resolve_pointer(target.configuration, key))
-        except KeyError:
-            return match.group(0)
-
-    return _VAR_RE.sub(replace, text)
-
-
-def interpolate_configuration(config: Any, ctx: VariableContext) -> Any:
-    """Interpolate every string value of a configuration (interpolateComponentConfiguration: true)."""
-    if isinstance(config, dict):
-        return {k: interpolate_configuration(v, ctx) for k, v in config.items()}
-    if isinstance(config, list):
-        return [interpolate_configuration(v, ctx) for v in config]
-    if isinstance(config, str):
-        return interpolate(config, ctx)
-    return config
-
-
-# -- --update-config --------------------------------------------------------------------------------
-
-def load_update_config(value: str) -> dict:
-    """--update-config as greengrass-cli takes it: a JSON string, or the path of a JSON file."""
-    text = value.strip()
-    if not text.startswith("{"):
-        path = Path(value)
-        if not path.is_file():
-            raise RecipeError(f"--update-config {value!r}: neither a JSON object nor an existing file")
-        if path.stat().st_size > MAX_RECIPE_BYTES:
-            raise RecipeError(f"--update-config {path}: larger than {MAX_RECIPE_BYTES} bytes")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RecipeError(f"--update-config {path}: cannot read it as UTF-8 text: {exc}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RecipeError(f"--update-config: not valid JSON: {exc}") from None
-    except RecursionError:
-        raise RecipeError("--update-config: JSON nested too deeply") from None
-    return validate_update_config(doc)
-
-
-def validate_update_config(doc: Any) -> dict:
-    """Check the {"<Component>": {"MERGE": {...}, "RESET": ["/pointer", ...]}} shape."""
-    if not isinstance(doc, dict):
-        raise RecipeError("--update-config: expected an object of component name -> {MERGE, RESET}")
-    out = {}
-    for component, update in doc.items():
-        where = f"--update-config {component}"
-        _check_name(str(component), where)
-        if not isinstance(update, dict):
-            raise RecipeError(f"{where}: expected an object with MERGE and/or RESET")
-        for key in update:
-            if key not in ("MERGE", "RESET"):
-                hint = " (MERGE and RESET are upper case)" if key.upper() in ("MERGE", "RESET") else ""
-                raise RecipeError(f"{where}: unknown key {key!r}{hint}")
-        merge = update.get("MERGE", {})
-        if not isinstance(merge, dict):
-            raise RecipeError(f"{where}.MERGE: expected an object")
-        reset = update.get("RESET", [])
-        if not isinstance(reset, list):
-            raise RecipeError(f"{where}.RESET: expected a list of JSON pointers such as \"/Collector\"")
-        for pointer in reset:
-            if not isinstance(pointer, str) or (pointer and not pointer.startswith("/")):
-                raise RecipeError(f"{where}.RESET: {pointer!r} is not a JSON pointer (it must start with /)")
-        out[str(component)] = {"MERGE": merge, "RESET": list(reset)}
-    return out
-
-
-def deep_merge(base: dict, overlay: dict) -> dict:
-    """MERGE semantics: objects merge key by key, anything else (lists included) replaces."""
-    out = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def config_changes(old: Any, new: Any, pointer: str = "") -> list:
-    """[(JSON pointer, old value, new value)] for each leaf that differs, in key order; a key present on one
-    side only has None on the other (`local config update` shows what an update changed, not everything)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            escaped = str(key).replace("~", "~0").replace("/", "~1")
-            out += config_changes(old.get(key), new.get(key), f"{pointer}/{escaped}")
-        return out
-    return [] if old == new else [(pointer or "/", old, new)]
-
-
-def _pointer_parts(pointer: str) -> list:
-    return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")] if pointer else []
-
-
-def reset_pointer(current: dict, default: dict, pointer: str) -> dict:
-    """RESET semantics: the node goes back to its default value, or away when the default has none."""
-    if pointer == "":
-        return copy.deepcopy(default)
-    parts = _pointer_parts(pointer)
-    out = copy.deepcopy(current)
-    try:
-        default_value = copy.deepcopy(resolve_pointer(default, pointer))
-        has_default = True
-    except KeyError:
-        default_value, has_default = None, False
-    node = out
-    for part in parts[:-1]:
-        if not isinstance(node, dict):
-            return out
-        if part not in node or not isinstance(node[part], dict):
-            if not has_default:
-                return out
-            node[part] = {}
-        node = node[part]
-    if not isinstance(node, dict):
-        return out
-    if has_default:
-        node[parts[-1]] = default_value
-    else:
-        node.pop(parts[-1], None)
-    return out
-
-
-def apply_update(current: dict, default: dict, update: Optional[dict]) -> dict:
-    """Apply one component's {MERGE, RESET}: RESET first, then MERGE, as Greengrass does."""
-    result = copy.deepcopy(current)
-    if not update:
-        return result
-    for pointer in update.get("RESET", []):
-        result = reset_pointer(result, default, pointer)
-    return deep_merge(result, update.get("MERGE", {}))
-
-
 # -- helpers ------------------------------------------------------------------------------------------
 
 def _ci_get(mapping: Any, key: str, default: Any = None) -> Any:
@@ -670,40 +403,9 @@ def _check_keys(mapping: dict, known: Iterable[str], where: str) -> None:
         raise RecipeError(f"{where}: unknown key(s) {', '.join(named)} (expected {', '.join(known)})")
 
 
-def _check_name(name: str, where: str) -> None:
+def check_component_name(name: str, where: str) -> None:
+    """RecipeError unless name is a usable component name (it becomes a folder and a file name)."""
     if not _NAME_RE.fullmatch(name):
         raise RecipeError(f"{where}: component name {name!r} may use only letters, digits, '.', '_' and '-'")
     if not name.strip("."):  # "." and ".." would make <root>/work/<Name> and logs/<Name>.log point elsewhere
         raise RecipeError(f"{where}: component name {name!r} must not consist of dots only")
-
-
-def check_component_name(name: str, where: str) -> None:
-    """RecipeError unless name is a usable component name (it becomes a folder and a file name)."""
-    _check_name(name, where)
-
-
-def _check_version(version: str, where: str) -> None:
-    if not _VERSION_RE.fullmatch(version):
-        raise RecipeError(f"{where}: version {version!r} is not a semantic version like 1.0.0")
-
-
-def dependency_order(recipes: Iterable[Recipe]) -> list:
-    """Recipes sorted so each comes after the dependencies among them; raises on a cycle."""
-    by_name = {r.name: r for r in recipes}
-    ordered, state = [], {}
-
-    def visit(name: str, chain: list) -> None:
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "visiting":
-            raise RecipeError(f"dependency cycle: {' -> '.join(chain + [name])}")
-        state[name] = "visiting"
-        for dep in by_name[name].dependencies:
-            if dep in by_name:
-                visit(dep, chain + [name])
-        state[name] = "done"
-        ordered.append(by_name[name])
-
-    for name in by_name:
-        visit(name, [])
-    return ordered

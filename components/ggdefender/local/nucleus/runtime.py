@@ -19,7 +19,8 @@ from typing import Iterable, Optional
 
 from ggdefender import topics
 
-from . import recipe as rcp
+from .config_updates import validate_update_config
+from .recipe_variables import interpolate_configuration
 from ..cloud.services import CLOUD_SERVICES, close_services, service_commands, start_services
 from ..ui.control import ControlServer, short_socket_path
 from .core import Core, thing_name_problem
@@ -158,7 +159,7 @@ class Runtime:
                 "health": self.view.health.documents()}
 
     def _cmd_config_update(self, args: dict) -> dict:
-        updates = rcp.validate_update_config(args.get("update"))
+        updates = validate_update_config(args.get("update"))
         if "wait" not in args:
             return self.update_config(updates)
         wait = args["wait"]
@@ -203,6 +204,6 @@ class Runtime:
             merge = update.get("MERGE") or {}
             if merge:
                 if self.interpolate_config and dep is not None:
-                    merge = rcp.interpolate_configuration(merge, self.lifecycle.variable_context(name))
+                    merge = interpolate_configuration(merge, self.lifecycle.variable_context(name))
                 self.core.merge_config(name, [], merge)
         return {name: self.core.get_config(name) for name in updates}

@@ -98,7 +98,9 @@ def _fail(message: str) -> int:
 def cmd_run(args) -> int:
     from ..cloud.bridge import BridgeError
     from .control import ControlError
-    from ..nucleus.recipe import RecipeError, load_update_config, parse_merge
+    from ..nucleus.config_updates import load_update_config
+    from ..nucleus.recipe import parse_merge
+    from ..nucleus.recipe_error import RecipeError
     from ..nucleus.runtime import DEFAULT_THING, Runtime
     from .view import View
 
@@ -224,7 +226,8 @@ def verdict_text(verdict: dict) -> str:
 
 def cmd_config_update(args) -> int:
     from .control import ControlError, control_request
-    from ..nucleus.recipe import RecipeError, load_update_config
+    from ..nucleus.config_updates import load_update_config
+    from ..nucleus.recipe_error import RecipeError
 
     from ..nucleus.runtime import MAX_CONFIG_WAIT
 
@@ -269,7 +272,7 @@ MAX_VALUE_TEXT = 120
 
 def changes_text(name: str, before, after) -> list:
     """`Name: /pointer: old -> new` for each leaf an update changed (values as JSON, `(absent)` when missing)."""
-    from ..nucleus.recipe import config_changes
+    from ..nucleus.config_updates import config_changes
 
     def show(value) -> str:
         if value is None:
@@ -285,7 +288,8 @@ def changes_text(name: str, before, after) -> list:
 
 
 def cmd_logs(args) -> int:
-    from ..nucleus.recipe import RecipeError, check_component_name
+    from ..nucleus.recipe import check_component_name
+    from ..nucleus.recipe_error import RecipeError
 
     try:
         check_component_name(args.name, "local logs")  # a name, never a path out of <root>/logs

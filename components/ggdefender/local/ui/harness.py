@@ -38,7 +38,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from ..nucleus import recipe as rcp
+from ..nucleus.config_updates import validate_update_config
+from ..nucleus.recipe import parse_merge
+from ..nucleus.recipe_variables import VariableContext, interpolate_configuration
 from ..cloud.services import CLOUD_SERVICES
 from .control import control_request
 from ..nucleus.lifecycle import component_env
@@ -151,10 +153,10 @@ class LocalCore:
         """Register a bare principal (no lifecycle); returns the environment for a child process."""
         config = configuration or {}
         if self.runtime.interpolate_config:
-            ctx = rcp.VariableContext(name=name, configuration=config, artifacts_path="", decompressed_path="",
-                                      work_path=str(self.work_dir(name)), root_path=str(self.root),
-                                      thing_name=self.thing)
-            config = rcp.interpolate_configuration(config, ctx)
+            ctx = VariableContext(name=name, configuration=config, artifacts_path="", decompressed_path="",
+                                  work_path=str(self.work_dir(name)), root_path=str(self.root),
+                                  thing_name=self.thing)
+            config = interpolate_configuration(config, ctx)
         token = self.core.register_component(name, version, config)
         self.core.set_state(name, "RUNNING")
         self.work_dir(name).mkdir(parents=True, exist_ok=True)
@@ -184,9 +186,9 @@ class LocalCore:
                update_config: Optional[dict] = None, timeout: float = 120.0) -> list:
         """Deploy like `local run --merge`: merges is {name: version} or ["name=version", ...]."""
         if not isinstance(merges, dict):
-            merges = dict(rcp.parse_merge(m) for m in merges)
+            merges = dict(parse_merge(m) for m in merges)
         if update_config is not None:
-            update_config = rcp.validate_update_config(update_config)
+            update_config = validate_update_config(update_config)
         return self._run(self.runtime.deploy(recipe_dir, artifact_dir, merges, update_config), timeout)
 
     def state(self, name: str) -> str:
@@ -216,7 +218,7 @@ class LocalCore:
 
     def update_config(self, name: str, update: dict) -> dict:
         """greengrass-cli style {"MERGE": {...}, "RESET": [...]} on a running component; returns its config."""
-        updates = rcp.validate_update_config({name: update})
+        updates = validate_update_config({name: update})
         return self.runtime.update_config(updates)[name]
 
     def get_config(self, name: str, key_path: Iterable[str] = ()) -> Any:
