@@ -1,10 +1,13 @@
 """Recipe loading, manifests and lifecycle parsing for `ggdefender local`."""
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
+import ggdefender.local.nucleus as nucleus
 from ggdefender.local.nucleus import recipe as r
 from ggdefender.local.nucleus.recipe_error import RecipeError
 
@@ -178,3 +181,20 @@ def test_component_names_are_never_paths():
     for bad in ("..", ".", "a/b", "../etc/passwd", "a\n", "x" * 129, ""):
         with pytest.raises(RecipeError, match="here: component name"):
             r.check_component_name(bad, "here")
+
+
+RECIPE_MODULES = ("recipe", "semver", "recipe_variables", "config_updates", "dependency_order", "recipe_error")
+
+
+def test_recipe_handling_is_pure_and_each_module_says_its_job():
+    """docs/architecture.md calls the recipe modules pure (files in, plain data out): they import nothing that
+    runs processes, sockets or the event loop, and nothing of the nucleus outside the recipe handling."""
+    impure = {"asyncio", "socket", "subprocess", "signal", "threading"}
+    for name in RECIPE_MODULES:
+        tree = ast.parse((Path(nucleus.__file__).parent / f"{name}.py").read_text())
+        assert ast.get_docstring(tree), f"{name}.py has no docstring saying its job"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not {a.name.split(".")[0] for a in node.names} & impure, f"{name}.py imports {impure}"
+            elif isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert node.module in RECIPE_MODULES, f"{name}.py imports .{node.module}, outside recipe handling"
