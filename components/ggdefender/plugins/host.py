@@ -77,46 +77,50 @@ def _plugin_config(cls: type, section: Any, where: str, enabled_default: bool) -
 
 
 def parse_section(section: Any, registry: Registry) -> HostSettings:
-    """The whole `Plugins` section validated into HostSettings; ConfigError names the first bad key."""
+    """The whole `Plugins` section validated into HostSettings; ConfigError lists every bad key (one plugin's
+    problem does not hide another's), so one fix-and-redeploy round is enough."""
     section = settings.as_section(section, "Plugins")
-    _unknown_keys(section, _TOP_KEYS, "Plugins")
-    enabled = settings.as_bool(settings.get(section, "Enabled", True), "Plugins.Enabled")
-    timeout = settings.as_float(settings.get(section, "TimeoutSeconds", 5.0), "Plugins.TimeoutSeconds",
-                                minimum=0.05, maximum=60)
-    max_age = settings.as_float(settings.get(section, "MaxSampleAgeSeconds", 3600.0),
-                                "Plugins.MaxSampleAgeSeconds", minimum=1)
+    problems = settings.Problems()
+    problems.keys(section, _TOP_KEYS, "Plugins", strict=True)
+    enabled = problems.value(settings.as_bool, settings.get(section, "Enabled", True), "Plugins.Enabled")
+    timeout = problems.value(settings.as_float, settings.get(section, "TimeoutSeconds", 5.0),
+                             "Plugins.TimeoutSeconds", minimum=0.05, maximum=60)
+    max_age = problems.value(settings.as_float, settings.get(section, "MaxSampleAgeSeconds", 3600.0),
+                             "Plugins.MaxSampleAgeSeconds", minimum=1)
 
     plugins: List[PluginConfig] = []
-    builtins = settings.as_section(section.get("Builtins"), "Plugins.Builtins")
+    builtins = problems.value(settings.as_section, section.get("Builtins"), "Plugins.Builtins", default={})
     for name in builtins:
         if name not in registry.builtins:
-            raise ConfigError(f"Plugins.Builtins.{name}: no built-in plugin of that name "
-                              f"(built-ins: {', '.join(registry.builtins)})")
+            problems.errors.append(f"Plugins.Builtins.{name}: no built-in plugin of that name "
+                                   f"(built-ins: {', '.join(registry.builtins)})")
     for name, cls in registry.builtins.items():
-        config = _plugin_config(cls, builtins.get(name), f"Plugins.Builtins.{name}", True)
+        config = problems.value(_plugin_config, cls, builtins.get(name), f"Plugins.Builtins.{name}", True)
         if config:
             plugins.append(config)
 
-    enable_installed = settings.as_bool(settings.get(section, "EnableInstalled", True), "Plugins.EnableInstalled")
-    installed = settings.as_section(section.get("Installed"), "Plugins.Installed")
+    enable_installed = problems.value(settings.as_bool, settings.get(section, "EnableInstalled", True),
+                                      "Plugins.EnableInstalled", default=True)
+    installed = problems.value(settings.as_section, section.get("Installed"), "Plugins.Installed", default={})
     for name in installed:
         if name not in registry.installed:
             # fleet-wide configuration may name plugins some devices lack: not an error, but say so
             log.warning("Plugins.Installed.%s: no installed plugin of that name on this device; ignored", name)
     for name, cls in registry.installed.items():
-        config = _plugin_config(cls, installed.get(name), f"Plugins.Installed.{name}", enable_installed)
+        config = problems.value(_plugin_config, cls, installed.get(name), f"Plugins.Installed.{name}",
+                                enable_installed)
         if config:
             plugins.append(config)
 
-    ext = settings.as_section(section.get("External"), "Plugins.External")
-    _unknown_keys(ext, _EXTERNAL_KEYS, "Plugins.External")
-    external = ExternalSettings(
-        enabled=settings.as_bool(settings.get(ext, "Enabled", True), "Plugins.External.Enabled"),
-        max_metrics=settings.as_int(settings.get(ext, "MaxMetrics", 50), "Plugins.External.MaxMetrics",
-                                    minimum=0, maximum=1000),
-        max_age=settings.as_float(settings.get(ext, "MaxAgeSeconds", 900.0), "Plugins.External.MaxAgeSeconds",
-                                  minimum=1),
-    )
+    ext = problems.value(settings.as_section, section.get("External"), "Plugins.External", default={})
+    problems.keys(ext, _EXTERNAL_KEYS, "Plugins.External", strict=True)
+    ext_enabled = problems.value(settings.as_bool, settings.get(ext, "Enabled", True), "Plugins.External.Enabled")
+    max_metrics = problems.value(settings.as_int, settings.get(ext, "MaxMetrics", 50), "Plugins.External.MaxMetrics",
+                                 minimum=0, maximum=1000)
+    ext_max_age = problems.value(settings.as_float, settings.get(ext, "MaxAgeSeconds", 900.0),
+                                 "Plugins.External.MaxAgeSeconds", minimum=1)
+    problems.raise_if_any()
+    external = ExternalSettings(enabled=ext_enabled, max_metrics=max_metrics, max_age=ext_max_age)
     return HostSettings(enabled, timeout, max_age, tuple(plugins), external)
 
 

@@ -194,6 +194,16 @@ def test_config_numbers_as_strings_and_plugin_options():
     assert settings.plugins[0].options == {"Step": 10}
 
 
+def test_every_problem_of_the_section_is_listed_not_only_the_first():
+    with pytest.raises(ConfigError) as caught:
+        parse_section({"TimeoutSeconds": "soon", "Builtins": {"counter": {"Stepp": 2}, "nope": {}},
+                       "External": {"MaxMetrics": 5000}}, Registry(builtins={"counter": Counter}))
+    message = str(caught.value)
+    for why in ("Plugins.TimeoutSeconds: expected a number", "Plugins.Builtins.nope: no built-in plugin",
+                "Plugins.Builtins.counter: unknown key(s) Stepp", "Plugins.External.MaxMetrics: 5000 is above"):
+        assert why in message
+
+
 def test_disabled_plugin_and_master_switch():
     host = make_host([Counter, Names], {"Builtins": {"names": {"Enabled": False}}})
     try:
