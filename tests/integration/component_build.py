@@ -1,7 +1,10 @@
-"""Shared by the integration tests: the component built as gdk would build it, and a real loopback listener."""
+"""Shared by the integration tests: the component built as gdk would build it, a real loopback listener, and
+the bounded waits and port probes the tests use around them."""
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -41,3 +44,27 @@ def loopback_listener():
             "time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     return proc, int(proc.stdout.readline())
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port now."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
+    """predicate()'s first truthy value within timeout seconds; TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"not within {timeout:g} s: {what}")

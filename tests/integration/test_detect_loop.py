@@ -12,7 +12,6 @@ can never stop a process it did not start.
 """
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from component_build import full_configuration, loopback_listener
+from component_build import full_configuration, loopback_listener, port_open
 
 pytestmark = pytest.mark.integration
 
@@ -59,12 +58,6 @@ def _events(cap, kind=None) -> list:
             and (kind is None or m["violationEventType"] == kind)]
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def test_seed_000_rogue_listener_alarm_mitigation_clear_and_finding(tmp_path):
     profile = json.loads(SEED_000.read_text())
     rogue, port = loopback_listener()
@@ -92,7 +85,7 @@ def test_seed_000_rogue_listener_alarm_mitigation_clear_and_finding(tmp_path):
 
             vid = alarm["violationId"]
             detect.wait_for(lambda c: any(e["violationId"] == vid for e in _events(c, "alarm-cleared")), timeout=60)
-            assert rogue.wait(10) is not None and not _port_open(port)
+            assert rogue.wait(10) is not None and not port_open(port)
             (cleared,) = [e for e in _events(detect, "alarm-cleared") if e["violationId"] == vid]
             assert cleared["mitigationActions"][0]["status"] == "SUCCEEDED"
             # measured, not asserted (speed belongs to benchmarks): both times are the collector's report times

@@ -13,16 +13,14 @@ The legitimate closed loop (rogue listener -> detect -> stop-listener) is tests/
 
 import json
 import os
-import socket
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from component_build import full_configuration, loopback_listener
+from component_build import free_port, full_configuration, loopback_listener, port_open, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,28 +36,6 @@ def _config() -> dict:
     cfg["Collector"].update({"DevelopmentSampleIntervalSeconds": "3", "StartJitterPercent": "0"})
     cfg["Remediation"].update({"ReplyTimeoutSeconds": "3", "RetryInitialSeconds": "0.5"})
     return cfg
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout:g}s: {what}")
 
 
 def _dry_job(core, job_id: str) -> None:
@@ -143,7 +119,7 @@ def test_a_component_with_star_pubsub_cannot_make_the_defender_act(tmp_path):
             assert {m["requestId"] for _, m, *_ in attacks} == {"evil-kill", "evil-stop", "evil-typed"}
             _dry_job(core, "after-attack")  # anything the attack had queued would have run before this
 
-            assert victim.poll() is None and _port_open(port)
+            assert victim.poll() is None and port_open(port)
             assert not any(sub.component == COMPONENT
                            for sub in core.core._local.matching("ggdefender/remediation/requests"))
             assert [m for _, m, *_ in results] == []  # nothing executed, nothing answered
@@ -264,7 +240,7 @@ def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(
         (tmp_path / "b.py").write_text(textwrap.dedent(EVIL_B))
         os.chmod(tmp_path, 0o755)  # B may run as an unprivileged user: it must read its script
         os.chmod(tmp_path / "b.py", 0o644)
-        args = {"free": _free_port(), "v1_pid": v1.pid, "p1": p1, "p2": p2, "p3": p3}
+        args = {"free": free_port(), "v1_pid": v1.pid, "p1": p1, "p2": p2, "p3": p3}
         with harness.LocalCore(tmp_path / "core", thing=THING) as core:
             reports = core.capture_iot(f"$aws/things/{THING}/defender/metrics/json")
             env = core.add_component(COMPONENT, configuration=cfg)
@@ -274,8 +250,8 @@ def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(
             core.spawn(COMPONENT, [sys.executable, str(tmp_path / "a.py"), str(tmp_path / "b.py"),
                                    json.dumps(args)], env=env)
             try:
-                _wait(lambda: "EVIL-B done" in core.log_text(COMPONENT), 180, "the compromised collector finished")
-            except AssertionError:
+                wait_until(lambda: "EVIL-B done" in core.log_text(COMPONENT), 180, "the compromised collector finished")
+            except TimeoutError:
                 pytest.fail(core.log_text(COMPONENT)[-4000:])
             log = core.log_text(COMPONENT)
             replies = {}
@@ -318,9 +294,9 @@ def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(
             assert "invalid content from the collector process refused" in log
             assert len(reports) == 1  # only the well-formed report reached IoT Core
 
-        assert v1.poll() is None and _port_open(p1), "an unprotected victim outside the policy was harmed"
-        assert v2.poll() is None and _port_open(p2), "a protected victim was harmed"
-        assert v3.wait(10) is not None and not _port_open(p3), "the allowed mitigation did not run"
+        assert v1.poll() is None and port_open(p1), "an unprotected victim outside the policy was harmed"
+        assert v2.poll() is None and port_open(p2), "a protected victim was harmed"
+        assert v3.wait(10) is not None and not port_open(p3), "the allowed mitigation did not run"
     finally:
         for v in (v1, v2, v3):
             _stop(v)

@@ -9,16 +9,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from component_build import full_configuration
+from component_build import full_configuration, port_open, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +75,6 @@ def _listener_process(protocol: str = "tcp"):
     return proc, port
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _reports(cap) -> list:
     out = []
     for topic, payload, *_ in list(cap):
@@ -126,7 +118,7 @@ def test_seed_scenario_stop_listener_job_then_report_no_longer_lists_port(core, 
         assert done["status"] == "SUCCEEDED", details
         assert details["port"] == str(port) and details["portClosed"] == "true"
         assert str(target.pid) in details["pids"]
-        assert target.wait(10) is not None and not _port_open(port)
+        assert target.wait(10) is not None and not port_open(port)
         report_id = int(details["reportId"])
         reports.wait_for(lambda msgs: any(r["header"]["report_id"] >= report_id for r in _reports(msgs)), timeout=30)
         fresh = [r for r in _reports(reports) if r["header"]["report_id"] >= report_id]
@@ -142,16 +134,6 @@ def _journal(state: Path) -> dict:
         return json.loads((state / "supervisor" / "remediation-journal.json").read_text())["entries"]
     except (FileNotFoundError, ValueError):
         return {}
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def test_unknown_operation_and_protected_target_are_rejected_without_side_effects(core, tmp_path):
@@ -234,7 +216,7 @@ def test_duplicate_notifications_execute_once(core, tmp_path, shared_tmp):
     doc = {"version": "1.0", "steps": [{"action": {"name": "Count", "type": "runHandler",
                                                    "input": {"handler": "count.sh"}}}]}
     jobs.create_job(doc, "dup")
-    _wait(lambda: marker.read_text(), 60, "the handler never ran")
+    wait_until(lambda: marker.read_text(), 60, "the handler never ran")
     # the same notifications again while it runs and after it finished (MQTT is at-least-once)
     with jobs.lock:
         execution = jobs._execution(jobs._latest(THING, "dup"))
@@ -264,7 +246,7 @@ def test_restart_mid_job_resumes_and_finishes(core, tmp_path):
         jobs = _jobs(core)
         jobs.create_job({"schema": OURS, "steps": [
             {"operation": "stop-listener", "arguments": {"port": port, "gracePeriodSeconds": 6}}]}, "mid")
-        _wait(lambda: any(e.get("startedStep") == 0 for e in _journal(comp.state).values()), 60,
+        wait_until(lambda: any(e.get("startedStep") == 0 for e in _journal(comp.state).values()), 60,
               "the step never started")
         comp.kill()  # the device loses power mid-job
         assert jobs.wait_for("mid", "IN_PROGRESS", timeout=5)["status"] == "IN_PROGRESS"
@@ -275,7 +257,7 @@ def test_restart_mid_job_resumes_and_finishes(core, tmp_path):
         assert str(target.pid) in done["statusDetails"]["killedAfterGrace"]
         assert target.wait(10) == -signal.SIGKILL
         # the service's acceptance reaches the device a moment later; the journal then closes the entry
-        _wait(lambda: _journal(comp.state)["mid#1"]["state"] == "acknowledged", 30, "never acknowledged")
+        wait_until(lambda: _journal(comp.state)["mid#1"]["state"] == "acknowledged", 30, "never acknowledged")
     finally:
         target.kill()
         target.wait(5)
@@ -299,7 +281,7 @@ def test_a_request_on_the_old_public_topic_is_never_acted_on(core, tmp_path):
         # a later job runs to the end: the request, had it been queued, would have run before it
         jobs.create_job(dry, "after-attack")
         assert jobs.wait_for("after-attack", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=90)["status"] == "SUCCEEDED"
-        assert target.poll() is None and _port_open(port)
+        assert target.poll() is None and port_open(port)
         assert not [m for _, m, *_ in results if isinstance(m, dict) and m.get("requestId") == "req-evil"]
         assert "req-evil" not in core.log_text(COMPONENT)
     finally:
@@ -422,7 +404,7 @@ def test_cancel_force_stops_the_handler_and_its_child_and_nothing_is_reported_af
         except (FileNotFoundError, ValueError):  # not written yet
             return None
 
-    pids = _wait(both_pids, 60, "the handler and its child never started")
+    pids = wait_until(both_pids, 60, "the handler and its child never started")
     assert all(_pid_alive(p) for p in pids)
     claims = len(updates)  # the IN_PROGRESS claim came before the cancel
 
@@ -430,7 +412,7 @@ def test_cancel_force_stops_the_handler_and_its_child_and_nothing_is_reported_af
     assert cancelled.returncode == 0, cancelled.stderr
     assert jobs.wait_for("cancel-me", "CANCELED", timeout=5)["status"] == "CANCELED"
     # both end within the grace period (2 s) plus the cancel's round trip; bounded wait, not a speed claim
-    _wait(lambda: not any(_pid_alive(p) for p in pids), 30, f"still running: {pids}")
+    wait_until(lambda: not any(_pid_alive(p) for p in pids), 30, f"still running: {pids}")
 
     # the listener goes on with the queue: a later job runs and is reported
     jobs.create_job(_dc("quick.sh"), "after-cancel")
@@ -458,7 +440,7 @@ def test_remediation_enabled_is_live(core, tmp_path, shared_tmp):
 
     # Enabled=false while a job runs: it finishes and is reported; the next one is not taken
     jobs.create_job(_dc("slow.sh"), "running")
-    _wait(lambda: (marks / "slow").exists(), 60, "the slow handler never started")
+    wait_until(lambda: (marks / "slow").exists(), 60, "the slow handler never started")
     core.update_config(COMPONENT, {"MERGE": {"Remediation": {"Enabled": False}}})
     jobs.create_job(_dc("quick.sh"), "queued-while-off")
     assert jobs.wait_for("running", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)["status"] == "SUCCEEDED"
@@ -509,8 +491,8 @@ def test_stop_listener_job_stops_every_owner_of_a_shared_socket_and_the_ipv6_one
         assert done["status"] == "SUCCEEDED", done["statusDetails"]
         assert done["statusDetails"]["portClosed"] == "true"
         assert all(str(pid) in done["statusDetails"]["pids"] for pid in owners)
-        _wait(lambda: not any(_pid_alive(p) for p in owners), 30, "an owner survived")
-        assert not _port_open(port)
+        wait_until(lambda: not any(_pid_alive(p) for p in owners), 30, "an owner survived")
+        assert not port_open(port)
     finally:
         for pid in owners:
             try:
@@ -543,10 +525,10 @@ def test_aws_reboot_template_reports_a_boot_marker_and_fails_when_no_reboot_foll
     jobs.create_job(aws_reboot, "reboot-on")
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     # IN_PROGRESS with the boot marker, recorded in the journal before the reboot was requested
-    marked = _wait(lambda: jobs.describe("reboot-on")["executions"][0]["statusDetails"].get("bootId"), 60,
+    marked = wait_until(lambda: jobs.describe("reboot-on")["executions"][0]["statusDetails"].get("bootId"), 60,
                    "no boot marker in statusDetails")
     assert marked == boot_id
-    _wait(lambda: requested.exists(), 30, "the reboot command never ran")
+    wait_until(lambda: requested.exists(), 30, "the reboot command never ran")
     assert _journal(comp.state)["reboot-on#1"]["marker"]["bootId"] == boot_id
     assert jobs.describe("reboot-on")["executions"][0]["status"] == "IN_PROGRESS"
     # the "reboot" takes the component down; it starts again in the same boot, so no reboot happened

@@ -11,12 +11,11 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from component_build import full_configuration
+from component_build import full_configuration, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +54,6 @@ def _start(core, tmp_path: Path, config: dict, seed: dict | None = None):
 
 def _asides(folder: Path, name: str) -> list:
     return sorted(p for p in folder.glob(name + ".bad-*"))
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def test_a_journal_of_the_wrong_shape_is_moved_aside_and_the_next_job_succeeds(tmp_path):
@@ -148,7 +137,7 @@ def test_sigterm_saves_the_statistics_history_recorded_since_the_last_periodic_s
             except (FileNotFoundError, ValueError):
                 return None
         # the first periodic save with datapoints (detect saves its history at most once a minute)
-        first = _wait(saved, 120, "a periodic save of the statistics history")
+        first = wait_until(saved, 120, "a periodic save of the statistics history")
         # periodic saves are a minute apart: these reports are only in process B's memory
         reports.wait_for(lambda c: len(c) >= len(first) + 4, timeout=60)
         assert len(saved()) == len(first)
