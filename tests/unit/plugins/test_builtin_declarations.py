@@ -103,8 +103,11 @@ def test_configuration_md_option_table_equals_the_declared_options():
 
 
 @pytest.mark.parametrize("modules, why", [
-    ({"twice_a": ("cpu_usage", "CpuUsage", 1), "twice_b": ("cpu_usage", "CpuUsage", 9)}, "name twice: cpu_usage"),
-    ({"twice_a": ("cpu_usage", "CpuUsage", 1), "twice_b": ("memory_usage", "MemoryUsage", 1)}, "report_order twice: 1"),
+    ({"twice_a": ("cpu_usage", "CpuUsage", 1), "twice_b": ("cpu_usage", "CpuUsage", 9)},
+     "ggdefender.plugins.builtin: 'cpu_usage' is declared twice, by ggdefender.plugins.builtin.twice_a and "
+     "ggdefender.plugins.builtin.twice_b"),
+    ({"twice_a": ("cpu_usage", "CpuUsage", 1), "twice_b": ("memory_usage", "MemoryUsage", 1)},
+     "built-in plugins declare the same report_order twice: 1"),
 ])
 def test_a_name_or_report_order_declared_twice_is_refused(tmp_path, monkeypatch, modules, why):
     from ggdefender.plugins import builtin
@@ -122,4 +125,4 @@ def test_a_name_or_report_order_declared_twice_is_refused(tmp_path, monkeypatch,
     finally:
         for module in [*modules, "helper_only"]:  # imported from tmp_path: not left for other tests
             sys.modules.pop(f"{builtin.__name__}.{module}", None)
-    assert str(err.value) == f"built-in plugins declare the same {why}"
+    assert str(err.value) == why

@@ -8,7 +8,7 @@ Every list of operations (names, defaults, the job document's schema) is derived
 what must stay a literal elsewhere (defaults.py, the schema file, docs/jobs.md) is checked against them by
 tests/unit/remediation/test_remediation_operations_registry.py.
 
-Modules are found by listing this package, so they are imported only when the registry is first asked
+Modules are found by listing this package (ggdefender.declarations, the project's one registration style), so they are imported only when the registry is first asked
 (process A); process B never imports them.
 """
 
@@ -16,22 +16,15 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib
-import pkgutil
+import sys
+
+from ggdefender import declarations
 
 
 @functools.lru_cache(maxsize=None)
 def _registry() -> dict:
-    found = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        declaration = getattr(module, "DECLARATION", None)
-        if declaration is None:
-            continue  # a helper module (base, firewall, process_control, socket_owners)
-        if declaration.name in found:
-            raise RuntimeError(f"remediation operation {declaration.name!r} is declared twice")
-        found[declaration.name] = module
-    return found
+    # helper modules (base, firewall, process_control, socket_owners) declare nothing and are skipped
+    return {decl.name: module for module, decl in declarations.collect(sys.modules[__name__])}
 
 
 def names() -> tuple:
