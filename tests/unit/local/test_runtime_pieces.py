@@ -2,6 +2,7 @@
 
 import io
 import re
+import sys
 import zipfile
 
 import pytest
@@ -56,13 +57,47 @@ def test_unzip_refuses_entries_outside_the_folder(tmp_path):
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
 
 
-def test_service_registry_skips_missing_modules_and_rejects_bad_specs():
-    assert cloud.load_service_class("ggdefender.local.no_such_module:Service") is None
-    assert cloud.load_service_class("ggdefender.local.cloud.defender_service:DefenderService").__name__ == "DefenderService"
-    with pytest.raises(ValueError, match="expected 'module:Class'"):
-        cloud.load_service_class("ggdefender.local.cloud.defender_service")
-    with pytest.raises(ValueError, match="has no Nope"):
-        cloud.load_service_class("ggdefender.local.cloud.defender_service:Nope")
+def test_service_registry_is_every_declared_service_module():
+    declared = cloud.declared()
+    assert [(d.name, d.service.__name__) for d in declared] == [
+        ("defender", "DefenderService"), ("jobs", "JobsService"), ("metrics", "CloudMetricsService")]
+    assert all(d.summary and "\n" not in d.summary for d in declared)
+
+
+def test_a_broken_service_module_is_an_error_not_silence(tmp_path, monkeypatch):
+    import ggdefender.local.cloud as package
+
+    (tmp_path / "broken_service.py").write_text("import ggdefender_no_such_module\n")
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    cloud.declared.cache_clear()
+    try:
+        with pytest.raises(ModuleNotFoundError, match="ggdefender_no_such_module"):
+            cloud.declared()
+    finally:
+        cloud.declared.cache_clear()
+        sys.modules.pop("ggdefender.local.cloud.broken_service", None)
+
+
+def test_a_service_that_fails_to_start_is_reported_and_the_others_run():
+    class Fine:
+        def __init__(self, core, root, view):
+            pass
+
+    class Broken:
+        def __init__(self, core, root, view):
+            raise RuntimeError("no disk")
+
+    class View:
+        notes = []
+
+        def note(self, who, text, level="info"):
+            self.notes.append((who, text, level))
+
+    view = View()
+    started = cloud.start_services(None, "/nonexistent", view, [cloud.Declaration("broken", Broken, "x"),
+                                                                cloud.Declaration("fine", Fine, "y")])
+    assert [type(s) for s in started] == [Fine]
+    assert view.notes == [("cloud", "service broken failed to start: no disk", "error")]
 
 
 def test_service_commands_must_be_unique():

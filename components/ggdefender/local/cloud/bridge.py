@@ -130,7 +130,7 @@ class Bridge:
 
 
 class BrokerCore:
-    """The IoT Core side of a real MQTT broker, for the offline cloud services (`cloud.CLOUD_SERVICES`).
+    """The IoT Core side of a real MQTT broker, for the offline cloud services (`cloud.services.declared()`).
 
     The services talk to a core through `thing_name`, `subscribe_iot(filter, callback)` and
     `publish_iot(topic, payload)`; this offers the same on a broker that stands in for IoT Core (e.g. the TLS

@@ -28,6 +28,7 @@ from ggdefender.collector.report import to_long
 from ggdefender.collector.schema import validate_report
 
 from ..nucleus.core import thing_name_problem  # also keeps "..", "." out of <root>/cloud/defender/<thing>/
+from .services import Declaration
 
 log = logging.getLogger("ggdefender.local.cloud.defender_service")
 
@@ -210,3 +211,7 @@ class DefenderService:
 
     def close(self) -> None:
         self._unsubscribe()
+
+
+DECLARATION = Declaration("defender", DefenderService,
+                          "Device Defender: accepts or rejects metrics reports on the defender/metrics topics")

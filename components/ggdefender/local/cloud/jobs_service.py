@@ -26,6 +26,7 @@ from ggdefender import jobs_protocol
 # the protocol's names and limits are shared with the device's listener (remediation/jobs.py)
 from ggdefender.jobs_protocol import DETAIL_KEY, DEVICE_STATUSES, JOB_ID, MAX_DOCUMENT_CHARS, TERMINAL
 from ggdefender.statefile import atomic_write_json, need, read_json
+from .services import Declaration
 
 log = logging.getLogger("ggdefender.local.cloud.jobs_service")
 
@@ -487,3 +488,7 @@ class JobsService:
         if request.get("includeJobDocument"):
             body["jobDocument"] = self.jobs[job_id]["document"]
         return body
+
+
+DECLARATION = Declaration("jobs", JobsService,
+                          "IoT Jobs: queues job executions and answers the jobs topics like the Jobs data plane")

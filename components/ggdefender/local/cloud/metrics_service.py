@@ -32,6 +32,7 @@ from ggdefender.detect.state import STATE_FILE, AlarmStore
 from ggdefender.detect.statistics import History
 
 from ..nucleus.core import topic_matches
+from .services import Declaration
 
 log = logging.getLogger("ggdefender.local.cloud.metrics_service")
 
@@ -218,3 +219,7 @@ class CloudMetricsService:
                 self.history.save()
             except OSError as exc:
                 log.error("cannot persist cloud-side detect state: %s", exc)
+
+
+DECLARATION = Declaration("metrics", CloudMetricsService,
+                          "cloud-side Detect: evaluates Security Profiles on the received reports and raises alarms")

@@ -1,59 +1,55 @@
-"""The offline AWS side of `ggdefender local`: a registry of cloud services.
+"""The offline AWS side of `ggdefender local`: the registry of cloud services.
 
-`local run` (and the test harness) instantiates every class named in `CLOUD_SERVICES` as
-`Service(core, root_dir, view)`. A service subscribes to IoT Core topics on the core (`core.subscribe_iot`),
-answers like the AWS service would, and keeps what it received under `<root>/cloud/`. Optional methods:
-`control_commands() -> {name: fn(args: dict) -> dict}` (reachable with `ggdefender local ...` through the
-control socket) and `close()`. Entries whose module is not part of this build are skipped.
+A service is a module of this package declaring `DECLARATION` (`Declaration`: name, class, one-line summary);
+the registry is derived by listing the package (ggdefender.declarations), so adding a service is adding one
+module. `local run` (and the test harness) instantiates every declared class as `Service(core, root_dir, view)`.
+A service subscribes to IoT Core topics on the core (`core.subscribe_iot`), answers like the AWS service would,
+and keeps what it received under `<root>/cloud/`. Optional methods: `control_commands() -> {name: fn(args: dict)
+-> dict}` (reachable with `ggdefender local ...` through the control socket) and `close()`. Every service ships:
+a service module that is missing or fails to import is an error, not silence.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
+import functools
 import logging
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 log = logging.getLogger("ggdefender.local.cloud.services")
 
-CLOUD_SERVICES = (
-    "ggdefender.local.cloud.defender_service:DefenderService",
-    "ggdefender.local.cloud.jobs_service:JobsService",
-    "ggdefender.local.cloud.metrics_service:CloudMetricsService",
-)
+
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+    """What a cloud service module says about itself (its `DECLARATION`)."""
+
+    name: str  # short, for logs and the view ("defender", "jobs", ...)
+    service: type  # instantiated as service(core, root_dir, view)
+    summary: str  # one line: what AWS service it stands in for
 
 
-def load_service_class(spec: str):
-    """'module:Class' -> the class, or None when the module is not present in this build."""
-    module_name, sep, class_name = spec.partition(":")
-    if not sep or not class_name:
-        raise ValueError(f"cloud service {spec!r}: expected 'module:Class'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return None
-        raise
-    try:
-        return getattr(module, class_name)
-    except AttributeError:
-        raise ValueError(f"cloud service {spec!r}: {module_name} has no {class_name}") from None
+@functools.lru_cache(maxsize=None)
+def declared() -> tuple:
+    """Every cloud service's Declaration, in module-name order."""
+    from ggdefender import declarations
+    from ggdefender.local import cloud
+
+    return tuple(decl for _, decl in declarations.collect(cloud))
 
 
-def start_services(core, root_dir: Path, view, specs: Iterable[str] = CLOUD_SERVICES) -> list:
-    """Instantiate the available services; a service that fails to start is reported and skipped."""
-    services = []
-    for spec in specs:
-        cls = load_service_class(spec)
-        if cls is None:
-            continue
+def start_services(core, root_dir: Path, view, services: Optional[Iterable[Declaration]] = None) -> list:
+    """Instantiate `services` (default: every declared one); a service that fails to start is reported and
+    skipped, the others run."""
+    started = []
+    for decl in declared() if services is None else services:
         try:
-            services.append(cls(core, Path(root_dir), view))
+            started.append(decl.service(core, Path(root_dir), view))
         except Exception as exc:  # one broken service must not take the whole core down
-            log.exception("cloud service %s failed to start", spec)
+            log.exception("cloud service %s failed to start", decl.name)
             if view is not None:
-                view.note("cloud", f"service {spec} failed to start: {exc}", level="error")
-    return services
+                view.note("cloud", f"service {decl.name} failed to start: {exc}", level="error")
+    return started
 
 
 def service_commands(services: Iterable) -> dict:

@@ -21,7 +21,7 @@ from ggdefender import topics
 
 from .config_updates import validate_update_config
 from .recipe_variables import interpolate_configuration
-from ..cloud.services import CLOUD_SERVICES, close_services, service_commands, start_services
+from ..cloud.services import close_services, service_commands, start_services
 from ..ui.control import ControlServer, short_socket_path
 from .core import Core, thing_name_problem
 from .lifecycle import LifecycleManager, reap_orphans
@@ -50,7 +50,7 @@ def check_settings(thing: str, region: str, grace_seconds: float) -> None:
 class Runtime:
     def __init__(self, root: Path | str, *, thing: str = DEFAULT_THING, region: str = "us-east-1",
                  view: Optional[View] = None, interpolate_config: bool = True, broker: Optional[str] = None,
-                 services: Iterable[str] = CLOUD_SERVICES, grace_seconds: float = 5.0, retry_delay: float = 1.0,
+                 services: Optional[Iterable] = None, grace_seconds: float = 5.0, retry_delay: float = 1.0,
                  control: bool = True):
         check_settings(thing, region, grace_seconds)
         self.root = Path(root).resolve()
@@ -59,7 +59,7 @@ class Runtime:
         self.socket_path = str(self.root / IPC_SOCKET)
         self.interpolate_config = interpolate_config
         self.broker_url = broker
-        self.service_specs = tuple(services)
+        self.service_declarations = None if services is None else tuple(services)  # None: every declared one
         self.control_enabled = control
         self.lifecycle = LifecycleManager(self.core, self.root, socket_path=self.socket_path, view=self.view,
                                           interpolate_config=interpolate_config, grace_seconds=grace_seconds,
@@ -102,7 +102,7 @@ class Runtime:
                 self.view.note(what.split()[0], f"ended {what}, left running by a previous core", level="warning")
         self.server = IpcServer(self.core, bind_path)
         await self.server.start()
-        self.services = start_services(self.core, self.root, self.view, self.service_specs)
+        self.services = start_services(self.core, self.root, self.view, self.service_declarations)
         # components' health documents, keyed by the publisher the core authenticated (not by the payload)
         self._health_unsub = self.core.subscribe_iot(
             topics.health(self.core.thing_name), lambda topic, payload, source: self.view.health_document(source, payload))

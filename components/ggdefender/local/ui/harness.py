@@ -41,7 +41,6 @@ from typing import Any, Callable, Iterable, Optional
 from ..nucleus.config_updates import validate_update_config
 from ..nucleus.recipe import parse_merge
 from ..nucleus.recipe_variables import VariableContext, interpolate_configuration
-from ..cloud.services import CLOUD_SERVICES
 from .control import control_request
 from ..nucleus.lifecycle import component_env
 from ..nucleus.runtime import Runtime
@@ -81,7 +80,7 @@ class Capture(list):
 class LocalCore:
     def __init__(self, root: Path | str, thing: str = "testThing", *, region: str = "us-east-1",
                  interpolate_config: bool = True, broker: Optional[str] = None,
-                 services: Iterable[str] = CLOUD_SERVICES, grace_seconds: float = 3.0, retry_delay: float = 0.2,
+                 services: Optional[Iterable] = None, grace_seconds: float = 3.0, retry_delay: float = 0.2,
                  view_out=None, control: bool = True):
         self.root = Path(root).resolve()
         self.view = View(view_out)
