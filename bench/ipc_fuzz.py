@@ -31,7 +31,7 @@ import uuid
 import zlib
 
 from ggdefender.local.nucleus.core import Core
-from ggdefender.local.nucleus.eventstream import Decoder, Frame, Header, HeaderType, ProtocolError, encode
+from ggdefender.eventstream import Decoder, Frame, Header, HeaderType, ProtocolError, encode
 from ggdefender.local.nucleus.server import IpcServer
 
 NS = "aws.greengrass#"

@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from ggdefender.local.nucleus.eventstream import Decoder, Frame, Header, encode
+from ggdefender.eventstream import Decoder, Frame, Header, encode
 from ipc_fixtures import RunningCore, run_client, start_client
 
 pytestmark = pytest.mark.integration

@@ -62,3 +62,29 @@ def test_the_architecture_doc_lists_every_module_under_its_subpackage():
     for name in _modules():
         sub, module = name.split("/")
         assert f"`{module}`" in bullets[sub].group(1), f"docs/architecture.md does not list {name} under local/{sub}/"
+
+
+SHIPPED_PROTOCOL = ("ggdefender.eventstream", "ggdefender.eventstream_rpc")  # the pure IPC client needs them too
+
+
+def test_the_nucleus_speaks_the_protocol_through_the_shipped_codec_and_it_needs_nothing_from_local():
+    # the codec and the RPC layer live once, in the artifact (the pure-Python IPC client uses them); the local
+    # nucleus imports them from there, and they import nothing from local/ (which the artifact leaves out)
+    package = LOCAL.parent
+    for module in SHIPPED_PROTOCOL:
+        path = package / (module.split(".")[-1] + ".py")
+        assert path.is_file(), f"{module} is not in the shipped package"
+        assert not any(m.startswith("ggdefender.local") for m in _absolute_imports(path)), module
+    assert not (LOCAL / "nucleus" / "eventstream.py").exists(), "the codec lives once, in ggdefender/"
+    assert "ggdefender.eventstream" in _absolute_imports(LOCAL / "nucleus" / "rpc.py")
+    assert "ggdefender.eventstream_rpc" in _absolute_imports(LOCAL / "nucleus" / "rpc.py")
+
+
+def _absolute_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found

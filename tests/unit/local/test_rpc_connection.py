@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ggdefender.local.nucleus.eventstream import Decoder, Frame, Header, HeaderType, encode
+from ggdefender.eventstream import Decoder, Frame, Header, HeaderType, encode
 from ggdefender.local.nucleus.rpc import (Close, Connected, Rejected, Request, RpcConnection, StreamClosed)
 
 TOKEN = "ABCDEF0123456789"

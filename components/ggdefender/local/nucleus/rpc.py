@@ -13,32 +13,16 @@ The owner (`server.py`) calls `receive_data()` and acts on the returned events, 
 from __future__ import annotations
 
 import json
-import struct
-from enum import IntEnum
 from typing import Callable, NamedTuple, Optional, Union
 
-from .eventstream import (MAX_MESSAGE_BYTES, Decoder, Frame, Header, HeaderType, ProtocolError, encode_headers,
-                          encode_raw)
+from ggdefender.eventstream import (MAX_MESSAGE_BYTES, Decoder, Frame, HeaderType, ProtocolError, encode_headers,
+                                    encode_raw)
+from ggdefender.eventstream_rpc import (CT_JSON, FLAG_CONNECTION_ACCEPTED, FLAG_TERMINATE_STREAM, I32, PREFIX, VERSION,
+                                        MessageType, frame_bytes, shape_block)
 
-VERSION = "0.1.0"
-CONTENT_TYPE_JSON = "application/json"
-FLAG_CONNECTION_ACCEPTED = 0x1
-FLAG_TERMINATE_STREAM = 0x2
-MAX_STREAM_ID = 2**31 - 1
 # A CONNECT is about 120 bytes. Until a connection has authenticated, a bigger frame is refused at its prelude,
 # so anyone who can open the (mode 0666) socket cannot make the server buffer 24 MiB per connection.
 MAX_CONNECT_BYTES = 64 * 1024
-
-
-class MessageType(IntEnum):
-    APPLICATION_MESSAGE = 0
-    APPLICATION_ERROR = 1
-    PING = 2
-    PING_RESPONSE = 3
-    CONNECT = 4
-    CONNECT_ACK = 5
-    PROTOCOL_ERROR = 6
-    INTERNAL_ERROR = 7
 
 
 # -- events returned by receive_data -----------------------------------------------------------------------
@@ -67,41 +51,6 @@ class Close(NamedTuple):
 
 
 Event = Union[Connected, Rejected, Request, StreamClosed, Close]
-
-
-# -- pre-encoded header blocks (the hot path builds frames by concatenation) -------------------------------
-
-def _int32(name: str) -> bytes:
-    raw = name.encode()
-    return bytes([len(raw)]) + raw + bytes([HeaderType.INT32])
-
-
-_I32 = struct.Struct(">i")
-_MT = _int32(":message-type")
-_MF = _int32(":message-flags")
-_SID = _int32(":stream-id")
-_CT_JSON = encode_headers([Header.string(":content-type", CONTENT_TYPE_JSON)])
-
-
-def _prefix(msg_type: int, flags: int) -> bytes:
-    return _MT + _I32.pack(msg_type) + _MF + _I32.pack(flags) + _SID
-
-
-_PREFIX = {(t, f): _prefix(t, f) for t in MessageType for f in (0, 1, 2, 3)}
-_shape_blocks: dict[str, bytes] = {}
-
-
-def _shape_block(model_type: str) -> bytes:
-    block = _shape_blocks.get(model_type)
-    if block is None:
-        block = _CT_JSON + encode_headers([Header.string("service-model-type", model_type)])
-        if len(_shape_blocks) < 1024:  # shape names come from our own code, but stay bounded anyway
-            _shape_blocks[model_type] = block
-    return block
-
-
-def frame_bytes(msg_type: int, flags: int, stream_id: int, extra_headers: bytes = b"", payload: bytes = b"") -> bytes:
-    return encode_raw(_PREFIX[(msg_type, flags)] + _I32.pack(stream_id) + extra_headers, payload)
 
 
 def _error_payload(message: str) -> bytes:
@@ -250,7 +199,7 @@ class RpcConnection:
 
     def _protocol_error(self, message: str) -> Event:
         if self.state != "closed":
-            self._queue(frame_bytes(MessageType.PROTOCOL_ERROR, 0, 0, _CT_JSON, _error_payload(message)))
+            self._queue(frame_bytes(MessageType.PROTOCOL_ERROR, 0, 0, CT_JSON, _error_payload(message)))
         self.state = "closed"
         return Close(message)
 
@@ -264,7 +213,7 @@ class RpcConnection:
         flags = FLAG_TERMINATE_STREAM if terminate else 0
         if terminate:
             self.open_streams.discard(stream_id)
-        self._queue(encode_raw(_PREFIX[(0, flags)] + _I32.pack(stream_id) + _shape_block(model_type), payload))
+        self._queue(encode_raw(PREFIX[(0, flags)] + I32.pack(stream_id) + shape_block(model_type), payload))
         return True
 
     def send_error(self, stream_id: int, model_type: str, payload: bytes) -> bool:
@@ -272,8 +221,8 @@ class RpcConnection:
         if stream_id not in self.open_streams or self.state != "connected":
             return False
         self.open_streams.discard(stream_id)
-        self._queue(encode_raw(_PREFIX[(1, FLAG_TERMINATE_STREAM)] + _I32.pack(stream_id)
-                               + _shape_block(model_type), payload))
+        self._queue(encode_raw(PREFIX[(1, FLAG_TERMINATE_STREAM)] + I32.pack(stream_id)
+                               + shape_block(model_type), payload))
         return True
 
     def close_stream(self, stream_id: int) -> bool:

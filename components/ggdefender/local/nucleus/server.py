@@ -17,7 +17,7 @@ import threading
 from typing import Callable, Optional
 
 from .core import Core
-from .eventstream import MAX_MESSAGE_BYTES
+from ggdefender.eventstream import MAX_MESSAGE_BYTES
 from .ipc_operations import OPERATIONS, OperationError, internal_error, parse_request, unsupported
 from .rpc import Close, Connected, Rejected, Request, RpcConnection, StreamClosed
 

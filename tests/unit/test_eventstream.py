@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ggdefender.local.nucleus import eventstream as es
-from ggdefender.local.nucleus.eventstream import Decoder, Frame, Header, HeaderType, ProtocolError, encode
+from ggdefender import eventstream as es
+from ggdefender.eventstream import Decoder, Frame, Header, HeaderType, ProtocolError, encode
 
 # The real client's CONNECT frame and the accepting CONNECT_ACK (wire protocol reference, section 3.4).
 CONNECT_HEX = (
