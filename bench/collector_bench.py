@@ -114,7 +114,7 @@ def time_raw_read() -> float:
 
 def check_complete_read() -> None:
     """Our few-syscall /proc reader must see every row a plain read-to-EOF sees."""
-    from ggdefender.collector.procfs import read_proc_file
+    from ggdefender.collector.sources.procfs import read_proc_file
 
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         fd = os.open(name, os.O_RDONLY)

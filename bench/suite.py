@@ -586,7 +586,7 @@ tracemalloc, `ru_maxrss` after each import, /proc/PID/smaps of the running proce
    (`plugins/builtin/listening_processes.py`, 202aa82 and ced2d74). At 10,000 sockets psutil decoded every address of every socket:
    0.16 s per sample (0.6 s under tracemalloc) and +13 MiB RSS in process B (which peaked at 44 MiB). It now
    reads only the inodes of listening sockets from /proc/net and follows fd links: ~0.1 s, flat memory.
-5. **Collector: `/proc/net/tcp*` parsed a read chunk at a time** (`collector/procfs.py` `proc_lines`, 5fc76c7): the
+5. **Collector: `/proc/net/tcp*` parsed a read chunk at a time** (`collector/sources/procfs.py` `proc_lines`, 5fc76c7): the
    1.5 MB table (plus its decoded copy and the list of 10,000 lines) was held whole; per-sample peak traced
    memory 4.6 → 1.4 MiB, same speed. The plugin above reads through the same helper.
 6. **Recipe: glibc malloc settings in the Run step's `Setenv`** (`MALLOC_ARENA_MAX=1`, fixed

@@ -186,7 +186,7 @@ def test_archive_contents(project):
     with zipfile.ZipFile(result.artifact) as zf:
         names = zf.namelist()
         reqs = zf.read("requirements.txt").decode()
-    assert "ggdefender/__main__.py" in names and "ggdefender/collector/procfs.py" in names
+    assert "ggdefender/__main__.py" in names and "ggdefender/collector/sources/procfs.py" in names
     assert "ggdefender/install.sh" in names and "ggdefender/defaults.py" in names
     # the developer-only packages, whatever they hold: the offline core and the developer tools (this build, detect
     # replay and its plot); `detect validate` and the rest of detect ship

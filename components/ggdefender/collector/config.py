@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 from ggdefender import settings as s
 from ggdefender.collector.report import DEFAULT_MAX_BYTES, MQTT_LIMIT
-from ggdefender.collector.sources import GROUPS, InterfaceFilter
+from ggdefender.collector.sources.data import GROUPS, InterfaceFilter
 
 MIN_INTERVAL = 300  # AWS throttles faster reporting; every reference agent uses this floor
 KNOWN_KEYS = (

@@ -16,7 +16,7 @@ import socket
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ggdefender import topics
-from ggdefender.collector.sources import Connection, Counters, Listener, Sample
+from ggdefender.collector.sources.data import Connection, Counters, Listener, Sample
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
 
 VERSION = "1.0"

@@ -62,8 +62,8 @@ class _Sink:
 def observe_target(operation: str, target: dict, source=None) -> Optional[str]:
     """Why the target is not what this host shows right now (None when it is). Reads /proc/net with the
     collector's parser; `source` is a ProcfsSource (tests point one at a fixture tree)."""
-    from ggdefender.collector.procfs import ProcfsSource
-    from ggdefender.collector.sources import InterfaceMap
+    from ggdefender.collector.sources.procfs import ProcfsSource
+    from ggdefender.collector.sources.data import InterfaceMap
 
     src = source or ProcfsSource(interfaces=InterfaceMap())  # interface names are not needed here
     if operation == "stop-listener":

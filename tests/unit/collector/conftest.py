@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from ggdefender.collector.procfs import ProcfsSource
-from ggdefender.collector.sources import InterfaceFilter, InterfaceMap
+from ggdefender.collector.sources.procfs import ProcfsSource
+from ggdefender.collector.sources.data import InterfaceFilter, InterfaceMap
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 PROC = DATA / "proc"

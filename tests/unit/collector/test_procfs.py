@@ -2,8 +2,8 @@
 
 import pytest
 
-from ggdefender.collector.procfs import decode_address, parse_net_dev
-from ggdefender.collector.sources import Connection, InterfaceMap, Listener
+from ggdefender.collector.sources.procfs import decode_address, parse_net_dev
+from ggdefender.collector.sources.data import Connection, InterfaceMap, Listener
 
 
 def test_tcp_listeners_ipv4_ipv6_wildcards_and_dedup(source):
@@ -57,7 +57,7 @@ def test_missing_ipv6_files_mean_no_ipv6_sockets(source):
 def test_missing_ipv4_file_is_an_error_for_that_group_only(tmp_path, source):
     (tmp_path / "net").mkdir()
     (tmp_path / "net" / "dev").write_text(open(source("basic").proc_root + "/net/dev").read())
-    from ggdefender.collector.procfs import ProcfsSource
+    from ggdefender.collector.sources.procfs import ProcfsSource
     s = ProcfsSource(proc_root=str(tmp_path)).sample()
     assert s.tcp_listeners is None and s.udp_listeners is None
     assert s.counters is not None
@@ -114,7 +114,7 @@ def test_unknown_local_address_leaves_interface_out():
 
 def test_families_without_sockets_are_not_read(source, tmp_path):
     import shutil
-    from ggdefender.collector.procfs import ProcfsSource
+    from ggdefender.collector.sources.procfs import ProcfsSource
 
     tree = tmp_path / "proc"
     shutil.copytree(source("basic").proc_root, tree)
@@ -129,7 +129,7 @@ def test_families_without_sockets_are_not_read(source, tmp_path):
 
 def test_read_proc_file_reads_files_larger_than_one_read(tmp_path):
     import os
-    from ggdefender.collector.procfs import _READ_SIZE, read_proc_file
+    from ggdefender.collector.sources.procfs import _READ_SIZE, read_proc_file
 
     data = b"x" * (_READ_SIZE * 2 + 17)
     (tmp_path / "f").write_bytes(data)

@@ -3,8 +3,8 @@
 import socket
 
 from ggdefender.collector import sources
-from ggdefender.collector.psutil_source import PsutilSource, _display
-from ggdefender.collector.sources import InterfaceFilter, Listener
+from ggdefender.collector.sources.psutil_source import PsutilSource, _display
+from ggdefender.collector.sources.data import InterfaceFilter, Listener
 
 
 def test_display_rules():

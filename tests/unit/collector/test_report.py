@@ -7,7 +7,7 @@ import pytest
 
 from ggdefender.collector import report as r
 from ggdefender.collector.schema import validate_report
-from ggdefender.collector.sources import Connection, Listener, Sample
+from ggdefender.collector.sources.data import Connection, Listener, Sample
 
 from pathlib import Path
 

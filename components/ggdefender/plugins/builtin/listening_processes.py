@@ -19,7 +19,7 @@ from typing import Iterable
 import psutil
 
 from ... import settings
-from ...collector.procfs import proc_lines
+from ...collector.sources.procfs import proc_lines
 from ..contract import MAX_LIST_ITEMS, MAX_STRING_LENGTH, Plugin, ValueType
 from .declaration import Declaration
 

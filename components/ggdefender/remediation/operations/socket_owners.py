@@ -11,7 +11,7 @@ import ipaddress
 import os
 from typing import Dict, Optional, Set, Tuple
 
-from ggdefender.collector.procfs import decode_address, proc_lines
+from ggdefender.collector.sources.procfs import decode_address, proc_lines
 
 TABLES = {"tcp": ("/proc/net/tcp", "/proc/net/tcp6"), "udp": ("/proc/net/udp", "/proc/net/udp6")}
 _TCP_LISTEN = "0A"

@@ -1,8 +1,6 @@
-"""The registry of metric sources and the plain data they return.
-
-A source turns the host's state into a `Sample` (no report shapes, no deltas). Sources register
-themselves by name like node_exporter collectors; `pick_source()` chooses the best one available:
-procfs on Linux, psutil elsewhere.
+"""The plain data a metric source returns (`Sample` of listeners, connections, interface counters) and the
+interface view and filter every source applies. A source turns the host's state into a `Sample` (no report
+shapes, no deltas); the registry that picks one is this package's __init__.py.
 """
 
 from __future__ import annotations
@@ -10,7 +8,7 @@ from __future__ import annotations
 import fnmatch
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 # the metric groups a source can collect (long report names)
 GROUPS = ("listening_tcp_ports", "listening_udp_ports", "tcp_connections", "network_stats")
@@ -136,54 +134,3 @@ class InterfaceFilter:
         if any(fnmatch.fnmatchcase(name, p) for p in self.exclude):
             return False
         return any(fnmatch.fnmatchcase(name, p) for p in self.include)
-
-
-# name -> factory(**options) returning an object with .sample(groups) -> Sample
-_REGISTRY: Dict[str, Callable[..., object]] = {}
-_AVAILABLE: Dict[str, Callable[[], bool]] = {}
-_SUMMARIES: Dict[str, str] = {}
-
-
-def register(name: str, available: Callable[[], bool], summary: str):
-    """`summary`: when to choose it, in a few words: the `Source` row of docs/configuration.md shows it
-    (checked by tests/unit/test_metric_sources_declared.py)."""
-    def deco(factory):
-        _REGISTRY[name] = factory
-        _AVAILABLE[name] = available
-        _SUMMARIES[name] = summary
-        return factory
-    return deco
-
-
-def names() -> List[str]:
-    _load_builtin()
-    return list(_REGISTRY)
-
-
-def summaries() -> Dict[str, str]:
-    """Each source's declared summary, by name, in registration order."""
-    _load_builtin()
-    return dict(_SUMMARIES)
-
-
-def create(name: str, **options):
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown metric source {name!r}; known: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name](**options)
-
-
-def pick_source(preferred: str = "auto", **options):
-    """The preferred source, or for "auto" the first available one in registration order."""
-    _load_builtin()
-    if preferred != "auto":
-        return create(preferred, **options)
-    for name, ok in _AVAILABLE.items():
-        if ok():
-            return _REGISTRY[name](**options)
-    raise RuntimeError("no metric source is available on this system")
-
-
-def _load_builtin() -> None:
-    # importing registers them; procfs first so it wins on Linux
-    from ggdefender.collector import procfs, psutil_source  # noqa: F401

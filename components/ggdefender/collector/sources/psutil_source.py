@@ -9,9 +9,10 @@ from __future__ import annotations
 import socket
 from typing import Dict, Iterable, Optional, Tuple
 
-from ggdefender.collector.sources import (
-    GROUPS, Connection, InterfaceFilter, InterfaceMap, Listener, Sample, host_interfaces, register,
+from ggdefender.collector.sources.data import (
+    GROUPS, Connection, InterfaceFilter, InterfaceMap, Listener, Sample, host_interfaces,
 )
+from ggdefender.collector.sources.declaration import Declaration
 
 
 def _available() -> bool:
@@ -29,7 +30,6 @@ def _display(ip: str) -> Tuple[str, bool]:
     return ip, ip in ("0.0.0.0", "::")
 
 
-@register("psutil", _available, summary="other systems")
 class PsutilSource:
     name = "psutil"
 
@@ -84,3 +84,6 @@ class PsutilSource:
             except (psutil.Error, OSError) as exc:
                 out.errors.append(f"network_stats: {exc}")
         return out
+
+
+DECLARATION = Declaration("psutil", PsutilSource, _available, summary="other systems", preference=2)

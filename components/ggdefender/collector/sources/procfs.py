@@ -22,9 +22,10 @@ import socket
 import sys
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from ggdefender.collector.sources import (
-    GROUPS, Connection, Counters, InterfaceFilter, InterfaceMap, Listener, Sample, host_interfaces, register,
+from ggdefender.collector.sources.data import (
+    GROUPS, Connection, Counters, InterfaceFilter, InterfaceMap, Listener, Sample, host_interfaces,
 )
+from ggdefender.collector.sources.declaration import Declaration
 
 _LISTEN = "0A"
 _ESTABLISHED = "01"
@@ -38,7 +39,6 @@ def _available() -> bool:
     return sys.platform.startswith("linux") and os.path.exists("/proc/net/tcp")
 
 
-@register("procfs", _available, summary="Linux: parses `/proc/net` directly")
 class ProcfsSource:
     """Samples from a proc tree (`proc_root`, default /proc; tests point it at fixture trees)."""
 
@@ -279,3 +279,7 @@ def parse_net_dev(text: str, keep: Callable[[str], bool] = lambda name: True) ->
             raise ValueError(f"/proc/net/dev: short line for {name!r}")
         out[name] = (int(f[0]), int(f[8]), int(f[1]), int(f[9]))
     return out
+
+
+DECLARATION = Declaration("procfs", ProcfsSource, _available, summary="Linux: parses `/proc/net` directly",
+                          preference=1)

@@ -1,0 +1,50 @@
+"""The metric sources, one module each; a module is a source by declaring itself (`DECLARATION`,
+declaration.Declaration), found by ggdefender.declarations like every registry. `data.py` holds the plain data
+they return. `pick_source()` chooses the preferred one available: procfs on Linux, psutil elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Dict, List
+
+from ggdefender import declarations
+
+
+@functools.lru_cache(maxsize=None)
+def _registry() -> dict:
+    # helper modules (data, declaration) declare nothing and are skipped
+    found = sorted((decl for _, decl in declarations.collect(sys.modules[__name__])), key=lambda d: d.preference)
+    orders = [d.preference for d in found]
+    twice = sorted({str(v) for v in orders if orders.count(v) > 1})
+    if twice:
+        raise RuntimeError(f"metric sources declare the same preference twice: {', '.join(twice)}")
+    return {decl.name: decl for decl in found}
+
+
+def names() -> List[str]:
+    """Every source's name, in preference order."""
+    return list(_registry())
+
+
+def summaries() -> Dict[str, str]:
+    """Each source's declared summary, by name, in preference order."""
+    return {name: decl.summary for name, decl in _registry().items()}
+
+
+def create(name: str, **options):
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown metric source {name!r}; known: {', '.join(registry)}")
+    return registry[name].source(**options)
+
+
+def pick_source(preferred: str = "auto", **options):
+    """The preferred source, or for "auto" the first available one in preference order."""
+    if preferred != "auto":
+        return create(preferred, **options)
+    for decl in _registry().values():
+        if decl.available():
+            return decl.source(**options)
+    raise RuntimeError("no metric source is available on this system")
