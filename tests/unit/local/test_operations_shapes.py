@@ -6,7 +6,8 @@ import json
 import pytest
 
 from ggdefender.local.nucleus.core import Core
-from ggdefender.local.nucleus.ipc_operations import OPERATIONS, OperationError, parse_request, unsupported
+from ggdefender.local.nucleus.ipc_operations import OPERATIONS
+from ggdefender.local.nucleus.ipc_operations.base import OperationError, parse_request, unsupported
 
 NS = "aws.greengrass#"
 ALL = {"aws.greengrass.ipc.pubsub": {"p": {"operations": ["*"], "resources": ["*"]}},
@@ -154,10 +155,22 @@ def test_deeply_nested_requests_are_invalid_arguments(depth):
 
 
 def test_iot_publish_limits_are_the_nucleus_ones():
-    from ggdefender.local.nucleus.ipc_operations import iot_publish_problem
+    from ggdefender.local.nucleus.ipc_operations.publish_to_iot_core import iot_publish_problem
 
     assert iot_publish_problem("$aws/things/T/defender/metrics/json", b"x" * 131071) is None
     assert iot_publish_problem("a/1/2/3/4/5/6/7", b"") is None  # 7 slashes
     assert iot_publish_problem("$aws/rules/myRule/a/1/2/3/4/5/6/7", b"") is None  # the prefix is not counted
     assert iot_publish_problem("$AWS/Rules/myRule/" + "t" * 256, b"") is None
     assert "forward slashes" in iot_publish_problem("$aws/things/T/a/1/2/3/4/5", b"")
+
+
+def test_the_served_operations_are_the_declared_modules():
+    # one module per operation under local/nucleus/ipc_operations/, each declaring its OperationSpec
+    assert sorted(OPERATIONS) == sorted(NS + op for op in (
+        "PublishToIoTCore", "SubscribeToIoTCore", "PublishToTopic", "SubscribeToTopic", "GetConfiguration",
+        "UpdateConfiguration", "SubscribeToConfigurationUpdate", "UpdateState", "RestartComponent",
+        "GetComponentDetails", "ListComponents"))
+    streaming = {name.split("#")[1] for name, spec in OPERATIONS.items() if spec.streaming}
+    assert streaming == {"SubscribeToIoTCore", "SubscribeToTopic", "SubscribeToConfigurationUpdate"}
+    assert [name.split("#")[1] for name, spec in OPERATIONS.items() if spec.blocking] == ["RestartComponent"]
+    assert all(spec.response_shape == spec.name + "Response" for spec in OPERATIONS.values())

@@ -18,7 +18,8 @@ from typing import Callable, Optional
 
 from .core import Core
 from ggdefender.eventstream import MAX_MESSAGE_BYTES
-from .ipc_operations import OPERATIONS, OperationError, internal_error, parse_request, unsupported
+from .ipc_operations import OPERATIONS
+from .ipc_operations.base import OperationError, internal_error, parse_request, unsupported
 from .rpc import Close, Connected, Rejected, Request, RpcConnection, StreamClosed
 
 log = logging.getLogger("ggdefender.local.nucleus.server")
