@@ -184,9 +184,3 @@ class Plugin:
 
     def close(self) -> None:
         """Release resources; called when the plugin is disabled, reconfigured or the host closes."""
-
-
-def describe(plugin_cls: type) -> str:
-    """A one-line human description for logs and `--list` style output."""
-    unit = f" [{plugin_cls.unit}]" if plugin_cls.unit else ""
-    return f"{plugin_cls.name} ({ValueType.parse(plugin_cls.value_type).value}{unit}): {plugin_cls.description}"

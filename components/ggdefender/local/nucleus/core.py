@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 import secrets
 import string
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
+
+from ggdefender.jobs_protocol import THING_NAME
 
 from .authz import Authorizer, denial_message
 
@@ -27,14 +28,13 @@ RECEIVE_ALL = "RECEIVE_ALL_MESSAGES"
 RECEIVE_FROM_OTHERS = "RECEIVE_MESSAGES_FROM_OTHERS"
 ACCESS_CONTROL = "accessControl"
 _TOKEN_ALPHABET = string.ascii_uppercase + string.digits
-# AWS IoT's thing-name rule. The name goes into topics, accessControl resources ({iot:thingName}) and folder
-# names under <root>/cloud/, so "a/#" or ".." must never pass.
-THING_NAME_RE = re.compile(r"[A-Za-z0-9:_-]{1,128}")
 
 
 def thing_name_problem(thing: Any) -> Optional[str]:
-    """None for a valid thing name, else what is wrong with it."""
-    if not isinstance(thing, str) or not THING_NAME_RE.fullmatch(thing):
+    """None for a valid thing name, else what is wrong with it. AWS IoT's rule (jobs_protocol.THING_NAME, the
+    one rule): the name goes into topics, accessControl resources ({iot:thingName}) and folder names under
+    <root>/cloud/, so "a/#" or ".." must never pass."""
+    if not isinstance(thing, str) or not THING_NAME.match(thing):
         return f"thing name {thing!r} is not valid: AWS IoT allows 1-128 characters of A-Z a-z 0-9 : _ -"
     return None
 
