@@ -50,7 +50,7 @@ def _prefix(msg_type: int, flags: int) -> bytes:
     return _MT + I32.pack(msg_type) + _MF + I32.pack(flags) + _SID
 
 
-PREFIX = {(t, f): _prefix(t, f) for t in MessageType for f in (0, 1, 2, 3)}
+PREFIX: dict[tuple[int, int], bytes] = {(int(t), f): _prefix(t, f) for t in MessageType for f in (0, 1, 2, 3)}
 _shape_blocks: dict[str, bytes] = {}
 
 

@@ -1,8 +1,10 @@
-"""The one Greengrass IPC layer every part uses (the only module that imports awsiotsdk's IPC client).
+"""The one Greengrass IPC layer every part of process A uses (process B's goes through A's relay).
 
-`Ipc` wraps `GreengrassCoreIPCClientV2` with what a long-running part needs: connect with retry and
-backoff, transparent reconnect after the nucleus drops the connection (subscriptions are re-established),
-and small typed helpers for IoT Core and local pub/sub, configuration and lifecycle calls.
+`Ipc` gives a long-running part what it needs on top of one IPC client (ipc_client.IpcClient): connect with
+retry and backoff, transparent reconnect after the nucleus drops the connection (subscriptions are
+re-established), and small typed helpers for IoT Core and local pub/sub, configuration and lifecycle calls.
+The client is awsiotsdk's (ipc_awsiotsdk.py) where awscrt imports, else the pure-Python one (ipc_pure.py);
+`GGDEFENDER_IPC_CLIENT` (auto | awsiotsdk | pure) chooses (docs/deploy.md, "IPC client").
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ggdefender import defaults, ratelog
+from ggdefender.ipc_client import ConnectionLost, IpcClient, ResourceNotFoundError, ServiceError, Stream
 from ggdefender.ipc_port import CollectorChannel, ConfigHandler, IotHandler, LocalHandler
 
 log = logging.getLogger("ggdefender.ipc")
@@ -33,6 +36,37 @@ DEFAULT_RETRY_BUDGET = 300.0
 
 class IpcUnavailable(RuntimeError):
     """The Greengrass IPC socket could not be reached within the retry budget."""
+
+
+CLIENT_ENV = "GGDEFENDER_IPC_CLIENT"
+CLIENT_CHOICES = ("auto", "awsiotsdk", "pure")
+
+
+class IpcClientChoiceError(ValueError):
+    """GGDEFENDER_IPC_CLIENT names no client, or one that cannot load here."""
+
+
+def choose_client(environ: Optional[dict] = None) -> tuple[str, str]:
+    """(client, why) for GGDEFENDER_IPC_CLIENT: `auto` (the default) is awsiotsdk when awscrt and awsiotsdk
+    import, else pure. Raises IpcClientChoiceError for an unknown value or an awsiotsdk that does not import."""
+    env = os.environ if environ is None else environ
+    value = (env.get(CLIENT_ENV) or "auto").strip().lower()
+    if value not in CLIENT_CHOICES:
+        raise IpcClientChoiceError(f"{CLIENT_ENV}={env.get(CLIENT_ENV)!r} is not an IPC client: use one of "
+                                   f"{', '.join(CLIENT_CHOICES)}")
+    if value == "pure":
+        return "pure", f"{CLIENT_ENV}=pure"
+    try:
+        import awscrt  # noqa: F401  (the native library: the reason there are two clients)
+        import awsiot.greengrasscoreipc.clientv2  # noqa: F401
+    except Exception as exc:  # ImportError, or a wheel for another platform (OSError from the loader)
+        if value == "awsiotsdk":
+            raise IpcClientChoiceError(f"{CLIENT_ENV}=awsiotsdk, but awsiotsdk/awscrt do not import here: "
+                                       f"{type(exc).__name__}: {exc}") from None
+        return "pure", f"awsiotsdk/awscrt do not import ({type(exc).__name__}: {exc})"[:300]
+    version = getattr(awscrt, "__version__", "")
+    return "awsiotsdk", (f"{CLIENT_ENV}=awsiotsdk" if value == "awsiotsdk" else "awscrt imports") + \
+        (f" (awscrt {version})" if version else "")
 
 
 # Nucleus lite's ggipcd takes IPC messages of at most GGL_IPC_MAX_MSG_LEN = 10000 bytes (a build-time constant in
@@ -57,8 +91,8 @@ class PublishRefused(RuntimeError):
 
 
 def error_text(exc: BaseException) -> str:
-    """`Type: message` of an IPC error; awsiotsdk's errors often carry their text only in `.message`, and
-    lite's ServiceError none at all."""
+    """`Type: message` of an IPC error (ipc_client's modeled errors keep theirs in `.message`); lite's
+    ServiceError often carries none at all."""
     text = str(exc) or str(getattr(exc, "message", "") or "")
     return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (the nucleus gave no reason)"
 
@@ -72,7 +106,7 @@ class Subscription:
         self.topic = topic
         self.handler = handler
         self.qos = qos
-        self.operation = None
+        self.operation: Optional[Stream] = None
         self.closed = False
 
     def close(self) -> None:
@@ -97,19 +131,31 @@ class Ipc:
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         timeout: float = 10.0,
-        client_factory: Optional[Callable[[], Any]] = None,
+        client_factory: Optional[Callable[[], IpcClient]] = None,
+        client: Optional[str] = None,
     ):
         """`retry_budget`: seconds an outage may last (counted from the first failed connect) before the
         connection is declared gone for good: every later call raises IpcUnavailable at once and the
-        `on_gone` listeners run, so a part whose core died exits instead of retrying forever."""
+        `on_gone` listeners run, so a part whose core died exits instead of retrying forever.
+
+        `client`: "awsiotsdk" or "pure"; by default GGDEFENDER_IPC_CLIENT decides (`choose_client`, which raises
+        IpcClientChoiceError for a value it does not know). `client_factory` replaces both (tests)."""
         self.connect_attempts = connect_attempts
         self.retry_budget = retry_budget
         self._max_iot_payload: Optional[int] = None  # max_iot_payload(), once the nucleus has answered
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
+        if client_factory is not None:
+            self.client_name, self.client_reason = client or "custom", "client_factory"
+        elif client is not None:
+            if client not in CLIENT_CHOICES[1:]:
+                raise IpcClientChoiceError(f"IPC client {client!r}: use awsiotsdk or pure")
+            self.client_name, self.client_reason = client, "chosen by the caller"
+        else:
+            self.client_name, self.client_reason = choose_client()
         self._client_factory = client_factory or self._default_client
-        self._client: Any = None  # awsiotsdk's GreengrassCoreIPCClientV2, imported lazily
+        self._client: Optional[IpcClient] = None  # the connected client, made by _client_factory
         self._lock = threading.RLock()  # guards state only; never held while waiting
         self._connect_lock = threading.Lock()  # one connection attempt at a time
         self._closing = threading.Event()  # close() interrupts a backoff wait at once
@@ -138,23 +184,23 @@ class Ipc:
         return bool(os.environ.get("SVCUID") and os.environ.get("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"))
 
     # -- connection ------------------------------------------------------------------------------
-    def _default_client(self):
-        from awsiot.eventstreamrpc import LifecycleHandler
-        from awsiot.greengrasscoreipc import connect
-        from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+    def _default_client(self) -> IpcClient:
+        made: list = []  # the disconnect of a client that is no longer ours is not this connection's
 
-        ipc = self
+        def on_disconnect(reason: str) -> None:
+            self._on_disconnect(reason, made[0] if made else None)
 
-        class _Lifecycle(LifecycleHandler):
-            def on_disconnect(self, reason):
-                ipc._on_disconnect(reason)
+        client: IpcClient
+        if self.client_name == "pure":
+            from ggdefender.ipc_pure import PureClient
 
-            def on_error(self, error):
-                log.warning("IPC connection error: %s", error)
-                return True  # close; reconnect happens on next use
+            client = PureClient(on_disconnect=on_disconnect, executor=self._executor, timeout=self.timeout)
+        else:
+            from ggdefender.ipc_awsiotsdk import AwsIotSdkClient
 
-        raw = connect(lifecycle_handler=_Lifecycle(), timeout=self.timeout)
-        return GreengrassCoreIPCClientV2(client=raw, executor=self._executor)
+            client = AwsIotSdkClient(on_disconnect=on_disconnect, executor=self._executor, timeout=self.timeout)
+        made.append(client)
+        return client
 
     def on_gone(self, listener: Callable[[str], None]) -> None:
         """Call listener(reason) once when the retry budget runs out (at once if it already has)."""
@@ -186,7 +232,7 @@ class Ipc:
                 attempt += 1
                 try:
                     client = self._client_factory()
-                except Exception as exc:  # awscrt raises RuntimeError/AwsCrtError/TimeoutError
+                except Exception as exc:  # OSError, TimeoutError, AccessDenied, awscrt's errors
                     now = time.monotonic()
                     with self._lock:
                         if self._outage_since is None:
@@ -234,9 +280,12 @@ class Ipc:
             except Exception:
                 log.exception("IPC gone listener failed")
 
-    def _on_disconnect(self, reason: Any) -> None:
+    def _on_disconnect(self, reason: Any, client: Optional[IpcClient] = None) -> None:
         if self._closed:
             return
+        with self._lock:
+            if client is not None and self._client is not client and self._client is not None:
+                return  # an earlier connection, already replaced
         log.warning("IPC connection lost (%s); reconnecting", reason)
         with self._lock:
             self._client = None
@@ -255,21 +304,25 @@ class Ipc:
         except IpcUnavailable:
             pass  # closed, or gone (listeners told)
 
-    def _call(self, fn: Callable[[Any], Any]) -> Any:
+    def _call(self, fn: Callable[[IpcClient], Any]) -> Any:
         """Run fn(client); on a dropped connection reconnect once and retry."""
         for attempt in (1, 2):
             client = self._connected_client()
             try:
                 return fn(client)
-            except Exception as exc:
-                if attempt == 2 or not _is_connection_error(exc):
+            except ConnectionLost as exc:
+                if attempt == 2:
                     raise
                 log.warning("IPC call failed on a dropped connection (%s); reconnecting", exc)
                 with self._lock:
-                    if self._client is client:
+                    dropped = self._client is client
+                    if dropped:
                         self._client = None
+                if dropped:
+                    _close_quietly(client)  # what is left of it (a stream closed under the call leaves it open)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _connected_client(self):
+    def _connected_client(self) -> IpcClient:
         while True:  # a disconnect can land between connect() and reading the client
             self.connect()
             with self._lock:
@@ -287,16 +340,13 @@ class Ipc:
 
     # -- IoT Core ----------------------------------------------------------------------------------
     def publish_iot(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
-        from awsiot.greengrasscoreipc.model import QOS, ServiceError
-
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         limit = self.max_iot_payload()
         if len(data) > limit:
             raise PayloadTooLarge(f"PublishToIoTCore on {topic}: {len(data)} bytes, over the {limit} bytes this "
                                   "nucleus takes over IPC")
-        q = QOS.AT_LEAST_ONCE if qos else QOS.AT_MOST_ONCE
         try:
-            self._call(lambda c: c.publish_to_iot_core(topic_name=topic, qos=q, payload=data))
+            self._call(lambda c: c.publish_to_iot_core(topic, qos, data))
         except Exception as exc:
             # only ServiceError means "not now"; UnauthorizedError and invalid requests are the message's own
             if not isinstance(exc, ServiceError):
@@ -307,10 +357,8 @@ class Ipc:
         """The largest PublishToIoTCore payload this nucleus takes over IPC: IoT Core's limit, less on nucleus
         lite (asked once: only lite has aws.greengrass.NucleusLite's configuration)."""
         if self._max_iot_payload is None:
-            from awsiot.greengrasscoreipc.model import ResourceNotFoundError
-
             try:
-                self._call(lambda c: c.get_configuration(component_name=LITE_COMPONENT, key_path=[]))
+                self._call(lambda c: c.get_configuration(LITE_COMPONENT, []))
                 self._max_iot_payload = LITE_MAX_IOT_PAYLOAD
                 log.info("nucleus lite: IoT Core messages are kept at or under %d bytes (its IPC message limit)",
                          LITE_MAX_IOT_PAYLOAD)
@@ -333,13 +381,7 @@ class Ipc:
     # -- local pub/sub -----------------------------------------------------------------------------
     def publish_local(self, topic: str, message: Any) -> None:
         """Publish a JSON-able object (JSON message) or bytes (binary message) on a local topic."""
-        from awsiot.greengrasscoreipc.model import BinaryMessage, JsonMessage, PublishMessage
-
-        if isinstance(message, (bytes, bytearray)):
-            msg = PublishMessage(binary_message=BinaryMessage(message=bytes(message)))
-        else:
-            msg = PublishMessage(json_message=JsonMessage(message=message))
-        self._call(lambda c: c.publish_to_topic(topic=topic, publish_message=msg))
+        self._call(lambda c: c.publish_to_topic(topic, message))
 
     def subscribe_local(self, topic: str, handler: LocalHandler) -> Subscription:
         return self._subscribe(Subscription(self, "local", topic, handler))
@@ -348,18 +390,15 @@ class Ipc:
     def get_config(self, key_path: Optional[list] = None, component: Optional[str] = None) -> Any:
         """The component's configuration (or the node at key_path); None when the key does not exist. For the
         own component the code defaults (defaults.py) are merged under it: the recipe carries none."""
-        from awsiot.greengrasscoreipc.model import ResourceNotFoundError
-
         try:
-            resp = self._call(lambda c: c.get_configuration(component_name=component, key_path=key_path or []))
-            value = resp.value
+            value = self._call(lambda c: c.get_configuration(component, key_path or []))
         except ResourceNotFoundError:
             value = None
         return defaults.with_defaults(key_path or [], value) if component is None else value
 
     def update_config(self, key_path: list, value_to_merge: dict) -> None:
         now = datetime.datetime.now(datetime.timezone.utc)
-        self._call(lambda c: c.update_configuration(key_path=key_path, value_to_merge=value_to_merge, timestamp=now))
+        self._call(lambda c: c.update_configuration(key_path, value_to_merge, now))
 
     def subscribe_config(self, handler: ConfigHandler, component: Optional[str] = None) -> Subscription:
         sub = Subscription(self, "config", component or "", handler)
@@ -389,17 +428,13 @@ class Ipc:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def update_state(self, state: str) -> None:
-        self._call(lambda c: c.update_state(state=state))
+        self._call(lambda c: c.update_state(state))
 
     def restart_component(self, component: str) -> str:
-        resp = self._call(lambda c: c.restart_component(component_name=component))
-        return str(resp.restart_status)
+        return self._call(lambda c: c.restart_component(component))
 
     def component_details(self, component: str) -> dict:
-        resp = self._call(lambda c: c.get_component_details(component_name=component))
-        d = resp.component_details
-        return {"componentName": d.component_name, "version": d.version, "state": d.state,
-                "configuration": d.configuration}
+        return self._call(lambda c: c.get_component_details(component))
 
     # -- subscriptions ---------------------------------------------------------------------------------
     def _subscribe(self, sub: Subscription) -> Subscription:
@@ -424,8 +459,6 @@ class Ipc:
         Core connection (iotcored refuses a new subscription then; those it has it renews after a reconnect).
         The subscription is kept and retried with backoff until the nucleus takes it, so a part started before
         the network does not fail. Called with the lock held."""
-        from awsiot.greengrasscoreipc.model import ServiceError
-
         if sub.kind != "iot" or not isinstance(exc, ServiceError):
             return False
         self._refusals.failed("subscribe", "IoT Core subscription %s refused by the nucleus (%s); retrying until it "
@@ -468,38 +501,20 @@ class Ipc:
 
     def _activate(self, sub: Subscription) -> None:
         client = self._client
+        assert client is not None  # called with the lock held, right after a connect
 
         def on_closed():
             sub.operation = None
 
         if sub.kind == "iot":
-            from awsiot.greengrasscoreipc.model import QOS
-
-            def on_iot(event):
-                msg = event.message
-                self._dispatch(sub, msg.topic_name, bytes(msg.payload or b""))
-
-            q = QOS.AT_LEAST_ONCE if sub.qos else QOS.AT_MOST_ONCE
-            _, sub.operation = client.subscribe_to_iot_core(
-                topic_name=sub.topic, qos=q, on_stream_event=on_iot, on_stream_closed=on_closed)
+            sub.operation = client.subscribe_to_iot_core(
+                sub.topic, sub.qos, lambda topic, payload: self._dispatch(sub, topic, payload), on_closed)
         elif sub.kind == "local":
-            def on_local(event):
-                if event.json_message is not None:
-                    topic = event.json_message.context.topic if event.json_message.context else sub.topic
-                    self._dispatch(sub, topic, event.json_message.message)
-                elif event.binary_message is not None:
-                    topic = event.binary_message.context.topic if event.binary_message.context else sub.topic
-                    self._dispatch(sub, topic, bytes(event.binary_message.message or b""))
-
-            _, sub.operation = client.subscribe_to_topic(
-                topic=sub.topic, on_stream_event=on_local, on_stream_closed=on_closed)
+            sub.operation = client.subscribe_to_topic(
+                sub.topic, lambda topic, payload: self._dispatch(sub, topic, payload), on_closed)
         elif sub.kind == "config":
-            def on_config(event):
-                self._dispatch(sub, None, list(event.configuration_update_event.key_path or []))
-
-            _, sub.operation = client.subscribe_to_configuration_update(
-                component_name=sub.topic or None, key_path=[], on_stream_event=on_config,
-                on_stream_closed=on_closed)
+            sub.operation = client.subscribe_to_configuration_update(
+                sub.topic or None, lambda key_path: self._dispatch(sub, None, key_path), on_closed)
         else:  # pragma: no cover - programming error
             raise ValueError(sub.kind)
 
@@ -517,23 +532,10 @@ class Ipc:
 
 
 def _close_quietly(client: Any) -> None:
-    # Close the connection first and only then stop the callback worker: awsiotsdk 1.31's clientv2.close()
-    # stops the executor first and then raises on every stream-closed callback.
     try:
-        client.client.close().result(timeout=2)
+        client.close()
     except Exception:
         pass
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    text = str(exc)
-    return (
-        name in ("StreamClosedError", "ConnectionClosedError", "EventStreamError")
-        or "AWS_ERROR_EVENT_STREAM_RPC_CONNECTION_CLOSED" in text
-        or "AWS_IO_SOCKET_CLOSED" in text
-        or "connection" in text.lower() and "closed" in text.lower()
-    )
 
 
 if TYPE_CHECKING:  # checked by mypy (tests/unit/test_typecheck.py): Ipc is process A's port

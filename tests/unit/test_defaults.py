@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from awsiot.greengrasscoreipc.model import ResourceNotFoundError
 
 from ggdefender import defaults
 from ggdefender.collector import config as collector_config
 from ggdefender.detect import config as detect_config
 from ggdefender.ipc import Ipc
+from ggdefender.ipc_client import ResourceNotFoundError
 from ggdefender.local.nucleus.config_updates import apply_update
 from ggdefender.plugins import host as plugin_host
 from ggdefender.plugins.registry import discover
 from ggdefender.remediation import config as remediation_config
-from ggdefender import supervisor
+from ggdefender.supervisor import section as supervisor_section
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "ggdefender.Defender.yaml"
@@ -55,17 +55,11 @@ class _Client:
     def __init__(self, answers):
         self.answers = answers
 
-    def get_configuration(self, component_name=None, key_path=None):
-        value = self.answers[(component_name, tuple(key_path))]
+    def get_configuration(self, component, key_path):
+        value = self.answers[(component, tuple(key_path))]
         if value is ResourceNotFoundError:
-            raise ResourceNotFoundError(message="no such key")
-
-        class Response:
-            pass
-
-        resp = Response()
-        resp.value = value
-        return resp
+            raise ResourceNotFoundError("no such key")
+        return value
 
 
 def test_ipc_get_config_is_the_one_merge_point():
@@ -83,7 +77,7 @@ def test_each_parts_parser_reads_the_code_defaults_as_its_own_fallbacks():
     """The parsers' built-in fallbacks (for a section a part gets empty) and defaults.py must not drift."""
     d = defaults.DEFAULTS
     assert collector_config.parse(d["Collector"]) == collector_config.parse({})
-    assert supervisor.parse_settings(d["Supervisor"]) == supervisor.parse_settings({})
+    assert supervisor_section.parse_settings(d["Supervisor"]) == supervisor_section.parse_settings({})
     assert remediation_config.parse(d["Remediation"]) == remediation_config.parse({})
     assert detect_config.parse(d["Detect"]) == detect_config.parse({})
     registry = discover()

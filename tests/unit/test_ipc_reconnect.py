@@ -51,10 +51,9 @@ def test_close_ends_a_backoff_wait_at_once():
 
 def test_a_connection_back_within_the_budget_resets_the_outage():
     class Client:
-        class client:  # what close() reaches: client.client.close().result()
-            @staticmethod
-            def close():
-                raise RuntimeError("not connected")
+        @staticmethod
+        def close():
+            raise RuntimeError("not connected")  # Ipc.close() never lets a client's close fail it
 
     results = [Refused("refused"), Refused("refused"), Client()]
 
@@ -72,14 +71,13 @@ def test_a_connection_back_within_the_budget_resets_the_outage():
 def test_a_refused_publish_is_publish_refused_and_never_an_outage():
     # nucleus lite answers PublishToIoTCore with a ServiceError (no message) while it has no IoT Core
     # connection: the caller gets a named PublishRefused, the connection stays, the retry budget is untouched
-    from awsiot.greengrasscoreipc.model import ServiceError, UnauthorizedError
-
     from ggdefender.ipc import PublishRefused
+    from ggdefender.ipc_client import ServiceError, UnauthorizedError
 
     class Client:
-        errors = [ServiceError(), UnauthorizedError(message="not authorized")]
+        errors = [ServiceError(), UnauthorizedError("not authorized")]
 
-        def publish_to_iot_core(self, **kwargs):
+        def publish_to_iot_core(self, topic, qos, payload):
             raise self.errors.pop(0)
 
     made = []
@@ -94,21 +92,20 @@ def test_a_refused_publish_is_publish_refused_and_never_an_outage():
 def test_the_iot_core_message_limit_is_lites_only_on_nucleus_lite():
     # lite's ggipcd drops the connection over a 10,000-byte IPC message: on lite (the only nucleus with
     # aws.greengrass.NucleusLite's configuration) a larger payload is refused here, before it reaches the nucleus
-    from awsiot.greengrasscoreipc.model import ResourceNotFoundError
-
     from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD, LITE_MAX_IOT_PAYLOAD, PayloadTooLarge
+    from ggdefender.ipc_client import ResourceNotFoundError
 
     class Client:
         def __init__(self, lite):
             self.lite, self.published, self.asked = lite, [], 0
 
-        def get_configuration(self, component_name=None, key_path=None):
+        def get_configuration(self, component, key_path):
             self.asked += 1
-            if component_name == "aws.greengrass.NucleusLite" and self.lite:
-                return object()
-            raise ResourceNotFoundError(message="not found")
+            if component == "aws.greengrass.NucleusLite" and self.lite:
+                return {}
+            raise ResourceNotFoundError("not found")
 
-        def publish_to_iot_core(self, topic_name=None, qos=None, payload=None):
+        def publish_to_iot_core(self, topic, qos, payload):
             self.published.append(len(payload))
 
     lite, classic = Client(lite=True), Client(lite=False)
@@ -126,20 +123,20 @@ def test_the_iot_core_message_limit_is_lites_only_on_nucleus_lite():
 def test_an_iot_core_subscription_refused_for_now_is_kept_and_retried(caplog):
     # nucleus lite refuses SubscribeToIoTCore (ServiceError) while it has no IoT Core connection: a part that
     # starts before the network must not fail; the subscription is taken once the nucleus can
-    from awsiot.greengrasscoreipc.model import ServiceError, UnauthorizedError
+    from ggdefender.ipc_client import ServiceError, UnauthorizedError
 
     class Client:
         refusals = 3
         made = []
 
-        def subscribe_to_iot_core(self, topic_name=None, qos=None, on_stream_event=None, on_stream_closed=None):
-            if topic_name == "denied":
-                raise UnauthorizedError(message="not authorized")
+        def subscribe_to_iot_core(self, topic, qos, on_message, on_closed):
+            if topic == "denied":
+                raise UnauthorizedError("not authorized")
             if self.refusals:
                 self.refusals -= 1
                 raise ServiceError()
-            self.made.append(topic_name)
-            return None, object()
+            self.made.append(topic)
+            return object()
 
     client = Client()
     caplog.set_level("INFO", logger="ggdefender.ipc")
