@@ -156,6 +156,7 @@ class Ipc:
             self.client_name, self.client_reason = choose_client()
         self._client_factory = client_factory or self._default_client
         self._client: Optional[IpcClient] = None  # the connected client, made by _client_factory
+        self._announced = False
         self._lock = threading.RLock()  # guards state only; never held while waiting
         self._connect_lock = threading.Lock()  # one connection attempt at a time
         self._closing = threading.Event()  # close() interrupts a backoff wait at once
@@ -263,6 +264,9 @@ class Ipc:
                             self._activate(sub)
                         except Exception as exc:  # that one subscription is retried on the next reconnect
                             log.warning("IPC: could not re-subscribe to %s %r: %s", sub.kind, sub.topic, exc)
+                if not self._announced:  # once per Ipc: which client this process speaks IPC with, and why
+                    self._announced = True
+                    log.info("IPC client: %s (%s)", self.client_name, self.client_reason)
                 if attempt > 1:
                     log.info("IPC connection re-established after %d attempts", attempt)
                 return self
