@@ -71,7 +71,7 @@ def run(ipc: Ipc, component: str, thing: str) -> dict:
     """The outcome of each check, by name."""
     t = topics(thing)
     out: dict = {"client": ipc.client_name}
-    out["get-own"] = _outcome(lambda: ipc.get_config(["Check"], component=component))
+    out["get-own"] = _outcome(lambda: ipc.get_config(["Check", "Value"], component=component))  # a leaf: {K: v}
     out["get-missing"] = _outcome(lambda: ipc.get_config(["NoSuchKey"], component=component))
     limit = ipc.max_iot_payload()
     out["max-iot-payload"] = limit
@@ -79,7 +79,9 @@ def run(ipc: Ipc, component: str, thing: str) -> dict:
     # configuration: a change of our own configuration comes back on the subscription
     changes = _Inbox()
     config_sub = ipc.subscribe_config(lambda path: changes.add(tuple(path)))
-    out["update-config"] = _outcome(lambda: ipc.update_config(["Check"], {"Changed": "yes"}))
+    # the value names the client: a second run as the same component changes it again (an update that changes
+    # nothing notifies nobody)
+    out["update-config"] = _outcome(lambda: ipc.update_config(["Check"], {"Changed": ipc.client_name}))
     got = changes.wait(1)
     out["config-event"] = sorted({path for (path,) in got})[:1]
     out["get-changed"] = _outcome(lambda: ipc.get_config(["Check", "Changed"], component=component))
@@ -118,3 +120,17 @@ def run(ipc: Ipc, component: str, thing: str) -> dict:
     out["restart-missing"] = _outcome(lambda: ipc.restart_component(MISSING))
     out["still-connected"] = _outcome(lambda: ipc.get_config(["Check", "Value"], component=component))
     return out
+
+
+def same(a: dict, b: dict) -> bool:
+    """Whether two clients' outcomes agree (their own names aside), else an AssertionError listing the checks
+    that differ."""
+    def plain(out: dict) -> dict:
+        name = out["client"]
+        return {k: str(v).replace(f".{name}", "").replace(f"'{name}'", "'CLIENT'") for k, v in out.items()
+                if k != "client"}
+
+    pa, pb = plain(a), plain(b)
+    differ = {k: (pa.get(k), pb.get(k)) for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)}
+    assert not differ, f"{a['client']} and {b['client']} disagree: {differ}"
+    return True

@@ -19,6 +19,7 @@ for folder in ("tests", "tests/integration", "tests/lite"):  # test helpers are 
         sys.path.insert(0, str(REPO / folder))
 
 import harness  # noqa: E402
+import ipc_check  # noqa: E402
 from component_build import build_copy  # noqa: E402
 from real_counterparts import unavailable  # noqa: E402
 
@@ -33,6 +34,7 @@ HOW = ("build it with `bash tests/lite/build_lite.sh` (Debian: apt-get install c
 PROBE = Path(__file__).resolve().parent / "probe"
 DEFENDER = "ggdefender.Defender"
 PLUGIN = "ggdefender.ExamplePlugin"
+IPC_CHECK = "ggdefender.IpcCheck"  # an identity with ipc_check's grants (no process: the tests connect as it)
 INTERVAL = 2  # Collector.DevelopmentSampleIntervalSeconds for the tests
 
 # what the tests merge over the component's configuration, as a deployment's configurationUpdate would
@@ -130,6 +132,7 @@ def running_lite(lite_bin: Path, tmp_path_factory):
                           {"IntervalSeconds": "1"}),
         harness.Component(PROBE / "recipes" / "ggdefender.LiteProbe.yaml",
                           PROBE / "artifacts" / "ggdefender.LiteProbe" / "1.0.0"),
+        harness.Component(_ipc_check_recipe(base)),
     ]
     # the interpreter of the tests already has the pinned requirements: the recipes' install steps use it
     # (their pre-provisioned-device path) instead of creating a venv from the network
@@ -158,6 +161,17 @@ def running_lite(lite_bin: Path, tmp_path_factory):
             for b in brokers:
                 b.stop()
         assert core.leftovers() == [], "the lite harness left these behind"
+
+
+def _ipc_check_recipe(base: Path) -> Path:
+    """The recipe of IPC_CHECK: ipc_check's configuration and grants, no lifecycle."""
+    recipe = {"RecipeFormatVersion": "2020-01-25", "ComponentName": IPC_CHECK, "ComponentVersion": "1.0.0",
+              "ComponentConfiguration": {"DefaultConfiguration": {
+                  **ipc_check.CONFIG, "accessControl": ipc_check.policy(harness.THING)}},
+              "Manifests": [{"Platform": {"os": "linux", "runtime": "*"}, "Lifecycle": {}}]}
+    path = base / f"{IPC_CHECK}.json"
+    path.write_text(json.dumps(recipe))
+    return path
 
 
 def wait_for_outcomes(path: Path, timeout: float, log) -> dict:
