@@ -596,7 +596,8 @@ tracemalloc, `ru_maxrss` after each import, /proc/PID/smaps of the running proce
    resident. Measured:
    10,000 sockets 63.8 → 61.4 MiB, after a job 68.1 → 64.7 MiB, idle unchanged.
 
-7. **Process B talks IPC through a relay in process A** (`ipc_relay.py`, `supervisor.py`; docs/architecture.md).
+7. **Process B talks IPC through a relay in process A** (`supervisor/relay_server.py`,
+   `collector/relay_client.py`; docs/architecture.md).
    Process B (collector, plugins, detect) no longer imports awsiotsdk/awscrt and holds no IPC token: process A
    serves it an allow-listed subset of IPC calls over an inherited socketpair. Measured: B idle 30.4 → 22.2 MiB;
    the whole component idle 58.9 → 50.9 MiB, 10,000 sockets 61.3 → 53.8 MiB, after a job 64.7 → 56.9 MiB. It is

@@ -204,7 +204,7 @@ class FakeIpc:
     def mitigate(self, request: dict) -> dict:
         self._record("mitigate", request)
         if self.refuse_mitigation:
-            from ggdefender.ipc_relay import MitigationRefused
+            from ggdefender.relay_wire import MitigationRefused
 
             raise MitigationRefused(self.refuse_mitigation)
         return {"requestId": request["requestId"], "status": "accepted"}

@@ -13,8 +13,8 @@ import sys
 # subcommand -> module exposing register(subparsers) that sets `func` on its parser
 SUBCOMMANDS = {
     "collect": "ggdefender.collector.cli",
-    "run": "ggdefender.supervisor",
-    "part": "ggdefender.supervisor",
+    "run": "ggdefender.supervisor.run",  # process A
+    "part": "ggdefender.collector.process",  # process B
     "local": "ggdefender.local.ui.cli",
     "detect": "ggdefender.detect.cli",
     "build": "ggdefender.devtools.build",

@@ -53,13 +53,16 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# The IPC handles whose health goes to process A's document over the relay: process B's RelayClient adds itself
+# as its module loads (no such handle exists before), so this module, shared by both processes, imports none of B.
+RELAYED_PORTS: list = []
+
+
 def report(ipc, path: str, value: Optional[dict]) -> None:
     """Set (or, with None, remove) `path` of the health document. Never raises."""
     try:
         value = bounded(value)
-        from ggdefender.ipc_relay import RelayClient  # imported here: ipc_relay imports this module
-
-        if isinstance(ipc, RelayClient):
+        if isinstance(ipc, tuple(RELAYED_PORTS)):
             ipc.health(path, value)
         else:
             process_health().set(path, value, ipc=ipc)

@@ -410,7 +410,7 @@ class Ipc:
 
     # -- process B's collector, over the private relay (not the Greengrass bus) ---------------------------
     def attach_collector(self, channel: CollectorChannel) -> None:
-        """The relay server of the running collector process; set by ipc_relay.RelayServer."""
+        """The relay server of the running collector process; set by supervisor.relay_server.RelayServer."""
         with self._lock:
             self._collector = channel
             self._collector_attached.notify_all()

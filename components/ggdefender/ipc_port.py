@@ -1,7 +1,7 @@
 """The IPC port: exactly what the parts call on their IPC handle, declared once.
 
 Process A's handle is `ggdefender.ipc.Ipc` (awsiotsdk, the one Greengrass IPC connection); process B's is
-`ggdefender.ipc_relay.RelayClient` (the private socketpair relay served by A). Both satisfy `IpcPort`; each
+`ggdefender.collector.relay_client.RelayClient` (the private socketpair relay served by A). Both satisfy `IpcPort`; each
 also has what only its process may do (`SupervisorPort`, `CollectorPort`). mypy checks the implementations
 against these (tests/unit/test_typecheck.py), and the tests' one fake (tests/fake_ipc.py) implements them too,
 so a method added here is added everywhere or the type check fails.
@@ -25,7 +25,7 @@ class Subscription(Protocol):
 
 
 class CollectorChannel(Protocol):
-    """Process A's private line to the running collector process (ipc_relay.RelayServer)."""
+    """Process A's private line to the running collector process (supervisor.relay_server.RelayServer)."""
 
     def collect_now(self, request_id: str, timeout: float) -> dict: ...
 
@@ -59,7 +59,8 @@ class IpcPort(Protocol):
 
 
 class SupervisorPort(IpcPort, Protocol):
-    """Process A only (`Ipc`): what B is never allowed (ipc_relay.PRIVILEGED_OPS), plus the typed call to B."""
+    """Process A only (`Ipc`): what B is never allowed (supervisor.relay_server.PRIVILEGED_OPS), plus the typed
+    call to B."""
 
     gone: Optional[str]  # why the connection was given up for good (None while it may come back)
     retry_budget: float  # seconds an outage may last before it is `gone` (Supervisor.IpcRetryBudgetSeconds)
@@ -76,7 +77,7 @@ class SupervisorPort(IpcPort, Protocol):
     def component_details(self, component: str) -> dict: ...
 
     def attach_collector(self, channel: CollectorChannel) -> None:
-        """The relay of the collector process that answers collect_now (set by ipc_relay.RelayServer)."""
+        """The relay of the collector process that answers collect_now (set by supervisor.relay_server.RelayServer)."""
 
     def detach_collector(self, channel: CollectorChannel) -> None: ...
 

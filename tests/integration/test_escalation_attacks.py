@@ -135,15 +135,16 @@ def test_a_component_with_star_pubsub_cannot_make_the_defender_act(tmp_path):
 # -- 2. a compromised collector (process B) --------------------------------------------------------------------
 PROCESS_A = """
 import logging, sys, threading
-from ggdefender import statefile, supervisor as sv
+from ggdefender import process_start, statefile
+from ggdefender.supervisor import run as supervisor, section
 from ggdefender.ipc import Ipc
 
 logging.basicConfig(level="INFO", stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 ipc = Ipc()
-sup = sv.Supervisor(sv.SupervisorSettings(), statefile.state_dir(), argv=[sys.executable, "-u"] + sys.argv[1:],
-                    ipc=ipc, thing=ipc.thing_name)
+sup = supervisor.Supervisor(section.SupervisorSettings(), statefile.state_dir(),
+                            argv=[sys.executable, "-u"] + sys.argv[1:], ipc=ipc, thing=ipc.thing_name)
 threading.Thread(target=sup.run_remediation, args=(ipc, ipc.thing_name), daemon=True).start()
-sv._on_signals(sup.stop.set)
+process_start.on_signals(sup.stop.set)
 sup.supervise_child()
 """
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from component_build import build_copy, full_configuration
-from ggdefender import supervisor as sv
+from ggdefender.supervisor import collector_user
 
 harness = pytest.importorskip("ggdefender.local.ui.harness")
 pytestmark = [pytest.mark.integration,
@@ -239,7 +239,7 @@ def _privsep_possible() -> str:
         return "not root: nothing to drop"
     nobody = pwd.getpwnam("nobody")
     groups = set(os.getgrouplist("nobody", nobody.pw_gid))
-    blocked = [p for p in sv.collector_paths(sys.executable) if not sv.user_can_read(p, nobody.pw_uid, groups)]
+    blocked = [p for p in collector_user.collector_paths(sys.executable) if not collector_user.user_can_read(p, nobody.pw_uid, groups)]
     return f"nobody cannot read {blocked[0]} (run the tests from .ci/bootstrap's venv)" if blocked else ""
 
 

@@ -28,11 +28,11 @@ def test_processes_a_and_b_never_import_a_developer_tool():
     nor the developer tools' own libraries."""
     left_out = sorted(set(cli.NOT_IN_ARTIFACT.values()))
     code = ("import json, sys\n"
-            "import ggdefender.cli, ggdefender.supervisor, ggdefender.collector_process, ggdefender.detect.cli\n"
+            "import ggdefender.cli, ggdefender.supervisor.run, ggdefender.collector.process, ggdefender.detect.cli\n"
             "print(json.dumps(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     loaded = json.loads(out.stdout)
-    assert "ggdefender.collector_process" in loaded and "ggdefender.supervisor" in loaded  # the probe imported
+    assert "ggdefender.collector.process" in loaded and "ggdefender.supervisor.run" in loaded  # the probe imported
     bad = [m for m in loaded for p in left_out + ["matplotlib", "orjson"] if m == p or m.startswith(p + ".")]
     assert bad == []
 

@@ -5,7 +5,10 @@ import threading
 
 import pytest
 
-from ggdefender import health, ipc_relay as R
+from ggdefender import health
+from ggdefender import relay_wire
+from ggdefender.collector import relay_client
+from ggdefender.supervisor import relay_server
 
 THING = "thingH"
 
@@ -177,15 +180,15 @@ class FakeA:
 def test_relay_carries_b_reports_to_a_and_refuses_a_paths(monkeypatch):
     doc = health.Health()
     monkeypatch.setattr(health, "process_health", lambda: doc)
-    a, b = R.socket_pair()
-    server = R.RelayServer(a, FakeA(), THING).start()
-    client = R.RelayClient(b, timeout=30).connect()
+    a, b = relay_wire.socket_pair()
+    server = relay_server.RelayServer(a, FakeA(), THING).start()
+    client = relay_client.RelayClient(b, timeout=30).connect()
     try:
         health.report(client, "configuration.Collector", {"accepted": False, "reason": "bad", "usingLastGood": True})
         assert doc.get("configuration.Collector")["usingLastGood"] is True
-        with pytest.raises(R.RelayDenied):
+        with pytest.raises(relay_wire.RelayDenied):
             client.health("privilegeSeparation", {"on": True})
-        with pytest.raises(R.RelayError, match="unknown key"):
+        with pytest.raises(relay_wire.RelayError, match="unknown key"):
             client.health("outbox", {"pending": 0, "dropped": 0, "evil": 1})
         health.report(client, "parts.collector", {"state": "running"})  # refused in A, never raised in B
         assert doc.get("privilegeSeparation") is None and doc.get("parts") is None
@@ -241,10 +244,11 @@ def test_a_hostile_collector_process_cannot_write_process_a_entries(monkeypatch)
     doc = health.Health()
     monkeypatch.setattr(health, "process_health", lambda: doc)
     doc.set("privilegeSeparation", {"on": False, "root": True, "reason": "collector runs as root"})
-    a, b = R.socket_pair()
-    server = R.RelayServer(a, FakeA(), THING).start()
+    a, b = relay_wire.socket_pair()
+    server = relay_server.RelayServer(a, FakeA(), THING).start()
     code = (
-        "from ggdefender.ipc_relay import RelayClient, RelayDenied\n"
+        "from ggdefender.collector.relay_client import RelayClient\n"
+        "from ggdefender.relay_wire import RelayDenied\n"
         "c = RelayClient.from_env().connect()\n"
         "out = []\n"
         "for path, value in [('privilegeSeparation', {'on': True}), ('parts.collector', {'state': 'running'}),\n"

@@ -2,14 +2,16 @@
 
 import threading
 
-from ggdefender import health, supervisor
+from ggdefender import health
 from ggdefender.remediation import listener
+from ggdefender.supervisor import run as supervisor
+from ggdefender.supervisor import section
 
 
 def test_a_failing_listener_shows_as_restarting_then_running(tmp_path, doc, monkeypatch):
     seen = []
-    sup = supervisor.Supervisor(supervisor.SupervisorSettings(restart_initial_backoff=0.01,
-                                                              restart_max_backoff=0.01), str(tmp_path))
+    sup = supervisor.Supervisor(section.SupervisorSettings(restart_initial_backoff=0.01,
+                                                           restart_max_backoff=0.01), str(tmp_path))
 
     class Listener:
         runs = 0

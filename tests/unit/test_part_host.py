@@ -114,11 +114,11 @@ def test_a_replaced_part_falls_back_to_the_saved_section_like_at_start_up(tmp_pa
 
 def test_every_part_of_both_processes_has_the_contract(tmp_path):
     from ggdefender.collector.service import CollectorService
-    from ggdefender.collector_process import CollectorProcess
+    from ggdefender.collector.process import CollectorProcess
     from ggdefender.detect.service import DetectService
     from ggdefender.plugins.host import PluginHost
     from ggdefender.remediation.listener import RemediationListener
-    from ggdefender.supervisor import SupervisorSection
+    from ggdefender.supervisor.section import SupervisorSection
 
     sections = {}
     for cls in (CollectorService, PluginHost, DetectService, RemediationListener, SupervisorSection):
@@ -141,7 +141,7 @@ def test_every_part_of_both_processes_has_the_contract(tmp_path):
 
 def test_process_a_host_holds_the_supervisor_section_and_each_listener_incarnation(tmp_path, doc):
     from ggdefender.remediation.listener import RemediationListener
-    from ggdefender.supervisor import SUPERVISOR_NOTE, SupervisorSection
+    from ggdefender.supervisor.section import SUPERVISOR_NOTE, SupervisorSection
 
     class Ipc:
         thing_name = "thingA"
@@ -173,7 +173,7 @@ def test_process_a_host_holds_the_supervisor_section_and_each_listener_incarnati
 ROOT = Path(__file__).resolve().parents[2]
 PARTS = {"ggdefender.collector.service": "CollectorService", "ggdefender.plugins.host": "PluginHost",
          "ggdefender.detect.service": "DetectService", "ggdefender.remediation.listener": "RemediationListener",
-         "ggdefender.supervisor": "SupervisorSection"}
+         "ggdefender.supervisor.section": "SupervisorSection"}
 
 
 def _mypy(tmp_path, source: str) -> subprocess.CompletedProcess:
@@ -185,7 +185,7 @@ def _mypy(tmp_path, source: str) -> subprocess.CompletedProcess:
     check.write_text(source)
     # pyproject.toml's [tool.mypy]; the part modules are followed silently, the check itself strictly
     return subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", str(check),
-                           "components/ggdefender/part.py", "components/ggdefender/collector_process.py"],
+                           "components/ggdefender/part.py", "components/ggdefender/collector/process.py"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 

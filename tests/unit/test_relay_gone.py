@@ -2,12 +2,13 @@
 
 import threading
 
-from ggdefender import ipc_relay as R
+from ggdefender import relay_wire
+from ggdefender.collector import relay_client
 
 
 def test_listeners_hear_when_the_supervisor_end_closes():
-    ours, theirs = R.socket_pair()
-    client = R.RelayClient(theirs).connect()
+    ours, theirs = relay_wire.socket_pair()
+    client = relay_client.RelayClient(theirs).connect()
     heard = threading.Event()
     reasons = []
     client.on_gone(lambda why: (reasons.append(why), heard.set()))
@@ -20,8 +21,8 @@ def test_listeners_hear_when_the_supervisor_end_closes():
 
 
 def test_our_own_close_is_not_the_supervisor_going_away():
-    ours, theirs = R.socket_pair()
-    client = R.RelayClient(theirs).connect()
+    ours, theirs = relay_wire.socket_pair()
+    client = relay_client.RelayClient(theirs).connect()
     reasons = []
     client.on_gone(reasons.append)
     client.close()

@@ -1,4 +1,4 @@
-"""The relay's policy for process B (ipc_relay.Policy) is the part of the recipe's accessControl that B needs:
+"""The relay's policy for process B (relay_server.Policy) is the part of the recipe's accessControl that B needs:
 never more than the recipe grants (the nucleus would refuse it anyway, and the relay must not promise it),
 and every other grant is one process A uses for itself (remediation jobs, health), listed here
 with why, so a topic added to either side without the other fails this test."""
@@ -8,7 +8,7 @@ import os
 import yaml
 
 from ggdefender import topics
-from ggdefender.ipc_relay import Policy
+from ggdefender.supervisor.relay_server import Policy
 from ggdefender.jobs_protocol import jobs_prefix, subscription_filters
 
 RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),

@@ -6,54 +6,59 @@ import threading
 
 import pytest
 
-from ggdefender import supervisor as sv
+from ggdefender import process_start, settings
+from ggdefender.collector import process as collector_process
+from ggdefender.supervisor import collector_user, section, work_lock
+from ggdefender.supervisor.section import SupervisorSettings
+from ggdefender.supervisor import run as supervisor
 from ggdefender.settings import ConfigError
 
 
 def test_backoff_doubles_caps_and_resets_after_a_healthy_run():
-    b = sv.Backoff(1, 8, 300)
+    b = supervisor.Backoff(1, 8, 300)
     assert [b.delay(0.1) for _ in range(6)] == [1, 2, 4, 8, 8, 8]
     assert b.delay(301) == 1 and b.delay(2) == 2
 
 
 def test_settings_defaults_strings_and_errors():
-    assert sv.parse_settings(None) == sv.SupervisorSettings()
-    st = sv.parse_settings({"RestartInitialBackoffSeconds": "0.5", "RestartMaxBackoffSeconds": 30.0,
+    assert section.parse_settings(None) == SupervisorSettings()
+    st = section.parse_settings({"RestartInitialBackoffSeconds": "0.5", "RestartMaxBackoffSeconds": 30.0,
                             "CollectorUser": "", "LogLevel": "debug"})
     assert st.restart_initial_backoff == 0.5 and st.restart_max_backoff == 30 and st.log_level == "DEBUG"
     with pytest.raises(ConfigError) as e:
-        sv.parse_settings({"RestartInitialBackoffSeconds": "x", "StopTimeoutSeconds": 0})
+        section.parse_settings({"RestartInitialBackoffSeconds": "x", "StopTimeoutSeconds": 0})
     assert "RestartInitialBackoffSeconds" in str(e.value) and "StopTimeoutSeconds" in str(e.value)
     with pytest.raises(ConfigError, match="below RestartInitialBackoffSeconds"):
-        sv.parse_settings({"RestartInitialBackoffSeconds": 10, "RestartMaxBackoffSeconds": 5})
-    st = sv.parse_settings({"IpcRetryBudgetSeconds": "30", "CollectorMemoryLimitMiB": "48"})
+        section.parse_settings({"RestartInitialBackoffSeconds": 10, "RestartMaxBackoffSeconds": 5})
+    st = section.parse_settings({"IpcRetryBudgetSeconds": "30", "CollectorMemoryLimitMiB": "48"})
     assert st.ipc_retry_budget == 30 and st.collector_memory_limit_mib == 48
     with pytest.raises(ConfigError) as e:
-        sv.parse_settings({"IpcRetryBudgetSeconds": "1", "CollectorMemoryLimitMiB": "8"})
+        section.parse_settings({"IpcRetryBudgetSeconds": "1", "CollectorMemoryLimitMiB": "8"})
     assert "IpcRetryBudgetSeconds" in str(e.value) and "CollectorMemoryLimitMiB" in str(e.value)
 
 
 def test_code_defaults_are_the_built_in_defaults():
     from ggdefender import defaults
 
-    assert sv.parse_settings(defaults.DEFAULTS["Supervisor"]) == sv.SupervisorSettings()
+    assert section.parse_settings(defaults.DEFAULTS["Supervisor"]) == SupervisorSettings()
 
 
 def test_one_supervisor_per_work_folder(tmp_path):
-    held = sv.lock_work_folder(str(tmp_path))
+    held = work_lock.lock_work_folder(str(tmp_path))
     try:
-        with pytest.raises(sv.WorkFolderBusy, match=rf"another ggdefender supervisor \(pid {os.getpid()},"):
-            sv.lock_work_folder(str(tmp_path))
+        with pytest.raises(work_lock.WorkFolderBusy, match=rf"another ggdefender supervisor \(pid {os.getpid()},"):
+            work_lock.lock_work_folder(str(tmp_path))
     finally:
         held.close()
-    sv.lock_work_folder(str(tmp_path)).close()  # released with its holder
+    work_lock.lock_work_folder(str(tmp_path)).close()  # released with its holder
 
 
 def test_collector_refuses_to_start_when_its_supervisor_is_already_gone():
-    assert sv.die_with_supervisor({}) is None  # run alone: nothing to die with
-    assert sv.die_with_supervisor({sv.SUPERVISOR_PID_ENV: str(os.getppid())}) is None
+    assert collector_process.die_with_supervisor({}) is None  # run alone: nothing to die with
+    assert collector_process.die_with_supervisor({process_start.SUPERVISOR_PID_ENV: str(os.getppid())}) is None
     # a parent other than the one that started us: it died and we were re-parented before prctl ran
-    assert "already gone" in sv.die_with_supervisor({sv.SUPERVISOR_PID_ENV: str(os.getppid() + 100000)})
+    assert "already gone" in collector_process.die_with_supervisor(
+        {process_start.SUPERVISOR_PID_ENV: str(os.getppid() + 100000)})
 
 
 def test_user_can_read_follows_permission_bits(tmp_path):
@@ -71,17 +76,18 @@ def test_user_can_read_follows_permission_bits(tmp_path):
         os.chmod(d, 0o755)
         os.chmod(f, 0o644)
         other = 54321
-        assert sv.user_can_read(str(f), other, set())
+        assert collector_user.user_can_read(str(f), other, set())
         os.chmod(f, 0o640)
-        assert not sv.user_can_read(str(f), other, set())
-        assert sv.user_can_read(str(f), other, {os.stat(f).st_gid})  # group read
+        assert not collector_user.user_can_read(str(f), other, set())
+        assert collector_user.user_can_read(str(f), other, {os.stat(f).st_gid})  # group read
         os.chmod(f, 0o644)
         os.chmod(d, 0o700)
-        assert not sv.user_can_read(str(f), other, set())
-        assert sv.user_can_read(str(f), os.stat(d).st_uid, set())
-        assert not sv.user_can_read(str(tmp_path), other, set())
+        assert not collector_user.user_can_read(str(f), other, set())
+        assert collector_user.user_can_read(str(f), os.stat(d).st_uid, set())
+        assert not collector_user.user_can_read(str(tmp_path), other, set())
         os.chmod(d, 0o711)  # an import folder must be listable too, not only enterable
-        assert not sv.user_can_read(str(d), other, set()) and sv.user_can_read(str(f), other, set())
+        assert not collector_user.user_can_read(str(d), other, set())
+        assert collector_user.user_can_read(str(f), other, set())
     finally:
         shutil.rmtree(base)
 
@@ -89,10 +95,10 @@ def test_user_can_read_follows_permission_bits(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop only happens as root")
 def test_collector_user_rules_as_root(tmp_path):
     with pytest.raises(ConfigError, match="no such user"):
-        sv.resolve_collector_user(sv.SupervisorSettings(collector_user="no-such-user-xyz"), str(tmp_path))
+        collector_user.resolve_collector_user(SupervisorSettings(collector_user="no-such-user-xyz"), str(tmp_path))
     with pytest.raises(ConfigError, match="refusing to run the collector as root"):
-        sv.resolve_collector_user(sv.SupervisorSettings(collector_user="root"), str(tmp_path))
-    uid, gid, name, _ = sv.resolve_collector_user(sv.SupervisorSettings(), str(tmp_path))  # root-owned dir
+        collector_user.resolve_collector_user(SupervisorSettings(collector_user="root"), str(tmp_path))
+    uid, gid, name, _ = collector_user.resolve_collector_user(SupervisorSettings(), str(tmp_path))  # root-owned dir
     assert name == "nobody" and uid != 0
     os.chown(tmp_path, 4242, 4242)
     if uid != 4242:
@@ -101,20 +107,20 @@ def test_collector_user_rules_as_root(tmp_path):
             pwd.getpwuid(4242)
         except KeyError:
             with pytest.raises(ConfigError):
-                sv.resolve_collector_user(sv.SupervisorSettings(), str(tmp_path))
+                collector_user.resolve_collector_user(SupervisorSettings(), str(tmp_path))
 
 
 def test_non_root_keeps_its_user(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert sv.resolve_collector_user(sv.SupervisorSettings(collector_user="nobody"), str(tmp_path)) is None
+    assert collector_user.resolve_collector_user(SupervisorSettings(collector_user="nobody"), str(tmp_path)) is None
 
 
 def test_crashing_child_is_restarted_with_backoff_and_stopped_cleanly(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)  # no privilege drop in this test
     marker = tmp_path / "starts"
     script = f"open({str(marker)!r}, 'a').write('x'); raise SystemExit(3)"
-    cfg = sv.SupervisorSettings(restart_initial_backoff=0.1, restart_max_backoff=0.2)
-    sup = sv.Supervisor(cfg, str(tmp_path), argv=[sys.executable, "-c", script])
+    cfg = SupervisorSettings(restart_initial_backoff=0.1, restart_max_backoff=0.2)
+    sup = supervisor.Supervisor(cfg, str(tmp_path), argv=[sys.executable, "-c", script])
     t = threading.Thread(target=sup.supervise_child)
     t.start()
     try:
@@ -127,7 +133,7 @@ def test_crashing_child_is_restarted_with_backoff_and_stopped_cleanly(tmp_path, 
         sup.stop.set()
         t.join(30)
     assert len(marker.read_text()) >= 3 and not t.is_alive()
-    assert (tmp_path / sv.PART_STATE_SUBDIR).is_dir()
+    assert (tmp_path / supervisor.PART_STATE_SUBDIR).is_dir()
 
 
 def test_stop_terminates_a_running_child(tmp_path, monkeypatch):
@@ -135,7 +141,7 @@ def test_stop_terminates_a_running_child(tmp_path, monkeypatch):
     ready = tmp_path / "ready"
     script = (f"import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); "
               f"open({str(ready)!r}, 'w').close(); time.sleep(600)")
-    sup = sv.Supervisor(sv.SupervisorSettings(), str(tmp_path), argv=[sys.executable, "-c", script])
+    sup = supervisor.Supervisor(SupervisorSettings(), str(tmp_path), argv=[sys.executable, "-c", script])
     t = threading.Thread(target=sup.supervise_child)
     t.start()
     try:
@@ -159,7 +165,7 @@ def test_relative_socket_path_stays_usable_from_the_collector_folder(tmp_path, m
     collector.mkdir(parents=True)
     monkeypatch.chdir(work)
     monkeypatch.setenv("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "../../ipc.socket")
-    sup = sv.Supervisor(sv.SupervisorSettings(), str(work))
+    sup = supervisor.Supervisor(SupervisorSettings(), str(work))
     env = sup._child_env(str(collector), None, str(collector))
     value = env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"]
     assert value == "../../../ipc.socket"
@@ -184,7 +190,7 @@ def test_privilege_separation_off_is_an_error_and_in_the_health_document(tmp_pat
         exe.chmod(0o700)
         work = tmp_path / "work"
         work.mkdir()
-        sup = sv.Supervisor(sv.SupervisorSettings(), str(work), argv=[str(exe)])
+        sup = supervisor.Supervisor(SupervisorSettings(), str(work), argv=[str(exe)])
         child = sup.start_child()
         child.wait(30)
         assert any(r.levelname == "ERROR" and "privilege separation OFF" in r.getMessage() for r in caplog.records)
@@ -208,12 +214,12 @@ def test_a_work_folder_the_collector_user_cannot_enter_is_named_not_a_silent_fai
         work = private / "work"
         work.mkdir()
         exe = "/usr/bin/true" if os.path.exists("/usr/bin/true") else "/bin/true"
-        sup = sv.Supervisor(sv.SupervisorSettings(), str(work), argv=[exe])
+        sup = supervisor.Supervisor(SupervisorSettings(), str(work), argv=[exe])
         sup.start_child().wait(30)
         doc = health.process_health().get("privilegeSeparation")
         assert doc["on"] is False and str(work) in doc["reason"]
-        with pytest.raises(sv.s.ConfigError, match="cannot read"):  # a configured user is never overridden
-            sv.Supervisor(sv.SupervisorSettings(collector_user="nobody"), str(work), argv=[exe]).start_child()
+        with pytest.raises(settings.ConfigError, match="cannot read"):  # a configured user is never overridden
+            supervisor.Supervisor(SupervisorSettings(collector_user="nobody"), str(work), argv=[exe]).start_child()
     finally:
         shutil.rmtree(private)
 
@@ -222,10 +228,10 @@ def test_collector_over_its_memory_limit_is_ended_and_restarted(tmp_path, monkey
     from ggdefender import health
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)  # no privilege drop in this test
-    monkeypatch.setattr(sv, "MEMORY_CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(supervisor, "MEMORY_CHECK_SECONDS", 0.2)
     script = "import time; hoard = b'x' * (40 << 20); time.sleep(600)"  # 40 MiB resident, over a 16 MiB limit
-    cfg = sv.SupervisorSettings(restart_initial_backoff=0.1, restart_max_backoff=0.2, collector_memory_limit_mib=16)
-    sup = sv.Supervisor(cfg, str(tmp_path), argv=[sys.executable, "-c", script])
+    cfg = SupervisorSettings(restart_initial_backoff=0.1, restart_max_backoff=0.2, collector_memory_limit_mib=16)
+    sup = supervisor.Supervisor(cfg, str(tmp_path), argv=[sys.executable, "-c", script])
     t = threading.Thread(target=sup.supervise_child)
     t.start()
     try:

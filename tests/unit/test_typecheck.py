@@ -16,8 +16,9 @@ PACKAGE = ROOT / "components" / "ggdefender"
 # the port, its implementations (each declares which port it is, under TYPE_CHECKING), the tests' fake of
 # it, and the operation that makes A's typed call to B
 CHECKED = ["components/ggdefender/ipc_port.py", "components/ggdefender/ipc.py",
-           "components/ggdefender/ipc_relay.py", "components/ggdefender/remediation/operations/collect_now.py",
-           "tests/fake_ipc.py"]
+           "components/ggdefender/relay_wire.py", "components/ggdefender/supervisor/relay_server.py",
+           "components/ggdefender/collector/relay_client.py",
+           "components/ggdefender/remediation/operations/collect_now.py", "tests/fake_ipc.py"]
 PORTS = (ipc_port.IpcPort, ipc_port.SupervisorPort, ipc_port.CollectorPort)
 
 
@@ -57,7 +58,7 @@ def declared() -> set:
 def test_every_port_method_is_implemented_by_its_process():
     from fake_ipc import FakeIpc
     from ggdefender.ipc import Ipc
-    from ggdefender.ipc_relay import RelayClient
+    from ggdefender.collector.relay_client import RelayClient
 
     def members(port):  # methods and properties; data attributes are instance state, checked by mypy
         return {n for cls in port.__mro__ if cls not in (typing.Protocol, typing.Generic, object)
@@ -90,7 +91,8 @@ def ipc_calls(tree: ast.AST) -> set:
 
 
 def test_every_call_the_parts_make_on_their_ipc_handle_is_declared_in_the_port():
-    own = {PACKAGE / "ipc.py", PACKAGE / "ipc_relay.py", PACKAGE / "ipc_port.py"}
+    own = {PACKAGE / "ipc.py", PACKAGE / "ipc_port.py", PACKAGE / "relay_wire.py",
+           PACKAGE / "supervisor" / "relay_server.py", PACKAGE / "collector" / "relay_client.py"}
     undeclared = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         if path in own or (PACKAGE / "local") in path.parents:  # local/ is the core, not a part

@@ -4,7 +4,7 @@ Never stalls: every tick is wrapped, a failed collection or publish is logged an
 again, ticks are fixed-rate (no drift) and a configuration change never publishes early. Only an IPC
 that stays unreachable after the retry budget ends the loop (the supervisor then restarts process B).
 Also answers `collect-now` commands and hands each report to its observers (on-device detect, a peer part
-that the process's host wires in: collector_process.py; docs/architecture.md).
+that the process's host wires in: collector/process.py; docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`DetectService`: on-device Detect wired into the collector process (process B).
 
-Process B's host (collector_process.py) calls `reconfigure(section)` with the `Detect` configuration section;
+Process B's host (collector/process.py) calls `reconfigure(section)` with the `Detect` configuration section;
 the collector, its peer, calls `observe(report, at)` after each report. Detect evaluates every behavior, persists alarm state and history in the state folder,
 and publishes through `ggdefender.ipc.Ipc`:
 
@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 from ggdefender import health, ratelog, topics
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
-from ggdefender.ipc_relay import MitigationRefused
+from ggdefender.relay_wire import MitigationRefused
 
 from . import config as C
 from . import findings as F

@@ -1,6 +1,6 @@
 """Process A's gate for Detect's mitigation requests from process B (the unprivileged collector).
 
-Process B asks over its private relay (`{"op": "mitigate", "request": {...}}`, ggdefender.ipc_relay); nothing
+Process B asks over its private relay (`{"op": "mitigate", "request": {...}}`, supervisor/relay_server.py); nothing
 B says is trusted. At most MAX_CHECKS_PER_MINUTE requests are looked at; before anything runs, the gate refuses
 unless, read by A itself at the time of the request:
 - the request has exactly the typed shape (`detect.mitigation.check_request`): an operation that can be a

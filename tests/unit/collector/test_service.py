@@ -10,7 +10,7 @@ from fake_ipc import FakeIpc  # the shared fake; test_service_close and test_ser
 from ggdefender.collector.report import decode
 from ggdefender.collector.schema import validate_report
 from ggdefender.collector.service import COMMANDS_TOPIC, EVENTS_TOPIC, CollectorService
-from ggdefender.collector_process import CollectorProcess
+from ggdefender.collector.process import CollectorProcess
 
 
 CONF = {"Collector": {"DevelopmentSampleIntervalSeconds": 1, "StartJitterPercent": 0},

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ggdefender.collector_process import CollectorProcess
+from ggdefender.collector.process import CollectorProcess
 
 from test_service import FakeIpc  # the same fake IPC as the loop tests
 

@@ -10,7 +10,7 @@ from ggdefender import health
 from ggdefender.detect import outbox as O
 from ggdefender.detect.service import DetectService
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD, IpcUnavailable
-from ggdefender.ipc_relay import RelayDenied, RelayError, RelayPublishRefused, RelayTimeout
+from ggdefender.relay_wire import RelayDenied, RelayError, RelayPublishRefused, RelayTimeout
 
 from detect_helpers import FIXTURES, FakeIpc, report
 

@@ -1,4 +1,5 @@
-"""The IPC relay (ggdefender.ipc_relay): a RelayServer over a fake Ipc in A, a RelayClient in B, a real socketpair."""
+"""The IPC relay (relay_wire, supervisor/relay_server, collector/relay_client): a RelayServer over a fake Ipc in A,
+a RelayClient in B, a real socketpair."""
 
 import json
 import os
@@ -10,7 +11,9 @@ import threading
 import pytest
 
 from fake_ipc import FakeIpc
-from ggdefender import ipc_relay as R
+from ggdefender import relay_wire
+from ggdefender.collector import relay_client
+from ggdefender.supervisor import relay_server
 from ggdefender.ipc import IpcUnavailable
 
 THING = "thingA"
@@ -45,9 +48,9 @@ def a_ipc(config=None):
 class Pair:
     def __init__(self, fake=None):
         self.fake = fake or a_ipc()
-        a, b = R.socket_pair()
-        self.server = R.RelayServer(a, self.fake, THING).start()
-        self.client = R.RelayClient(b, timeout=30).connect()
+        a, b = relay_wire.socket_pair()
+        self.server = relay_server.RelayServer(a, self.fake, THING).start()
+        self.client = relay_client.RelayClient(b, timeout=30).connect()
 
     def close(self):
         self.client.close()
@@ -102,18 +105,19 @@ def test_allowed_publishes_reach_a_with_binary_payloads_intact(pair):
     lambda c: c.subscribe_local("#", lambda t, m: None),
 ])
 def test_denied_calls_raise_in_b_warn_in_a_and_never_reach_ipc(pair, call, caplog):
-    with pytest.raises(R.RelayDenied, match="relay policy"):
+    with pytest.raises(relay_wire.RelayDenied, match="relay policy"):
         call(pair.client)
     assert pair.fake.calls == [] and pair.fake.subs == []
-    assert any("denied" in r.getMessage() for r in caplog.records if r.name == "ggdefender.ipc_relay")
+    assert any("denied" in r.getMessage()
+               for r in caplog.records if r.name == "ggdefender.supervisor.relay_server")
     assert pair.client.subscribe_local("ggdefender/custom-metrics", lambda t, m: None)  # still usable
 
 
 def test_privileged_operations_are_refused_by_a_even_from_a_hand_made_client(pair):
     for op in ("update_config", "restart_component", "update_state", "component_details", "shell"):
-        with pytest.raises(R.RelayDenied, match=repr(op)):
+        with pytest.raises(relay_wire.RelayDenied, match=repr(op)):
             pair.client._request({"op": op, "keyPath": ["Remediation"], "valueToMerge": {"AllowedCommands": ["sh"]}})
-    with pytest.raises(R.RelayDenied, match="own configuration"):
+    with pytest.raises(relay_wire.RelayDenied, match="own configuration"):
         pair.client.get_config(["x"], component="aws.greengrass.Nucleus")
     assert pair.fake.calls == []
 
@@ -181,13 +185,13 @@ def test_child_socket_close_cleans_up_all_its_subscriptions():
 
 def test_errors_in_a_come_back_as_exceptions_with_the_message(pair):
     pair.fake.fail_next = RuntimeError("publish refused: payload too large")
-    with pytest.raises(R.RelayError, match="payload too large"):
+    with pytest.raises(relay_wire.RelayError, match="payload too large"):
         pair.client.publish_iot(f"{METRICS}/json", _report(1))
     pair.fake.fail_next = IpcUnavailable("cannot connect to Greengrass IPC after 10 attempts")
     with pytest.raises(IpcUnavailable, match="10 attempts"):
         pair.client.publish_local("ggdefender/violations", _violation())
     pair.fake.fail_next = RuntimeError("boom")
-    with pytest.raises(R.RelayError, match="boom"):
+    with pytest.raises(relay_wire.RelayError, match="boom"):
         pair.client.subscribe_local("ggdefender/custom-metrics", lambda t, m: None)
     assert pair.server.subscription_count() == 0
     pair.client.publish_local("ggdefender/violations", _violation())  # the relay carries on
@@ -206,8 +210,8 @@ def test_a_gone_supervisor_is_ipc_unavailable_in_b():
 
 
 def _raw(fake=None):
-    a, b = R.socket_pair()
-    server = R.RelayServer(a, fake or a_ipc(), THING).start()
+    a, b = relay_wire.socket_pair()
+    server = relay_server.RelayServer(a, fake or a_ipc(), THING).start()
     return server, b, b.makefile("rb")
 
 
@@ -241,7 +245,7 @@ def test_an_oversized_line_gets_an_error_and_the_relay_is_closed():
 
     def flood():
         try:
-            b.sendall(b"x" * (R.MAX_REQUEST_LINE + 10))
+            b.sendall(b"x" * (relay_wire.MAX_REQUEST_LINE + 10))
         except OSError:  # the server may shut its side while we still send
             pass
 
@@ -249,7 +253,7 @@ def test_an_oversized_line_gets_an_error_and_the_relay_is_closed():
     t.start()
     try:
         reply = json.loads(rb.readline())
-        assert reply["ok"] is False and f"over {R.MAX_REQUEST_LINE} bytes" in reply["error"]
+        assert reply["ok"] is False and f"over {relay_wire.MAX_REQUEST_LINE} bytes" in reply["error"]
         assert rb.readline() == b""  # then EOF: closed
         _wait(lambda: server.closed, "server closed")
         assert fake.subs == []
@@ -261,7 +265,7 @@ def test_an_oversized_line_gets_an_error_and_the_relay_is_closed():
 
 
 def test_a_child_that_does_not_read_never_blocks_a(monkeypatch):
-    monkeypatch.setattr(R, "MAX_PENDING_EVENTS", 5)
+    monkeypatch.setattr(relay_server, "MAX_PENDING_EVENTS", 5)
     fake = a_ipc()
     server, b, rb = _raw(fake)
     try:
@@ -282,28 +286,28 @@ def test_a_child_that_does_not_read_never_blocks_a(monkeypatch):
 
 
 def test_policy_lists_are_exact():
-    pol = R.Policy(THING)
+    pol = relay_server.Policy(THING)
     assert pol.iot_publish == {f"{METRICS}/json", f"{METRICS}/cbor", f"ggdefender/things/{THING}/violations",
                                f"ggdefender/things/{THING}/findings"}
     assert pol.iot_subscribe == {f"{METRICS}/{f}/{o}" for f in ("json", "cbor") for o in ("accepted", "rejected")}
     with pytest.raises(ValueError):
-        R.Policy("")
+        relay_server.Policy("")
 
 
 def test_client_from_env_checks_the_fd():
     with pytest.raises(IpcUnavailable, match="not a file descriptor"):
-        R.RelayClient.from_env({R.FD_ENV: "x"})
+        relay_client.RelayClient.from_env({relay_wire.FD_ENV: "x"})
     r, w = os.pipe()
     try:
         with pytest.raises(IpcUnavailable):
-            R.RelayClient.from_env({R.FD_ENV: str(r)})
+            relay_client.RelayClient.from_env({relay_wire.FD_ENV: str(r)})
     finally:
         os.close(w)
-    a, b = R.socket_pair()
+    a, b = relay_wire.socket_pair()
     try:
         fd = os.dup(b.fileno())
         os.set_inheritable(fd, True)
-        client = R.RelayClient.from_env({R.FD_ENV: str(fd)})
+        client = relay_client.RelayClient.from_env({relay_wire.FD_ENV: str(fd)})
         assert not os.get_inheritable(fd)
         client.close()
     finally:
@@ -315,8 +319,8 @@ def test_process_b_imports_no_awscrt_and_no_jsonschema():
     """What `ggdefender part collector` imports on its way to a first report, checked in a fresh interpreter."""
     code = (
         "import sys, tempfile\n"
-        "from ggdefender import supervisor, ipc_relay\n"
-        "from ggdefender.collector_process import CollectorProcess\n"
+        "from ggdefender.collector import relay_client\n"
+        "from ggdefender.collector.process import CollectorProcess\n"
         "from ggdefender import defaults\n"
         "class Fake:\n"
         "    thing_name = 'thingA'\n"
@@ -335,14 +339,14 @@ def test_process_b_imports_no_awscrt_and_no_jsonschema():
 
 
 def test_supervisor_gives_the_child_a_relay_and_no_token(tmp_path, monkeypatch):
-    from ggdefender import supervisor as sv
+    from ggdefender.supervisor import run as supervisor, section
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)  # no privilege drop in this test
     monkeypatch.setenv("SVCUID", "secret-token")
     monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "secret-creds")
     monkeypatch.setenv("AWS_IOT_THING_NAME", THING)
     script = ("import os, sys, time\n"
-              "from ggdefender.ipc_relay import client_for_part, RelayClient\n"
+              "from ggdefender.collector.relay_client import client_for_part, RelayClient\n"
               "c = client_for_part()\n"
               "assert isinstance(c, RelayClient), type(c)\n"
               "c.publish_local('ggdefender/findings', {'SchemaVersion': '2018-10-08', 'Id': 'f',\n"
@@ -352,8 +356,8 @@ def test_supervisor_gives_the_child_a_relay_and_no_token(tmp_path, monkeypatch):
               "c.subscribe_local('ggdefender/custom-metrics', lambda t, m: None)\n"
               "time.sleep(600)\n")
     fake = a_ipc()
-    sup = sv.Supervisor(sv.SupervisorSettings(), str(tmp_path), argv=[sys.executable, "-c", script],
-                        ipc=fake, thing=THING)
+    sup = supervisor.Supervisor(section.SupervisorSettings(), str(tmp_path), argv=[sys.executable, "-c", script],
+                                ipc=fake, thing=THING)
     t = threading.Thread(target=sup.supervise_child)
     t.start()
     try:
@@ -368,47 +372,47 @@ def test_supervisor_gives_the_child_a_relay_and_no_token(tmp_path, monkeypatch):
 
 # -- what B may say on its topics (relay_guard) -----------------------------------------------------------------
 @pytest.mark.parametrize("topic,payload,kind,match", [
-    (f"{METRICS}/json", b"\x00\xffnot a report", R.RelayError, "not JSON"),
-    (f"{METRICS}/json", b'{"header": {"report_id": 5, "version": "1.0"}}', R.RelayError, "metrics or custom"),
+    (f"{METRICS}/json", b"\x00\xffnot a report", relay_wire.RelayError, "not JSON"),
+    (f"{METRICS}/json", b'{"header": {"report_id": 5, "version": "1.0"}}', relay_wire.RelayError, "metrics or custom"),
     (f"{METRICS}/json", b'{"header": {"report_id": 5, "version": "1.0"}, "metrics": {"shell": {}}}',
-     R.RelayError, "'metrics' must be"),
-    (f"{METRICS}/json", b'{"header": {"report_id": "5", "version": "1.0"}, "metrics": {}}', R.RelayError,
+     relay_wire.RelayError, "'metrics' must be"),
+    (f"{METRICS}/json", b'{"header": {"report_id": "5", "version": "1.0"}, "metrics": {}}', relay_wire.RelayError,
      "report_id"),
-    (f"{METRICS}/cbor", _report(5), R.RelayError, "not CBOR"),
+    (f"{METRICS}/cbor", _report(5), relay_wire.RelayError, "not CBOR"),
     (f"{METRICS}/json", b'{"header": {"report_id": 5, "version": "1.0"}, "custom_metrics": {"x": 1}}',
-     R.RelayError, "custom metric"),
-    (f"{METRICS}/json", b"{" + b" " * (128 * 1024) + b"}", R.RelayError, "over the IoT Core limit"),
-    (f"ggdefender/things/{THING}/violations", json.dumps(_violation("otherThing")).encode(), R.RelayDenied,
+     relay_wire.RelayError, "custom metric"),
+    (f"{METRICS}/json", b"{" + b" " * (128 * 1024) + b"}", relay_wire.RelayError, "over the IoT Core limit"),
+    (f"ggdefender/things/{THING}/violations", json.dumps(_violation("otherThing")).encode(), relay_wire.RelayDenied,
      "not 'thingA'"),
-    (f"ggdefender/things/{THING}/violations", b'{"v": 1}', R.RelayDenied, "violation for thing"),
-    (f"ggdefender/things/{THING}/findings", json.dumps(_finding("otherThing")).encode(), R.RelayDenied,
+    (f"ggdefender/things/{THING}/violations", b'{"v": 1}', relay_wire.RelayDenied, "violation for thing"),
+    (f"ggdefender/things/{THING}/findings", json.dumps(_finding("otherThing")).encode(), relay_wire.RelayDenied,
      "not about this thing"),
-    (f"ggdefender/things/{THING}/findings", b'{"Id": "x"}', R.RelayError, "ASFF"),
+    (f"ggdefender/things/{THING}/findings", b'{"Id": "x"}', relay_wire.RelayError, "ASFF"),
 ])
 def test_b_cannot_publish_arbitrary_bytes_on_its_topics(pair, topic, payload, kind, match, caplog):
     with pytest.raises(kind, match=match):
         pair.client.publish_iot(topic, payload)
     assert pair.fake.calls == []
     assert any("refused" in r.getMessage() or "denied" in r.getMessage()
-               for r in caplog.records if r.name == "ggdefender.ipc_relay")
+               for r in caplog.records if r.name == "ggdefender.supervisor.relay_server")
 
 
 def test_report_ids_must_increase_across_collector_incarnations():
-    from ggdefender.relay_guard import ContentGuard
+    from ggdefender.supervisor.relay_guard import ContentGuard
 
     guard = ContentGuard(THING)  # the supervisor's, shared by every RelayServer
     first = Pair()
     first.server.guard = guard
     try:
         first.client.publish_iot(f"{METRICS}/json", _report(100))
-        with pytest.raises(R.RelayDenied, match="not above the last relayed report_id 100"):
+        with pytest.raises(relay_wire.RelayDenied, match="not above the last relayed report_id 100"):
             first.client.publish_iot(f"{METRICS}/cbor", _report(100, "cbor"))
     finally:
         first.close()
     second = Pair()
     second.server.guard = guard
     try:
-        with pytest.raises(R.RelayDenied, match="report_id 50"):
+        with pytest.raises(relay_wire.RelayDenied, match="report_id 50"):
             second.client.publish_iot(f"{METRICS}/json", _report(50))
         second.client.publish_iot(f"{METRICS}/cbor", _report(101, "cbor"))
         assert [c[1] for c in second.fake.calls] == [f"{METRICS}/cbor"]
@@ -421,23 +425,23 @@ def test_collector_events_answer_only_delivered_requests_and_relayed_reports(pai
     got = threading.Event()
     pair.client.subscribe_local("ggdefender/collector/commands", lambda t, m: got.set())
     # never delivered: a forged answer to someone else's request
-    with pytest.raises(R.RelayDenied, match="never delivered"):
+    with pytest.raises(relay_wire.RelayDenied, match="never delivered"):
         pair.client.publish_local(events, {"event": "report-failed", "requestId": "theirs", "reason": "x"})
     pair.fake.deliver("local", "ggdefender/collector/commands", {"command": "collect-now", "requestId": "r1"})
     assert got.wait(10)
     pair.client.publish_iot(f"{METRICS}/json", _report(10))
-    with pytest.raises(R.RelayDenied, match="was not relayed"):
+    with pytest.raises(relay_wire.RelayDenied, match="was not relayed"):
         pair.client.publish_local(events, {"event": "report-published", "requestId": "r1", "reportId": 11,
                                            "topic": f"{METRICS}/json"})
-    with pytest.raises(R.RelayDenied, match="was not relayed"):
+    with pytest.raises(relay_wire.RelayDenied, match="was not relayed"):
         pair.client.publish_local(events, {"event": "report-published", "requestId": "r1", "reportId": 10,
                                            "topic": f"{METRICS}/cbor"})
-    with pytest.raises(R.RelayError, match="unknown field"):
+    with pytest.raises(relay_wire.RelayError, match="unknown field"):
         pair.client.publish_local(events, {"event": "report-published", "requestId": "r1", "reportId": 10,
                                            "topic": f"{METRICS}/json", "extra": 1})
     ok = {"event": "report-published", "requestId": "r1", "reportId": 10, "topic": f"{METRICS}/json"}
     pair.client.publish_local(events, ok)
-    with pytest.raises(R.RelayDenied, match="already answered"):  # each request is answered once
+    with pytest.raises(relay_wire.RelayDenied, match="already answered"):  # each request is answered once
         pair.client.publish_local(events, ok)
     assert [c for c in pair.fake.calls if c[1] == events] == [("publish_local", events, ok)]
 
@@ -468,9 +472,9 @@ class FakeGate:
 
 def test_mitigate_reaches_the_gate_and_results_come_back_over_the_relay():
     fake, gate = a_ipc(), FakeGate()
-    a, b = R.socket_pair()
-    server = R.RelayServer(a, fake, THING, mitigation=gate).start()
-    client = R.RelayClient(b, timeout=30).connect()
+    a, b = relay_wire.socket_pair()
+    server = relay_server.RelayServer(a, fake, THING, mitigation=gate).start()
+    client = relay_client.RelayClient(b, timeout=30).connect()
     try:
         results = []
         done = threading.Event()
@@ -478,7 +482,7 @@ def test_mitigate_reaches_the_gate_and_results_come_back_over_the_relay():
         req = {"requestId": "d-1", "operation": "stop-listener", "target": {"port": 8080, "protocol": "tcp"},
                "profile": "P", "behavior": "b", "violationId": "v"}
         assert client.mitigate(req) == {"requestId": "d-1", "status": "accepted"}
-        with pytest.raises(R.MitigationRefused, match="cannot be a mitigation"):
+        with pytest.raises(relay_wire.MitigationRefused, match="cannot be a mitigation"):
             client.mitigate(dict(req, operation="kill-process"))
         assert gate.requests[0] == req
         gate.sinks[0]({"requestId": "d-1", "status": "SUCCEEDED"})
@@ -492,9 +496,9 @@ def test_mitigate_reaches_the_gate_and_results_come_back_over_the_relay():
 
 
 def test_without_a_gate_mitigate_is_denied(pair):
-    with pytest.raises(R.MitigationRefused, match="not served"):
+    with pytest.raises(relay_wire.MitigationRefused, match="not served"):
         pair.client.mitigate({"requestId": "x"})
-    with pytest.raises(R.RelayDenied, match="not served"):
+    with pytest.raises(relay_wire.RelayDenied, match="not served"):
         pair.client.subscribe_mitigation(lambda r: None)
 
 
@@ -507,7 +511,7 @@ def test_a_refused_publish_comes_back_to_b_as_publish_refused(pair):
     with pytest.raises(PublishRefused, match="refused by the nucleus"):
         pair.client.publish_iot(f"{METRICS}/json", _report(1))
     pair.fake.fail_next = RuntimeError("UnauthorizedError: not authorized")
-    with pytest.raises(R.RelayError) as info:
+    with pytest.raises(relay_wire.RelayError) as info:
         pair.client.publish_iot(f"{METRICS}/json", _report(1))
     assert not isinstance(info.value, PublishRefused)
 
@@ -516,10 +520,10 @@ def test_b_learns_the_nucleus_limit_from_a_through_its_environment(monkeypatch):
     from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD, MAX_IOT_PAYLOAD_ENV
 
     monkeypatch.setenv(MAX_IOT_PAYLOAD_ENV, "7000")
-    assert R.RelayClient.max_iot_payload() == 7000
+    assert relay_client.RelayClient.max_iot_payload() == 7000
     for bad in ("", "lots", "999999999"):
         monkeypatch.setenv(MAX_IOT_PAYLOAD_ENV, bad)
-        assert R.RelayClient.max_iot_payload() == IOT_CORE_MAX_PAYLOAD - 1
+        assert relay_client.RelayClient.max_iot_payload() == IOT_CORE_MAX_PAYLOAD - 1
 
 
 # -- collect-now: A's typed call to B over the relay (never a round-trip through the Greengrass bus) --------------
@@ -544,11 +548,11 @@ def test_collect_now_is_a_typed_call_from_a_to_b_that_never_touches_the_bus(pair
 def test_b_may_answer_only_a_pending_collect_now_call_with_a_known_event(pair):
     asked = []
     pair.client.subscribe_collect_now(asked.append)
-    with pytest.raises(R.RelayDenied, match="answers no collect-now call"):
+    with pytest.raises(relay_wire.RelayDenied, match="answers no collect-now call"):
         pair.client.collect_result({"event": "report-failed", "requestId": "forged", "reason": "x"})
-    with pytest.raises(R.RelayError, match="'event' one of"):
+    with pytest.raises(relay_wire.RelayError, match="'event' one of"):
         pair.client.collect_result({"event": "reboot", "requestId": "forged"})
-    with pytest.raises(R.RelayError, match="already served"):  # one collector per relay
+    with pytest.raises(relay_wire.RelayError, match="already served"):  # one collector per relay
         pair.client.subscribe_collect_now(asked.append)
     with pytest.raises(TimeoutError, match="did not answer collect-now"):  # B got it but never answered
         pair.fake.collect_now("r2", 0.5)

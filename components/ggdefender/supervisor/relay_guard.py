@@ -1,6 +1,6 @@
 """What process B may say on each topic the relay lets it use (process A checks every message).
 
-The relay policy (ipc_relay.Policy) decides which topics B may use; this guard decides what B may put there,
+The relay policy (relay_server.Policy) decides which topics B may use; this guard decides what B may put there,
 so a compromised collector cannot publish arbitrary bytes as Device Defender reports or forge answers to
 other parts' requests:
 - metrics topics: a Device Defender report in the topic's format (JSON or CBOR), structurally: header with

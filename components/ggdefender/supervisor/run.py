@@ -1,4 +1,4 @@
-"""`ggdefender run` (process A) and `ggdefender part collector` (process B).
+"""`ggdefender run`: process A.
 
 Process A is the recipe's Run step: it supervises process B (collector + plugin host + detect), restarting
 it with exponential backoff (and when it outgrows `Supervisor.CollectorMemoryLimitMiB`), and runs the
@@ -6,111 +6,34 @@ remediation listener in a thread. When A is root, B is started as an unprivilege
 (`Supervisor.CollectorUser`; default: the owner of the work folder, i.e. the component's posix user, else
 `nobody`). SIGTERM stops both within `Supervisor.StopTimeoutSeconds`; A exits non-zero when Greengrass IPC
 stays unreachable for `Supervisor.IpcRetryBudgetSeconds`; B ends when A ends, however A dies; one A per work
-folder (a lock). See docs/architecture.md.
+folder (a lock). Process B's entry point is collector/process.py. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
-import pwd
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional
 
 from ggdefender import health
 from ggdefender import settings as s
 from ggdefender import statefile
 from ggdefender.part import PartHost
+from ggdefender.process_start import SUPERVISOR_PID_ENV, on_signals, setup_logging
+from ggdefender.supervisor.collector_user import CODE_ROOT, collector_paths, resolve_collector_user, \
+    user_can_read, whoami
+from ggdefender.supervisor.section import SUPERVISOR_NOTE, SupervisorSection, SupervisorSettings
+from ggdefender.supervisor.work_lock import WorkFolderBusy, lock_work_folder
 
 log = logging.getLogger("ggdefender.supervisor")
 
 PART_STATE_SUBDIR = "collector"  # process B's own state folder, writable by its user
-# the folder holding the ggdefender package: process B's PYTHONPATH, so its user must be able to read it
-CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCK_FILE = "ggdefender.lock"  # in A's private state folder, held by process A for its lifetime
-SUPERVISOR_PID_ENV = "GGDEFENDER_SUPERVISOR_PID"  # B checks it still has this parent (see die_with_supervisor)
 MEMORY_CHECK_SECONDS = 2.0  # how often A reads B's resident memory
-
-
-@dataclass(frozen=True)
-class SupervisorSettings:
-    collector_user: str = ""
-    collector_group: str = ""
-    restart_initial_backoff: float = 1.0
-    restart_max_backoff: float = 60.0
-    healthy_after: float = 300.0
-    stop_timeout: float = 10.0
-    log_level: str = "INFO"
-    ipc_retry_budget: float = 300.0  # = ipc.DEFAULT_RETRY_BUDGET (not imported: ipc is heavier than this module)
-    # B idles at ~22 MiB and peaks at ~30 MiB (10,000 sockets, a job; docs/performance.md): 40 leaves headroom
-    # while a leak is stopped long before it eats the device
-    collector_memory_limit_mib: float = 40.0
-
-
-def parse_settings(section) -> SupervisorSettings:
-    section = s.as_section(section, "Supervisor")
-    errors, values = [], {}
-    readers = {
-        "CollectorUser": ("collector_user", lambda v: s.as_str(v, "CollectorUser", max_length=64, allow_empty=True)),
-        "CollectorGroup": ("collector_group",
-                           lambda v: s.as_str(v, "CollectorGroup", max_length=64, allow_empty=True)),
-        "RestartInitialBackoffSeconds": ("restart_initial_backoff",
-                                         lambda v: s.as_float(v, "RestartInitialBackoffSeconds", 0.1, 600)),
-        "RestartMaxBackoffSeconds": ("restart_max_backoff",
-                                     lambda v: s.as_float(v, "RestartMaxBackoffSeconds", 0.1, 3600)),
-        "HealthyAfterSeconds": ("healthy_after", lambda v: s.as_float(v, "HealthyAfterSeconds", 1, 86400)),
-        "StopTimeoutSeconds": ("stop_timeout", lambda v: s.as_float(v, "StopTimeoutSeconds", 1, 300)),
-        "LogLevel": ("log_level", lambda v: s.as_choice(v, "LogLevel", ("DEBUG", "INFO", "WARNING", "ERROR"))),
-        "IpcRetryBudgetSeconds": ("ipc_retry_budget", lambda v: s.as_float(v, "IpcRetryBudgetSeconds", 5, 86400)),
-        "CollectorMemoryLimitMiB": ("collector_memory_limit_mib",
-                                    lambda v: s.as_float(v, "CollectorMemoryLimitMiB", 16, 4096)),
-    }
-    problems = s.Problems()
-    problems.keys(section, readers, "Supervisor", strict=False)
-    for warning in problems.warnings:
-        log.warning("%s", warning)
-    for key, value in section.items():
-        if key not in readers:
-            continue
-        if value is None:
-            continue
-        attr, fn = readers[key]
-        try:
-            values[attr] = fn(value)
-        except s.ConfigError as exc:
-            errors.append(f"Supervisor.{exc}")
-    if errors:
-        raise s.ConfigError("; ".join(errors))
-    out = SupervisorSettings(**values)
-    if out.restart_max_backoff < out.restart_initial_backoff:
-        raise s.ConfigError("Supervisor.RestartMaxBackoffSeconds: below RestartInitialBackoffSeconds")
-    return out
-
-
-class SupervisorSection:
-    """The `Supervisor` part of process A: judged when it changes (health verdict, last good copy) so an operator
-    sees a bad value at once, though the supervisor applies it only at its next start."""
-
-    section = "Supervisor"
-
-    def __init__(self):
-        self.settings: Optional[SupervisorSettings] = None  # the last accepted one
-
-    def reconfigure(self, section) -> None:
-        self.settings = parse_settings(section)
-
-    def start(self) -> None:
-        """Nothing to begin: the settings are read once, at start-up."""
-
-    def close(self) -> None:
-        """Nothing to end."""
 
 
 class Backoff:
@@ -128,106 +51,6 @@ class Backoff:
         return d
 
 
-def resolve_collector_user(cfg: SupervisorSettings, workdir: str) -> Optional[Tuple[int, int, str, str]]:
-    """(uid, gid, name, home) to run process B as, or None to keep ours (when not root)."""
-    if os.geteuid() != 0:
-        return None
-    if cfg.collector_user:
-        name = cfg.collector_user
-        try:
-            entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-        except (KeyError, ValueError):
-            raise s.ConfigError(f"Supervisor.CollectorUser: no such user {name!r}") from None
-    else:
-        owner = os.stat(workdir).st_uid
-        try:
-            entry = pwd.getpwuid(owner) if owner != 0 else pwd.getpwnam("nobody")
-        except KeyError:
-            raise s.ConfigError("Supervisor.CollectorUser: not set and no 'nobody' user exists") from None
-    if entry.pw_uid == 0:
-        raise s.ConfigError("Supervisor.CollectorUser: refusing to run the collector as root")
-    gid = entry.pw_gid
-    if cfg.collector_group:
-        import grp
-
-        try:
-            g = cfg.collector_group
-            gid = grp.getgrgid(int(g)).gr_gid if g.isdigit() else grp.getgrnam(g).gr_gid
-        except (KeyError, ValueError):
-            raise s.ConfigError(f"Supervisor.CollectorGroup: no such group {cfg.collector_group!r}") from None
-    return entry.pw_uid, gid, entry.pw_name, entry.pw_dir
-
-
-def user_can_read(path: str, uid: int, groups) -> bool:
-    """Whether uid (with groups) can reach and read path, judged from permission bits on the way there."""
-    import stat as st
-
-    real = os.path.realpath(path)
-    parts = real.split(os.sep)
-    for i in range(1, len(parts) + 1):
-        p = os.sep.join(parts[:i]) or os.sep
-        try:
-            info = os.stat(p)
-        except OSError:
-            return False
-        if i < len(parts):
-            need = st.S_IXUSR  # a folder on the way: enter it
-        elif st.S_ISDIR(info.st_mode):
-            need = st.S_IRUSR | st.S_IXUSR  # an import folder: Python lists it, then opens files in it
-        else:
-            need = st.S_IRUSR
-        if info.st_uid == uid:
-            shift = 0
-        elif info.st_gid in groups:
-            shift = 3
-        else:
-            shift = 6
-        if info.st_mode & (need >> shift) != need >> shift:
-            return False
-    return True
-
-
-def collector_paths(argv0: str) -> list:
-    """What B's user must be able to read: the interpreter, our code and, for this interpreter, its
-    site-packages (a venv's dependencies)."""
-    paths = [argv0, CODE_ROOT]
-    if os.path.realpath(argv0) == os.path.realpath(sys.executable):
-        paths += [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
-    return paths
-
-
-def _whoami() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
-
-
-def die_with_supervisor(env=None) -> Optional[str]:
-    """In process B at start: have the kernel send SIGTERM when process A dies, however it dies.
-
-    Set by B itself (after exec, so no credential change can clear it), then B checks its parent is still the
-    supervisor that started it: if A died before prctl ran, B was already re-parented and no signal would ever
-    come. Returns why B must not run, or None. The signal follows the A thread that started B, which is why A
-    supervises from its main thread.
-    """
-    env = os.environ if env is None else env
-    raw = env.get(SUPERVISOR_PID_ENV, "")
-    if not raw.isdigit():
-        return None  # run alone by a developer: nothing to die with
-    try:
-        import ctypes  # here, in B only: it costs ~0.7 MiB RSS
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
-            log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
-    except (OSError, AttributeError) as exc:  # not Linux/glibc: the relay's EOF still ends B
-        log.warning("cannot ask to die with the supervisor: %s", exc)
-    if os.getppid() != int(raw):
-        return f"the supervisor (pid {raw}) is already gone"
-    return None
-
-
 def read_rss_mib(pid: int) -> Optional[float]:
     """Resident memory of pid in MiB (VmRSS), or None when it is gone."""
     try:
@@ -240,37 +63,6 @@ def read_rss_mib(pid: int) -> Optional[float]:
     return None
 
 
-class WorkFolderBusy(RuntimeError):
-    """Another process A holds the work folder."""
-
-
-def lock_work_folder(state_dir: str, work: Optional[str] = None):
-    """Take the work folder's exclusive lock for this process's lifetime (keep the returned file open).
-
-    Two supervisors on one work folder (e.g. an orphan of a dead core beside the new core's instance) would
-    share report ids, journals and state; the second refuses instead. flock dies with its holder, so a killed
-    A never leaves a stale lock. The lock file lives in `state_dir` (A's private folder, so the work folder's
-    user cannot hold it to keep A from starting); `work` names the folder in messages.
-    """
-    path = os.path.join(state_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    f = os.fdopen(fd, "r+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-            f.close()
-            raise
-        holder = f.read(32).strip()
-        f.close()
-        raise WorkFolderBusy(f"the work folder {work or state_dir} is in use by another ggdefender supervisor "
-                             f"(pid {holder or 'unknown'}, holding {path}); refusing to share it") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
-
 
 # What B must not hold: with the relay it has no use for the component's IPC token or its AWS credentials.
 SECRET_ENV = ("SVCUID", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
@@ -279,7 +71,7 @@ SECRET_ENV = ("SVCUID", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
 class Supervisor:
     def __init__(self, cfg: SupervisorSettings, state_dir: str, argv=None, *, ipc=None, thing: str = "",
                  private_state: Optional[str] = None, host: Optional[PartHost] = None):
-        """With `ipc`, process B gets an IPC relay (ggdefender.ipc_relay) instead of the component's token.
+        """With `ipc`, process B gets an IPC relay (supervisor/relay_server.py) instead of the component's token.
         `state_dir` is the work folder (B's folder goes inside it); `private_state` is A's own
         (statefile.private_dir), where the remediation listener keeps its journal. `host` is process A's part
         host (the Supervisor section's part; each incarnation of the remediation listener joins it)."""
@@ -297,7 +89,7 @@ class Supervisor:
         # shared by every incarnation of B and of the listener: what B relayed, A's mitigation rate limits
         self.relay_guard = self.mitigation_gate = None
         if ipc is not None and thing:
-            from ggdefender.relay_guard import ContentGuard
+            from ggdefender.supervisor.relay_guard import ContentGuard
             from ggdefender.remediation.mitigation_gate import MitigationGate
 
             self.relay_guard = ContentGuard(thing)
@@ -349,7 +141,7 @@ class Supervisor:
                    relay_fd: Optional[int] = None) -> dict:
         env = dict(os.environ)
         if relay_fd is not None:
-            from ggdefender.ipc_relay import FD_ENV
+            from ggdefender.relay_wire import FD_ENV
 
             for key in SECRET_ENV:
                 env.pop(key, None)
@@ -393,8 +185,8 @@ class Supervisor:
     def start_child(self) -> subprocess.Popen:
         user = resolve_collector_user(self.cfg, os.getcwd())
         if user is None:
-            self._report_privsep(False, _whoami(), "process A is not root: both processes run as "
-                                                   f"{_whoami()}, with nothing more to drop")
+            self._report_privsep(False, whoami(), "process A is not root: both processes run as "
+                                                   f"{whoami()}, with nothing more to drop")
         else:
             uid, gid, name, _ = user
             groups = set(os.getgrouplist(name, gid))
@@ -406,10 +198,10 @@ class Supervisor:
             if blocked:
                 # the default user only: better a running collector than none, but never quietly
                 reason = (f"the unprivileged user {name} cannot read {blocked[0]}, so the collector runs as "
-                          f"{_whoami()}; make the interpreter and code readable by {name} (docs/deploy.md) "
+                          f"{whoami()}; make the interpreter and code readable by {name} (docs/deploy.md) "
                           f"or set Supervisor.CollectorUser")
                 log.error("privilege separation OFF: %s", reason)
-                self._report_privsep(False, _whoami(), reason)
+                self._report_privsep(False, whoami(), reason)
                 user = None
             else:
                 self._report_privsep(True, name)
@@ -425,7 +217,7 @@ class Supervisor:
             log.info("starting the collector as user %s (uid %d): least privilege", name, uid)
         ours = theirs = None
         if self.ipc is not None:
-            from ggdefender.ipc_relay import socket_pair
+            from ggdefender.relay_wire import socket_pair
 
             ours, theirs = socket_pair()
             kwargs["pass_fds"] = (theirs.fileno(),)
@@ -442,7 +234,7 @@ class Supervisor:
             if theirs is not None:
                 theirs.close()  # B has its copy; ours would keep B's end open after B exits
         if ours is not None:
-            from ggdefender.ipc_relay import RelayServer
+            from ggdefender.supervisor.relay_server import RelayServer
 
             self.relay = RelayServer(ours, self.ipc, self.thing, mitigation=self.mitigation_gate,
                                      guard=self.relay_guard).start()
@@ -567,24 +359,11 @@ def _report_part(ipc, name: str, state: str, restarts: int, last_exit: Optional[
     health.report(ipc, f"parts.{name}", value)
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    level = os.environ.get("GGDEFENDER_LOG_LEVEL", level).upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
-
-
-def _on_signals(handler) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: handler())
-
-
-SUPERVISOR_NOTE = "Supervisor settings take effect when the component restarts"
-
 
 def cmd_run(args) -> int:
     from ggdefender.ipc import Ipc, IpcUnavailable
 
-    _setup_logging()
+    setup_logging()
     if not Ipc.available():
         print("ggdefender run: not started by a Greengrass core (no SVCUID / IPC socket). "
               "Use `ggdefender collect` or run the component under `ggdefender local`.", file=sys.stderr)
@@ -621,7 +400,7 @@ def cmd_run(args) -> int:
         ipc.retry_budget = cfg.ipc_retry_budget
         sup = Supervisor(cfg, work, ipc=ipc, thing=ipc.thing_name, private_state=private, host=host)
         sup.hard_stop = True
-        _on_signals(sup.request_stop)
+        on_signals(sup.request_stop)
         # a core that stays unreachable for the budget (e.g. killed) ends A, which ends B: no orphans
         ipc.on_gone(lambda why: sup.request_stop(f"Greengrass IPC unreachable: {why}"))
         remediation = threading.Thread(target=sup.run_remediation, args=(ipc, ipc.thing_name),
@@ -644,65 +423,7 @@ def cmd_run(args) -> int:
         lock.close()
 
 
-def cmd_part(args) -> int:
-    from ggdefender.ipc import IpcUnavailable
-    from ggdefender.ipc_relay import client_for_part
-
-    _setup_logging()
-    try:
-        ipc = client_for_part()
-    except IpcUnavailable as exc:
-        print(f"ggdefender part: {exc}", file=sys.stderr)
-        return 2
-    if ipc is None:
-        print("ggdefender part: must be started by `ggdefender run` under a Greengrass core", file=sys.stderr)
-        return 2
-    orphaned = die_with_supervisor()
-    if orphaned:
-        log.error("not starting: %s", orphaned)
-        return 3
-    from ggdefender.collector_process import CollectorProcess
-
-    stop = threading.Event()
-    try:
-        service = CollectorProcess(ipc, ipc.thing_name, statefile.state_dir())
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-
-    def on_signal():
-        stop.set()
-        service.wake()
-
-    def on_relay_gone(why: str) -> None:
-        # process A is gone (or closed our channel): nothing of ours can reach IPC any more; stop now rather
-        # than at the next report, and for sure within the grace A would have given us
-        if stop.is_set():
-            return
-        log.error("stopping: %s", why)
-        gone.append(why)
-        on_signal()
-        timer = threading.Timer(SupervisorSettings.stop_timeout, os._exit, (3,))
-        timer.daemon = True
-        timer.start()
-
-    gone: list = []
-    _on_signals(on_signal)
-    if hasattr(ipc, "on_gone"):
-        ipc.on_gone(on_relay_gone)
-    try:
-        service.run(stop)
-        return 3 if gone else 0
-    except IpcUnavailable as exc:
-        log.error("giving up: %s", exc)
-        return 3
-    finally:
-        ipc.close()
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="component entry point: supervisor + remediation (process A)")
     p.set_defaults(func=cmd_run)
-    q = subparsers.add_parser("part", help="internal: one supervised part process (started by `run`)")
-    q.add_argument("name", choices=("collector",))
-    q.set_defaults(func=cmd_part)
