@@ -226,6 +226,9 @@ class Health:
         with self._lock:
             self._ipc = ipc
             self._thing = thing if thing is not None else str(getattr(ipc, "thing_name", "") or "")
+            client = getattr(ipc, "client_name", None)
+            if isinstance(client, str):  # the IPC client this process speaks with, and why (ipc.choose_client)
+                self._doc["ipcClient"] = {"name": client, "reason": str(getattr(ipc, "client_reason", ""))[:300]}
             self._stopped = False
             self._dirty = True
             if self._thread is None or not self._thread.is_alive():
