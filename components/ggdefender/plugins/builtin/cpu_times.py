@@ -11,10 +11,9 @@ import threading
 import time
 from typing import Callable, ClassVar, List, Optional
 
-import psutil
-
 from ... import settings
 from ..contract import Plugin
+from . import system
 
 
 def _totals(times) -> tuple:
@@ -26,7 +25,7 @@ def _totals(times) -> tuple:
 
 
 def busy_percent(before, after) -> float:
-    """Share of non-idle time between two psutil cpu_times readings, 0..100."""
+    """Share of non-idle time between two cpu_times readings (system.cpu_times or psutil's), 0..100."""
     total_1, idle_1 = _totals(before)
     total_2, idle_2 = _totals(after)
     elapsed = total_2 - total_1
@@ -51,7 +50,7 @@ class CpuSampler:
         self.prime()
 
     def _read(self):
-        return psutil.cpu_times(percpu=self.percpu)
+        return system.cpu_times(self.percpu)
 
     def prime(self) -> None:
         """Take the reference reading now, so a later measure() needs no wait."""

@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 import os
 
-import psutil
-
 from ... import settings
 from ..contract import Plugin, SampleError, ValueType, check_metric_name
 from .declaration import Declaration
+from .system import disk_percent
 
 log = logging.getLogger("ggdefender.plugins")
 
@@ -55,7 +54,7 @@ class DiskUsage(Plugin):
         values = {}
         for metric, path in self.mounts.items():
             try:
-                values[metric] = round(psutil.disk_usage(path).percent, 2)
+                values[metric] = round(disk_percent(path), 2)
             except OSError as exc:  # one missing mount must not hide the others
                 log.warning("plugin 'disk_usage': metric %r: cannot read %s: %s; skipped for this report",
                             metric, path, exc.strerror or exc)

@@ -16,12 +16,11 @@ import os
 import re
 from typing import Iterable
 
-import psutil
-
 from ... import settings
 from ...collector.sources.procfs import proc_lines
 from ..contract import MAX_LIST_ITEMS, MAX_STRING_LENGTH, Plugin, ValueType
 from .declaration import Declaration
+from .system import ProcessGone, process_name
 
 UNKNOWN = "unknown"
 _DISALLOWED = re.compile(r"[^A-Za-z0-9:_/.-]")
@@ -126,10 +125,10 @@ class ListeningProcesses(Plugin):
         names = set()
         for pid in pids:
             try:
-                names.add(clean_name(psutil.Process(pid).name()))
-            except psutil.NoSuchProcess:
+                names.add(clean_name(process_name(pid)))
+            except ProcessGone:
                 continue  # exited between the socket scan and now
-            except psutil.AccessDenied:
+            except PermissionError:
                 unattributed = True
         if unattributed and self.include_unknown:
             names.add(UNKNOWN)

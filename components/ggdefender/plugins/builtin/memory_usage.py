@@ -1,11 +1,10 @@
-"""Built-in `memory_usage`: share of physical memory in use (psutil's "used by applications" view)."""
+"""Built-in `memory_usage`: share of physical memory in use (what `free` calls used: total - available)."""
 
 from __future__ import annotations
 
-import psutil
-
 from ..contract import Plugin, ValueType
 from .declaration import Declaration
+from .system import memory_percent
 
 
 class MemoryUsage(Plugin):
@@ -15,8 +14,8 @@ class MemoryUsage(Plugin):
     description = "physical memory in use: (total - available) / total"
 
     def sample(self):
-        # `percent` counts reclaimable page cache as free, which is what an operator means by "in use"
-        return round(psutil.virtual_memory().percent, 2)
+        # reclaimable page cache counts as available, which is what an operator means by "in use"
+        return round(memory_percent(), 2)
 
 
 DECLARATION = Declaration(MemoryUsage, report_order=2, sample_config="", docs="""\

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import psutil
-
 from ..contract import Plugin, ValueType
 from .declaration import Declaration
+from .system import pid_count
 
 
 class ProcessCount(Plugin):
@@ -15,8 +14,8 @@ class ProcessCount(Plugin):
     description = "processes running on the device"
 
     def sample(self):
-        # pids() lists /proc entries, which an unprivileged user sees for every process
-        return len(psutil.pids())
+        # /proc lists every process, also to an unprivileged user
+        return pid_count()
 
 
 DECLARATION = Declaration(ProcessCount, report_order=4, sample_config="", docs="""\
