@@ -147,9 +147,9 @@ def find_ipc_client(health_docs: list, log_text: str) -> tuple[str, str]:
     return "", ""
 
 
-def prove(arch: str, built, work: Path) -> Result:
-    machine, gg_arch, _ = rootfs.ARCHES[arch]
-    result = Result(arch=arch, machine=machine, gg_architecture=gg_arch)
+def prove(result: Result, built, work: Path) -> None:
+    """Fills `result` as each stage passes (so a failure still shows what was measured before it)."""
+    arch, machine, gg_arch = result.arch, result.machine, result.gg_architecture
     log_file = work / f"{arch}.log"
     base = rootfs.ensure(arch, log=log)
     root = work / arch / "rootfs"
@@ -267,7 +267,6 @@ def prove(arch: str, built, work: Path) -> Result:
             fh.write(core.log_text(NAME))
     if result.rejected:
         raise ProofFailed(f"{arch}: the offline Device Defender rejected {result.rejected} report(s)")
-    return result
 
 
 def mib(n: int) -> str:
@@ -277,18 +276,17 @@ def mib(n: int) -> str:
 def table(results: list) -> str:
     rows = [("Platform (Debian / uname / Greengrass)", "Python", "Artifact", "Install (offline)",
              "Work folder after install", "awsiotsdk / awscrt / psutil / cbor2 / PyYAML", "collect --once",
-             "First report accepted", "IPC client")]
+             "First report accepted", "IPC client", "Result")]
     for r in results:
-        if r.error:
-            rows.append((f"{r.arch} / {r.machine} / {r.gg_architecture}", r.python or "-", r.artifact or "-",
-                         "FAILED: " + r.error.splitlines()[0][:120], "", "", "", "", ""))
-            continue
-        libs = " / ".join(r.installed.get(n) or "absent" for n in LIBRARIES)
-        rows.append((f"{r.arch} / {r.machine} / {r.gg_architecture}", r.python.split()[0],
-                     f"{r.artifact} ({mib(r.artifact_bytes)})", f"{r.install_s:.0f} s", mib(r.work_bytes), libs,
-                     f"{r.collect_s:.0f} s", f"{r.first_report_s:.0f} s ({r.accepted} accepted, "
-                     f"{r.rejected} rejected)",
-                     f"{r.ipc_client} ({r.ipc_client_source})" if r.ipc_client else "not stated"))
+        libs = " / ".join(r.installed.get(n) or "absent" for n in LIBRARIES) if r.installed else "-"
+        rows.append((f"{r.arch} / {r.machine} / {r.gg_architecture}", r.python.split()[0] if r.python else "-",
+                     f"{r.artifact} ({mib(r.artifact_bytes)})" if r.artifact else "-",
+                     f"{r.install_s:.0f} s" if r.work_bytes else "-", mib(r.work_bytes) if r.work_bytes else "-",
+                     libs, f"{r.collect_s:.0f} s" if r.collect_s else "-",
+                     f"{r.first_report_s:.0f} s ({r.accepted} accepted, {r.rejected} rejected)"
+                     if r.accepted else "-",
+                     f"{r.ipc_client} ({r.ipc_client_source})" if r.ipc_client else "not stated",
+                     "FAILED: " + r.error.splitlines()[0][:160].replace("|", "/") if r.error else "passed"))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows[1:]]
     return "\n".join(lines)
@@ -313,11 +311,12 @@ def main(argv=None) -> int:
         log(f"building the component into {work / 'project'}")
         built = component_build.build(copy_project(work / "project"))
         for arch in args.arch:
+            results.append(Result(arch=arch, machine=rootfs.ARCHES[arch][0],
+                                  gg_architecture=rootfs.ARCHES[arch][1]))
             try:
-                results.append(prove(arch, built, work))
+                prove(results[-1], built, work)
             except (ProofFailed, rootfs.RootfsError) as exc:
-                results.append(Result(arch=arch, machine=rootfs.ARCHES[arch][0],
-                                      gg_architecture=rootfs.ARCHES[arch][1], error=str(exc)))
+                results[-1].error = str(exc)
             log(f"[{arch}] " + ("FAILED: " + results[-1].error if results[-1].error else "passed") +
                 f" (log: {work / (arch + '.log')})")
     finally:

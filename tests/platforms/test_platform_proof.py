@@ -84,8 +84,9 @@ def test_table_shows_failures_and_measurements():
     bad = prove.Result(arch="armhf", machine="armv7l", gg_architecture="arm", error="install failed\nmore")
     text = prove.table([ok, bad])
     assert "| arm64 / aarch64 / aarch64 | 3.11.2 | ggdefender.zip (1.0 MiB) | 12 s | 3.0 MiB |" in text
-    assert "1.0 / 0.36.1 / absent / absent / absent" in text
-    assert "| armhf / armv7l / arm | - | - | FAILED: install failed |" in text
+    assert "| 1.0 / 0.36.1 / absent / absent / absent | 3 s | 40 s (2 accepted, 0 rejected) | awsiotsdk " \
+        "(health document) | passed |" in text
+    assert "| armhf / armv7l / arm | - | - | - | - | - | - | - | not stated | FAILED: install failed |" in text
 
 
 @pytest.mark.timeout(4 * 3600)  # the proof's own steps are bounded; this bounds the whole
