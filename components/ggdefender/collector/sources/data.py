@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -97,22 +98,39 @@ class InterfaceMap:
 
 
 def host_interfaces() -> InterfaceMap:
-    """The live interface map from psutil (one getifaddrs + one stats pass per call)."""
+    """The live interface map (one address dump + one flags pass per call): from the kernel on Linux
+    (netlink.py, no psutil needed), from psutil elsewhere; both give the same view."""
+    if sys.platform.startswith("linux"):
+        from . import netlink
+
+        names = [name for _, name in socket.if_nameindex()]
+        return interface_map(names, netlink.addresses(), netlink.running(names))
+    return interface_map(*psutil_interfaces())
+
+
+def psutil_interfaces() -> "tuple[list, list, set]":
+    """(interface names, (name, family, address) of each IP address, names up with a link) from psutil."""
     import psutil
 
     addrs = psutil.net_if_addrs()
-    stats = psutil.net_if_stats()
-    order = tuple(_kernel_order(addrs.keys()))
-    up = frozenset(n for n, s in stats.items() if s.isup)
-    loop = frozenset(n for n, lst in addrs.items() if any(
-        a.family == socket.AF_INET and a.address.startswith("127.") or
-        a.family == socket.AF_INET6 and a.address.split("%")[0] == "::1" for a in lst))
+    found = [(name, a.family, a.address.split("%")[0]) for name, lst in addrs.items() for a in lst
+             if a.family in (socket.AF_INET, socket.AF_INET6)]
+    return list(addrs), found, {n for n, s in psutil.net_if_stats().items() if s.isup}
+
+
+def interface_map(names: Iterable[str], addresses: Iterable[Tuple[str, int, str]], up: Iterable[str]) -> InterfaceMap:
+    """The map from the interface names, their (name, family, address) IP addresses (an IPv4 label such as
+    `eth0:1` is a name of its own, as getifaddrs has it) and the names that are up."""
+    addresses = list(addresses)
+    order = tuple(_kernel_order(set(names) | {name for name, _, _ in addresses}))
+    loop = frozenset(name for name, family, address in addresses if
+                     family == socket.AF_INET and address.startswith("127.") or
+                     family == socket.AF_INET6 and address == "::1")
+    rank = {name: i for i, name in enumerate(order)}
     by_addr: Dict[str, str] = {}
-    for name in order:
-        for a in addrs.get(name, ()):
-            if a.family in (socket.AF_INET, socket.AF_INET6):
-                by_addr.setdefault(a.address.split("%")[0], name)
-    return InterfaceMap(order, up, loop, by_addr)
+    for name, _, address in sorted(addresses, key=lambda a: rank[a[0]]):  # an address on two: the first in order
+        by_addr.setdefault(address, name)
+    return InterfaceMap(order, frozenset(up), loop, by_addr)
 
 
 def _kernel_order(names: Iterable[str]) -> List[str]:
