@@ -1,1 +1,1 @@
-"""ggdefender collector part."""
+"""ggdefender collector part; with plugins/ and detect/, process B (`ggdefender part collector`: process.py)."""
