@@ -230,6 +230,11 @@ def parse(raw: Union[str, bytes, dict], settings) -> Plan:
         if step.operation != "runCommand" and step.operation not in settings.allowed_operations:
             raise DocumentError(f"step {step.name!r}: operation {step.operation!r} is not allowed on this device "
                                 f"(Remediation.AllowedOperations: {', '.join(settings.allowed_operations)})")
+    unavailable = operations.unavailable()
+    for step in plan.all_steps():
+        if step.operation in unavailable:  # checked for every step first: nothing of the job runs
+            raise DocumentError(f"step {step.name!r}: operation {step.operation!r} is unavailable on this device "
+                                f"({unavailable[step.operation]})")
     return plan
 
 

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ggdefender import ratelog, statefile
+from ggdefender import health, ratelog, statefile
 from ggdefender.part import PartHost
 from ggdefender.statefile import atomic_write_json
 
 from . import config as rconfig
-from . import documents, jobs
+from . import documents, jobs, operations
 from .config import REQUEST_ID, RESULTS_TOPIC
 from .executor import Executor, Result, reject
 from .operations.base import Context
@@ -116,6 +116,8 @@ class RemediationListener:
 
     def run(self, stop_event: threading.Event) -> None:
         self._load_settings()
+        unavailable = operations.unavailable()  # e.g. no psutil on this platform: say so, jobs using them are REJECTED
+        health.report(self.ipc, "remediation", {"unavailableOperations": unavailable} if unavailable else None)
         settings = self.settings or rconfig.RemediationSettings()
         journal = self._load_journal()
         machine = jobs.JobsMachine(

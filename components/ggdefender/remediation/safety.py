@@ -9,7 +9,8 @@ Protected, whatever a job says:
 - the configured `ProtectedProcessNames` and `ProtectedPids`.
 
 The classification (`protection_reason`) is a pure function of a `ProcessInfo`, so it is unit-tested with
-fixture data; `SafetyPolicy` gathers the facts with psutil.
+fixture data; `SafetyPolicy` gathers the facts with psutil (process_library.py). Without psutil it cannot
+gather them, so it refuses every process (Rejected naming psutil): protection never weakens, it fails closed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
-import psutil
+from . import process_library
+
+if TYPE_CHECKING:
+    import psutil
 
 # Signals a job may send. Stop/continue and real-time signals are left out on purpose.
 ALLOWED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2")
@@ -83,8 +87,9 @@ def signal_from_name(name: str) -> signal.Signals:
     return signal.Signals[name]
 
 
-def process_info(proc: psutil.Process) -> ProcessInfo:
+def process_info(proc: "psutil.Process") -> ProcessInfo:
     """Facts about a live process; raises psutil.NoSuchProcess when it is gone."""
+    psutil = process_library.require()
     with proc.oneshot():
         try:
             cmdline = tuple(proc.cmdline())
@@ -116,6 +121,7 @@ class SafetyPolicy:
 
     def own_pids(self) -> set:
         """This process, its ancestors and all its descendants (recomputed each time: children come and go)."""
+        psutil = process_library.require()
         pids = {self.own_pid}
         try:
             me = psutil.Process(self.own_pid)
@@ -125,7 +131,7 @@ class SafetyPolicy:
             pass
         return pids
 
-    def refusal_for(self, proc: psutil.Process) -> Optional[str]:
+    def refusal_for(self, proc: "psutil.Process") -> Optional[str]:
         """Why this live process may not be signalled (protection or missing privilege), or None."""
         info = process_info(proc)
         reason = protection_reason(info, own_pids=self.own_pids(),

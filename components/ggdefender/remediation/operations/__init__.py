@@ -37,6 +37,16 @@ def default_allowed() -> tuple:
     return tuple(name for name, module in _registry().items() if module.DECLARATION.allowed_by_default)
 
 
+def unavailable() -> dict:
+    """{operation: why it cannot run on this device} (psutil missing); a job using one is REJECTED."""
+    from ..process_library import missing  # here: process_library imports this package's base
+
+    reason = missing()
+    if reason is None:
+        return {}
+    return {name: f"needs psutil: {reason}" for name, module in _registry().items() if module.DECLARATION.needs_psutil}
+
+
 def declaration(name: str):
     """The Declaration of operation `name`; KeyError for unknown operations."""
     return _registry()[name].DECLARATION

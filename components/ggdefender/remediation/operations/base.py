@@ -30,6 +30,8 @@ class Declaration:
     # was its effect), "check" (the module's after_restart() decides), "fail" (not known to be safe)
     on_interrupt: str
     allowed_by_default: bool = True  # in the default Remediation.AllowedOperations
+    # it signals processes through psutil: unavailable (jobs REJECTED) where psutil is not installed
+    needs_psutil: bool = False
 
     def __post_init__(self):
         if self.on_interrupt not in ("rerun", "done", "check", "fail"):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import psutil
-
+from .. import process_library
 from ..safety import signal_from_name
 from . import process_control
 from .base import Context, Declaration, Outcome, Rejected
@@ -24,7 +23,7 @@ DECLARATION = Declaration(
             "killAfterGrace": {"type": "boolean", "default": True},
         },
     },
-    arguments_required=True, on_interrupt="rerun")
+    arguments_required=True, on_interrupt="rerun", needs_psutil=True)
 MAX_MATCHES = 16
 
 
@@ -32,7 +31,7 @@ def target(args: dict) -> str:
     return f"pid {args['pid']}" if "pid" in args else f"name {args['name']}"
 
 
-def _by_name(name: str) -> list:
+def _by_name(psutil, name: str) -> list:
     found = []
     for proc in psutil.process_iter(["name"]):
         if proc.info.get("name") == name:
@@ -41,6 +40,7 @@ def _by_name(name: str) -> list:
 
 
 def run(args: dict, ctx: Context) -> Outcome:
+    psutil = process_library.require()
     sig = signal_from_name(args.get("signal", "SIGTERM"))
     grace = float(args.get("gracePeriodSeconds", ctx.settings.default_grace_period_seconds))
     if "pid" in args:
@@ -49,7 +49,7 @@ def run(args: dict, ctx: Context) -> Outcome:
         except psutil.NoSuchProcess:
             raise Rejected(f"no process with pid {args['pid']}") from None
     else:
-        procs = _by_name(args["name"])
+        procs = _by_name(psutil, args["name"])
         if not procs:
             raise Rejected(f"no process named {args['name']!r}")
         if len(procs) > 1 and not args.get("all", False):

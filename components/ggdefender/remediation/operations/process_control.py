@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import signal
 import time
+from typing import TYPE_CHECKING
 
-import psutil
-
+from .. import process_library
 from .base import Context, Failed
+
+if TYPE_CHECKING:
+    import psutil
 
 
 def describe(procs) -> str:
     return ",".join(f"{p.pid}({_name(p)})" for p in procs)
 
 
-def _name(proc: psutil.Process) -> str:
+def _name(proc: "psutil.Process") -> str:
+    psutil = process_library.require()
     try:
         return proc.name()
     except psutil.Error:
@@ -27,6 +31,7 @@ def terminate(procs: list, sig: signal.Signals, grace: float, ctx: Context, esca
     psutil.Process remembers each process's start time, so a pid recycled in the meantime is never hit.
     Returns short facts for statusDetails; raises Failed when something is still alive at the deadline.
     """
+    psutil = process_library.require()
     signalled, gone_before = [], []
     for proc in procs:
         try:
@@ -58,8 +63,9 @@ def terminate(procs: list, sig: signal.Signals, grace: float, ctx: Context, esca
     return facts
 
 
-def _running(proc: psutil.Process) -> bool:
+def _running(proc: "psutil.Process") -> bool:
     """Alive and not a zombie: a dead process whose parent has not reaped it yet no longer runs or listens."""
+    psutil = process_library.require()
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 
-import psutil
-
+from .. import process_library
 from ..safety import signal_from_name
 from . import process_control, socket_owners
 from .base import Context, Declaration, Failed, Outcome, Rejected
@@ -33,7 +32,7 @@ DECLARATION = Declaration(
             "gracePeriodSeconds": {"$ref": "#/$defs/grace"},
         },
     },
-    arguments_required=True, on_interrupt="rerun")
+    arguments_required=True, on_interrupt="rerun", needs_psutil=True)
 MAX_ROUNDS = 3
 CLOSE_WAIT_SECONDS = 2.0
 
@@ -46,6 +45,7 @@ def target(args: dict) -> str:
 def _vetted_owners(port: int, protocol: str, address, tgt: str, ctx: Context) -> list:
     """Every live owner of every listening socket on the port, all vetted; Rejected (nothing touched) when
     one is protected or a socket's owner cannot be seen."""
+    psutil = process_library.require()
     inodes = socket_owners.listening_inodes(port, protocol, address)
     held, unowned = socket_owners.owners(inodes)
     if unowned:
