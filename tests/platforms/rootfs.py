@@ -117,13 +117,15 @@ def ensure(arch: str, log=print) -> Path:
     return final
 
 
-# Runs inside fresh mount, PID and network namespaces: every mount made here vanishes with the namespace (nothing
+# Runs inside fresh mount, PID and network namespaces (/proc and /sys as a device has them, mounted from inside
+# so they show the namespaces' processes and interfaces): every mount made here vanishes with the namespace (nothing
 # to unmount on the host, even after a crash), every process dies with it, and the only interface is loopback.
 _PRELUDE = r"""
 set -eu
 root=$1; shift
 ip link set lo up
 mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev"
 while [ "$1" != -- ]; do
   mount --bind "$1" "$root$2"; shift 2
