@@ -1,11 +1,15 @@
 #!/bin/sh
-# The recipe's install step: sh install.sh <unzipped artifact folder> <work folder>
+# The recipe's install step: sh install.sh <unzipped code artifact folder> <work folder>
 #
-# A venv in the work folder with the pinned requirements, skipped when the installed set already matches; an
-# interpreter that already has exactly the pinned set (GGDEFENDER_PYTHON, else python3) is used as it is
-# (pre-provisioned devices, local runs). Never `pip --user`. It lives in the artifact, not in the recipe,
-# because nucleus lite reads every `{` of a recipe script as a recipe variable and caps the recipe's size
-# (docs/deploy.md). Ends by writing <work>/ggdefender-python, which the run step executes.
+# Gives the component a Python with its requirements, offline: a venv in the work folder filled with
+# `pip --no-index --only-binary=:all:` from the platform's wheels artifact, which the nucleus unpacks beside the
+# code (ggdefender-wheels-<architecture>/: wheels/ and requirements-cp3XX.txt per Python, docs/deploy.md): no
+# network, no compiler. GGDEFENDER_INDEX_URL=<package index> installs requirements.txt's pins from that index
+# instead (e.g. https://pypi.org/simple). A venv that already matches is kept; an interpreter that already has
+# exactly the pinned set (GGDEFENDER_PYTHON, else python3) is used as it is (pre-provisioned devices, local
+# runs). Never `pip --user`. It lives in the artifact, not in the recipe, because nucleus lite reads every `{` of
+# a recipe script as a recipe variable and caps the recipe's size. Ends by writing <work>/ggdefender-python,
+# which the run step executes.
 set -eu
 if [ "$#" -ne 2 ] || [ ! -f "$1/requirements.txt" ] || [ ! -d "$2" ]; then
   echo "usage: sh install.sh <artifact folder with requirements.txt> <work folder>" >&2
@@ -15,10 +19,22 @@ ART="$1"
 WORK="$2"
 REQ="$ART/requirements.txt"
 PY="${GGDEFENDER_PYTHON:-python3}"
+INDEX="${GGDEFENDER_INDEX_URL:-}"
 
-# exit 0 when interpreter $1 has exactly the pinned requirements
+# the one wheels folder beside the code: the nucleus downloads only this platform's
+WHEELS=""
+for d in "$ART"/../ggdefender-wheels-*; do
+  [ -d "$d" ] || continue
+  if [ -n "$WHEELS" ]; then
+    echo "ggdefender install: more than one wheels artifact beside $ART: $WHEELS and $d" >&2
+    exit 1
+  fi
+  WHEELS="$d"
+done
+
+# exit 0 when interpreter $1 has exactly the requirements of file $2
 matches() {
-  "$1" - "$REQ" <<'PYCHECK'
+  "$1" - "$2" <<'PYCHECK'
 import sys
 from importlib.metadata import PackageNotFoundError, version
 missing = []
@@ -38,10 +54,18 @@ sys.exit(1 if missing else 0)
 PYCHECK
 }
 
-if [ -x "$WORK/venv/bin/python" ] && matches "$WORK/venv/bin/python"; then
-  echo "ggdefender install: venv already matches requirements.txt"
-  PYBIN="$WORK/venv/bin/python"
-elif command -v "$PY" >/dev/null 2>&1 && matches "$(command -v "$PY")"; then
+# the requirements file to install for interpreter $1 (empty when the wheels artifact has none for it)
+wanted() {
+  if [ -n "$INDEX" ]; then echo "$REQ"; return; fi
+  tag=$("$1" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+  if [ -n "$WHEELS" ] && [ -f "$WHEELS/requirements-$tag.txt" ]; then echo "$WHEELS/requirements-$tag.txt"; fi
+}
+
+VENV_PY="$WORK/venv/bin/python"
+if [ -x "$VENV_PY" ] && [ -n "$(wanted "$VENV_PY")" ] && matches "$VENV_PY" "$(wanted "$VENV_PY")"; then
+  echo "ggdefender install: venv already matches $(wanted "$VENV_PY")"
+  PYBIN="$VENV_PY"
+elif command -v "$PY" >/dev/null 2>&1 && matches "$(command -v "$PY")" "$REQ"; then
   echo "ggdefender install: using $PY, which already has the pinned requirements"
   PYBIN="$(command -v "$PY")"
 else
@@ -49,11 +73,28 @@ else
     echo "ggdefender install: needs Python >= 3.10, $PY is $("$PY" -V 2>&1); set GGDEFENDER_PYTHON" >&2
     exit 1
   fi
-  echo "ggdefender install: creating $WORK/venv with $PY"
-  "$PY" -m venv "$WORK/venv"
-  "$WORK/venv/bin/python" -m pip install --no-input --disable-pip-version-check -q -r "$REQ"
-  matches "$WORK/venv/bin/python"
-  PYBIN="$WORK/venv/bin/python"
+  WANT="$(wanted "$PY")"
+  if [ -z "$WANT" ]; then
+    if [ -z "$WHEELS" ]; then
+      echo "ggdefender install: no wheels artifact (ggdefender-wheels-<architecture>) beside $ART; deploy the" \
+        "recipe's manifest for this platform, or set GGDEFENDER_INDEX_URL to install from a package index" >&2
+    else
+      have=$(cd "$WHEELS" && ls requirements-cp*.txt 2>/dev/null | sed 's/requirements-//; s/[.]txt$//' | tr '\n' ' ')
+      echo "ggdefender install: $(basename "$WHEELS") has no wheels for $("$PY" -V 2>&1) ($PY); it has: $have" \
+        "- set GGDEFENDER_PYTHON to one of those, or GGDEFENDER_INDEX_URL to install from a package index" >&2
+    fi
+    exit 1
+  fi
+  echo "ggdefender install: creating $WORK/venv with $PY from $WANT"
+  "$PY" -m venv --clear "$WORK/venv"
+  if [ -n "$INDEX" ]; then
+    "$VENV_PY" -m pip install --no-input --disable-pip-version-check -q --index-url "$INDEX" -r "$WANT"
+  else
+    "$VENV_PY" -m pip install --no-input --disable-pip-version-check -q --no-index --only-binary=:all: \
+      --find-links "$WHEELS/wheels" -r "$WANT"
+  fi
+  matches "$VENV_PY" "$WANT"
+  PYBIN="$VENV_PY"
 fi
 # The collector runs as an unprivileged user (Supervisor.CollectorUser): it must be able to read and run the
 # venv and the code, and to enter the work folder to reach its own collector/ folder; it must never be able to

@@ -2,6 +2,7 @@
 shipped archive."""
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import yaml
 
 import gdk_cli
 from ggdefender.devtools import build as b
+from ggdefender.devtools import wheels as w
 from project_copy import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,9 +77,19 @@ def test_recipe_contract():
     r = yaml.safe_load(RECIPE.read_text())
     assert r["ComponentName"] == "ggdefender.Defender"
     assert r["ComponentDependencies"]["aws.greengrass.Nucleus"]["VersionRequirement"].startswith(">=2.6.0")
-    (manifest,) = r["Manifests"]
-    assert manifest["Platform"] == {"os": "linux", "runtime": "*"}
-    life = manifest["Lifecycle"]
+    # one manifest per architecture both nuclei report (lite recipe.c get_current_architecture, the classic
+    # PlatformResolver.getArchInfo): the code and that platform's wheels; all run the global Lifecycle's `all`
+    assert [m["Platform"] for m in r["Manifests"]] == [{"os": "linux", "runtime": "*", "architecture": a}
+                                                      for a in ("amd64", "aarch64", "arm")]
+    for manifest, arch in zip(r["Manifests"], ("amd64", "aarch64", "arm")):
+        assert set(manifest) == {"Platform", "Artifacts"}
+        code, wheels = manifest["Artifacts"]
+        assert code == {"URI": "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/ggdefender.zip", "Unarchive": "ZIP",
+                        "Permission": {"Read": "ALL"}}  # the unprivileged collector reads the code
+        assert wheels == {"URI": f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/ggdefender-wheels-{arch}.zip",
+                          "Unarchive": "ZIP"}  # read by the install step only, which runs as the owner
+    assert list(r["Lifecycle"]) == ["all"]
+    life = r["Lifecycle"]["all"]
     assert set(life) == {"install", "run"}
     # the install logic ships in the artifact (any shell syntax there); the recipe only calls it
     assert life["install"]["Script"] == ('sh "{artifacts:decompressedPath}/ggdefender/ggdefender/install.sh" '
@@ -110,15 +122,17 @@ def test_recipes_fit_nucleus_lite(name, project):
     raw = (ROOT / "recipes" / name).read_bytes()
     recipe = yaml.safe_load(raw)
     assert b.lite_problems(recipe, len(raw)) == []
-    assert len(raw) < 0.75 * b.LITE_MAX_RECIPE_BYTES and b.lite_subobjects(recipe) < 0.8 * b.LITE_MAX_SUBOBJECTS
+    # room for one more accessControl policy (one with an operation and two resources costs 14 sub-objects)
+    assert len(raw) < 0.75 * b.LITE_MAX_RECIPE_BYTES and b.lite_subobjects(recipe) <= b.LITE_MAX_SUBOBJECTS - 16
     b.build(project)
     built = project / "greengrass-build" / "recipes" / (name if name == RECIPE.name else
                                                         name.replace(".yaml", "-1.0.0.yaml"))
     assert b.lite_problems(yaml.safe_load(built.read_bytes()), built.stat().st_size) == []
     # the classic nucleus takes the same file: runtime "*" is its wildcard (PlatformHelper.isAttributeSatisfied)
     # and its lifecycle keys are case-insensitive (Topics keyed by CaseInsensitiveString; it looks up "install")
-    (manifest,) = recipe["Manifests"]
-    assert manifest["Platform"]["runtime"] == "*" and all(k == k.lower() for k in manifest["Lifecycle"])
+    for manifest in recipe["Manifests"]:
+        life = manifest.get("Lifecycle") or recipe["Lifecycle"]["all"]
+        assert manifest["Platform"]["runtime"] == "*" and all(k == k.lower() for k in life)
 
 
 def test_lite_problems_names_each_limit():
@@ -129,23 +143,33 @@ def test_lite_problems_names_each_limit():
     big["ComponentConfiguration"]["DefaultConfiguration"]["Extra"] = {f"k{i}": i for i in range(40)}
     assert any("sub-objects, over nucleus lite's 255" in p for p in b.lite_problems(big, 100))
     life = json.loads(json.dumps(recipe))
-    steps = life["Manifests"][0]["Lifecycle"]
+    steps = life["Lifecycle"]["all"]
     steps["Install"] = steps.pop("install")
     steps["run"]["Script"] = 'PY="${GGDEFENDER_PYTHON-python3}"; f() { :; }'
     problems = b.lite_problems(life, 100)
     assert "lifecycle step 'Install': nucleus lite runs only 'install'" in problems
     assert any("'run': a brace that is not a recipe variable" in p for p in problems)
-    del life["Manifests"][0]["Platform"]["runtime"]
+    for manifest in life["Manifests"]:
+        del manifest["Platform"]["runtime"]
     assert any("lite skips it" in p for p in b.lite_problems(life, 100))
+    # lite compares the architecture exactly and selects a global Lifecycle only under `all` or `linux`
+    other = json.loads(json.dumps(recipe))
+    other["Manifests"][0]["Platform"]["architecture"] = "/amd64|aarch64/"
+    other["Manifests"][1]["Selections"] = ["arm64"]
+    assert b.lite_problems(other, 100) == [
+        "manifest 0: architecture '/amd64|aarch64/' is none lite reports (*, amd64, x86, aarch64, arm, riscv64), "
+        "compared exactly",
+        "manifest 1: no Lifecycle of its own and none of its Selections in the global Lifecycle among all, linux: "
+        "lite selects no lifecycle"]
 
 
 def test_build_warns_when_a_changed_recipe_would_not_run_on_lite(project, capsys):
     target = project / "recipes" / "ggdefender.Defender.yaml"
-    target.write_text(target.read_text().replace("      install:\n", "      Install:\n"))
+    target.write_text(target.read_text().replace("    install:\n", "    Install:\n"))
     b.build(project)  # still built: the classic nucleus takes it
     assert ("ggdefender build: warning: ggdefender.Defender.yaml will not run on Greengrass nucleus lite: "
             "lifecycle step 'Install': nucleus lite runs only 'install'") in capsys.readouterr().err
-    target.write_text(target.read_text().replace("      Install:\n", "      install:\n"))
+    target.write_text(target.read_text().replace("    Install:\n", "    install:\n"))
     b.build(project)
     assert "warning" not in capsys.readouterr().err
 
@@ -155,13 +179,21 @@ def test_build_writes_gdk_layout(project):
     out = project / "greengrass-build"
     # named as gdk names it: the recipe.yaml link's target, which `gdk component publish` then reads
     assert result.recipe == out / "recipes" / "ggdefender.Defender.yaml"
-    assert result.artifact == out / "artifacts" / "ggdefender.Defender" / "1.0.0" / "ggdefender.zip"
+    folder = out / "artifacts" / "ggdefender.Defender" / "1.0.0"
+    assert result.artifact == folder / "ggdefender.zip"
+    assert result.wheel_artifacts == {a: folder / f"ggdefender-wheels-{a}.zip" for a in ("amd64", "aarch64", "arm")}
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     ours = [f for f in files if "ggdefender.Defender" in f]
-    assert ours == ["artifacts/ggdefender.Defender/1.0.0/ggdefender.zip", "recipes/ggdefender.Defender.yaml"]
+    assert ours == sorted(["recipes/ggdefender.Defender.yaml", "artifacts/ggdefender.Defender/1.0.0/ggdefender.zip",
+                           *(f"artifacts/ggdefender.Defender/1.0.0/ggdefender-wheels-{a}.zip"
+                             for a in ("amd64", "aarch64", "arm"))])
     built = yaml.safe_load(result.recipe.read_text())
-    assert built["Manifests"][0]["Artifacts"][0]["URI"] == \
-        "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/ggdefender.zip"
+    for manifest in built["Manifests"]:
+        arch = manifest["Platform"]["architecture"]
+        assert [a["URI"] for a in manifest["Artifacts"]] == [
+            "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/ggdefender.zip",
+            f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/ggdefender-wheels-{arch}.zip"]
+    assert b.lite_problems(built, result.recipe.stat().st_size) == []
     assert (built["ComponentName"], built["ComponentVersion"], built["ComponentPublisher"]) == \
         ("ggdefender.Defender", "1.0.0", "ggdefender")
     assert len(result.recipe.read_bytes()) < b.RECIPE_SIZE_LIMIT
@@ -205,10 +237,11 @@ def test_archive_contents(project):
         assert pins == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
-def test_archive_is_reproducible(project):
-    first = hashlib.sha256(b.build(project).artifact.read_bytes()).hexdigest()
-    second = hashlib.sha256(b.build(project).artifact.read_bytes()).hexdigest()
-    assert first == second
+def test_archives_are_reproducible(project):
+    def digests(result):
+        return [hashlib.sha256(p.read_bytes()).hexdigest() for p in (result.artifact, *result.wheel_artifacts.values())]
+
+    assert digests(b.build(project)) == digests(b.build(project))
 
 
 def test_unpinned_dependency_is_refused(project):
@@ -251,3 +284,139 @@ def test_cli_print_merge_and_gdk_style_invocation(project):
     subprocess.run([sys.executable, "components/ggdefender/devtools/build.py"], cwd=project, env=env, check=True,
                    capture_output=True)
     assert (project / "greengrass-build" / "recipes" / "ggdefender.Defender.yaml").is_file()
+
+
+def _wheel_tags(name: str) -> tuple:
+    """(python, abi, platform) tags of a wheel file name."""
+    return tuple(name[:-len(".whl")].split("-")[-3:])
+
+
+def _installs_on(wheel: str, tag: str) -> bool:
+    """Whether a wheel's python/abi tags suit CPython `tag` (cp311): pure, that version, or an older abi3."""
+    python, abi, _ = _wheel_tags(wheel)
+    return any(p in ("py3", tag) or (abi == "abi3" and p.startswith("cp") and int(p[2:]) <= int(tag[2:]))
+               for p in python.split("."))
+
+
+def test_each_platform_zip_holds_wheels_for_every_python_and_only_its_own(project):
+    """The wheels zips of the real build: a requirements file per supported Python naming only wheels the zip
+    holds, each wheel for that platform's machine (or pure); on arm (armv7l) the declared fallbacks."""
+    result = b.build(project)
+    machines = {p.greengrass: p.machine for p in w.PLATFORMS}
+    for arch, path in result.wheel_artifacts.items():
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            files = {n[len("wheels/"):] for n in names if n.startswith("wheels/")}
+            reqs = {n: zf.read(n).decode() for n in names if n.startswith("requirements-")}
+            assert sorted(reqs) == [f"requirements-cp{py.replace('.', '')}.txt" for py in w.PYTHONS]
+            assert set(names) == set(reqs) | {f"wheels/{f}" for f in files}
+            for wheel in files:
+                _, abi, plat = _wheel_tags(wheel)
+                assert plat == "any" or plat.endswith(machines[arch]), (arch, wheel)
+                if plat == "any":  # a pure wheel holds no compiled file
+                    with zipfile.ZipFile(io.BytesIO(zf.read(f"wheels/{wheel}"))) as inner:
+                        assert not any(n.endswith(".so") for n in inner.namelist()), wheel
+        for name, text in reqs.items():
+            pins = [line for line in text.splitlines() if line and not line.startswith("#")]
+            have = {w._wheel_pin(f) for f in files}
+            assert pins and set(pins) <= have, (arch, name, set(pins) - have)
+            tag = name[len("requirements-"):-len(".txt")]
+            for pin in pins:  # each pin has a wheel that installs on that Python
+                assert any(w._wheel_pin(f) == pin and _installs_on(f, tag) for f in files), (arch, tag, pin)
+            if arch == "arm":
+                assert not any(p.split("==")[0] in ("awscrt", "awsiotsdk", "psutil") for p in pins)
+                assert "cbor2==5.9.0" in pins and "pyyaml==6.0.3" in pins
+                assert "# awsiotsdk==1.31.0: left out, no wheel for arm (armv7l)" in text
+                assert "# cbor2==5.9.0 instead of cbor2==6.3.0" in text
+                assert "# PyYAML==6.0.3: pure-Python wheel" in text
+            else:
+                assert {"awsiotsdk==1.31.0", "awscrt==0.36.1", "cbor2==6.3.0", "psutil==7.2.2",
+                        "pyyaml==6.0.3", "jsonschema==4.26.0"} <= set(pins)
+                assert not any(line.startswith("# ") and "instead of" in line for line in text.splitlines())
+    with zipfile.ZipFile(result.wheel_artifacts["arm"]) as zf:
+        assert "wheels/pyyaml-6.0.3-py3-none-any.whl" in zf.namelist()
+        assert "wheels/cbor2-5.9.0-py3-none-any.whl" in zf.namelist()
+
+
+def test_a_missing_or_foreign_platform_manifest_is_refused(project):
+    target = project / "recipes" / "ggdefender.Defender.yaml"
+    source = target.read_text()
+    recipe = yaml.safe_load(source)
+    del recipe["Manifests"][2]
+    target.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with pytest.raises(b.BuildError, match="no manifest for architecture arm"):
+        b.build(project)
+    target.write_text(source.replace("ggdefender-wheels-aarch64.zip", "ggdefender-wheels-amd64.zip"))
+    with pytest.raises(b.BuildError, match=r"the aarch64 manifest names artifacts \['ggdefender-wheels-amd64.zip', "
+                                           r"'ggdefender.zip'\], it must name exactly"):
+        b.build(project)
+    target.write_text(source.replace("architecture: arm}", "architecture: riscv64}"))
+    with pytest.raises(b.BuildError, match="Platform.architecture 'riscv64'; the build makes wheels for amd64, "
+                                           "aarch64, arm only"):
+        b.build(project)
+
+
+def _make_wheel(folder: Path, name: str, version: str, tag: str, requires=()) -> str:
+    """A minimal real wheel file (pip reads its METADATA); tag is python-abi-platform."""
+    filename = f"{name}-{version}-{tag}.whl"
+    info = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + \
+        "".join(f"Requires-Dist: {r}\n" for r in requires)
+    with zipfile.ZipFile(folder / filename, "w") as zf:
+        zf.writestr(f"{name}/__init__.py", "")
+        zf.writestr(f"{info}/METADATA", meta)
+        zf.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: {tag}\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return filename
+
+
+@pytest.fixture
+def index(tmp_path):
+    """A local wheel index: `native` has wheels for x86_64 only, `needsnative` (pure) requires it, `both` has an
+    x86_64 wheel of 2.0 and a pure 1.0; nothing here reaches the network (pip --no-index)."""
+    folder = tmp_path / "index"
+    folder.mkdir()
+    _make_wheel(folder, "native", "1.0", "cp311-cp311-manylinux_2_17_x86_64")
+    _make_wheel(folder, "needsnative", "1.0", "py3-none-any", ["native==1.0"])
+    _make_wheel(folder, "both", "2.0", "cp311-cp311-manylinux_2_28_x86_64")
+    _make_wheel(folder, "both", "1.0", "py3-none-any")
+    _make_wheel(folder, "plain", "3.0", "py3-none-any")
+    return ["--no-index", "--find-links", str(folder)]
+
+
+X86, ARM = w.PLATFORMS[0], w.PLATFORMS[2]
+
+
+def test_resolution_applies_the_declared_fallbacks_where_a_wheel_is_missing(index, tmp_path):
+    pins = ["needsnative==1.0", "both==2.0", "plain==3.0"]
+    fallbacks = {"needsnative": w.LeftOut("optional here"), "both": w.PureRelease("1.0", "pure one")}
+    x86, _ = w.resolve(pins, X86, "3.11", cache=tmp_path / "c", fallbacks=fallbacks, index_args=index)
+    assert x86.pins == ("both==2.0", "native==1.0", "needsnative==1.0", "plain==3.0") and x86.notes == ()
+    arm, folder = w.resolve(pins, ARM, "3.11", cache=tmp_path / "c", fallbacks=fallbacks, index_args=index)
+    assert arm.pins == ("both==1.0", "plain==3.0")
+    assert arm.notes == (
+        "needsnative==1.0: left out, no wheel for arm (armv7l), CPython 3.11 (optional here)",
+        "both==1.0 instead of both==2.0, which has no wheel for arm (armv7l), CPython 3.11 (pure one)")
+    assert sorted(arm.wheels) == sorted(p.name for p in folder.glob("*.whl")) == \
+        ["both-1.0-py3-none-any.whl", "plain-3.0-py3-none-any.whl"]
+    assert arm.requirements().splitlines()[1:] == ["# " + n for n in arm.notes] + list(arm.pins)
+
+
+def test_a_missing_wheel_without_a_fallback_fails_naming_package_platform_and_python(index, tmp_path):
+    with pytest.raises(w.WheelError, match=r"no wheel of needsnative==1.0 \(or of a requirement of it\) for arm "
+                                           r"\(armv7l\), CPython 3.12, and it is not one of the optional or "
+                                           r"pure-Python ones: .*native"):
+        w.resolve(["plain==3.0", "needsnative==1.0"], ARM, "3.12", cache=tmp_path / "c", fallbacks={},
+                  index_args=index)
+
+
+def test_a_warm_cache_runs_no_pip(index, tmp_path, monkeypatch):
+    first = w.resolve(["both==2.0"], X86, "3.11", cache=tmp_path / "c", fallbacks={}, index_args=index)
+
+    def no_pip(*args, **kwargs):
+        raise AssertionError("pip ran with a warm cache")
+
+    monkeypatch.setattr(w, "_pip", no_pip)
+    assert w.resolve(["both==2.0"], X86, "3.11", cache=tmp_path / "c", fallbacks={}, index_args=index) == first
+    with pytest.raises(AssertionError, match="pip ran"):  # and the check can fail: another pin is not cached
+        w.resolve(["plain==3.0"], X86, "3.11", cache=tmp_path / "c", fallbacks={}, index_args=index)

@@ -1,12 +1,15 @@
 """components/ggdefender/install.sh, the recipe's install step (shipped in the artifact): reuse of an interpreter
-that has exactly the pinned requirements, a venv otherwise, the permissions the unprivileged collector needs,
-and the <work>/ggdefender-python file the run step executes."""
+that has exactly the pinned requirements, a venv otherwise (offline from the platform's wheels artifact, or from
+a package index when configured), the permissions the unprivileged collector needs, and the
+<work>/ggdefender-python file the run step executes."""
 
-import ensurepip
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,15 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "components" / "ggdefender" / "install.sh"
 
 
-def _install(tmp_path: Path, requirements: str, python: str, timeout: float = 120):
+def _install(tmp_path: Path, requirements: str, python: str, timeout: float = 120, **env):
     art, work = tmp_path / "art", tmp_path / "work"
     art.mkdir(exist_ok=True)
     work.mkdir(mode=0o700, exist_ok=True)
     (art / "requirements.txt").write_text(requirements)
-    env = {**os.environ, "GGDEFENDER_PYTHON": python}
+    env = {**os.environ, "GGDEFENDER_PYTHON": python, **env}
     out = subprocess.run(["sh", str(SCRIPT), str(art), str(work)], env=env, capture_output=True, text=True,
                          timeout=timeout)
     return out, work
+
+
+def _clean_python(tmp_path: Path) -> str:
+    """An interpreter with none of the pins (a venv without pip), as on a fresh device."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "clean")], check=True, timeout=60)
+    return str(tmp_path / "clean" / "bin" / "python")
 
 
 def test_an_interpreter_with_the_pinned_requirements_is_used_as_it_is(tmp_path):
@@ -38,21 +47,61 @@ def test_an_interpreter_with_the_pinned_requirements_is_used_as_it_is(tmp_path):
     assert mode & 0o011 == 0o011 and mode & 0o022 == 0  # others may enter (to reach collector/), never write
 
 
-def test_otherwise_a_venv_in_the_work_folder_gets_them(tmp_path):
-    # a pin the test interpreter lacks but a fresh venv has without any download: the pip ensurepip bundles
-    bundled = ensurepip.version()
-    from importlib.metadata import version
+def _pure_wheel(folder: Path, name: str, version: str) -> Path:
+    """A minimal valid pure wheel (METADATA, WHEEL, RECORD with digests)."""
+    import base64
+    import hashlib
 
-    if version("pip") == bundled:
-        pytest.skip(f"this interpreter's pip is the bundled {bundled}: nothing to tell the two paths apart")
-    out, work = _install(tmp_path, f"pip=={bundled}\n", sys.executable, timeout=300)
+    files = {f"{name}/__init__.py": b"", f"{name}-{version}.dist-info/METADATA":
+             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+             f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}"
+              for n, d in files.items()] + [f"{name}-{version}.dist-info/RECORD,,"]
+    files[f"{name}-{version}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, d in files.items():
+            zf.writestr(n, d)
+    return path
+
+
+def test_a_package_index_instead_when_configured(tmp_path):
+    """GGDEFENDER_INDEX_URL: requirements.txt's pins from that index (here a local PEP 503 index, so nothing
+    leaves the machine), no wheels artifact needed."""
+    project = tmp_path / "simple" / "ggdtestpkg"
+    project.mkdir(parents=True)
+    wheel = _pure_wheel(project, "ggdtestpkg", "1.2.3")
+    (project / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>')
+    index = (tmp_path / "simple").as_uri()
+    pin = "ggdtestpkg==1.2.3\n"
+    out, work = _install(tmp_path, pin, _clean_python(tmp_path), timeout=300, GGDEFENDER_INDEX_URL=index)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"not satisfied: pip=={bundled}" in out.stdout and "creating" in out.stdout
+    assert "not satisfied: ggdtestpkg==1.2.3" in out.stdout and "creating" in out.stdout
     venv_python = work / "venv" / "bin" / "python"
     assert (work / "ggdefender-python").read_text() == f"{venv_python}\n"
     assert stat.S_IMODE((work / "venv").stat().st_mode) & 0o055 == 0o055  # readable by the collector's user
-    again, _ = _install(tmp_path, f"pip=={bundled}\n", sys.executable)  # a second install reuses it
-    assert again.returncode == 0 and "venv already matches requirements.txt" in again.stdout
+    again, _ = _install(tmp_path, pin, _clean_python(tmp_path), GGDEFENDER_INDEX_URL=index)
+    assert again.returncode == 0 and "venv already matches" in again.stdout
+
+
+def test_without_a_wheels_artifact_or_an_index_it_says_what_to_do(tmp_path):
+    out, work = _install(tmp_path, "cbor2==6.3.0\n", _clean_python(tmp_path), GGDEFENDER_INDEX_URL="")
+    assert out.returncode == 1
+    assert "no wheels artifact (ggdefender-wheels-<architecture>) beside" in out.stderr
+    assert "set GGDEFENDER_INDEX_URL to install from a package index" in out.stderr
+    assert not (work / "ggdefender-python").exists()
+
+
+def test_a_python_the_wheels_artifact_has_no_wheels_for_is_named(tmp_path):
+    wheels = tmp_path / "ggdefender-wheels-amd64"
+    (wheels / "wheels").mkdir(parents=True)
+    for tag in ("cp39", "cp99"):
+        (wheels / f"requirements-{tag}.txt").write_text("cbor2==6.3.0\n")
+    out, work = _install(tmp_path, "cbor2==6.3.0\n", _clean_python(tmp_path), GGDEFENDER_INDEX_URL="")
+    version = ".".join(map(str, sys.version_info[:3]))
+    assert out.returncode == 1
+    assert f"ggdefender-wheels-amd64 has no wheels for Python {version}" in out.stderr
+    assert "it has: cp39 cp99" in out.stderr and not (work / "ggdefender-python").exists()
 
 
 def test_too_old_a_python_is_named(tmp_path):
@@ -68,3 +117,53 @@ def test_too_old_a_python_is_named(tmp_path):
 def test_wrong_arguments_are_refused_before_anything_is_done(tmp_path):
     out = subprocess.run(["sh", str(SCRIPT), str(tmp_path / "missing")], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "usage: sh install.sh" in out.stderr
+
+
+COMPILERS = ("cc", "gcc", "g++", "c++", "clang", "rustc", "cargo", "cmake", "make", "ld")
+
+
+def test_offline_install_from_this_platforms_artifact_invokes_no_compiler(tmp_path):
+    """The real build's code zip and this machine's wheels zip, unpacked as a nucleus unpacks them, installed into
+    a fresh venv by install.sh with no network (a network namespace with nothing in it when root, and pip told
+    --no-index either way) and every compiler replaced by one that logs and fails."""
+    from ggdefender.devtools import build as b, wheels as w
+    from project_copy import copy_project
+
+    machine = sysconfig.get_platform().split("-", 1)[1]
+    arch = {p.machine: p.greengrass for p in w.PLATFORMS}.get(machine)
+    version = "%d.%d" % sys.version_info[:2]
+    if arch is None or version not in w.PYTHONS:
+        pytest.skip(f"the build makes no wheels for {machine} / Python {version}")
+    result = b.build(copy_project(tmp_path / "project"))
+    unpacked = tmp_path / "decompressed"  # {artifacts:decompressedPath}: one folder per zip, named after it
+    for path in (result.artifact, result.wheel_artifacts[arch]):
+        with zipfile.ZipFile(path) as zf:
+            zf.extractall(unpacked / path.stem)
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    fake = tmp_path / "compilers"
+    fake.mkdir()
+    log = tmp_path / "compiler.log"
+    for name in COMPILERS:
+        (fake / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\nexit 1\n')
+        (fake / name).chmod(0o755)
+    env = {**os.environ, "GGDEFENDER_PYTHON": _clean_python(tmp_path), "PATH": f"{fake}:/usr/bin:/bin",
+           "CC": str(fake / "cc"), "CXX": str(fake / "c++"), "GGDEFENDER_INDEX_URL": "",
+           "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": ""}
+    offline = ["unshare", "-n"] if os.geteuid() == 0 and shutil.which("unshare") else []
+    code = unpacked / "ggdefender"
+    command = [*offline, "sh", str(code / "ggdefender" / "install.sh"), str(code), str(work)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"from {code}/../ggdefender-wheels-{arch}/requirements-cp{version.replace('.', '')}.txt" in out.stdout
+    venv_python = work / "venv" / "bin" / "python"
+    assert (work / "ggdefender-python").read_text() == f"{venv_python}\n"
+    check = subprocess.run([str(venv_python), "-c", "import awsiot, awscrt, cbor2, psutil, yaml, jsonschema; "
+                            "import importlib.metadata as m; print(m.version('cbor2'), m.version('awsiotsdk'))"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.stdout.split() == ["6.3.0", "1.31.0"], check.stderr
+    # pip asks `rustc --version` for its user-agent string; nothing else may run a compiler
+    calls = log.read_text().splitlines() if log.exists() else []
+    assert set(calls) <= {"rustc --version"}, calls
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "venv already matches" in again.stdout, again.stdout + again.stderr

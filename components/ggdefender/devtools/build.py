@@ -3,16 +3,21 @@
 gdk is not installable from PyPI, so this is both gdk-config.json's custom build command (what `gdk component
 build` runs) and the way CI and `ggdefender local` get a deployable component:
 
-    greengrass-build/recipes/ggdefender.Defender.yaml             (ComponentName/Version/Publisher from
-                                                                   gdk-config.json, artifact URI rewritten)
-    greengrass-build/artifacts/<Name>/<Version>/ggdefender.zip    (ggdefender/ without local/, devtools/ +
-                                                                   requirements.txt pinned from pyproject)
+    greengrass-build/recipes/ggdefender.Defender.yaml      (ComponentName/Version/Publisher from gdk-config.json,
+                                                            artifact URIs rewritten)
+    greengrass-build/artifacts/<Name>/<Version>/
+        ggdefender.zip                  the code: ggdefender/ without local/, devtools/ + requirements.txt (the
+                                        pins from pyproject); every platform's manifest names it
+        ggdefender-wheels-<arch>.zip    per Platform.architecture (amd64, aarch64, arm): wheels/ and
+                                        requirements-cp3XX.txt per Python (wheels.py); only its own manifest
+                                        names it, so a device downloads only its own
 
 The built recipe is named as gdk names it: gdk resolves the `recipe.yaml` symlink and `gdk component publish`
 then reads `greengrass-build/recipes/<the link target's name>`.
 
-The zip is reproducible (sorted entries, fixed timestamps), so an unchanged tree gives the same digest.
-Runs as `python3 components/ggdefender/devtools/build.py` too (what gdk calls) with only PyYAML installed.
+The zips are reproducible (sorted entries, fixed timestamps), so an unchanged tree gives the same digests.
+Runs as `python3 components/ggdefender/devtools/build.py` too (what gdk calls) with only PyYAML installed
+(and pip, which resolves the wheels; a warm cache needs neither pip's index nor the network).
 """
 
 from __future__ import annotations
@@ -28,7 +33,12 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence
+
+if __package__:
+    from . import wheels
+else:  # run as gdk's custom build command: python3 components/ggdefender/devtools/build.py
+    import wheels  # type: ignore[no-redef]
 
 RECIPE_SIZE_LIMIT = 16000  # bytes, enforced by gdk (gdk.common.consts.MAX_RECIPE_FILE_SIZE_BYTES)
 # Greengrass nucleus lite (aws-greengrass-lite 326e992b) refuses recipes beyond these; docs/deploy.md:
@@ -37,11 +47,17 @@ LITE_MAX_SUBOBJECTS = 255  # gg_sdk include/gg/object.h GG_MAX_OBJECT_SUBOBJECTS
 LITE_MAX_DEPTH = 15  # gg_sdk include/gg/object.h GG_MAX_OBJECT_DEPTH (`5` is depth 1, `{"a": 5}` depth 2)
 LITE_RUNTIMES = ("*", "aws_nucleus_lite")  # recipe.c manifest_selection; a manifest without runtime is skipped
 LITE_STEPS = ("bootstrap", "install", "startup", "run", "shutdown")  # recipe2unit looks them up in lower case
+# recipe.c get_current_architecture (compared exactly: no regular expressions as on the classic nucleus)
+LITE_ARCHITECTURES = ("*", "amd64", "x86", "aarch64", "arm", "riscv64")
+# recipe.c lifecycle_selection: a manifest without its own Lifecycle takes the global Lifecycle's entry for
+# one of its Selections (default ["all"]), and only these two
+LITE_SELECTIONS = ("all", "linux")
 # recipe-runner (runner.c handle_escape) reads every `{`...`}` of a script or Setenv value as a recipe variable and
 # fails on any other than these (ggl-config-interpolation/src/interpolation.c ggl_substitute_escape)
 _LITE_VARIABLE = re.compile(r"\{(?:[A-Za-z0-9._-]+:)?(?:kernel:rootPath|iot:thingName|work:path|artifacts:path|"
                             r"artifacts:decompressedPath|configuration:/[^{}]*)\}")
 ARCHIVE = "ggdefender.zip"
+WHEELS_ARCHIVE = "ggdefender-wheels-{}.zip"  # .format(Platform.architecture)
 PACKAGE = "ggdefender"
 # never shipped to devices: local/ is the offline core, devtools/ the developer tools (this build among them)
 EXCLUDED_DIRS = {"local", "devtools", "__pycache__"}
@@ -76,9 +92,10 @@ class Project:
 @dataclass(frozen=True)
 class BuildResult:
     recipe: Path
-    artifact: Path
+    artifact: Path  # the code zip
     name: str
     version: str
+    wheel_artifacts: Dict[str, Path]  # Platform.architecture -> its wheels zip
 
 
 def find_root(start: Optional[Path] = None) -> Path:
@@ -157,19 +174,38 @@ def _package_files(package_dir: Path) -> List[Path]:
     return out
 
 
-def make_archive(root: Path, target: Path) -> None:
-    package_dir = root / "components" / PACKAGE
-    entries = [(f"{PACKAGE}/{p.relative_to(package_dir).as_posix()}", p.read_bytes())
-               for p in _package_files(package_dir)]
-    entries.append(("requirements.txt", pinned_requirements(root).encode()))
+def _write_zip(target: Path, entries: List[tuple]) -> None:
+    """A reproducible zip: sorted entries, fixed timestamps; wheels (zips already) stored, the rest deflated."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in sorted(entries):
             info = zipfile.ZipInfo(name, _FIXED_TIME)
             info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED if name.endswith(".whl") else zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
     target.write_bytes(buf.getvalue())
+
+
+def make_archive(root: Path, target: Path) -> None:
+    package_dir = root / "components" / PACKAGE
+    entries = [(f"{PACKAGE}/{p.relative_to(package_dir).as_posix()}", p.read_bytes())
+               for p in _package_files(package_dir)]
+    entries.append(("requirements.txt", pinned_requirements(root).encode()))
+    _write_zip(target, entries)
+
+
+def make_wheels_archive(resolved: Sequence[tuple], target: Path) -> None:
+    """One platform's wheels zip: wheels/ (each file once) and requirements-cp3XX.txt per Python."""
+    entries: Dict[str, bytes] = {}
+    for found, folder in resolved:
+        entries[f"requirements-{found.tag}.txt"] = found.requirements().encode()
+        for wheel in found.wheels:
+            entries.setdefault(f"wheels/{wheel}", (folder / wheel).read_bytes())
+    _write_zip(target, list(entries.items()))
+
+
+def pins(root: Path) -> List[str]:
+    return [line for line in pinned_requirements(root).splitlines() if line and not line.startswith("#")]
 
 
 def _ci_key(d: dict, key: str) -> Optional[str]:
@@ -221,6 +257,42 @@ def _depth(obj) -> int:
     return 1 + max((_depth(v) for v in children), default=0) if children is not None else 1
 
 
+def _lite_lifecycle(manifest: dict, recipe: dict) -> Optional[dict]:
+    """The steps lite runs for this manifest (recipe.c manifest_selection), None when it finds none."""
+    own = manifest.get("Lifecycle")
+    if isinstance(own, dict) and own:
+        return own
+    chosen = None
+    glob = recipe.get("Lifecycle")
+    for selection in manifest.get("Selections") or ["all"]:  # the last one found wins, as in lite
+        if selection in LITE_SELECTIONS and isinstance(glob, dict) and isinstance(glob.get(selection), dict):
+            chosen = glob[selection]
+    return chosen
+
+
+def check_platform_manifests(recipe: dict, platforms: Sequence[wheels.Platform]) -> None:
+    """One manifest per platform built, selected by Platform.architecture, naming the code zip and its own
+    wheels zip only (a device then downloads only its platform's wheels)."""
+    by_arch: Dict[str, list] = {}
+    for index, manifest in enumerate(recipe[_ci_key(recipe, "Manifests")] or []):
+        platform = manifest.get("Platform") if isinstance(manifest, dict) else None
+        arch = platform.get("architecture") if isinstance(platform, dict) else None
+        if arch not in [p.greengrass for p in platforms]:
+            raise BuildError(f"recipe: Manifests[{index}] has Platform.architecture {arch!r}; the build makes "
+                             f"wheels for {', '.join(p.greengrass for p in platforms)} only")
+        if arch in by_arch:
+            raise BuildError(f"recipe: two manifests for architecture {arch!r}")
+        arts = manifest.get(_ci_key(manifest, "Artifacts") or "Artifacts") or []
+        by_arch[arch] = sorted(str(a.get(_ci_key(a, "URI") or "URI", "")).rsplit("/", 1)[-1] for a in arts)
+        want = sorted([ARCHIVE, WHEELS_ARCHIVE.format(arch)])
+        if by_arch[arch] != want:
+            raise BuildError(f"recipe: the {arch} manifest names artifacts {by_arch[arch]}, it must name exactly "
+                             f"{want}")
+    missing = [p.greengrass for p in platforms if p.greengrass not in by_arch]
+    if missing:
+        raise BuildError(f"recipe: no manifest for architecture {', '.join(missing)}")
+
+
 def lite_problems(recipe: dict, size: int) -> List[str]:
     """Why nucleus lite would refuse or mis-run this recipe (a file of `size` bytes); empty when it would not."""
     problems = []
@@ -235,8 +307,16 @@ def lite_problems(recipe: dict, size: int) -> List[str]:
     lite = [m for m in manifests if isinstance(m.get("Platform"), dict) and m["Platform"].get("runtime") in LITE_RUNTIMES]
     if not lite:
         problems.append(f"no manifest with Platform.runtime {' or '.join(map(repr, LITE_RUNTIMES))}: lite skips it")
-    for manifest in lite:
-        steps = manifest.get("Lifecycle") or {}
+    for index, manifest in enumerate(lite):
+        arch = manifest["Platform"].get("architecture")
+        if arch is not None and arch not in LITE_ARCHITECTURES:
+            problems.append(f"manifest {index}: architecture {arch!r} is none lite reports "
+                            f"({', '.join(LITE_ARCHITECTURES)}), compared exactly")
+        steps = _lite_lifecycle(manifest, recipe)
+        if steps is None:
+            problems.append(f"manifest {index}: no Lifecycle of its own and none of its Selections in the global "
+                            f"Lifecycle among {', '.join(LITE_SELECTIONS)}: lite selects no lifecycle")
+            continue
         for key, step in steps.items():
             if key not in LITE_STEPS and key.lower() in LITE_STEPS:
                 problems.append(f"lifecycle step {key!r}: nucleus lite runs only {key.lower()!r}")
@@ -248,7 +328,7 @@ def lite_problems(recipe: dict, size: int) -> List[str]:
                 if "{" in stray or "}" in stray:
                     problems.append(f"lifecycle step {key!r}: a brace that is not a recipe variable (lite's "
                                     "recipe-runner reads every {...} as one)")
-    return problems
+    return list(dict.fromkeys(problems))  # manifests sharing the global Lifecycle name its problems once
 
 
 def build(root: Optional[Path] = None) -> BuildResult:
@@ -276,10 +356,19 @@ def build(root: Optional[Path] = None) -> BuildResult:
     artifacts_dir = out / "artifacts" / project.name / project.version
     recipes_dir.mkdir(parents=True)
     artifacts_dir.mkdir(parents=True)
+    check_platform_manifests(recipe, wheels.PLATFORMS)
     archive = artifacts_dir / ARCHIVE
     make_archive(root, archive)
+    try:
+        resolved = wheels.resolve_all(pins(root))
+    except wheels.WheelError as exc:
+        raise BuildError(str(exc)) from None
+    wheel_archives = {}
+    for arch, found in resolved.items():
+        wheel_archives[arch] = artifacts_dir / WHEELS_ARCHIVE.format(arch)
+        make_wheels_archive(found, wheel_archives[arch])
 
-    recipe = transform_recipe(recipe, project, [ARCHIVE])
+    recipe = transform_recipe(recipe, project, [ARCHIVE, *(p.name for p in wheel_archives.values())])
     text = json.dumps(recipe, indent=2) if is_json else yaml.safe_dump(recipe, sort_keys=False, width=120)
     if len(text.encode()) > RECIPE_SIZE_LIMIT:
         raise BuildError(f"built recipe is {len(text.encode())} bytes, over gdk's {RECIPE_SIZE_LIMIT}-byte limit")
@@ -290,7 +379,7 @@ def build(root: Optional[Path] = None) -> BuildResult:
               file=sys.stderr)
     for recipe_rel, source_rel in EXTRA_COMPONENTS:
         build_extra(root / recipe_rel, root / source_rel, out)
-    return BuildResult(recipe_out, archive, project.name, project.version)
+    return BuildResult(recipe_out, archive, project.name, project.version, wheel_archives)
 
 
 def build_extra(recipe_path: Path, source: Path, out: Path) -> Path:
@@ -333,7 +422,8 @@ def main(args) -> int:
     except BuildError as exc:
         print(f"ggdefender build: {exc}", file=sys.stderr)
         return 1
-    print(f"built {result.name} {result.version}:\n  {result.recipe}\n  {result.artifact}", file=sys.stderr)
+    files = [result.recipe, result.artifact, *result.wheel_artifacts.values()]
+    print(f"built {result.name} {result.version}:\n" + "".join(f"  {f}\n" for f in files), end="", file=sys.stderr)
     return 0
 
 
