@@ -1,6 +1,7 @@
 """The real gdk CLI (1.6.2) on a clean copy of the project: `gdk component build` gives the tree `ggdefender
-build` gives, and `gdk component publish` uploads the artifact and creates the component version from the
-built recipe, with every AWS call answered in-process (gdk_publish_child.py) and nothing leaving the machine."""
+build` gives, and `gdk component publish` uploads every artifact (the code zip and each platform's wheels zip)
+and creates the component version from the built recipe, with every AWS call answered in-process
+(gdk_publish_child.py) and nothing leaving the machine (the wheels come from the build's cache, filled first)."""
 
 import base64
 import hashlib
@@ -15,12 +16,15 @@ import pytest
 import yaml
 
 import gdk_cli
+from ggdefender.devtools import build as b
 from project_copy import copy_project
 
 pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
 NAME, VERSION, ARCHIVE = "ggdefender.Defender", "1.0.0", "ggdefender.zip"
+WHEELS = {arch: f"ggdefender-wheels-{arch}.zip" for arch in ("amd64", "aarch64", "arm")}
+ARCHIVES = sorted([ARCHIVE, *WHEELS.values()])
 
 
 def _closed_loopback_port() -> int:
@@ -61,9 +65,15 @@ def _tree(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _warm_wheel_cache(tmp_path: Path) -> None:
+    """gdk runs offline (_env): the build's wheel cache is filled first, with the network, by a build of our own."""
+    b.build(copy_project(tmp_path / "warm"))
+
+
 @pytest.fixture
 def built(tmp_path):
     gdk_cli.require()
+    _warm_wheel_cache(tmp_path)
     project = copy_project(tmp_path / "project")
     run = _gdk(project, "component", "build")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -78,7 +88,7 @@ def test_gdk_build_and_ggdefender_build_give_the_same_tree(built, tmp_path):
     assert gdk_tree == _tree(ours / "greengrass-build")
     # the recipe is where gdk's publish will look: the name of recipe.yaml's link target
     assert f"recipes/{os.path.basename(os.readlink(built / 'recipe.yaml'))}" in gdk_tree
-    assert f"artifacts/{NAME}/{VERSION}/{ARCHIVE}" in gdk_tree
+    assert sorted(k.rsplit("/", 1)[-1] for k in gdk_tree if k.startswith(f"artifacts/{NAME}/")) == ARCHIVES
 
 
 def test_gdk_publish_uploads_the_artifact_and_creates_the_version_from_the_built_recipe(built, tmp_path):
@@ -87,19 +97,24 @@ def test_gdk_publish_uploads_the_artifact_and_creates_the_version_from_the_built
     publish = json.loads((built / "gdk-config.json").read_text())["component"][NAME]["publish"]
     # gdk's bucket: the configured prefix, the region and the account (here moto's)
     bucket = f"{publish['bucket']}-{publish['region']}-{sent['account']}"
-    key = f"{NAME}/{VERSION}/{ARCHIVE}"
     assert list(sent["s3"]) == [bucket] and sent["s3"][bucket]["region"] == publish["region"]
-    assert list(sent["s3"][bucket]["keys"]) == [key]
-    artifact = built / "greengrass-build" / "artifacts" / NAME / VERSION / ARCHIVE
-    assert base64.b64decode(sent["s3"][bucket]["keys"][key]) == artifact.read_bytes()
+    # every artifact, each byte for byte
+    assert sorted(sent["s3"][bucket]["keys"]) == [f"{NAME}/{VERSION}/{a}" for a in ARCHIVES]
+    for name in ARCHIVES:
+        artifact = built / "greengrass-build" / "artifacts" / NAME / VERSION / name
+        assert base64.b64decode(sent["s3"][bucket]["keys"][f"{NAME}/{VERSION}/{name}"]) == artifact.read_bytes()
 
     creates = [c for c in sent["greengrassv2"] if c["operation"] == "CreateComponentVersion"]
     assert len(creates) == 1 and f"greengrass.{publish['region']}.amazonaws.com" in creates[0]["url"]
     inline = yaml.safe_load(base64.b64decode(creates[0]["body"]["inlineRecipe"]))
     expected = yaml.safe_load((built / "greengrass-build" / "recipes" / f"{NAME}.yaml").read_text())
-    (manifest,) = expected["Manifests"]
-    assert manifest["Artifacts"][0]["URI"] == f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{ARCHIVE}"
-    manifest["Artifacts"][0]["URI"] = f"s3://{bucket}/{key}"  # the one change publish makes
+    assert [m["Platform"]["architecture"] for m in expected["Manifests"]] == list(WHEELS)
+    for manifest in expected["Manifests"]:  # each manifest names the code zip and its own platform's wheels
+        names = [ARCHIVE, WHEELS[manifest["Platform"]["architecture"]]]
+        assert [a["URI"] for a in manifest["Artifacts"]] == [f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{n}"
+                                                             for n in names]
+        for art, name in zip(manifest["Artifacts"], names):
+            art["URI"] = f"s3://{bucket}/{NAME}/{VERSION}/{name}"  # the one change publish makes
     assert inline == expected
     # and the recipe it sent is the one it wrote beside the built one
     assert yaml.safe_load((built / "greengrass-build" / "recipes" / f"{NAME}-{VERSION}.yaml").read_text()) == inline
@@ -109,6 +124,7 @@ def test_publish_of_a_recipe_gdk_rejects_creates_no_version(tmp_path):
     """gdk uploads the artifacts first and validates the recipe after (PublishCommand), so the zip does reach
     S3; what must not happen is a component version from an invalid recipe."""
     gdk_cli.require()
+    _warm_wheel_cache(tmp_path)
     project = copy_project(tmp_path / "project")
     source = project / "recipes" / f"{NAME}.yaml"
     source.write_text(source.read_text().replace("Unarchive: ZIP", "Unarchive: TAR"))
@@ -119,4 +135,4 @@ def test_publish_of_a_recipe_gdk_rejects_creates_no_version(tmp_path):
     assert "'TAR' does not match '(?i)^(ZIP|NONE)$'" in run.stderr + run.stdout
     assert [c["operation"] for c in sent["greengrassv2"]] == ["ListComponentVersions"]
     (bucket,) = sent["s3"]
-    assert list(sent["s3"][bucket]["keys"]) == [f"{NAME}/{VERSION}/{ARCHIVE}"]
+    assert sorted(sent["s3"][bucket]["keys"]) == [f"{NAME}/{VERSION}/{a}" for a in ARCHIVES]
