@@ -223,12 +223,13 @@ class Health:
     # -- publishing ------------------------------------------------------------------------------------------------
     def start(self, ipc, thing: Optional[str] = None) -> "Health":
         """Publish through `ipc` from now on (at once, then on every change)."""
+        from ggdefender.ipc import Ipc  # here: process B imports this module and never starts a document
+
         with self._lock:
             self._ipc = ipc
             self._thing = thing if thing is not None else str(getattr(ipc, "thing_name", "") or "")
-            client = getattr(ipc, "client_name", None)
-            if isinstance(client, str):  # the IPC client this process speaks with, and why (ipc.choose_client)
-                self._doc["ipcClient"] = {"name": client, "reason": str(getattr(ipc, "client_reason", ""))[:300]}
+            if isinstance(ipc, Ipc):  # the Greengrass IPC client this process speaks with, and why (ipc.choose_client)
+                self._doc["ipcClient"] = {"name": ipc.client_name, "reason": ipc.client_reason[:300]}
             self._stopped = False
             self._dirty = True
             if self._thread is None or not self._thread.is_alive():

@@ -463,7 +463,8 @@ class Ipc:
         Core connection (iotcored refuses a new subscription then; those it has it renews after a reconnect).
         The subscription is kept and retried with backoff until the nucleus takes it, so a part started before
         the network does not fail. Called with the lock held."""
-        if sub.kind != "iot" or not isinstance(exc, ServiceError):
+        # an unanswered subscribe (TimeoutError: the client gave up and ended the stream) is "not now" as well
+        if sub.kind != "iot" or not isinstance(exc, (ServiceError, TimeoutError)):
             return False
         self._refusals.failed("subscribe", "IoT Core subscription %s refused by the nucleus (%s); retrying until it "
                               "takes it", sub.topic, error_text(exc))
@@ -506,21 +507,27 @@ class Ipc:
     def _activate(self, sub: Subscription) -> None:
         client = self._client
         assert client is not None  # called with the lock held, right after a connect
+        made: list = []
 
         def on_closed():
-            sub.operation = None
+            # only this stream's end: the close of a stream from before a reconnect can arrive after the new one
+            if made and sub.operation is made[0]:
+                sub.operation = None
 
+        stream: Stream
         if sub.kind == "iot":
-            sub.operation = client.subscribe_to_iot_core(
+            stream = client.subscribe_to_iot_core(
                 sub.topic, sub.qos, lambda topic, payload: self._dispatch(sub, topic, payload), on_closed)
         elif sub.kind == "local":
-            sub.operation = client.subscribe_to_topic(
+            stream = client.subscribe_to_topic(
                 sub.topic, lambda topic, payload: self._dispatch(sub, topic, payload), on_closed)
         elif sub.kind == "config":
-            sub.operation = client.subscribe_to_configuration_update(
+            stream = client.subscribe_to_configuration_update(
                 sub.topic or None, lambda key_path: self._dispatch(sub, None, key_path), on_closed)
         else:  # pragma: no cover - programming error
             raise ValueError(sub.kind)
+        made.append(stream)
+        sub.operation = stream
 
     @staticmethod
     def _dispatch(sub: Subscription, topic: Optional[str], payload: Any) -> None:

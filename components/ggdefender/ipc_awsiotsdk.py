@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import logging
 from typing import Any, Callable, Optional
 
 from ggdefender.ipc_client import (AccessDenied, ConnectionLost, OnClosed, OnConfigUpdate, OnDisconnect, OnIotMessage,
                                    OnLocalMessage, modeled_error)
+
+log = logging.getLogger("ggdefender.ipc")
 
 # awsiotsdk's names for a connection that went away under a call (eventstreamrpc.py), and awscrt's error texts
 _CONNECTION_ERRORS = ("StreamClosedError", "ConnectionClosedError", "EventStreamError")
@@ -58,6 +61,7 @@ class AwsIotSdkClient:
                     on_disconnect(str(reason))
 
             def on_error(self, error):
+                log.warning("IPC connection error: %s", error)
                 return True  # close; Ipc reconnects
 
         try:
@@ -68,6 +72,7 @@ class AwsIotSdkClient:
 
     def _wait(self, call: Callable[[], Any]) -> Any:
         """Run an `*_async` call and wait for its answer, bounded; a subscription's result is (response, op)."""
+        op = None
         try:
             started = call()
             if isinstance(started, tuple):
@@ -75,6 +80,8 @@ class AwsIotSdkClient:
                 return future.result(self.timeout), op
             return started.result(self.timeout)
         except Exception as exc:
+            if op is not None and isinstance(exc, concurrent.futures.TimeoutError):
+                _Operation(op).close()  # a subscription answered too late must not live on unseen
             raise _mapped(exc) from None
 
     # -- IoT Core ------------------------------------------------------------------------------------------
