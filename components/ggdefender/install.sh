@@ -21,16 +21,26 @@ REQ="$ART/requirements.txt"
 PY="${GGDEFENDER_PYTHON:-python3}"
 INDEX="${GGDEFENDER_INDEX_URL:-}"
 
-# the one wheels folder beside the code: the nucleus downloads only this platform's
+# The wheels folder beside the code: the nucleus downloads only this platform's. Should several be there
+# (an unpacked build, not a deployment), the interpreter's machine picks one.
 WHEELS=""
+WHEELS_PROBLEM=""
+count=0
 for d in "$ART"/../ggdefender-wheels-*; do
-  [ -d "$d" ] || continue
-  if [ -n "$WHEELS" ]; then
-    echo "ggdefender install: more than one wheels artifact beside $ART: $WHEELS and $d" >&2
-    exit 1
-  fi
-  WHEELS="$d"
+  [ -d "$d" ] && { count=$((count + 1)); WHEELS="$d"; }
 done
+if [ "$count" -gt 1 ]; then
+  case "$("$PY" -c 'import sysconfig; print(sysconfig.get_platform())' 2>/dev/null)" in
+    *-x86_64) arch=amd64 ;;
+    *-aarch64) arch=aarch64 ;;
+    *-arm*) arch=arm ;;
+    *) arch=unknown ;;
+  esac
+  WHEELS="$ART/../ggdefender-wheels-$arch"
+  [ -d "$WHEELS" ] || { WHEELS_PROBLEM="$count wheels artifacts beside $ART, none for $arch"; WHEELS=""; }
+elif [ "$count" -eq 0 ]; then
+  WHEELS_PROBLEM="no wheels artifact (ggdefender-wheels-<architecture>) beside $ART; deploy the recipe's manifest for this platform"
+fi
 
 # exit 0 when interpreter $1 has exactly the requirements of file $2
 matches() {
@@ -76,8 +86,7 @@ else
   WANT="$(wanted "$PY")"
   if [ -z "$WANT" ]; then
     if [ -z "$WHEELS" ]; then
-      echo "ggdefender install: no wheels artifact (ggdefender-wheels-<architecture>) beside $ART; deploy the" \
-        "recipe's manifest for this platform, or set GGDEFENDER_INDEX_URL to install from a package index" >&2
+      echo "ggdefender install: $WHEELS_PROBLEM, or set GGDEFENDER_INDEX_URL to install from a package index" >&2
     else
       have=$(cd "$WHEELS" && ls requirements-cp*.txt 2>/dev/null | sed 's/requirements-//; s/[.]txt$//' | tr '\n' ' ')
       echo "ggdefender install: $(basename "$WHEELS") has no wheels for $("$PY" -V 2>&1) ($PY); it has: $have" \

@@ -167,3 +167,25 @@ def test_offline_install_from_this_platforms_artifact_invokes_no_compiler(tmp_pa
     assert set(calls) <= {"rustc --version"}, calls
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "venv already matches" in again.stdout, again.stdout + again.stderr
+
+
+def test_with_every_platforms_wheels_unpacked_the_interpreters_machine_picks(tmp_path):
+    """A deployment unpacks only its platform's wheels; an unpacked build (every zip) still installs, from the
+    folder for this interpreter's machine."""
+    from ggdefender.devtools import wheels as w
+
+    machine = sysconfig.get_platform().split("-", 1)[1]
+    mine = {p.machine: p.greengrass for p in w.PLATFORMS}.get(machine)
+    if mine is None:
+        pytest.skip(f"no wheels platform for {machine}")
+    tag = "cp%d%d" % sys.version_info[:2]
+    for p in w.PLATFORMS:
+        folder = tmp_path / f"ggdefender-wheels-{p.greengrass}"
+        (folder / "wheels").mkdir(parents=True)
+        name = "ggdtestpkg" if p.greengrass == mine else f"missing{p.greengrass}"
+        (folder / f"requirements-{tag}.txt").write_text(f"{name}==1.0\n")
+        if p.greengrass == mine:
+            _pure_wheel(folder / "wheels", "ggdtestpkg", "1.0")
+    out, work = _install(tmp_path, "ggdtestpkg==1.0\n", _clean_python(tmp_path), timeout=300, GGDEFENDER_INDEX_URL="")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"ggdefender-wheels-{mine}/requirements-{tag}.txt" in out.stdout
