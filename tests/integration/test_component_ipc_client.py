@@ -45,6 +45,8 @@ def test_the_component_reports_and_is_accepted_with_each_ipc_client(tmp_path, cl
         doc = next(json.loads(p) for _, p, *_ in reversed(list(health)) if json.loads(p).get("ipcClient"))
         assert doc["ipcClient"]["name"] == client
         assert f"IPC client: {client}" in core.log_text(NAME)
+        # the component heard Device Defender's answer too (its IoT Core subscription, through this client)
+        core.wait_for_log(NAME, f"report {json.loads(replies[0][1])['reportId']} accepted")
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert ("_awscrt" in maps) == (client == "awsiotsdk")  # pure: awscrt is never loaded
         rss = psutil.Process(proc.pid).memory_info().rss / 2**20

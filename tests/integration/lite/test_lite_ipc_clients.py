@@ -81,6 +81,11 @@ def test_the_component_runs_on_the_pure_client_and_its_reports_are_accepted(lite
             30, "the health document naming the IPC client")
         assert json.loads(doc)["ipcClient"]["name"] == "pure"
         assert "IPC client: pure" in lite.component_log(DEFENDER)
+        # the component heard the answer too (its IoT Core subscription, over the pure client and the relay)
+        deadline = time.monotonic() + 30
+        while f"report {rid} accepted" not in lite.component_log(DEFENDER):
+            assert time.monotonic() < deadline, lite.component_log(DEFENDER)[-3000:]
+            time.sleep(0.2)
     finally:
         lite.core.stop_component(DEFENDER)
         del lite.core.env["GGDEFENDER_IPC_CLIENT"]
