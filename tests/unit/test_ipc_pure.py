@@ -345,3 +345,24 @@ def test_the_client_choice(monkeypatch):
     assert name == "pure" and "do not import" in why
     with pytest.raises(IpcClientChoiceError, match="awsiotsdk, but awsiotsdk/awscrt do not import"):
         choose_client({CLIENT_ENV: "awsiotsdk"})
+
+
+def test_without_awscrt_and_awsiotsdk_ipc_imports_and_chooses_pure():
+    # as on a device where neither installs: an import of either fails, everything IPC still loads
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('awscrt', '_awscrt', 'awsiot'):\n"
+            "            raise ImportError('not installed here: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from ggdefender.ipc import Ipc\n"
+            "import ggdefender.ipc_pure, ggdefender.health\n"
+            "ipc = Ipc()\n"
+            "print(ipc.client_name, '|', ipc.client_reason)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != CLIENT_ENV})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("pure | awsiotsdk/awscrt do not import (ImportError: not installed here: awscrt)")
