@@ -154,3 +154,37 @@ def test_an_iot_core_subscription_refused_for_now_is_kept_and_retried(caplog):
     said = [r.getMessage() for r in caplog.records if "refused by the nucleus" in r.getMessage()]
     assert len(said) == 1 and "ServiceError (the nucleus gave no reason)" in said[0]
     assert any("taken by the nucleus again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_late_close_or_disconnect_of_an_earlier_connection_leaves_the_new_one_alone():
+    # a stream's close and a connection's loss are reported on other threads: one from before a reconnect can
+    # arrive after the new connection and its subscriptions are in place
+    class Client:
+        def __init__(self):
+            self.closers = []
+
+        def subscribe_to_topic(self, topic, on_message, on_closed):
+            self.closers.append(on_closed)
+            return object()
+
+        def close(self):
+            pass
+
+    clients = []
+    ipc = Ipc(initial_backoff=0.01, client_factory=lambda: clients.append(Client()) or clients[-1])
+    try:
+        sub = ipc.subscribe_local("t", lambda topic, payload: None)
+        first = sub.operation
+        ipc._on_disconnect("dropped", clients[0])  # the current connection goes: reconnect, re-subscribe
+        deadline = time.monotonic() + 10
+        while (len(clients) < 2 or sub.operation is None) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = sub.operation
+        assert len(clients) == 2 and second is not None and second is not first
+        clients[0].closers[0]()  # the old stream's close, late
+        ipc._on_disconnect("dropped long ago", clients[0])  # the old connection's loss, late
+        assert sub.operation is second and ipc._client is clients[1] and len(clients) == 2
+        clients[1].closers[0]()  # the current stream's close does clear it
+        assert sub.operation is None
+    finally:
+        ipc.close()
