@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ggdefender import health, statefile
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import IpcPort
 
 log = logging.getLogger("ggdefender.config")
 
@@ -44,7 +47,7 @@ class LastGood:
     applied instead. `in_use` says whether any section was applied; when not, the part uses its own
     start-up fallback (built-in defaults, or refusing work as Remediation does)."""
 
-    def __init__(self, ipc, section: str, state_dir: Optional[str], *, note: Optional[str] = None):
+    def __init__(self, ipc: Optional[IpcPort], section: str, state_dir: Optional[str], *, note: Optional[str] = None):
         self.ipc = ipc
         self.section = section
         self.note = note  # said with an accepted verdict, e.g. when the part applies it only at its next start

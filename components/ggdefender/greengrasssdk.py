@@ -19,9 +19,12 @@ import json
 import logging
 import threading
 import uuid
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import IpcPort
 
 customer_logger = logging.getLogger("ggdefender.greengrasssdk")
 
@@ -29,7 +32,7 @@ QUEUE_FULL_POLICIES = ("", "BestEffort", "AllOrException")
 SHADOW_TIMEOUT = 10.0
 MAX_PAYLOAD = IOT_CORE_MAX_PAYLOAD  # IoT Core's limit; v1's Lambda invoke limit was larger, the broker's is not
 
-_shared_ipc = None
+_shared_ipc: Optional[IpcPort] = None
 _shared_lock = threading.Lock()
 
 
@@ -41,7 +44,7 @@ class PublishError(Exception):
     """AllOrException: the message could not be handed to Greengrass (v1 raised on a full queue)."""
 
 
-def _default_ipc():
+def _default_ipc() -> IpcPort:
     global _shared_ipc
     with _shared_lock:
         if _shared_ipc is None:
@@ -51,7 +54,7 @@ def _default_ipc():
         return _shared_ipc
 
 
-def client(client_type: str, *args, **kwargs):
+def client(client_type: str, *args: Any, **kwargs: Any) -> Client:
     """v1's factory; only 'iot-data' exists on Greengrass v2 (no Lambda invoke, no v1 secrets client)."""
     if client_type == "iot-data":
         return Client(*args, **kwargs)
@@ -66,8 +69,8 @@ def _payload_bytes(payload: Any) -> bytes:
     elif isinstance(payload, (bytes, bytearray, memoryview)):
         data = bytes(payload)
     elif hasattr(payload, "read"):
-        data = payload.read(MAX_PAYLOAD + 1)
-        data = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        read = payload.read(MAX_PAYLOAD + 1)
+        data = read.encode("utf-8") if isinstance(read, str) else bytes(read)
     else:
         raise TypeError(f"payload must be str, bytes or a file-like object, got {type(payload).__name__}")
     if len(data) >= MAX_PAYLOAD:
@@ -78,7 +81,7 @@ def _payload_bytes(payload: Any) -> bytes:
 class Client:
     """The v1 'iot-data' client."""
 
-    def __init__(self, *, ipc=None, destination: str = "iotcore", shadow_timeout: float = SHADOW_TIMEOUT):
+    def __init__(self, *, ipc: Optional[IpcPort] = None, destination: str = "iotcore", shadow_timeout: float = SHADOW_TIMEOUT):
         if destination not in ("iotcore", "local"):
             raise ValueError("destination must be 'iotcore' or 'local'")
         self._ipc = ipc
@@ -86,18 +89,18 @@ class Client:
         self.shadow_timeout = shadow_timeout
 
     @property
-    def ipc(self):
+    def ipc(self) -> IpcPort:
         if self._ipc is None:
             self._ipc = _default_ipc()
         return self._ipc
 
     @staticmethod
-    def _get_required_parameter(parameter_name: str, **kwargs):
+    def _get_required_parameter(parameter_name: str, **kwargs: Any) -> Any:
         if parameter_name not in kwargs:
             raise ValueError('Parameter "{}" is a required parameter but was not provided.'.format(parameter_name))
         return kwargs[parameter_name]
 
-    def publish(self, **kwargs) -> None:
+    def publish(self, **kwargs: Any) -> None:
         topic = self._get_required_parameter("topic", **kwargs)
         payload = kwargs.get("payload", b"")
         policy = kwargs.get("queueFullPolicy", "")
@@ -120,16 +123,16 @@ class Client:
             customer_logger.warning('Publish to "%s" dropped (BestEffort): %s', topic, exc)
 
     # -- shadows over the shadow MQTT topics -------------------------------------------------------
-    def get_thing_shadow(self, **kwargs) -> dict:
+    def get_thing_shadow(self, **kwargs: Any) -> dict:
         thing = self._get_required_parameter("thingName", **kwargs)
         return self._shadow_op("get", thing, b"", kwargs.get("shadowName"))
 
-    def update_thing_shadow(self, **kwargs) -> dict:
+    def update_thing_shadow(self, **kwargs: Any) -> dict:
         thing = self._get_required_parameter("thingName", **kwargs)
         payload = _payload_bytes(self._get_required_parameter("payload", **kwargs))
         return self._shadow_op("update", thing, payload, kwargs.get("shadowName"))
 
-    def delete_thing_shadow(self, **kwargs) -> dict:
+    def delete_thing_shadow(self, **kwargs: Any) -> dict:
         thing = self._get_required_parameter("thingName", **kwargs)
         return self._shadow_op("delete", thing, b"", kwargs.get("shadowName"))
 

@@ -18,9 +18,12 @@ import json
 import logging
 import re
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Type, TypeGuard
 
 from ggdefender import ratelog, settings, topics
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import CollectorPort, IpcPort
 
 log = logging.getLogger("ggdefender.health")
 
@@ -55,14 +58,14 @@ def now_iso() -> str:
 
 # The IPC handles whose health goes to process A's document over the relay: process B's RelayClient adds itself
 # as its module loads (no such handle exists before), so this module, shared by both processes, imports none of B.
-RELAYED_PORTS: list = []
+RELAYED_PORTS: List[Type[CollectorPort]] = []
 
 
-def report(ipc, path: str, value: Optional[dict]) -> None:
+def report(ipc: Optional[IpcPort], path: str, value: Optional[dict]) -> None:
     """Set (or, with None, remove) `path` of the health document. Never raises."""
     try:
         value = bounded(value)
-        if isinstance(ipc, tuple(RELAYED_PORTS)):
+        if _relayed(ipc):
             ipc.health(path, value)
         else:
             process_health().set(path, value, ipc=ipc)
@@ -70,7 +73,11 @@ def report(ipc, path: str, value: Optional[dict]) -> None:
         log.warning("health: could not report %s: %s", path, exc)
 
 
-def configuration(ipc, section: str, accepted: bool, reason: Optional[str] = None,
+def _relayed(ipc: Optional[IpcPort]) -> TypeGuard[CollectorPort]:
+    return isinstance(ipc, tuple(RELAYED_PORTS))
+
+
+def configuration(ipc: Optional[IpcPort], section: str, accepted: bool, reason: Optional[str] = None,
                   using_last_good: Optional[bool] = None) -> None:
     """Report a part's verdict on its configuration section (`configuration.<section>`)."""
     value: dict = {"accepted": bool(accepted), "at": now_iso()}
@@ -151,7 +158,7 @@ class Health:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._dirty = False
-        self._ipc = None
+        self._ipc: Optional[IpcPort] = None
         self._thing = ""
         self._thread: Optional[threading.Thread] = None
         self._stopped = False
@@ -159,7 +166,7 @@ class Health:
         self._publish_log = ratelog.RateLimitedLog(log)
 
     # -- the document --------------------------------------------------------------------------------------------
-    def set(self, path: str, value: Optional[dict], *, ipc=None) -> None:
+    def set(self, path: str, value: Optional[dict], *, ipc: Optional[IpcPort] = None) -> None:
         keys = path.split(".") if isinstance(path, str) and _PATH.match(path) and len(path) <= MAX_PATH else None
         if not keys:
             log.warning("health: invalid path %r ignored", path)
@@ -213,7 +220,7 @@ class Health:
         with self._lock:
             body = copy.deepcopy(self._doc)
             thing = self._thing
-        doc = {"thingName": thing, "component": COMPONENT, "updatedAt": now_iso(), "status": status_of(body)}
+        doc: dict = {"thingName": thing, "component": COMPONENT, "updatedAt": now_iso(), "status": status_of(body)}
         doc.update(body)
         if len(json.dumps(doc, separators=(",", ":")).encode()) > max_bytes:
             plugins = doc.get("parts", {}).pop("plugins", {})
@@ -221,7 +228,7 @@ class Health:
         return doc
 
     # -- publishing ------------------------------------------------------------------------------------------------
-    def start(self, ipc, thing: Optional[str] = None) -> "Health":
+    def start(self, ipc: IpcPort, thing: Optional[str] = None) -> "Health":
         """Publish through `ipc` from now on (at once, then on every change)."""
         from ggdefender.ipc import Ipc  # here: process B imports this module and never starts a document
 
@@ -247,7 +254,7 @@ class Health:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def _maybe_attach(self, ipc) -> None:
+    def _maybe_attach(self, ipc: IpcPort) -> None:
         # A part run alone under a core (direct `Ipc`) publishes its own document, as process A would.
         from ggdefender.ipc import Ipc
 
@@ -266,6 +273,7 @@ class Health:
                 final = self._stopped
                 self._dirty = False
                 ipc, thing = self._ipc, self._thing
+            assert ipc is not None  # start() set it before it started this thread
             # nucleus lite takes smaller IoT Core messages over IPC (ipc.LITE_MAX_IOT_PAYLOAD); known once the
             # supervisor asked, and never asked from here (this thread must not wait on the nucleus)
             limit = getattr(ipc, "known_max_iot_payload", None)
@@ -337,7 +345,7 @@ def _recent(at: Any, seconds: float) -> bool:
     return (datetime.datetime.now(datetime.timezone.utc) - when).total_seconds() < seconds
 
 
-def _parts(parts: Any, prefix: str = ""):
+def _parts(parts: Any, prefix: str = "") -> Iterator[Tuple[str, dict]]:
     if not isinstance(parts, dict):
         return
     for name, part in sorted(parts.items()):

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from typing import Callable, Optional
 
 log = logging.getLogger("ggdefender.collector")
 
@@ -27,7 +28,7 @@ class CliError(Exception):
     """Bad input to `ggdefender collect`: printed as one line, exit status 2."""
 
 
-def _seconds(minimum_exclusive: bool):
+def _seconds(minimum_exclusive: bool) -> Callable[[str], float]:
     """argparse type: a finite number of seconds, > 0 (or >= 0), at most a day."""
     def parse(text: str) -> float:
         try:
@@ -42,7 +43,7 @@ def _seconds(minimum_exclusive: bool):
     return parse
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("collect", help="print Device Defender metrics reports (no Greengrass needed)",
                               description=__doc__.splitlines()[0])
     p.add_argument("--once", action="store_true", help="print one report and exit")
@@ -62,7 +63,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=main)
 
 
-def _load_config(path):
+def _load_config(path: Optional[str]) -> dict:
     """The configuration file as a dict of sections; CliError names the file and the problem."""
     if not path:
         return {}
@@ -87,7 +88,7 @@ def _load_config(path):
     return data
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from ggdefender.collector import config as cfg
     from ggdefender.collector import sources
     from ggdefender.collector.pipeline import Pipeline, ReportInvalid

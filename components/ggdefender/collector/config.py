@@ -8,7 +8,7 @@ Reference: docs/configuration.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from ggdefender import settings as s
 from ggdefender.collector.report import DEFAULT_MAX_BYTES, MQTT_LIMIT
@@ -51,7 +51,7 @@ class CollectorSettings:
         return InterfaceFilter(self.interface_include, self.interface_exclude)
 
 
-def parse(section) -> CollectorSettings:
+def parse(section: Any) -> CollectorSettings:
     """Validate a `Collector` section (None = all defaults). Raises ConfigError naming every bad key."""
     section = s.as_section(section, "Collector")
     problems = s.Problems("Collector.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import List, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 from ggdefender.collector import report as rpt
 from ggdefender.collector import sources
@@ -32,7 +32,7 @@ class Built:
 
 
 class Pipeline:
-    def __init__(self, settings: CollectorSettings, ids: ReportIds, source=None, validate: bool = True):
+    def __init__(self, settings: CollectorSettings, ids: ReportIds, source: Any = None, validate: bool = True):
         self.settings = settings
         self.ids = ids
         # Full jsonschema validation of every report. The running component turns it off (see
@@ -41,8 +41,8 @@ class Pipeline:
         # (the builder is tested against the schema; custom metrics pass plugins.contract.validate_value).
         self.validate = validate
         self._injected = source  # tests hand in a fixture source; otherwise one is picked per settings
-        self._source = None
-        self._source_key = None
+        self._source: Any = None
+        self._source_key: Optional[tuple] = None
         self._previous_counters: Optional[Mapping] = None
         self._baseline_of_last: Optional[Mapping] = None  # the baseline the last built report's delta used
 
@@ -52,7 +52,7 @@ class Pipeline:
         self.settings = settings
 
     @staticmethod
-    def _key(st: CollectorSettings):
+    def _key(st: CollectorSettings) -> tuple:
         return (st.source, st.interface_include, st.interface_exclude)
 
     def source(self):

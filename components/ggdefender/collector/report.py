@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import operator
 import socket
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ggdefender import topics
 from ggdefender.collector.sources.data import Connection, Counters, Listener, Sample
@@ -195,7 +195,7 @@ def build_report(
 
 
 # -- names and encoding -------------------------------------------------------------------------------
-def _rename(obj, table: Mapping[str, str], custom_key: str):
+def _rename(obj: Any, table: Mapping[str, str], custom_key: str) -> Any:
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ggdefender.statefile import atomic_write, need, read_json, state_dir  # noqa: F401  (state_dir re-exported)
 
@@ -21,7 +21,7 @@ MAX_ID = 2**53 - 1  # JSON consumers keep integers exact up to here
 FILE_NAME = "collector-report-id"
 
 
-def _check_last_id(value) -> int:
+def _check_last_id(value: Any) -> int:
     """The file holds the last id handed out as a bare integer (which is also valid JSON)."""
     need(value, int, "the last report id")
     if not 0 <= value <= MAX_ID:
@@ -39,7 +39,7 @@ class ReportIds:
         self._last = self._load()
 
     @classmethod
-    def in_state_dir(cls, directory: Optional[str] = None, **kw) -> "ReportIds":
+    def in_state_dir(cls, directory: Optional[str] = None, **kw: Any) -> "ReportIds":
         return cls(os.path.join(directory or state_dir(), FILE_NAME), **kw)
 
     @property

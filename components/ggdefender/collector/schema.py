@@ -14,7 +14,7 @@ import ipaddress
 import json
 import math
 import re
-from typing import Any, List, Union
+from typing import Any, Dict, List, Union
 
 import jsonschema
 
@@ -95,8 +95,8 @@ _IPV6_ADDR = re.compile(r"^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$")
 def _normalize(obj: Any, path: str, problems: List[str], in_custom: bool = False) -> Any:
     """Long-key copy of obj; reports keys given in both forms. Custom metric contents stay as they are."""
     if isinstance(obj, dict):
-        out = {}
-        origin = {}
+        out: Dict[str, Any] = {}
+        origin: Dict[str, str] = {}
         for k, v in obj.items():
             if not isinstance(k, str):
                 problems.append(f"{path or '/'}: key {k!r} is not a string")

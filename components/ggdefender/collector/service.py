@@ -16,7 +16,7 @@ import queue
 import random
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence
 
 from ggdefender import health, ratelog, topics
 from ggdefender.collector import config as cfg
@@ -25,6 +25,10 @@ from ggdefender.collector.report import MQTT_LIMIT
 from ggdefender.collector.report import topic as report_topic
 from ggdefender.collector.report_id import ReportIds
 from ggdefender.ipc import IpcUnavailable
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import CollectorPort, Subscription
+    from ggdefender.plugins.host import PluginHost
 
 log = logging.getLogger("ggdefender.collector")
 
@@ -50,7 +54,8 @@ class CollectorService:
 
     section = "Collector"
 
-    def __init__(self, ipc, thing: str, state_dir: str, *, source=None, plugins=None, observers=(),
+    def __init__(self, ipc: CollectorPort, thing: str, state_dir: str, *, source: Any = None,
+                 plugins: Optional[PluginHost] = None, observers: Iterable[Any] = (),
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         if not thing:
             raise ValueError("no thing name (AWS_IOT_THING_NAME is not set)")
@@ -70,14 +75,14 @@ class CollectorService:
         self._config_dirty = threading.Event()
         self._commands: "queue.Queue[dict]" = queue.Queue(MAX_PENDING_COMMANDS)
         self._last_tick = float("-inf")  # monotonic time of the last report attempt
-        self._subs = []
+        self._subs: List[Subscription] = []
         self.published = 0  # reports handed to IPC, for health and tests
         self._last_report = ("", float("-inf"))  # (status, monotonic time) last put into health
         self.failures = 0
         # a nucleus that cannot reach IoT Core refuses every report until it can (nucleus lite has no queue):
         # said once with the reason, then summarised now and then, and once more when reports go out again
         self._publish_log = ratelog.RateLimitedLog(log, level=logging.ERROR)
-        self._capped_from = None  # the MaxReportBytes last cut to the nucleus's limit (said once per value)
+        self._capped_from: Optional[int] = None  # the MaxReportBytes last cut to the nucleus's limit (said once per value)
 
     # -- configuration -----------------------------------------------------------------------------
     @property
@@ -144,7 +149,8 @@ class CollectorService:
             log.info("report %s accepted", rid)
             self._report_health("ACCEPTED", rid)
         else:
-            details = msg.get("statusDetails") if isinstance(msg.get("statusDetails"), dict) else {}
+            raw = msg.get("statusDetails")
+            details = raw if isinstance(raw, dict) else {}
             log.warning("report %s REJECTED: %s: %s", rid if rid is not None else "(id unknown)",
                         details.get("ErrorCode", "?"), details.get("ErrorMessage", "?"))
             self._report_health("REJECTED", rid, f"{details.get('ErrorCode', '?')}: {details.get('ErrorMessage', '?')}")
@@ -243,7 +249,7 @@ class CollectorService:
                                   built.report_id)
         return built
 
-    def _tick(self, requests=()) -> None:
+    def _tick(self, requests: Sequence[dict] = ()) -> None:
         self._last_tick = self._mono()
         try:
             built = self.collect_and_publish()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import sys
-from typing import Optional, Tuple
+from typing import Container, Optional, Tuple
 
 from ggdefender import settings as s
 from ggdefender.supervisor.section import SupervisorSettings
@@ -44,7 +44,7 @@ def resolve_collector_user(cfg: SupervisorSettings, workdir: str) -> Optional[Tu
     return entry.pw_uid, gid, entry.pw_name, entry.pw_dir
 
 
-def user_can_read(path: str, uid: int, groups) -> bool:
+def user_can_read(path: str, uid: int, groups: Container[int]) -> bool:
     """Whether uid (with groups) can reach and read path, judged from permission bits on the way there."""
     import stat as st
 

@@ -118,7 +118,7 @@ class ContentGuard:
     def _check_collector_event(self, message: Any) -> None:
         if not isinstance(message, dict):
             raise ContentInvalid("a collector event must be an object")
-        kind = message.get("event")
+        kind: Any = message.get("event")
         allowed = {"report-published": {"event", "requestId", "reportId", "topic"},
                    "report-failed": {"event", "requestId", "reason"}}.get(kind)
         if allowed is None:
@@ -134,7 +134,8 @@ class ContentGuard:
                 raise ContentDenied(f"{kind} answers requestId {str(rid)[:128]!r}, which was never delivered "
                                     "to the collector (or was already answered)")
             if kind == "report-published":
-                report_id, topic = message.get("reportId"), message.get("topic")
+                report_id: Any = message.get("reportId")
+                topic = message.get("topic")
                 if self._reports.get(report_id) != topic or isinstance(report_id, bool):
                     raise ContentDenied(f"report-published names report {str(report_id)[:32]} on {str(topic)[:200]!r}, "
                                         "which was not relayed")

@@ -11,6 +11,7 @@ folder (a lock). Process B's entry point is collector/process.py. See docs/archi
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ggdefender import health
 from ggdefender import settings as s
@@ -29,6 +30,12 @@ from ggdefender.supervisor.collector_user import CODE_ROOT, collector_paths, res
     user_can_read, whoami
 from ggdefender.supervisor.section import SUPERVISOR_NOTE, SupervisorSection, SupervisorSettings
 from ggdefender.supervisor.work_lock import WorkFolderBusy, lock_work_folder
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import IpcPort, SupervisorPort
+    from ggdefender.remediation.mitigation_gate import MitigationGate
+    from ggdefender.supervisor.relay_guard import ContentGuard
+    from ggdefender.supervisor.relay_server import RelayServer
 
 log = logging.getLogger("ggdefender.supervisor")
 
@@ -69,7 +76,8 @@ SECRET_ENV = ("SVCUID", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
 
 
 class Supervisor:
-    def __init__(self, cfg: SupervisorSettings, state_dir: str, argv=None, *, ipc=None, thing: str = "",
+    def __init__(self, cfg: SupervisorSettings, state_dir: str, argv: Optional[List[str]] = None, *,
+                 ipc: Optional[SupervisorPort] = None, thing: str = "",
                  private_state: Optional[str] = None, host: Optional[PartHost] = None):
         """With `ipc`, process B gets an IPC relay (supervisor/relay_server.py) instead of the component's token.
         `state_dir` is the work folder (B's folder goes inside it); `private_state` is A's own
@@ -85,9 +93,10 @@ class Supervisor:
         self.stop = threading.Event()
         self.fatal: Optional[str] = None
         self.child: Optional[subprocess.Popen] = None
-        self.relay = None  # the RelayServer of the current child incarnation
+        self.relay: Optional[RelayServer] = None  # the one of the current child incarnation
         # shared by every incarnation of B and of the listener: what B relayed, A's mitigation rate limits
-        self.relay_guard = self.mitigation_gate = None
+        self.relay_guard: Optional[ContentGuard] = None
+        self.mitigation_gate: Optional[MitigationGate] = None
         if ipc is not None and thing:
             from ggdefender.supervisor.relay_guard import ContentGuard
             from ggdefender.remediation.mitigation_gate import MitigationGate
@@ -117,6 +126,7 @@ class Supervisor:
             threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
 
     def _watchdog(self) -> None:
+        assert self._stop_deadline is not None  # _begin_stop set it before it started this thread
         time.sleep(max(0.0, self._stop_deadline - time.monotonic()))
         # still here: something blocks (an IPC call into a dead core, a stuck thread); end it the hard way
         child = self.child
@@ -207,7 +217,7 @@ class Supervisor:
                 self._report_privsep(True, name)
         part_state = os.path.join(self.state_dir, PART_STATE_SUBDIR)
         os.makedirs(part_state, mode=0o700, exist_ok=True)
-        kwargs = {}
+        kwargs: Dict[str, Any] = {}
         home = None
         if user is not None:
             uid, gid, name, _ = user
@@ -222,7 +232,7 @@ class Supervisor:
             ours, theirs = socket_pair()
             kwargs["pass_fds"] = (theirs.fileno(),)
         try:
-            self.child = subprocess.Popen(
+            self.child = child = subprocess.Popen(
                 self.argv, env=self._child_env(part_state, home, kwargs.get("cwd"),
                                                theirs.fileno() if theirs is not None else None),
                 stdin=subprocess.DEVNULL, **kwargs)
@@ -233,15 +243,15 @@ class Supervisor:
         finally:
             if theirs is not None:
                 theirs.close()  # B has its copy; ours would keep B's end open after B exits
-        if ours is not None:
+        if ours is not None and self.ipc is not None:
             from ggdefender.supervisor.relay_server import RelayServer
 
             self.relay = RelayServer(ours, self.ipc, self.thing, mitigation=self.mitigation_gate,
                                      guard=self.relay_guard).start()
         self.starts += 1
-        log.info("collector process started (pid %d)", self.child.pid)
+        log.info("collector process started (pid %d)", child.pid)
         self._report_collector("running")
-        return self.child
+        return child
 
     def stop_child(self, grace: Optional[float] = None) -> None:
         """SIGTERM, then SIGKILL after `grace` (default: what is left of the stop deadline, less a margin
@@ -316,7 +326,7 @@ class Supervisor:
             self.stop_child()
             self._report_collector("stopped")
 
-    def run_remediation(self, ipc, thing: str) -> None:
+    def run_remediation(self, ipc: SupervisorPort, thing: str) -> None:
         from ggdefender.ipc import IpcUnavailable
         from ggdefender.remediation import listener as module  # here: process B imports this module too
 
@@ -349,7 +359,7 @@ class Supervisor:
             self.stop.wait(backoff.delay(time.monotonic() - started))
 
 
-def _report_part(ipc, name: str, state: str, restarts: int, last_exit: Optional[str],
+def _report_part(ipc: IpcPort, name: str, state: str, restarts: int, last_exit: Optional[str],
                  cause: Optional[str] = None) -> None:
     value: dict = {"state": state, "restarts": restarts}
     if last_exit:
@@ -360,7 +370,7 @@ def _report_part(ipc, name: str, state: str, restarts: int, last_exit: Optional[
 
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from ggdefender.ipc import Ipc, IpcUnavailable
 
     setup_logging()
@@ -424,6 +434,6 @@ def cmd_run(args) -> int:
 
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run", help="component entry point: supervisor + remediation (process A)")
     p.set_defaults(func=cmd_run)

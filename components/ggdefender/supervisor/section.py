@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, List, Optional
 
 from ggdefender import settings as s
 
@@ -29,9 +29,10 @@ class SupervisorSettings:
     collector_memory_limit_mib: float = 40.0
 
 
-def parse_settings(section) -> SupervisorSettings:
+def parse_settings(section: Any) -> SupervisorSettings:
     section = s.as_section(section, "Supervisor")
-    errors, values = [], {}
+    errors: List[str] = []
+    values: Dict[str, Any] = {}
     readers = {
         "CollectorUser": ("collector_user", lambda v: s.as_str(v, "CollectorUser", max_length=64, allow_empty=True)),
         "CollectorGroup": ("collector_group",
@@ -75,10 +76,10 @@ class SupervisorSection:
 
     section = "Supervisor"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.settings: Optional[SupervisorSettings] = None  # the last accepted one
 
-    def reconfigure(self, section) -> None:
+    def reconfigure(self, section: Any) -> None:
         self.settings = parse_settings(section)
 
     def start(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from typing import Optional
+from typing import IO, Optional
 
 LOCK_FILE = "ggdefender.lock"  # in A's private state folder, held by process A for its lifetime
 
@@ -14,7 +14,7 @@ class WorkFolderBusy(RuntimeError):
     """Another process A holds the work folder."""
 
 
-def lock_work_folder(state_dir: str, work: Optional[str] = None):
+def lock_work_folder(state_dir: str, work: Optional[str] = None) -> IO[str]:
     """Take the work folder's exclusive lock for this process's lifetime (keep the returned file open).
 
     Two supervisors on one work folder (e.g. an orphan of a dead core beside the new core's instance) would

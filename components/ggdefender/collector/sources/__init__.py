@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from ggdefender import declarations
 
@@ -33,14 +33,14 @@ def summaries() -> Dict[str, str]:
     return {name: decl.summary for name, decl in _registry().items()}
 
 
-def create(name: str, **options):
+def create(name: str, **options: Any) -> Any:
     registry = _registry()
     if name not in registry:
         raise ValueError(f"unknown metric source {name!r}; known: {', '.join(registry)}")
     return registry[name].source(**options)
 
 
-def pick_source(preferred: str = "auto", **options):
+def pick_source(preferred: str = "auto", **options: Any) -> Any:
     """The preferred source, or for "auto" the first available one in preference order."""
     if preferred != "auto":
         return create(preferred, **options)

@@ -9,7 +9,7 @@ import fnmatch
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 # the metric groups a source can collect (long report names)
 GROUPS = ("listening_tcp_ports", "listening_udp_ports", "tcp_connections", "network_stats")
@@ -84,7 +84,10 @@ class InterfaceMap:
     @classmethod
     def from_dict(cls, data: Mapping) -> "InterfaceMap":
         """From fixture data: {"interfaces": [{"name", "up", "loopback", "addresses": [...]}, ...]}."""
-        order, up, loop, by_addr = [], set(), set(), {}
+        order: List[str] = []
+        up: Set[str] = set()
+        loop: Set[str] = set()
+        by_addr: Dict[str, str] = {}
         for item in data["interfaces"]:
             name = item["name"]
             order.append(name)

@@ -9,7 +9,7 @@ import fcntl
 import os
 import socket
 import struct
-from typing import List, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWADDR, RTM_GETADDR = 20, 22
@@ -72,11 +72,11 @@ def addresses() -> List[Address]:
                         found.append(entry)
 
 
-def _address(body: bytes, names: dict):
+def _address(body: bytes, names: dict) -> Optional[Address]:
     family, _, _, _, index = _IFADDRMSG.unpack_from(body)
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    attrs = {}
+    attrs: Dict[int, bytes] = {}
     offset = _IFADDRMSG.size
     while offset + _RTATTR.size <= len(body):
         length, kind = _RTATTR.unpack_from(body, offset)
@@ -94,7 +94,7 @@ def _address(body: bytes, names: dict):
     return name, family, socket.inet_ntop(family, raw)
 
 
-def running(names) -> Set[str]:
+def running(names: Iterable[str]) -> Set[str]:
     """The interfaces among `names` that are up with a link (IFF_RUNNING), as psutil.net_if_stats().isup."""
     up = set()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

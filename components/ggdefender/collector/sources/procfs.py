@@ -167,7 +167,7 @@ class ProcfsSource:
                 if remote is None:
                     remote = decode(rhex)
                 # a plain tuple in Connection's field order: a NamedTuple per row costs more than the parse
-                append((remote[0], int(rport, 16), int(lport, 16), li))
+                append((remote[0], int(rport, 16), int(lport, 16), li))  # type: ignore[arg-type]  # see above
             elif st == _LISTEN:
                 if listeners is None:
                     continue

@@ -7,7 +7,7 @@ sample, never one lookup per socket.
 from __future__ import annotations
 
 import socket
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from ggdefender.collector.sources.data import (
     GROUPS, Connection, InterfaceFilter, InterfaceMap, Listener, Sample, host_interfaces,
@@ -34,7 +34,7 @@ class PsutilSource:
     name = "psutil"
 
     def __init__(self, interfaces: Optional[InterfaceMap] = None,
-                 interface_filter: Optional[InterfaceFilter] = None, **_ignored):
+                 interface_filter: Optional[InterfaceFilter] = None, **_ignored: Any):
         self._interfaces = interfaces
         self.interface_filter = interface_filter or InterfaceFilter()
 
