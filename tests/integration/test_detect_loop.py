@@ -118,11 +118,13 @@ from ggdefender.ipc import Ipc
 ipc = Ipc(connect_attempts=3)
 for size in (100, 2000, 10):
     ipc.publish_iot("telemetry/" + sys.argv[1], b"x" * size)
+print(ipc.client_name)
 ipc.close()
 """
 
 
-def test_cloud_side_message_size_behavior_under_the_local_core(tmp_path):
+@pytest.mark.parametrize("ipc_client", ["awsiotsdk", "pure"])  # GGDEFENDER_IPC_CLIENT
+def test_cloud_side_message_size_behavior_under_the_local_core(tmp_path, ipc_client):
     root = tmp_path / "gg"
     profiles = root / "cloud" / "detect" / "profiles"
     profiles.mkdir(parents=True)
@@ -132,9 +134,11 @@ def test_cloud_side_message_size_behavior_under_the_local_core(tmp_path):
     with harness.LocalCore(root, thing=THING) as core:
         violations = core.capture_iot(f"ggdefender/things/{THING}/violations")
         env = core.add_component("test.Telemetry", policy)
+        env["GGDEFENDER_IPC_CLIENT"] = ipc_client
         out = subprocess.run([sys.executable, "-c", CLIENT, THING], env=env, capture_output=True, text=True,
                              timeout=60, cwd=core.work_dir("test.Telemetry"))
         assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [ipc_client]
         violations.wait_for(lambda c: len(c) >= 2, timeout=30)
         events = [json.loads(p) for _, p, *_ in violations]
         assert [(e["violationEventType"], e["metricValue"]) for e in events] == [

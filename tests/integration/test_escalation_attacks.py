@@ -227,7 +227,8 @@ time.sleep(600)
 """
 
 
-def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(tmp_path):
+@pytest.mark.parametrize("ipc_client", ["awsiotsdk", "pure"])  # process A's IPC client (GGDEFENDER_IPC_CLIENT)
+def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(tmp_path, ipc_client):
     v1, p1 = loopback_listener()   # unprotected, but B may only ask within the policy
     v2, p2 = loopback_listener()   # protected by Remediation.ProtectedPids
     v3, p3 = loopback_listener()   # the one action the policy allows
@@ -248,6 +249,7 @@ def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(
             state = tmp_path / "state"
             state.mkdir()
             env["GGDEFENDER_STATE_DIR"] = str(state)
+            env["GGDEFENDER_IPC_CLIENT"] = ipc_client
             core.spawn(COMPONENT, [sys.executable, str(tmp_path / "a.py"), str(tmp_path / "b.py"),
                                    json.dumps(args)], env=env)
             try:
@@ -294,6 +296,7 @@ def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(
             assert any(a["job"] == "local:legit" and a["result"] == "SUCCEEDED" for a in audits), audits
             assert "invalid content from the collector process refused" in log
             assert len(reports) == 1  # only the well-formed report reached IoT Core
+            assert f"IPC client: {ipc_client}" in log
 
         assert v1.poll() is None and port_open(p1), "an unprotected victim outside the policy was harmed"
         assert v2.poll() is None and port_open(p2), "a protected victim was harmed"
