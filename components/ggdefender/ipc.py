@@ -132,14 +132,13 @@ class Ipc:
         max_backoff: float = 30.0,
         timeout: float = 10.0,
         client_factory: Optional[Callable[[], IpcClient]] = None,
-        client: Optional[str] = None,
     ):
         """`retry_budget`: seconds an outage may last (counted from the first failed connect) before the
         connection is declared gone for good: every later call raises IpcUnavailable at once and the
         `on_gone` listeners run, so a part whose core died exits instead of retrying forever.
 
-        `client`: "awsiotsdk" or "pure"; by default GGDEFENDER_IPC_CLIENT decides (`choose_client`, which raises
-        IpcClientChoiceError for a value it does not know). `client_factory` replaces both (tests)."""
+        The client (awsiotsdk or pure) is GGDEFENDER_IPC_CLIENT's choice (`choose_client`, which raises
+        IpcClientChoiceError for a value it does not know); `client_factory` replaces it (tests)."""
         self.connect_attempts = connect_attempts
         self.retry_budget = retry_budget
         self._max_iot_payload: Optional[int] = None  # max_iot_payload(), once the nucleus has answered
@@ -147,11 +146,7 @@ class Ipc:
         self.max_backoff = max_backoff
         self.timeout = timeout
         if client_factory is not None:
-            self.client_name, self.client_reason = client or "custom", "client_factory"
-        elif client is not None:
-            if client not in CLIENT_CHOICES[1:]:
-                raise IpcClientChoiceError(f"IPC client {client!r}: use awsiotsdk or pure")
-            self.client_name, self.client_reason = client, "chosen by the caller"
+            self.client_name, self.client_reason = "custom", "client_factory"
         else:
             self.client_name, self.client_reason = choose_client()
         self._client_factory = client_factory or self._default_client
