@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any, Dict, List, Tuple
 
 from ggdefender.cli import NotInstalled, import_part
 from ggdefender.settings import ConfigError
@@ -17,7 +18,7 @@ from .profile import ProfileError, lint, read_profile_file
 from .statistics import StatsConfig
 
 
-def _custom_types(pairs) -> dict:
+def _custom_types(pairs: Any) -> Dict[str, str]:
     out = {}
     for pair in pairs or []:
         name, sep, t = pair.partition("=")
@@ -28,12 +29,12 @@ def _custom_types(pairs) -> dict:
     return out
 
 
-def _load_profiles(args) -> list:
+def _load_profiles(args: argparse.Namespace) -> Tuple[List[Any], Dict[str, str]]:
     types = _custom_types(args.custom_metric)
     return [read_profile_file(p, types) for p in args.profile], types
 
 
-def cmd_validate(args) -> int:
+def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     types = _custom_types(args.custom_metric)
     for path in args.profile:
@@ -55,7 +56,7 @@ def cmd_validate(args) -> int:
     return status
 
 
-def cmd_replay(args) -> int:
+def cmd_replay(args: argparse.Namespace) -> int:
     replay_tool = import_part("detect replay", "ggdefender.devtools.replay")
     format_event, load_records, replay = replay_tool.format_event, replay_tool.load_records, replay_tool.replay
 
@@ -94,7 +95,7 @@ def _run(fn):
     return wrapper
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("detect", help="validate security profiles and replay reports through them",
                                    description=__doc__)
     sub = parser.add_subparsers(dest="detect_command", metavar="ACTION")

@@ -11,7 +11,7 @@ import glob
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from ggdefender.settings import (ConfigError, Problems, as_bool, as_choice, as_int, as_section, as_str,
                                  reject_unknown)
@@ -82,7 +82,7 @@ def _custom_types(section: dict) -> dict:
     return out
 
 
-def _stats(section) -> StatsConfig:
+def _stats(section: Any) -> StatsConfig:
     s = as_section(section, "Statistics")
     reject_unknown(s, ("WarmupDatapoints", "MlWarmupDatapoints", "HistoryDays", "MaxDatapointsPerSeries"), "Statistics")
     d = StatsConfig()
@@ -95,7 +95,7 @@ def _stats(section) -> StatsConfig:
     )
 
 
-def parse_verification(value) -> dict:
+def parse_verification(value: Any) -> dict:
     """`VerificationStates`: {violationId: STATE | {"State", "Description"}} or the string form
     "violationId=STATE[:description]" (several separated by ';'), which a remediation `set-config` step can
     set because its values are scalars."""

@@ -19,7 +19,7 @@ No I/O happens here: the owner persists `states` (see `state.py`) and the histor
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 from . import metrics as M
 from .profile import STATIC, STATISTICAL
@@ -106,7 +106,7 @@ class Evaluator:
         """Close windows that have ended and invalidate stale alarms, without a new observation."""
         return self.observe({}, at)
 
-    def _datapoint(self, b, st: BehaviorState, value, t: float, events: list, pending: list) -> None:
+    def _datapoint(self, b: Any, st: BehaviorState, value: Any, t: float, events: list, pending: list) -> None:
         st.last_dp_at = t
         ctype = b.criteria_type
         threshold = None
@@ -153,7 +153,7 @@ class Evaluator:
             if st.in_alarm and st.cstreak >= b.to_clear:
                 events.append(self._end(CLEARED, b, st, value, t))
 
-    def _end(self, kind: str, b, st: BehaviorState, value, at: float, reason: Optional[str] = None) -> dict:
+    def _end(self, kind: str, b: Any, st: BehaviorState, value: Any, at: float, reason: Optional[str] = None) -> dict:
         event = make_event(kind, thing=self.thing, behavior=b, alarm=st, value=value, at=at, reason=reason)
         st.end_alarm()
         st.vstreak = st.cstreak = 0
@@ -163,14 +163,14 @@ class Evaluator:
     def active_violations(self) -> list:
         return [st.active_violation(self.thing, b) for b, st in self._entries if st.in_alarm]
 
-    def state_of(self, violation_id: str):
+    def state_of(self, violation_id: str) -> Tuple[Any, Optional[BehaviorState]]:
         for b, st in self._entries:
             if st.in_alarm and st.violation_id == violation_id:
                 return b, st
         return None, None
 
 
-def _stub(key: str, st: BehaviorState):
+def _stub(key: str, st: BehaviorState) -> Any:
     """Enough of a removed behavior (known only from persisted state) to write its invalidation event."""
     from types import SimpleNamespace
 

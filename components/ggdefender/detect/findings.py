@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Optional
+from typing import Any, Optional
 
 from ggdefender.settings import ConfigError, as_bool, as_choice, as_section, as_str, reject_unknown
 
@@ -94,7 +94,7 @@ def _workflow(verification: Optional[str]) -> str:
 _LINE_BREAKS_AND_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
-def _text(value, limit: int) -> str:
+def _text(value: Any, limit: int) -> str:
     """`value` as one line of at most `limit` characters (outside text may hold line breaks and controls)."""
     s = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
     s = _LINE_BREAKS_AND_CONTROLS.sub(" ", s)

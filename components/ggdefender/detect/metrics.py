@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, TypeGuard, Union
 
 # value kinds: which MetricValue field a behavior compares against
 COUNT, NUMBER, PORTS, CIDRS, NUMBERS, STRINGS = "count", "number", "ports", "cidrs", "numbers", "strings"
@@ -152,7 +152,7 @@ def _ports(block: Any) -> Optional[tuple]:
     return tuple(sorted(p for p in ports if isinstance(p, int) and not isinstance(p, bool) and 0 < p <= 65535))
 
 
-def _number(v: Any) -> bool:
+def _number(v: Any) -> TypeGuard[Union[int, float]]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 

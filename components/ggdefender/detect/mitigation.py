@@ -21,7 +21,7 @@ import ipaddress
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, List, Optional
 
 # the remediation part's own list (a small module: process B does not load the listener)
 from ggdefender.remediation.config import MITIGATION_OPERATIONS as OPERATIONS
@@ -46,7 +46,7 @@ class MitigationConfig:
     max_targets: int = 5                          # requests per violation
 
 
-def parse_config(section) -> MitigationConfig:
+def parse_config(section: Any) -> MitigationConfig:
     """The `Mitigation` object of the Detect section."""
     section = as_section(section, "Mitigation")
     reject_unknown(section, ("Enabled", "Actions", "MaxActionsPerHour", "CooldownSeconds", "MaxTargetsPerViolation"),
@@ -92,7 +92,7 @@ class Mitigator:
     def rule_for(self, profile: str, behavior: str) -> Optional[Rule]:
         return find_rule(self.cfg, profile, behavior)
 
-    def _targets(self, rule: Rule, metric: str, offending) -> list:
+    def _targets(self, rule: Rule, metric: str, offending: Any) -> list:
         if rule.operation == "stop-listener":
             proto = rule.arguments.get("protocol") or ("udp" if "udp" in metric else "tcp")
             if "port" in rule.arguments:  # a fixed port in the rule wins
@@ -105,14 +105,15 @@ class Mitigator:
             return [{"address": ip} for ip in (offending or ()) if isinstance(ip, str)]
         return []
 
-    def plan(self, event: dict, behavior, now: float) -> tuple:
+    def plan(self, event: dict, behavior: Any, now: float) -> tuple:
         """(actions to record, requests to send) for one in-alarm event; both empty without a rule."""
         if not self.cfg.enabled or event.get("suppressAlerts"):
             return [], []
         rule = self.rule_for(behavior.profile, behavior.name)
         if rule is None:
             return [], []
-        actions, requests = [], []
+        actions: List[dict] = []
+        requests: List[dict] = []
         targets = self._targets(rule, behavior.metric, event.get("offendingValues"))
         if not targets:
             actions.append({"requestId": None, "operation": rule.operation, "arguments": {},
@@ -156,7 +157,7 @@ TARGET_KEYS = {"stop-listener": frozenset({"port", "protocol"}), "block-ip": fro
 MAX_NAME = 128
 
 
-def check_request(request) -> dict:
+def check_request(request: Any) -> dict:
     """A mitigation request's shape, or ValueError naming the problem. Nothing beyond the typed target is
     accepted: pid, signal, grace period, configuration keys are never taken from the asking process."""
     if not isinstance(request, dict):
@@ -165,8 +166,8 @@ def check_request(request) -> dict:
     missing = sorted(REQUEST_KEYS - set(request))
     if unknown or missing:
         raise ValueError("request: " + "; ".join(filter(None, [
-            unknown and f"unknown field(s) {', '.join(map(str, unknown))[:200]}",
-            missing and f"missing field(s) {', '.join(missing)}"])))
+            f"unknown field(s) {', '.join(map(str, unknown))[:200]}" if unknown else None,
+            f"missing field(s) {', '.join(missing)}" if missing else None])))
     rid = request["requestId"]
     if not isinstance(rid, str) or not REQUEST_ID.match(rid):
         raise ValueError("requestId must be 1-64 of [A-Za-z0-9_.:-]")
@@ -184,7 +185,7 @@ def check_request(request) -> dict:
     return request
 
 
-def check_target_value(key: str, value, where: str) -> None:
+def check_target_value(key: str, value: Any, where: str) -> None:
     """One target field (a request's, or one the rule fixes), or ValueError."""
     if key == "port":
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:

@@ -18,7 +18,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Container, Iterable, Optional, Tuple
 
 from ggdefender.settings import ConfigError, as_int
 
@@ -75,8 +75,8 @@ class Behavior:
     dimension: Optional[dict]
     source: dict                   # the behavior JSON as given (events carry it, like AWS's)
     fingerprint: str
-    check: Callable = field(repr=False, default=None)
-    compare: Callable = field(repr=False, default=None)  # numeric comparator (compliant when true)
+    check: Optional[Callable] = field(repr=False, default=None)
+    compare: Optional[Callable] = field(repr=False, default=None)  # numeric comparator (compliant when true)
 
     @property
     def key(self) -> str:
@@ -104,7 +104,7 @@ def _numeric_check(compare, threshold):
     return check
 
 
-def _set_check(members, inside: bool):
+def _set_check(members: Container[Any], inside: bool) -> Callable[[Iterable[Any]], Tuple[bool, tuple]]:
     # in-*-set: violated by any value outside; not-in-*-set: violated by any value inside
     if inside:
         def check(values):
@@ -117,7 +117,7 @@ def _set_check(members, inside: bool):
     return check
 
 
-def make_check(operator: str, threshold) -> Callable:
+def make_check(operator: str, threshold: Any) -> Callable:
     if operator in _COMPARE:
         return _numeric_check(_COMPARE[operator], threshold)
     return _set_check(threshold, not operator.startswith("not-"))
@@ -126,11 +126,11 @@ def make_check(operator: str, threshold) -> Callable:
 # -- validation -----------------------------------------------------------------------------------------
 
 
-def _is_int(v) -> bool:
+def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
+def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -139,7 +139,7 @@ class _Errors(list):
         self.append(f"{where}: {msg}")
 
 
-def _int_field(errors, where, value, lo, hi) -> Optional[int]:
+def _int_field(errors: _Errors, where: str, value: Any, lo: Optional[int], hi: Optional[int]) -> Optional[int]:
     try:
         return as_int(value, where, lo, hi)
     except ConfigError as exc:
@@ -147,7 +147,7 @@ def _int_field(errors, where, value, lo, hi) -> Optional[int]:
         return None
 
 
-def _metric_spec(metric: str, custom_types: dict, criteria: dict) -> Optional[M.MetricSpec]:
+def _metric_spec(metric: str, custom_types: dict, criteria: Any) -> Optional[M.MetricSpec]:
     if metric in M.CATALOGUE:
         return M.CATALOGUE[metric]
     if metric.startswith("aws:"):
@@ -167,7 +167,7 @@ def _metric_spec(metric: str, custom_types: dict, criteria: dict) -> Optional[M.
     return M.custom_spec(metric, "number")
 
 
-def _threshold(errors, where, spec: M.MetricSpec, value: Any):
+def _threshold(errors: _Errors, where: str, spec: M.MetricSpec, value: Any) -> Any:
     """Validate a MetricValue against the metric's kind; returns the compiled threshold."""
     if not isinstance(value, dict):
         errors.add(where, "expected an object with one of count, cidrs, ports, number, numbers, strings")
@@ -178,6 +178,7 @@ def _threshold(errors, where, spec: M.MetricSpec, value: Any):
         return None
     present = [k for k in value if value[k] is not None]
     expected = spec.kind
+    allowed: Tuple[str, ...]
     if spec.side == "custom" and spec.kind == M.NUMBER:
         allowed = ("number", "count")
     else:
@@ -338,7 +339,8 @@ def _compile_behavior(errors: _Errors, index: int, b: Any, profile: str, custom_
                 errors.add(f"{cw}.durationSeconds", f"expected one of {', '.join(map(str, M.DURATIONS))}, got {duration}")
     elif spec.duration == M.REQUIRED and ctype != ML:
         errors.add(f"{cw}.durationSeconds", f"required for {metric} (one of {', '.join(map(str, M.DURATIONS))})")
-    to_alarm = to_clear = 1
+    to_alarm: Optional[int] = 1
+    to_clear: Optional[int] = 1
     if criteria.get("consecutiveDatapointsToAlarm") is not None:
         to_alarm = _int_field(errors, f"{cw}.consecutiveDatapointsToAlarm", criteria["consecutiveDatapointsToAlarm"], 1, 10)
     if criteria.get("consecutiveDatapointsToClear") is not None:
@@ -346,6 +348,8 @@ def _compile_behavior(errors: _Errors, index: int, b: Any, profile: str, custom_
 
     if len(errors) > n_before:
         return None
+    # each was checked above (an error otherwise): narrowed for the type checker
+    assert isinstance(name, str) and to_alarm is not None and to_clear is not None
     fp = _fingerprint(metric, spec, ctype, operator, threshold, duration, to_alarm, to_clear, statistic,
                       confidence, dimension)
     beh = Behavior(profile=profile, name=name, metric=metric, spec=spec, criteria_type=ctype, operator=operator,
@@ -353,13 +357,14 @@ def _compile_behavior(errors: _Errors, index: int, b: Any, profile: str, custom_
                    suppress=bool(b.get("suppressAlerts", False)), statistic=statistic, quantile=quantile,
                    confidence=confidence, dimension=dimension, source=b, fingerprint=fp)
     if ctype == STATIC:
+        assert operator is not None  # a static threshold requires one (checked above)
         beh.check = make_check(operator, threshold)
     if operator in _COMPARE:
         beh.compare = _COMPARE[operator]
     return beh
 
 
-def _fingerprint(metric, spec, *parts) -> str:
+def _fingerprint(metric: str, spec: M.MetricSpec, *parts: Any) -> str:
     """Identity of a behavior's meaning: equal whether numbers came as ints, floats or strings, so a
     configuration round trip through Greengrass does not look like a change (which would invalidate alarms)."""
     def norm(v):
@@ -440,7 +445,8 @@ def load_profile(doc: Any, custom_types: Optional[dict] = None, source: str = ""
     if not isinstance(doc, dict):
         raise ProfileError(["profile: expected a JSON object (CreateSecurityProfile input)"], source)
     _validate_top(errors, doc)
-    name = doc.get("securityProfileName") if isinstance(doc.get("securityProfileName"), str) else "?"
+    given = doc.get("securityProfileName")
+    name = given if isinstance(given, str) else "?"
     behaviors = doc.get("behaviors", [])
     compiled = []
     if not isinstance(behaviors, list):

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ggdefender import health, ratelog, topics
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
@@ -39,6 +39,9 @@ from .state import STATE_FILE, AlarmStore
 from .statistics import History
 from .threatintel import THREAT_PROFILE, refresh
 from .violations import CLEARED, IN_ALARM, INVALIDATED
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import CollectorPort
 
 log = logging.getLogger("ggdefender.detect")
 _local_copies = ratelog.RateLimitedLog(log)  # a refused local copy of a violation or finding: said once per topic
@@ -59,14 +62,14 @@ class _LiveCidrs:
 
     __slots__ = ("tl",)
 
-    def __init__(self, tl):
+    def __init__(self, tl: Any):
         self.tl = tl
 
-    def __contains__(self, ip) -> bool:
+    def __contains__(self, ip: Any) -> bool:
         return self.tl.cidrs.contains(ip)
 
 
-def threat_behaviors(lists) -> list:
+def threat_behaviors(lists: Sequence[Any]) -> list:
     """One synthetic `not-in-cidr-set` behavior per threat list, in profile `ggdefender-threat-intel`."""
     if not lists:
         return []
@@ -87,7 +90,7 @@ class DetectService:
 
     section = "Detect"
 
-    def __init__(self, ipc, thing: str, state_dir: str, *, clock: Callable[[], float] = time.time):
+    def __init__(self, ipc: CollectorPort, thing: str, state_dir: str, *, clock: Callable[[], float] = time.time):
         self.ipc = ipc
         self.thing = thing
         self.state_dir = state_dir
@@ -217,11 +220,11 @@ class DetectService:
             self._record_result({"requestId": request.get("requestId"), "status": "REJECTED",
                                  "detail": str(exc)}, flush=False)
 
-    def _on_result(self, payload) -> None:
+    def _on_result(self, payload: Any) -> None:
         """A result from process A (relay callback thread)."""
         self._record_result(payload)
 
-    def _record_result(self, payload, flush: bool = True) -> None:
+    def _record_result(self, payload: Any, flush: bool = True) -> None:
         if not isinstance(payload, dict) or not isinstance(payload.get("requestId"), str):
             return
         with self._lock:

@@ -79,7 +79,7 @@ class BehaviorState:
         st.actions = list(st.actions or [])
         return st
 
-    def active_violation(self, thing: str, behavior) -> dict:
+    def active_violation(self, thing: str, behavior: Any) -> dict:
         """AWS's ActiveViolation shape for this alarm."""
         from .violations import metric_value
         return {"violationId": self.violation_id, "thingName": thing, "securityProfileName": behavior.profile,
@@ -102,6 +102,7 @@ class AlarmStore:
 
     def load(self) -> None:
         # a file of the wrong shape is moved aside: alarms restart from scratch and say so, detection goes on
+        assert self.path is not None  # loaded only with a path (__init__)
         data = read_json(self.path, check_state, lambda: None, what="detect alarm state", log=log)
         if data is None:
             return

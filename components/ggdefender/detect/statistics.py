@@ -18,7 +18,7 @@ import collections
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from ggdefender.statefile import atomic_write_json, need, read_json
 
@@ -38,7 +38,7 @@ class StatsConfig:
     max_series: int = 256
 
 
-def percentile(sorted_values: list, q: float):
+def percentile(sorted_values: list, q: float) -> Any:
     """Nearest-rank percentile of an ascending list (q in 0..100); None for an empty list."""
     n = len(sorted_values)
     if not n:
@@ -77,7 +77,7 @@ class Series:
             if old < 0:
                 self.negatives -= 1
 
-    def percentile(self, q: float):
+    def percentile(self, q: float) -> Any:
         # AWS computes no percentile when any value is negative
         if self.negatives:
             return None
@@ -133,13 +133,13 @@ class History:
         s.add(t, float(value), self.cfg)
         self.dirty = True
 
-    def threshold(self, metric: str, duration: Optional[int], q: float):
+    def threshold(self, metric: str, duration: Optional[int], q: float) -> Any:
         s = self.series.get(self.key(metric, duration))
         if s is None or len(s) < self.cfg.warmup:
             return None
         return s.percentile(q)
 
-    def ml_band(self, metric: str, duration: Optional[int], confidence: str):
+    def ml_band(self, metric: str, duration: Optional[int], confidence: str) -> Optional[Tuple[Any, Any]]:
         """(low, high) of normal values for a confidence level, or None while warming up."""
         s = self.series.get(self.key(metric, duration))
         if s is None or len(s) < self.cfg.ml_warmup or s.negatives:
@@ -159,6 +159,7 @@ class History:
 
     def load(self) -> None:
         # a file of the wrong shape is moved aside and a new baseline starts (warming up again)
+        assert self.path is not None  # loaded only with a path (__init__)
         series = read_json(self.path, check_history, dict, what="statistics history", log=log)
         for k, points in list(series.items())[-self.cfg.max_series:]:
             s = Series()

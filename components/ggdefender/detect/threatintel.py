@@ -13,7 +13,7 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional, Tuple
 
 from ggdefender.settings import ConfigError, as_int, as_section, as_str, get
 
@@ -58,7 +58,7 @@ class CidrSet:
 
 
 @functools.lru_cache(maxsize=65536)
-def _ip_int(ip: str):
+def _ip_int(ip: str) -> Optional[Tuple[int, int]]:
     """(version, integer) of an address; cached because the same peers show up report after report."""
     for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
         try:
@@ -122,7 +122,7 @@ class ThreatList:
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_-")
 
 
-def parse_threat_lists(value, max_entries: int = MAX_ENTRIES_DEFAULT) -> list:
+def parse_threat_lists(value: Any, max_entries: int = MAX_ENTRIES_DEFAULT) -> list:
     """`ThreatLists` config: [{"Name": ..., "Cidrs": [...]} | {"Name": ..., "File": path}]."""
     if value is None:
         return []
@@ -173,7 +173,7 @@ def _mtime(path: str) -> Optional[float]:
         return None
 
 
-def refresh(lists: list) -> bool:
+def refresh(lists: Iterable[Any]) -> bool:
     """Re-read file lists whose file changed; a list that fails to parse keeps its last good content."""
     changed = False
     for tl in lists:

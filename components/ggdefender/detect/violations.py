@@ -32,7 +32,7 @@ def metric_value(kind: str, value: Any) -> dict:
     return {kind: list(value)}
 
 
-def make_event(event_type: str, *, thing: str, behavior, alarm, value: Any, at: float,
+def make_event(event_type: str, *, thing: str, behavior: Any, alarm: Any, value: Any, at: float,
                offending: Optional[tuple] = None, reason: Optional[str] = None) -> dict:
     """One event. `alarm` is the behavior's BehaviorState (violation id, start, verification, actions)."""
     event = {
