@@ -75,8 +75,7 @@ class Result:
     machine: str = ""
     gg_architecture: str = ""
     python: str = ""
-    artifact: str = ""
-    artifact_bytes: int = 0
+    artifacts: list = dataclasses.field(default_factory=list)  # (file name, bytes) the manifest selects
     interfaces: list = dataclasses.field(default_factory=list)
     compilers: list = dataclasses.field(default_factory=list)
     install_s: float = 0.0
@@ -88,6 +87,7 @@ class Result:
     accepted: int = 0
     rejected: int = 0
     ipc_client: str = ""
+    ipc_client_reason: str = ""
     ipc_client_source: str = ""
     error: str = ""
 
@@ -123,15 +123,17 @@ def step_env(recipe, step, ctx: VariableContext, svcuid: str) -> dict:
                          setenv=setenv)
 
 
-def find_ipc_client(health_docs: list, log_text: str) -> tuple[str, str]:
-    """(client, where it was read): the health document's or the log's word on the IPC client in use."""
+def find_ipc_client(health_docs: list, log_text: str) -> tuple[str, str, str]:
+    """(client, why, where it was read): the health document's (`ipcClient`) or else the log's word on the IPC
+    client in use; empty strings when neither says."""
     def search(node):
         if isinstance(node, dict):
             for key, value in node.items():
-                if re.fullmatch(r"ipc_?client", str(key), re.I) and isinstance(value, (str, dict)):
-                    if isinstance(value, str):
-                        return value
-                    return f"{value.get('name')} ({value['reason']})" if value.get("reason") else value.get("name")
+                if re.fullmatch(r"ipc_?client", str(key), re.I):
+                    if isinstance(value, str) and value:
+                        return value, ""
+                    if isinstance(value, dict) and value.get("name"):
+                        return str(value["name"]), str(value.get("reason") or "")
                 found = search(value)
                 if found:
                     return found
@@ -140,11 +142,11 @@ def find_ipc_client(health_docs: list, log_text: str) -> tuple[str, str]:
     for doc in reversed(health_docs):
         found = search(doc)
         if found:
-            return str(found), "health document"
-    match = re.search(r"IPC client: ([A-Za-z0-9_.-]+(?: \([^\n]*\))?)", log_text)
+            return (*found, "health document")
+    match = re.search(r"IPC client: ([A-Za-z0-9_.-]+)(?: \(([^\n]*)\))?", log_text)
     if match:
-        return match.group(1), "component log"
-    return "", ""
+        return match.group(1), match.group(2) or "", "component log"
+    return "", "", ""
 
 
 def prove(result: Result, built, work: Path) -> None:
@@ -167,8 +169,7 @@ def prove(result: Result, built, work: Path) -> None:
         source = built.artifact.parent / art["filename"]
         (staged / NAME / recipe.version).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, staged / NAME / recipe.version / art["filename"])
-        result.artifact = (result.artifact + " " + art["filename"]).strip()
-        result.artifact_bytes += source.stat().st_size
+        result.artifacts.append((art["filename"], source.stat().st_size))
     gg_host = root / GG_ROOT.lstrip("/")
     store, unarchived = install_artifacts(recipe, staged, gg_host)
     result.unpacked_bytes = du_bytes(unarchived)
@@ -258,8 +259,9 @@ def prove(result: Result, built, work: Path) -> None:
         health_deadline = time.monotonic() + HEALTH_WAIT_S
         while time.monotonic() < health_deadline:
             docs = [json.loads(p) for _t, p, *_ in list(health)]
-            result.ipc_client, result.ipc_client_source = find_ipc_client(docs, core.log_text(NAME))
-            if result.ipc_client:
+            client = find_ipc_client(docs, core.log_text(NAME))
+            if client[0]:
+                result.ipc_client, result.ipc_client_reason, result.ipc_client_source = client
                 break
             time.sleep(1)
         result.accepted, result.rejected = defender.counts["accepted"], defender.counts["rejected"]
@@ -267,6 +269,14 @@ def prove(result: Result, built, work: Path) -> None:
             fh.write(core.log_text(NAME))
     if result.rejected:
         raise ProofFailed(f"{arch}: the offline Device Defender rejected {result.rejected} report(s)")
+    if not result.ipc_client:
+        raise ProofFailed(f"{arch}: neither the health document nor the log says which IPC client the component "
+                          f"uses (waited {HEALTH_WAIT_S} s)")
+    # awsiotsdk where awscrt installed, the pure-Python client where it did not (GGDEFENDER_IPC_CLIENT=auto)
+    expected = "awsiotsdk" if result.installed.get("awscrt") and result.installed.get("awsiotsdk") else "pure"
+    if result.ipc_client != expected:
+        raise ProofFailed(f"{arch}: the component uses the {result.ipc_client} IPC client, expected {expected} "
+                          f"with awsiotsdk {result.installed.get('awsiotsdk')}, awscrt {result.installed.get('awscrt')}")
 
 
 def mib(n: int) -> str:
@@ -274,18 +284,19 @@ def mib(n: int) -> str:
 
 
 def table(results: list) -> str:
-    rows = [("Platform (Debian / uname / Greengrass)", "Python", "Artifact", "Install (offline)",
+    rows = [("Platform (Debian / uname / Greengrass)", "Python", "Artifacts", "Install (offline)",
              "Work folder after install", "awsiotsdk / awscrt / psutil / cbor2 / PyYAML", "collect --once",
              "First report accepted", "IPC client", "Result")]
     for r in results:
         libs = " / ".join(r.installed.get(n) or "absent" for n in LIBRARIES) if r.installed else "-"
         rows.append((f"{r.arch} / {r.machine} / {r.gg_architecture}", r.python.split()[0] if r.python else "-",
-                     f"{r.artifact} ({mib(r.artifact_bytes)})" if r.artifact else "-",
+                     " + ".join(f"{name} {mib(size)}" for name, size in r.artifacts) or "-",
                      f"{r.install_s:.0f} s" if r.work_bytes else "-", mib(r.work_bytes) if r.work_bytes else "-",
                      libs, f"{r.collect_s:.0f} s" if r.collect_s else "-",
                      f"{r.first_report_s:.0f} s ({r.accepted} accepted, {r.rejected} rejected)"
                      if r.accepted else "-",
-                     f"{r.ipc_client} ({r.ipc_client_source})" if r.ipc_client else "not stated",
+                     (f"{r.ipc_client}" + (f": {r.ipc_client_reason}" if r.ipc_client_reason else "") +
+                      (" (log)" if r.ipc_client_source == "component log" else "")) if r.ipc_client else "not stated",
                      "FAILED: " + r.error.splitlines()[0][:160].replace("|", "/") if r.error else "passed"))
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows[1:]]
