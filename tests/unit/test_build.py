@@ -420,3 +420,12 @@ def test_a_warm_cache_runs_no_pip(index, tmp_path, monkeypatch):
     assert w.resolve(["both==2.0"], X86, "3.11", cache=tmp_path / "c", fallbacks={}, index_args=index) == first
     with pytest.raises(AssertionError, match="pip ran"):  # and the check can fail: another pin is not cached
         w.resolve(["plain==3.0"], X86, "3.11", cache=tmp_path / "c", fallbacks={}, index_args=index)
+
+
+def test_an_index_that_answers_nothing_is_not_blamed_on_a_package(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(w.WheelError, match=r"none of the requirements resolves for amd64 \(x86_64\), CPython 3.11: "
+                                           r"is the package index reachable"):
+        w.resolve(["plain==3.0", "both==2.0"], X86, "3.11", cache=tmp_path / "c", fallbacks={},
+                  index_args=["--no-index", "--find-links", str(empty)])

@@ -221,13 +221,21 @@ def resolve(pins: Sequence[str], platform: Platform, python: str, *, cache: Opti
     pure.mkdir(parents=True, exist_ok=True)
     where = f"{platform.greengrass} ({platform.machine}), CPython {python}"
 
+    has_pip, why = _pip(["--version"], timeout=60)
+    if not has_pip:
+        raise WheelError(f"resolving the wheels (a build with a cold cache) needs pip: {sys.executable} -m pip: "
+                         f"{why}; run `ggdefender build` from the project's venv")
     specs, notes = list(pins), []
     # first from the index alone: a pure-Python wheel built here is used only where a fallback says so
     ok, message, files = _download(specs, platform, python, target, None, index_args)
     if not ok:  # find which pins have no wheel and apply their fallback
+        has_wheel = {spec: _download([spec], platform, python, target, None, index_args)[0] for spec in pins}
+        if not any(has_wheel.values()):
+            raise WheelError(f"none of the requirements resolves for {where}: is the package index reachable (a "
+                             f"build with a cold cache needs it)? {message}")
         specs = []
         for spec in pins:
-            if _download([spec], platform, python, target, None, index_args)[0]:
+            if has_wheel[spec]:
                 specs.append(spec)
                 continue
             fallback = fallbacks.get(_name(spec))
