@@ -8,10 +8,9 @@ on other systems, imported on first use.
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
-from typing import Dict, List, Union
+from typing import Dict, List, NamedTuple, Union
 
 LINUX = sys.platform.startswith("linux")
 PROC = "/proc"
@@ -19,9 +18,19 @@ _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
 TASK_COMM_LEN = 15  # the kernel keeps this many characters of a process name (comm)
 
-# /proc/stat's CPU columns, in psutil's names (cpu_times()); kernels without the last ones read as 0
-CpuTimes = collections.namedtuple(
-    "CpuTimes", "user nice system idle iowait irq softirq steal guest guest_nice", defaults=(0.0,) * 10)
+class CpuTimes(NamedTuple):
+    """/proc/stat's CPU columns in seconds, in psutil's names (cpu_times()); kernels without the last read 0."""
+
+    user: float = 0.0
+    nice: float = 0.0
+    system: float = 0.0
+    idle: float = 0.0
+    iowait: float = 0.0
+    irq: float = 0.0
+    softirq: float = 0.0
+    steal: float = 0.0
+    guest: float = 0.0
+    guest_nice: float = 0.0
 
 
 class ProcessGone(Exception):
@@ -99,7 +108,7 @@ def _estimated_available(mems: Dict[bytes, int], proc_root: str) -> int:
         return free + mems.get(b"Cached:", 0)
     low = sum(int(line.split()[1]) for line in (raw.strip() for raw in zoneinfo.splitlines())
               if line.startswith(b"low")) * os.sysconf("SC_PAGE_SIZE")
-    pagecache = active_file + inactive_file
+    pagecache: float = active_file + inactive_file
     pagecache -= min(pagecache / 2, low)
     avail = free - low + pagecache + slab_reclaimable - min(slab_reclaimable / 2.0, low)
     return int(avail)
