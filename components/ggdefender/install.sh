@@ -27,7 +27,7 @@ WHEELS=""
 WHEELS_PROBLEM=""
 count=0
 for d in "$ART"/../ggdefender-wheels-*; do
-  [ -d "$d" ] && { count=$((count + 1)); WHEELS="$d"; }
+  if [ -d "$d" ]; then count=$((count + 1)); WHEELS="$d"; fi
 done
 if [ "$count" -gt 1 ]; then
   case "$("$PY" -c 'import sysconfig; print(sysconfig.get_platform())' 2>/dev/null)" in
