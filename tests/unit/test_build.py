@@ -429,3 +429,22 @@ def test_an_index_that_answers_nothing_is_not_blamed_on_a_package(tmp_path):
                                            r"is the package index reachable"):
         w.resolve(["plain==3.0", "both==2.0"], X86, "3.11", cache=tmp_path / "c", fallbacks={},
                   index_args=["--no-index", "--find-links", str(empty)])
+
+
+def test_the_pure_python_fallback_wheels_install_and_work_on_any_machine(project, tmp_path):
+    """The arm zip's pure wheels (PyYAML built here without libyaml, re-tagged; cbor2's pure release) install
+    with pip's own checks and work, without their extensions, on this machine's Python."""
+    result = b.build(project)
+    target = tmp_path / "site"
+    with zipfile.ZipFile(result.wheel_artifacts["arm"]) as zf:
+        for name in ("pyyaml-6.0.3-py3-none-any.whl", "cbor2-5.9.0-py3-none-any.whl"):
+            (tmp_path / name).write_bytes(zf.read(f"wheels/{name}"))
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target",
+                            str(target), str(tmp_path / name)], check=True, capture_output=True, timeout=120)
+    code = ("import importlib.metadata as m, yaml, cbor2\n"
+            "assert yaml.__with_libyaml__ is False and yaml.safe_load('a: [1, 2]') == {'a': [1, 2]}\n"
+            "assert cbor2.loads(cbor2.dumps({'a': [1, b'x']})) == {'a': [1, b'x']}\n"
+            "print(m.version('PyYAML'), m.version('cbor2'), yaml.__file__.startswith(%r))" % str(target))
+    out = subprocess.run([sys.executable, "-S", "-c", code], env={**os.environ, "PYTHONPATH": str(target)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["6.0.3", "5.9.0", "True"], out.stderr
