@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Optional, Sequence
+from typing import IO, Any, Dict, Optional, Sequence
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -35,7 +35,7 @@ class ProcessResult:
 
 
 class _TailReader(threading.Thread):
-    def __init__(self, stream, max_bytes: int):
+    def __init__(self, stream: IO[bytes], max_bytes: int):
         super().__init__(daemon=True)
         self.stream = stream
         self.max_bytes = max_bytes
@@ -85,7 +85,7 @@ def run_argv(
     """Run argv directly (shell=False), in its own session so the whole group can be stopped on timeout."""
     if not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError("argv must be a non-empty list of strings")
-    kwargs = {}
+    kwargs: Dict[str, Any] = {}
     if user is not None:
         kwargs["user"] = user
         kwargs["extra_groups"] = []  # drop root's supplementary groups too
@@ -95,10 +95,12 @@ def run_argv(
         list(argv), shell=False, cwd=cwd, env=env if env is not None else {"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
         stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True, **kwargs)
+    assert proc.stdout is not None and proc.stderr is not None  # both PIPE
     out, err = _TailReader(proc.stdout, max_bytes), _TailReader(proc.stderr, max_bytes)
     out.start()
     err.start()
     if stdin_data is not None:
+        assert proc.stdin is not None  # PIPE when there is stdin_data
         try:
             proc.stdin.write(stdin_data)
         except OSError:

@@ -21,10 +21,12 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Collection, Dict, Iterable, Optional, Union
 
 if TYPE_CHECKING:
     import jsonschema
+
+    from .config import RemediationSettings
 
 from ggdefender.jobs_protocol import MAX_DOCUMENT_CHARS  # the IoT Jobs API limit for a job document
 
@@ -158,7 +160,7 @@ def _our_validator() -> "jsonschema.Draft202012Validator":
     return _jsonschema().Draft202012Validator(json.loads(text))
 
 
-def _check(validator, doc: Any, label: str) -> None:
+def _check(validator: Any, doc: Any, label: str) -> None:
     errors = list(validator.iter_errors(doc))
     if not errors:
         return
@@ -168,7 +170,7 @@ def _check(validator, doc: Any, label: str) -> None:
     raise DocumentError(f"invalid {label} document at {where}: {msg}")
 
 
-def _path(parts) -> str:
+def _path(parts: Iterable[Any]) -> str:
     out = "$"
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else f".{p}"
@@ -213,7 +215,7 @@ def _no_placeholders(value: Any, where: str = "$") -> None:
             _no_placeholders(v, f"{where}[{i}]")
 
 
-def parse(raw: Union[str, bytes, dict], settings) -> Plan:
+def parse(raw: Union[str, bytes, dict], settings: RemediationSettings) -> Plan:
     """Validate a job document completely and return its plan; DocumentError says why it is rejected."""
     doc = load(raw)
     if "schema" in doc:
@@ -238,7 +240,7 @@ def parse(raw: Union[str, bytes, dict], settings) -> Plan:
     return plan
 
 
-def _parse_ours(doc: dict, settings) -> Plan:
+def _parse_ours(doc: dict, settings: RemediationSettings) -> Plan:
     _check(_our_validator(), doc, "remediation")
     steps = []
     for i, raw_step in enumerate(doc["steps"]):
@@ -273,7 +275,7 @@ def _allow_stderr(value: Any, where: str) -> Optional[int]:
     return n
 
 
-def _known(obj: Any, keys, where: str, ignored: list) -> Any:
+def _known(obj: Any, keys: Collection[str], where: str, ignored: list) -> Any:
     """obj without the keys the Device Client does not read; their paths are added to `ignored`."""
     if not isinstance(obj, dict):
         return obj  # the schema says what is wrong with it
@@ -312,7 +314,7 @@ def _note_ignored(plan: "Plan", ignored: list) -> None:
         plan.notes.append(f"ignored unknown key(s) {shown} (as the Device Client does)")
 
 
-def _parse_device_client(doc: dict, settings) -> Plan:
+def _parse_device_client(doc: dict, settings: RemediationSettings) -> Plan:
     doc, ignored = _device_client_view(doc)
     _check(_jsonschema().Draft202012Validator(DEVICE_CLIENT_SCHEMA), doc, "Device Client")
     _no_placeholders(doc)
@@ -327,7 +329,7 @@ def _parse_device_client(doc: dict, settings) -> Plan:
     return plan
 
 
-def _parse_legacy(doc: dict, settings) -> Plan:
+def _parse_legacy(doc: dict, settings: RemediationSettings) -> Plan:
     ignored: list = []
     doc = _known(doc, _DC_LEGACY_KEYS, "$", ignored)
     _check(_jsonschema().Draft202012Validator(DEVICE_CLIENT_LEGACY_SCHEMA), doc, "Device Client (legacy)")
@@ -344,7 +346,7 @@ def _parse_legacy(doc: dict, settings) -> Plan:
     return plan
 
 
-def _dc_step(action: dict, settings, where: str) -> Step:
+def _dc_step(action: dict, settings: RemediationSettings, where: str) -> Step:
     kind = action["type"]
     common = dict(name=action["name"], operation=kind, ignore_failure=_truthy(action.get("ignoreStepFailure")),
                   allow_stderr=_allow_stderr(action.get("allowStdErr"), where),
@@ -408,7 +410,7 @@ def request_to_document(request: dict) -> dict:
     unknown = sorted(set(request) - allowed)
     if unknown:
         raise DocumentError(f"request: unknown field(s) {', '.join(unknown)}")
-    doc = {"schema": SCHEMA_ID, "steps": [{"operation": request.get("operation")}]}
+    doc: Dict[str, Any] = {"schema": SCHEMA_ID, "steps": [{"operation": request.get("operation")}]}
     if "arguments" in request:
         doc["steps"][0]["arguments"] = request["arguments"]
     if "dryRun" in request:

@@ -11,12 +11,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from . import handlers, operations
 from .config import DEVICE_CLIENT_OPERATIONS
 from .operations import reboot
 from .operations.base import Context, OperationError, Outcome
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import SupervisorPort
+
+    from .config import RemediationSettings
+    from .documents import Plan, Step
+    from .safety import SafetyPolicy
 
 log = logging.getLogger("ggdefender.remediation")
 
@@ -28,13 +35,14 @@ class Result:
 
 
 class Executor:
-    def __init__(self, settings, safety, ipc=None, audit_sink: Optional[Callable[[dict], None]] = None):
+    def __init__(self, settings: RemediationSettings, safety: SafetyPolicy, ipc: Optional[SupervisorPort] = None,
+                 audit_sink: Optional[Callable[[dict], None]] = None):
         self.settings = settings
         self.safety = safety
         self.ipc = ipc
         self.audit_sink = audit_sink
 
-    def _context(self, label: str, dry_run: bool, step, cancel: Optional[threading.Event] = None) -> Context:
+    def _context(self, label: str, dry_run: bool, step: Step, cancel: Optional[threading.Event] = None) -> Context:
         if step.operation in DEVICE_CLIENT_OPERATIONS:
             timeout = self.settings.handler_timeout_seconds
         elif step.operation == "reboot":
@@ -44,12 +52,12 @@ class Executor:
         return Context(settings=self.settings, safety=self.safety, ipc=self.ipc, dry_run=dry_run, job=label,
                        timeout=timeout, audit_sink=self.audit_sink, cancel=cancel)
 
-    def _run_step(self, step, plan, ctx: Context) -> Outcome:
+    def _run_step(self, step: Step, plan: Plan, ctx: Context) -> Outcome:
         if step.operation in DEVICE_CLIENT_OPERATIONS:
             return handlers.run_step(step, ctx, plan.include_stdout)
         return operations.get(step.operation).run(step.arguments, ctx)
 
-    def preflight(self, plan, label: str, steps) -> None:
+    def preflight(self, plan: Plan, label: str, steps: Sequence[Step]) -> None:
         for step in steps:
             try:
                 if step.operation in DEVICE_CLIENT_OPERATIONS:
@@ -60,7 +68,7 @@ class Executor:
                 exc.step = step  # so the refusal is audited and reported against its step
                 raise
 
-    def execute(self, plan, label: str, *, done_steps: int = 0, interrupted: Optional[int] = None,
+    def execute(self, plan: Plan, label: str, *, done_steps: int = 0, interrupted: Optional[int] = None,
                 on_step: Optional[Callable[..., None]] = None,
                 cancel: Optional[threading.Event] = None, marker: Optional[dict] = None) -> Result:
         """Run the plan. `done_steps` steps finished before a restart; `interrupted` is the index of a step
@@ -171,7 +179,7 @@ class Executor:
             details.setdefault("operation", last.operation if len(steps) == 1 else "multiple")
         return Result("SUCCEEDED", details)
 
-    def _audit(self, label, step, result, detail, dry_run) -> None:
+    def _audit(self, label: str, step: Step, result: str, detail: str, dry_run: bool) -> None:
         try:
             target = step.target()
         except Exception:
@@ -184,6 +192,6 @@ def _str_facts(facts: dict) -> dict:
     return {str(k): str(v) for k, v in (facts or {}).items() if v is not None and str(v) != ""}
 
 
-def reject(reason: str, **extra) -> Result:
+def reject(reason: str, **extra: Any) -> Result:
     return Result("REJECTED", dict(reason=reason, **{k: str(v) for k, v in extra.items()}))
 

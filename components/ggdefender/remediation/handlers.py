@@ -19,12 +19,17 @@ import os
 import pwd
 import shutil
 import stat
+from typing import TYPE_CHECKING
 
 from .bounded_process import SAFE_PATH, run_argv
 from .operations.base import Context, Failed, Outcome, Rejected
 
+if TYPE_CHECKING:
+    from .config import RemediationSettings
+    from .documents import Step
 
-def resolve_user(step, settings) -> pwd.struct_passwd:
+
+def resolve_user(step: Step, settings: RemediationSettings) -> pwd.struct_passwd:
     """The account a handler/command runs as; Rejected when the document or configuration does not allow it."""
     euid = os.geteuid()
     wanted = step.run_as_user or settings.handler_user
@@ -49,7 +54,7 @@ def _owner_ok(st: os.stat_result) -> bool:
     return st.st_uid in (0, os.geteuid())
 
 
-def check_handler(handler: str, settings) -> str:
+def check_handler(handler: str, settings: RemediationSettings) -> str:
     """Absolute path of a vetted handler file; Rejected (never FAILED: fixing it needs an operator) otherwise."""
     directory = settings.handler_directory
     try:
@@ -107,7 +112,7 @@ def check_reachable_by(path: str, account: pwd.struct_passwd) -> None:
         directory = parent
 
 
-def check_command(argv: list, settings) -> str:
+def check_command(argv: list, settings: RemediationSettings) -> str:
     """Absolute path of an allow-listed runCommand program."""
     program = argv[0]
     path = program if program.startswith("/") else shutil.which(program, path=SAFE_PATH)
@@ -119,7 +124,7 @@ def check_command(argv: list, settings) -> str:
     return path
 
 
-def preflight(step, settings) -> None:
+def preflight(step: Step, settings: RemediationSettings) -> None:
     """Everything that would make the step impossible, checked before any step of the job runs."""
     account = resolve_user(step, settings)
     if step.operation == "runHandler":
@@ -130,7 +135,7 @@ def preflight(step, settings) -> None:
     check_executable_by(path, account)
 
 
-def run_step(step, ctx: Context, include_stdout: bool) -> Outcome:
+def run_step(step: Step, ctx: Context, include_stdout: bool) -> Outcome:
     settings = ctx.settings
     account = resolve_user(step, settings)
     if step.operation == "runHandler":
@@ -163,6 +168,7 @@ def run_step(step, ctx: Context, include_stdout: bool) -> Outcome:
         raise Failed(f"{os.path.basename(exe)} was stopped (with its process group): the job was cancelled", facts)
     if res.timed_out:
         raise Failed(f"{os.path.basename(exe)} timed out after {timeout:g}s and was stopped", facts)
+    assert res.returncode is not None  # None only after a timeout or a cancel, both raised above
     facts["exitCode"] = str(res.returncode)
     if res.returncode < 0:
         raise Failed(f"{os.path.basename(exe)} was killed by signal {-res.returncode}", facts)

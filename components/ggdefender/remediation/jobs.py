@@ -122,10 +122,10 @@ class Journal:
     def key(job_id: str, execution_number: Any) -> str:
         return f"{job_id}#{execution_number}"
 
-    def get(self, job_id, execution_number) -> Optional[dict]:
+    def get(self, job_id: str, execution_number: Any) -> Optional[dict]:
         return self.entries.get(self.key(job_id, execution_number))
 
-    def put(self, job_id, execution_number, now: float, **fields) -> dict:
+    def put(self, job_id: str, execution_number: Any, now: float, **fields: Any) -> dict:
         k = self.key(job_id, execution_number)
         entry = self.entries.setdefault(k, {"jobId": job_id, "executionNumber": execution_number,
                                             "createdAt": now})
@@ -371,12 +371,26 @@ class JobsMachine:
         return []
 
     # -- helpers ----------------------------------------------------------------------------------------
-    def _publish(self, kind: str, topic: str, payload: dict, now: float, **extra) -> list:
+    def _publish(self, kind: str, topic: str, payload: dict, now: float, **extra: Any) -> list:
         token = self._token()
         payload = dict(payload, clientToken=token)
         self.pending = {"kind": kind, "topic": topic, "payload": payload, "token": token, "sent_at": now,
                         "attempts": extra.pop("attempts", 0), **extra}
         return [Publish(topic, payload)]
+
+    # the machine's invariants, for the states that rely on them (said to the type checker, checked at run time)
+    def _current(self) -> dict:
+        assert self.current is not None, f"no execution in hand in state {self.state}"
+        return self.current
+
+    def _pending(self) -> dict:
+        assert self.pending is not None, f"no request awaiting a reply in state {self.state}"
+        return self.pending
+
+    def _entry(self, cur: dict) -> dict:
+        entry = self.journal.get(cur["jobId"], cur["executionNumber"])
+        assert entry is not None, f"no journal entry for {cur['jobId']}#{cur['executionNumber']}"
+        return entry
 
     def _matches(self, msg: dict, kinds: tuple) -> bool:
         p = self.pending
@@ -389,13 +403,13 @@ class JobsMachine:
         return cap / 2 + self._random() * cap / 2
 
     def _schedule_retry(self, now: float, immediate: bool = False) -> list:
-        p = self.pending
+        p = self._pending()
         p["attempts"] += 1
         p["retry_at"] = now if immediate else now + self._backoff(p["attempts"])
         return self._resend(now) if immediate else []
 
     def _resend(self, now: float) -> list:
-        p = self.pending
+        p = self._pending()
         token = self._token()  # a fresh token per attempt, so a late reply to the old one is ignored
         p["payload"] = dict(p["payload"], clientToken=token)
         p.update(token=token, sent_at=now)
@@ -420,7 +434,7 @@ class JobsMachine:
                              {"executionNumber": cur["executionNumber"], "includeJobDocument": False}, now)
 
     def _on_probe_reply(self, outcome: str, msg: dict, now: float) -> list:
-        cur = self.current
+        cur = self._current()
         self.pending = None
         if outcome == "accepted":
             ex = msg.get("execution") or {}
@@ -436,7 +450,7 @@ class JobsMachine:
         return self._ended_by_service(str(msg.get("code") or "unknown"), now)
 
     def _ended_by_service(self, status: str, now: float) -> list:
-        cur = self.current
+        cur = self._current()
         log.warning("execution %s#%s was ended by the service (%s): stopping it, reporting nothing more",
                     cur["jobId"], cur["executionNumber"], status)
         self.journal.put(cur["jobId"], cur["executionNumber"], now, state="canceled", serviceStatus=status)
@@ -480,7 +494,7 @@ class JobsMachine:
 
     def _rejected_retryable(self, msg: dict, now: float) -> Optional[list]:
         if msg.get("code") in RETRYABLE_CODES:
-            log.warning("%s rejected with %s; retrying with backoff", self.pending["kind"], msg.get("code"))
+            log.warning("%s rejected with %s; retrying with backoff", self._pending()["kind"], msg.get("code"))
             return self._schedule_retry(now)
         return None
 
@@ -522,12 +536,12 @@ class JobsMachine:
             log.warning("execution %s#%s was %s earlier; not touching it again", job_id, number, state)
             self.current = None
             return self._go_idle(now)
-        if state in ("finished", "acknowledged"):
+        if entry is not None and state in ("finished", "acknowledged"):
             # done before (the acknowledgement was lost): report the same result again, never re-run
             entry["state"] = "finished"
             self.state = "reporting"
             return [SaveJournal()] + self._send_final(now)
-        if state == "running":
+        if entry is not None and state == "running":
             self.state = "executing"
             self.last_probe = now
             return [Execute(job_id, number, ex.get("jobDocument"), done_steps=int(entry.get("doneSteps", 0)),
@@ -546,7 +560,7 @@ class JobsMachine:
         return self._go_idle(now)
 
     def _begin(self, document: Any, now: float) -> list:
-        cur = self.current
+        cur = self._current()
         self.journal.put(cur["jobId"], cur["executionNumber"], now, state="running", doneSteps=0)
         self.state = "executing"
         self.last_probe = now
@@ -554,8 +568,8 @@ class JobsMachine:
         return [SaveJournal(), Execute(cur["jobId"], cur["executionNumber"], document)]
 
     def _send_final(self, now: float, minimal: bool = False) -> list:
-        cur = self.current
-        entry = self.journal.get(cur["jobId"], cur["executionNumber"])
+        cur = self._current()
+        entry = self._entry(cur)
         details = entry.get("statusDetails") or {}
         if minimal:  # after InvalidRequest: only the reason, shortened
             details = sanitize_details({"reason": details.get("reason") or entry["status"].lower()})
@@ -571,7 +585,7 @@ class JobsMachine:
         if not self._matches(msg, ("check",)) or self.current is None or job_id != self.current["jobId"]:
             return []
         cur = self.current
-        entry = self.journal.get(cur["jobId"], cur["executionNumber"])
+        entry = self._entry(cur)
         if outcome == "accepted":
             ex = msg.get("execution") or {}
             if ex.get("status") in ("QUEUED", "IN_PROGRESS"):
@@ -592,7 +606,8 @@ class JobsMachine:
                 or job_id != self.current["jobId"]:
             return []
         cur = self.current
-        kind = self.pending["kind"]
+        pending = self._pending()  # _matches said so
+        kind = pending["kind"]
         state = msg.get("executionState") or {}
         if outcome == "accepted":
             if isinstance(state.get("versionNumber"), int):
@@ -622,15 +637,15 @@ class JobsMachine:
             log.warning("progress update of %s#%s rejected: %s %s", cur["jobId"], cur["executionNumber"], code,
                         msg.get("message"))
             return self._send_final(now) if self.state == "reporting" else []
-        if code == "VersionMismatch" and server_status == "IN_PROGRESS" and self.pending.get("mismatches", 0) < 3:
+        if code == "VersionMismatch" and server_status == "IN_PROGRESS" and pending.get("mismatches", 0) < 3:
             # re-evaluate with the returned state: it is still ours to finish, resubmit with its version
             cur["versionNumber"] = state.get("versionNumber")
             if kind == "claim":
                 return self._begin(self._claim_doc, now)
-            mismatches = self.pending.get("mismatches", 0) + 1
-            self.pending["mismatches"] = mismatches
-            return self._send_final(now, minimal=self.pending.get("minimal", False))
-        if kind == "final" and code == "InvalidRequest" and not self.pending.get("minimal"):
+            mismatches = pending.get("mismatches", 0) + 1
+            pending["mismatches"] = mismatches
+            return self._send_final(now, minimal=pending.get("minimal", False))
+        if kind == "final" and code == "InvalidRequest" and not pending.get("minimal"):
             return self._send_final(now, minimal=True)
         log.warning("update of %s#%s rejected: %s %s (service state %s)", cur["jobId"], cur["executionNumber"],
                     code, msg.get("message"), server_status)

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ggdefender import health, ratelog, statefile
 from ggdefender.part import PartHost
@@ -27,6 +27,9 @@ from .config import REQUEST_ID, RESULTS_TOPIC
 from .executor import Executor, Result, reject
 from .operations.base import Context
 from .safety import SafetyPolicy
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import SupervisorPort
 
 log = logging.getLogger("ggdefender.remediation")
 _publish_log = ratelog.RateLimitedLog(log)
@@ -46,7 +49,7 @@ class RemediationListener:
 
     section = "Remediation"
 
-    def __init__(self, ipc, thing: str, state_dir, *, host: Optional[PartHost] = None):
+    def __init__(self, ipc: SupervisorPort, thing: str, state_dir: Union[str, os.PathLike], *, host: Optional[PartHost] = None):
         self.ipc = ipc
         self.thing = thing
         self.state_dir = Path(state_dir)
@@ -286,7 +289,7 @@ class RemediationListener:
             with _EXECUTION_LOCK:
                 self._work_item(kind, payload)
 
-    def _work_item(self, kind: str, payload) -> None:
+    def _work_item(self, kind: str, payload: Any) -> None:
         try:
             if kind == "job":
                 result = self._run_job(payload)

@@ -26,13 +26,18 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ggdefender.detect import mitigation as M
 from ggdefender.ratelog import RateLimitedLog
 from ggdefender.settings import ConfigError, as_bool, as_section
 
 from . import config as rconfig
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import SupervisorPort
+
+    from .listener import RemediationListener
 
 log = logging.getLogger("ggdefender.remediation.gate")
 
@@ -59,7 +64,7 @@ class _Sink:
         self.gate._remove_sink(self)
 
 
-def observe_target(operation: str, target: dict, source=None) -> Optional[str]:
+def observe_target(operation: str, target: dict, source: Any = None) -> Optional[str]:
     """Why the target is not what this host shows right now (None when it is). Reads /proc/net with the
     collector's parser; `source` is a ProcfsSource (tests point one at a fixture tree)."""
     from ggdefender.collector.sources.procfs import ProcfsSource
@@ -94,14 +99,14 @@ def observe_target(operation: str, target: dict, source=None) -> Optional[str]:
 class MitigationGate:
     """One per process A. `submit(request)` from the relay thread; `attach(listener)` by the supervisor."""
 
-    def __init__(self, ipc, *, clock: Callable[[], float] = time.time,
+    def __init__(self, ipc: SupervisorPort, *, clock: Callable[[], float] = time.time,
                  observe: Callable[[str, dict], Optional[str]] = observe_target,
                  preflight: Optional[Callable] = None):
         self.ipc = ipc
         self.clock = clock
         self.observe = observe
         self.preflight = preflight or _preflight
-        self._listener = None
+        self._listener: Optional[RemediationListener] = None
         self._lock = threading.Lock()  # requests are checked one at a time (rate limits are read-modify-write)
         self._sent: deque = deque()  # times of accepted requests in the last hour
         self._last: dict = {}  # "operation target" -> time accepted
@@ -111,7 +116,7 @@ class MitigationGate:
         self._sinks_lock = threading.Lock()  # results may be delivered while a request is being checked
 
     # -- wiring --------------------------------------------------------------------------------------------
-    def attach(self, listener) -> None:
+    def attach(self, listener: RemediationListener) -> None:
         """The listener instance now running (the supervisor restarts it; the gate stays)."""
         self._listener = listener
 
@@ -139,7 +144,7 @@ class MitigationGate:
                 log.debug("delivering mitigation result failed", exc_info=True)
 
     # -- the check -----------------------------------------------------------------------------------------
-    def submit(self, request) -> dict:
+    def submit(self, request: Any) -> dict:
         """Check and queue one request; {"requestId", "status": "accepted"} or Refused(reason)."""
         rid = request.get("requestId") if isinstance(request, dict) else None
         label = rid if isinstance(rid, str) and rconfig.REQUEST_ID.match(rid) else "?"
@@ -154,7 +159,7 @@ class MitigationGate:
                 self._flood_log.failed("flood", "mitigation requests from the collector refused: %s", exc)
             raise
 
-    def _submit(self, request) -> dict:
+    def _submit(self, request: Any) -> dict:
         mono = time.monotonic()
         while self._checks and mono - self._checks[0] >= 60:
             self._checks.popleft()
@@ -210,7 +215,7 @@ class MitigationGate:
                  json.dumps(target, sort_keys=True), msg["reason"])
         return {"requestId": msg["requestId"], "status": "accepted"}
 
-    def _forget_old(self, now: float, policy) -> None:
+    def _forget_old(self, now: float, policy: Any) -> None:
         while self._sent and now - self._sent[0] >= HOUR:
             self._sent.popleft()
         keep = max(policy.cooldown_seconds, HOUR)
@@ -239,7 +244,7 @@ class MitigationGate:
         return policy
 
 
-def _audit_refusal(label: str, request, reason: str) -> None:
+def _audit_refusal(label: str, request: Any, reason: str) -> None:
     """Someone asked for an action: the refusal is an audit line too, as for a job refused before any step."""
     from .operations.base import Context
 
@@ -250,7 +255,7 @@ def _audit_refusal(label: str, request, reason: str) -> None:
     Context(settings=None, safety=None, job=f"collector:{label}").audit(op, target, "REJECTED", reason)
 
 
-def _preflight(msg: dict, settings) -> Optional[str]:
+def _preflight(msg: dict, settings: rconfig.RemediationSettings) -> Optional[str]:
     """The executor's dry run of the request (the same checks a job gets), or why it would be refused."""
     from . import documents
     from .executor import Executor

@@ -25,6 +25,8 @@ from . import process_library
 if TYPE_CHECKING:
     import psutil
 
+    from .config import RemediationSettings
+
 # Signals a job may send. Stop/continue and real-time signals are left out on purpose.
 ALLOWED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2")
 
@@ -109,7 +111,7 @@ def process_info(proc: "psutil.Process") -> ProcessInfo:
 class SafetyPolicy:
     """Applies the configured allow-list and the protected-process rules to live processes."""
 
-    def __init__(self, settings, own_pid: Optional[int] = None):
+    def __init__(self, settings: RemediationSettings, own_pid: Optional[int] = None):
         self.settings = settings
         self.own_pid = own_pid or os.getpid()
 

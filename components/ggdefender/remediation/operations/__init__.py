@@ -18,6 +18,9 @@ import copy
 import functools
 import sys
 
+from types import ModuleType
+from typing import Any, Dict
+
 from ggdefender import declarations
 
 
@@ -47,12 +50,12 @@ def unavailable() -> dict:
     return {name: f"needs psutil: {reason}" for name, module in _registry().items() if module.DECLARATION.needs_psutil}
 
 
-def declaration(name: str):
+def declaration(name: str) -> Any:
     """The Declaration of operation `name`; KeyError for unknown operations."""
     return _registry()[name].DECLARATION
 
 
-def get(name: str):
+def get(name: str) -> ModuleType:
     """The module implementing operation `name`; KeyError for unknown operations."""
     return _registry()[name]
 
@@ -68,7 +71,7 @@ def job_document_schema(schema: dict) -> dict:
     for name, module in _registry().items():
         decl = module.DECLARATION
         defs[name] = dict(decl.arguments, description=decl.summary)
-        then = {"properties": {"arguments": {"$ref": f"#/$defs/{name}"}}}
+        then: Dict[str, Any] = {"properties": {"arguments": {"$ref": f"#/$defs/{name}"}}}
         if decl.arguments_required:
             then = {"required": ["arguments"], **then}
         step["allOf"].append({"if": {"properties": {"operation": {"const": name}}}, "then": then})

@@ -12,7 +12,10 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from ggdefender.ipc_port import SupervisorPort
 
 audit_log = logging.getLogger("ggdefender.audit")
 
@@ -40,6 +43,7 @@ class Declaration:
 
 class OperationError(Exception):
     status = "FAILED"
+    step: Any = None  # the plan step refused in a preflight (set by the executor, for the audit)
 
     def __init__(self, reason: str, details: Optional[dict] = None):
         super().__init__(reason)
@@ -67,7 +71,7 @@ class Outcome:
 class Context:
     settings: Any  # RemediationSettings
     safety: Any  # SafetyPolicy
-    ipc: Any = None  # ggdefender.ipc.Ipc (None in pure tests)
+    ipc: Optional[SupervisorPort] = None  # process A's (None in pure tests)
     dry_run: bool = False
     job: str = "-"  # job id / local request id, for the audit trail
     timeout: float = 30.0

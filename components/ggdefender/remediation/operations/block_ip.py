@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Context, Declaration, Failed, Outcome
 from .firewall import IP_TARGET, Firewall, parse_target
+
+if TYPE_CHECKING:
+    from ..config import RemediationSettings
 
 NAME = "block-ip"
 DECLARATION = Declaration(
@@ -16,7 +21,7 @@ def target(args: dict) -> str:
     return str(args["address"])
 
 
-def validate(args: dict, settings) -> None:
+def validate(args: dict, settings: RemediationSettings) -> None:
     parse_target(args["address"])
 
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import ipaddress
 import shutil
 
-from ..bounded_process import SAFE_PATH, run_argv
+from typing import List, Optional, Union
+
+from ..bounded_process import SAFE_PATH, ProcessResult, run_argv
 from .base import Context, Failed, Rejected
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 MIN_PREFIX = {4: 8, 6: 32}  # anything broader would cut the device off; refuse it
 
@@ -22,7 +26,7 @@ IP_TARGET = {
 }
 
 
-def parse_target(text: str):
+def parse_target(text: str) -> Network:
     """An IPv4/IPv6 address or network that may be blocked; ValueError names the problem."""
     if not isinstance(text, str) or not text or len(text) > 64:
         raise ValueError("address must be an IPv4/IPv6 address or CIDR of at most 64 characters")
@@ -53,8 +57,10 @@ class Firewall:
         self.tool = backend()
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _run(self, argv, stdin: bytes = None, check: bool = True):
+    def _run(self, argv: List[str], stdin: Optional[bytes] = None, check: bool = True) -> ProcessResult:
         exe = shutil.which(argv[0], path=SAFE_PATH)
+        if exe is None:  # removed since backend() found it
+            raise Failed(f"{argv[0]} is not installed (searched {SAFE_PATH})")
         res = run_argv([exe] + list(argv[1:]), timeout=max(1.0, min(10.0, self.ctx.remaining())),
                        max_bytes=1024, stdin_data=stdin)
         if res.timed_out:
@@ -66,11 +72,11 @@ class Firewall:
             raise Failed(f"{' '.join(argv[:4])} failed: {msg}")
         return res
 
-    def _set(self, net) -> str:
+    def _set(self, net: Network) -> str:
         return "blocked4" if net.version == 4 else "blocked6"
 
     @staticmethod
-    def _element(net) -> str:
+    def _element(net: Network) -> str:
         # nft stores a host as a plain address; `get element` does not find "a.b.c.d/32"
         return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
@@ -90,20 +96,20 @@ class Firewall:
             "}\n")
         self._run(["nft", "-f", "-"], stdin=script.encode())
 
-    def _nft_present(self, net) -> bool:
+    def _nft_present(self, net: Network) -> bool:
         res = self._run(["nft", "get", "element", "inet", self.table, self._set(net), "{", self._element(net), "}"],
                         check=False)
         return res.returncode == 0
 
     # -- iptables --------------------------------------------------------------------------------
-    def _ipt(self, net) -> str:
+    def _ipt(self, net: Network) -> str:
         return "iptables" if net.version == 4 else "ip6tables"
 
     @property
     def chain(self) -> str:
         return self.table.upper()[:28]
 
-    def _ipt_ensure(self, net) -> None:
+    def _ipt_ensure(self, net: Network) -> None:
         tool = self._ipt(net)
         if not shutil.which(tool, path=SAFE_PATH):
             raise Rejected(f"{tool} is not installed; cannot block IPv{net.version} addresses")
@@ -112,18 +118,18 @@ class Firewall:
             if self._run([tool, "-w", "-C", hook, "-j", self.chain], check=False).returncode != 0:
                 self._run([tool, "-w", "-I", hook, "1", "-j", self.chain])
 
-    def _ipt_rules(self, net) -> list:
+    def _ipt_rules(self, net: Network) -> list:
         return [["-s", str(net), "-j", "DROP"], ["-d", str(net), "-j", "DROP"]]
 
     # -- public ------------------------------------------------------------------------------------
-    def is_blocked(self, net) -> bool:
+    def is_blocked(self, net: Network) -> bool:
         if self.tool == "nft":
             return self._nft_present(net)
         tool = self._ipt(net)
         return all(self._run([tool, "-w", "-C", self.chain] + r, check=False).returncode == 0
                    for r in self._ipt_rules(net))
 
-    def block(self, net) -> None:
+    def block(self, net: Network) -> None:
         if self.tool == "nft":
             self._nft_ensure()
             self._run(["nft", "add", "element", "inet", self.table, self._set(net), "{", self._element(net), "}"])
@@ -134,7 +140,7 @@ class Firewall:
             if self._run([tool, "-w", "-C", self.chain] + rule, check=False).returncode != 0:
                 self._run([tool, "-w", "-A", self.chain] + rule)
 
-    def unblock(self, net) -> None:
+    def unblock(self, net: Network) -> None:
         if self.tool == "nft":
             if self._run(["nft", "list", "table", "inet", self.table], check=False).returncode != 0:
                 return  # our table does not exist: nothing is blocked

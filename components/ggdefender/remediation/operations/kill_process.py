@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from .. import process_library
 from ..safety import signal_from_name
 from . import process_control
@@ -31,7 +33,7 @@ def target(args: dict) -> str:
     return f"pid {args['pid']}" if "pid" in args else f"name {args['name']}"
 
 
-def _by_name(psutil, name: str) -> list:
+def _by_name(psutil: ModuleType, name: str) -> list:
     found = []
     for proc in psutil.process_iter(["name"]):
         if proc.info.get("name") == name:

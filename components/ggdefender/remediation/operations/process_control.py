@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .. import process_library
 from .base import Context, Failed
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import psutil
 
 
-def describe(procs) -> str:
+def describe(procs: Iterable[psutil.Process]) -> str:
     return ",".join(f"{p.pid}({_name(p)})" for p in procs)
 
 
@@ -84,7 +84,7 @@ def _wait(procs: list, timeout: float) -> tuple:
     return [p for p in procs if p not in alive], alive
 
 
-def wait_until(predicate, ctx: Context, poll: float = 0.1, limit: float = float("inf")) -> bool:
+def wait_until(predicate: Callable[[], bool], ctx: Context, poll: float = 0.1, limit: float = float("inf")) -> bool:
     """Poll predicate until true, the operation's deadline or `limit` seconds; returns the last value."""
     end = time.monotonic() + limit
     while True:

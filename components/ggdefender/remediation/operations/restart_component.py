@@ -7,8 +7,13 @@ restarted listener finishes the execution as SUCCEEDED (the restart is the step'
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..config import COMPONENT_NAME
 from .base import Context, Declaration, Failed, Outcome, Rejected
+
+if TYPE_CHECKING:
+    from ..config import RemediationSettings
 
 NAME = "restart-component"
 DECLARATION = Declaration(
@@ -30,7 +35,7 @@ def resolve(args: dict) -> str:
     return args.get("component") or COMPONENT_NAME
 
 
-def validate(args: dict, settings) -> None:
+def validate(args: dict, settings: RemediationSettings) -> None:
     name = resolve(args)
     if name not in settings.restartable_components:
         raise ValueError(f"component {name!r} is not in Remediation.RestartableComponents "

@@ -9,12 +9,15 @@ copy), so a value the part would reject is REJECTED here instead of stored.
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import TYPE_CHECKING, Any, Callable, Dict
 
 from ggdefender.settings import ConfigError
 
 from ..config import FORBIDDEN_SET_CONFIG_SECTIONS
 from .base import Context, Declaration, Failed, Outcome, Rejected
+
+if TYPE_CHECKING:
+    from ..config import RemediationSettings
 
 NAME = "set-config"
 DECLARATION = Declaration(
@@ -40,19 +43,19 @@ DECLARATION = Declaration(
     arguments_required=True, on_interrupt="rerun")
 
 
-def _collector(section) -> None:
+def _collector(section: Any) -> None:
     from ggdefender.collector import config
 
     config.parse(section)
 
 
-def _detect(section) -> None:
+def _detect(section: Any) -> None:
     from ggdefender.detect import config
 
     config.parse(section)
 
 
-def _plugins(section) -> None:
+def _plugins(section: Any) -> None:
     from ggdefender.plugins import host
     from ggdefender.plugins.builtin import BUILTINS
     from ggdefender.plugins.registry import Registry
@@ -70,7 +73,7 @@ def target(args: dict) -> str:
     return f"{args['section']}/{','.join(sorted(args['values']))}"
 
 
-def validate(args: dict, settings) -> None:
+def validate(args: dict, settings: RemediationSettings) -> None:
     section = args["section"]
     if section in FORBIDDEN_SET_CONFIG_SECTIONS:
         raise ValueError(f"the {section} section can never be changed by a job")
@@ -82,7 +85,7 @@ def validate(args: dict, settings) -> None:
                              f"({', '.join(settings.set_config_allowed_keys) or 'empty'})")
 
 
-def _kind(value) -> str:
+def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, (int, float)):
@@ -131,7 +134,7 @@ def run(args: dict, ctx: Context) -> Outcome:
     return Outcome(f"updated {section}: {'; '.join(changes)}", facts)
 
 
-def _is_number(value) -> bool:
+def _is_number(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, (int, float)):

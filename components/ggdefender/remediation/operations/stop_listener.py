@@ -10,6 +10,7 @@ number of times; the step succeeds only when nothing listens on the port any mor
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from .. import process_library
 from ..safety import signal_from_name
@@ -42,7 +43,7 @@ def target(args: dict) -> str:
     return f"{args.get('protocol', 'tcp')}/{args['port']}" + (f"@{addr}" if addr else "")
 
 
-def _vetted_owners(port: int, protocol: str, address, tgt: str, ctx: Context) -> list:
+def _vetted_owners(port: int, protocol: str, address: Optional[str], tgt: str, ctx: Context) -> list:
     """Every live owner of every listening socket on the port, all vetted; Rejected (nothing touched) when
     one is protected or a socket's owner cannot be seen."""
     psutil = process_library.require()
@@ -65,7 +66,7 @@ def _vetted_owners(port: int, protocol: str, address, tgt: str, ctx: Context) ->
     return procs
 
 
-def _listening(port: int, protocol: str, address) -> bool:
+def _listening(port: int, protocol: str, address: Optional[str]) -> bool:
     return bool(socket_owners.listening_inodes(port, protocol, address))
 
 
