@@ -65,3 +65,16 @@ def test_collect_once_without_psutil_gives_a_valid_report_with_the_builtin_metri
     assert set(report["metrics"]) == {"listening_tcp_ports", "listening_udp_ports", "tcp_connections",
                                       "network_stats"}
     assert "psutil" not in out.stderr  # no plugin or source failed for want of it
+
+
+def test_source_psutil_is_refused_by_the_collector_section_where_psutil_is_missing(hidden_psutil_env):
+    from ggdefender.collector import config
+
+    assert config.parse({"Source": "psutil"}).source == "psutil"  # installed here
+    code = ("from ggdefender.collector import config\n"
+            "assert config.parse({'Source': 'auto'}).source == 'auto'\n"
+            "config.parse({'Source': 'psutil'})\n")
+    out = subprocess.run([sys.executable, "-c", code], env=hidden_psutil_env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1
+    assert "ConfigError: Collector.Source: psutil is not available on this system; use auto" in out.stderr, out.stderr

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
 from ggdefender import settings as s
+from ggdefender.collector import sources
 from ggdefender.collector.report import DEFAULT_MAX_BYTES, MQTT_LIMIT
 from ggdefender.collector.sources.data import GROUPS, InterfaceFilter
 
@@ -130,7 +131,14 @@ def parse(section: Any) -> CollectorSettings:
          lambda v: s.as_int(v, "MaxReportBytes", minimum=1024, maximum=MQTT_LIMIT - 1))
     read("PublishQos", "publish_qos", lambda v: s.as_int(v, "PublishQos", minimum=0, maximum=1))
     read("IncludeCustomMetrics", "include_custom_metrics", lambda v: s.as_bool(v, "IncludeCustomMetrics"))
-    read("Source", "source", lambda v: s.as_choice(v, "Source", ("auto", "procfs", "psutil")))
+
+    def source(v: Any) -> str:
+        name = s.as_choice(v, "Source", ("auto", "procfs", "psutil"))
+        if name != "auto" and not sources.available(name):  # e.g. psutil not installed: say so, not every report
+            raise s.ConfigError(f"Source: {name} is not available on this system; use auto")
+        return name
+
+    read("Source", "source", source)
 
     # a typo must not silently fall back to a default (the Device Client "interval" trap): said, not fatal
     problems.keys(section, KNOWN_KEYS, "Collector", strict=False)

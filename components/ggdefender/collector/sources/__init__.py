@@ -33,6 +33,11 @@ def summaries() -> Dict[str, str]:
     return {name: decl.summary for name, decl in _registry().items()}
 
 
+def available(name: str) -> bool:
+    """Whether source `name` can run on this host (psutil's needs psutil installed, procfs needs /proc/net)."""
+    return bool(_registry()[name].available())
+
+
 def create(name: str, **options: Any) -> Any:
     registry = _registry()
     if name not in registry:
