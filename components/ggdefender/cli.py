@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
 # subcommand -> module exposing register(subparsers) that sets `func` on its parser
 SUBCOMMANDS = {
@@ -35,7 +36,7 @@ class NotInstalled(RuntimeError):
     """The command's package is not in this installation (the device artifact)."""
 
 
-def import_part(command: str, module_name: str):
+def import_part(command: str, module_name: str) -> ModuleType:
     """Import `module_name` for `ggdefender <command>`: NotInstalled when the artifact leaves its package out."""
     try:
         return importlib.import_module(module_name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from types import ModuleType
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 
 class DeclarationError(RuntimeError):
@@ -26,7 +26,7 @@ def collect(package: ModuleType, name: Callable[[Any], str] = lambda d: d.name) 
     `name(declaration)` raise DeclarationError naming both modules.
     """
     found = []
-    owner = {}
+    owner: Dict[str, str] = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         declaration = getattr(module, "DECLARATION", None)

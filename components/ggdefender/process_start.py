@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Callable
 
 SUPERVISOR_PID_ENV = "GGDEFENDER_SUPERVISOR_PID"  # B checks it still has this parent (see die_with_supervisor)
 
@@ -17,6 +18,6 @@ def setup_logging(level: str = "INFO") -> None:
                         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
 
 
-def on_signals(handler) -> None:
+def on_signals(handler: Callable[[], None]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: handler())

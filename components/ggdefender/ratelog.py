@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 DEFAULT_EVERY = 300.0  # seconds between two summaries of one condition
 MAX_KEYS = 256
@@ -41,7 +41,7 @@ class RateLimitedLog:
         self._active: dict = {}
         self._lock = threading.Lock()
 
-    def failed(self, key: str, msg: str, *args, level: Optional[int] = None) -> bool:
+    def failed(self, key: str, msg: str, *args: Any, level: Optional[int] = None) -> bool:
         """Record one occurrence; True when a line was logged (first time, or a summary was due)."""
         level = self.level if level is None else level
         message = msg % args if args else msg
@@ -67,7 +67,7 @@ class RateLimitedLog:
         self.logger.log(level, "%s", line)
         return True
 
-    def recovered(self, key: str, msg: str, *args) -> bool:
+    def recovered(self, key: str, msg: str, *args: Any) -> bool:
         """The condition of `key` has cleared: one INFO line if it was active; True when logged."""
         now = self.clock()
         with self._lock:

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Tuple, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -214,7 +214,7 @@ _KIND_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an inte
                bool: "a boolean", type(None): "null"}
 
 
-def need(value: Any, kind, where: str):
+def need(value: Any, kind: Union[type, Tuple[type, ...]], where: str) -> Any:
     """`value` when it is an instance of `kind` (a type or tuple; bool never counts as a number), else
     ValueError naming `where`."""
     kinds = kind if isinstance(kind, tuple) else (kind,)

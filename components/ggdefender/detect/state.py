@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
 from ggdefender.statefile import atomic_write_json, need, read_json
 
@@ -134,7 +134,7 @@ _NUM = (int, float)
 _OPT_NUM = (int, float, type(None))
 _OPT_STR = (str, type(None))
 # BehaviorState field -> allowed JSON types ("last_value", "win_value" hold any metric value)
-_FIELDS = {"fingerprint": str, "behavior": (dict, type(None)), "kind": str, "in_alarm": bool,
+_FIELDS: Dict[str, Union[type, Tuple[type, ...]]] = {"fingerprint": str, "behavior": (dict, type(None)), "kind": str, "in_alarm": bool,
            "violation_id": _OPT_STR, "violation_start": _OPT_NUM, "last_violation_time": _OPT_NUM,
            "vstreak": int, "cstreak": int, "last_dp_at": _OPT_NUM, "win_index": (int, type(None)),
            "verification": _OPT_STR, "verification_description": _OPT_STR, "actions": (list, type(None)),

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from ggdefender import topics
 
@@ -55,9 +55,10 @@ class _WarningLimiter:
 
     def __init__(self, burst: int = 20, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.burst, self.window, self._clock = burst, window, clock
-        self._start, self._count, self._suppressed = None, 0, 0
+        self._start: Optional[float] = None
+        self._count, self._suppressed = 0, 0
 
-    def warn(self, message: str, *args) -> None:
+    def warn(self, message: str, *args: Any) -> None:
         now = self._clock()
         if self._start is None or now - self._start >= self.window:
             if self._suppressed:

@@ -21,12 +21,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple, Type
 
 from .. import settings
 from ..ratelog import RateLimitedLog
 from ..settings import ConfigError
-from .contract import HOST_KEYS, SampleError, ValueType, check_metric_name, validate_value
+from .contract import HOST_KEYS, Plugin, SampleError, ValueType, check_metric_name, validate_value
 from .external import ExternalMetrics, ExternalSettings
 from . import registry as plugin_registry
 from .registry import Registry
@@ -43,7 +43,7 @@ _EXTERNAL_KEYS = {"Enabled", "MaxMetrics", "MaxAgeSeconds"}
 @dataclass(frozen=True)
 class PluginConfig:
     name: str
-    cls: type
+    cls: Type[Plugin]
     interval: float
     options: Dict[str, Any] = field(hash=False, compare=False)
     fingerprint: str = ""  # class + interval + options: an unchanged plugin keeps its instance and state
@@ -58,13 +58,13 @@ class HostSettings:
     external: ExternalSettings = ExternalSettings()
 
 
-def _unknown_keys(section: dict, allowed, where: str) -> None:
+def _unknown_keys(section: dict, allowed: Collection[str], where: str) -> None:
     problems = settings.Problems()  # the one policy: each unknown key named with the closest known one
     problems.keys(section, allowed, where, strict=True)
     problems.raise_if_any()
 
 
-def _plugin_config(cls: type, section: Any, where: str, enabled_default: bool) -> Optional[PluginConfig]:
+def _plugin_config(cls: Type[Plugin], section: Any, where: str, enabled_default: bool) -> Optional[PluginConfig]:
     section = settings.as_section(section, where)
     _unknown_keys(section, HOST_KEYS | set(cls.options), where)
     if not settings.as_bool(settings.get(section, "Enabled", enabled_default), f"{where}.Enabled"):
@@ -127,7 +127,7 @@ def parse_section(section: Any, registry: Registry) -> HostSettings:
 class _Slot:
     """One enabled plugin instance, its last good sample and its call in flight (if any)."""
 
-    def __init__(self, config: PluginConfig, plugin, metrics: Dict[str, ValueType]):
+    def __init__(self, config: PluginConfig, plugin: Plugin, metrics: Dict[str, ValueType]):
         self.config = config
         self.plugin = plugin
         self.metrics = metrics
@@ -331,7 +331,8 @@ class PluginHost:
     def _call(self, slot: _Slot, future: concurrent.futures.Future) -> None:
         began = self._clock()
         values: Dict[str, Any] = {}
-        ok, problems = False, []
+        ok = False
+        problems: List[str] = []
         try:
             values, problems = slot.validate(slot.plugin.collect())
             if problems:

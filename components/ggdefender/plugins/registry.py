@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type
 
 from .builtin import BUILTINS
 from .contract import HOST_KEYS, Plugin, SampleError, ValueType, check_metric_name
@@ -27,14 +27,14 @@ GROUP = "ggdefender.plugins"
 
 @dataclass
 class Registry:
-    builtins: Dict[str, type] = field(default_factory=dict)
-    installed: Dict[str, type] = field(default_factory=dict)
+    builtins: Dict[str, Type[Plugin]] = field(default_factory=dict)
+    installed: Dict[str, Type[Plugin]] = field(default_factory=dict)
     # where each installed plugin came from ("dist 1.2 (mypkg.plugin:OpenFds)"), for logs and docs
     origins: Dict[str, str] = field(default_factory=dict)
     problems: List[str] = field(default_factory=list)
 
 
-def check_plugin_class(obj, expected_name: Optional[str] = None) -> type:
+def check_plugin_class(obj: Any, expected_name: Optional[str] = None) -> Type[Plugin]:
     """The class itself when it honours the contract's declarations, else SampleError saying what is off."""
     if not (isinstance(obj, type) and issubclass(obj, Plugin)):
         raise SampleError(f"{obj!r} is not a subclass of ggdefender.plugins.contract.Plugin")
@@ -65,7 +65,7 @@ def _entry_points(group: str) -> list:
     return list(eps.get(group, []))  # Python 3.9
 
 
-def _origin(ep) -> str:
+def _origin(ep: Any) -> str:
     dist = getattr(ep, "dist", None)
     where = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "unknown distribution"
     return f"{where} ({ep.value})"

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, ClassVar, List, Optional
+from typing import Any, Callable, ClassVar, List
 
 from ... import settings
 from ..contract import Plugin
 from . import system
 
 
-def _totals(times) -> tuple:
+def _totals(times: Any) -> tuple:
     fields = times._asdict()
     # Linux counts guest time inside user/nice already; psutil's own cpu_percent subtracts it the same way
     total = sum(fields.values()) - fields.get("guest", 0.0) - fields.get("guest_nice", 0.0)
@@ -24,7 +24,7 @@ def _totals(times) -> tuple:
     return total, idle
 
 
-def busy_percent(before, after) -> float:
+def busy_percent(before: Any, after: Any) -> float:
     """Share of non-idle time between two cpu_times readings (system.cpu_times or psutil's), 0..100."""
     total_1, idle_1 = _totals(before)
     total_2, idle_2 = _totals(after)
@@ -45,11 +45,11 @@ class CpuSampler:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._last = None
-        self._last_at: Optional[float] = None
+        self._last: Any = None  # set by prime() below
+        self._last_at = 0.0
         self.prime()
 
-    def _read(self):
+    def _read(self) -> Any:
         return system.cpu_times(self.percpu)
 
     def prime(self) -> None:

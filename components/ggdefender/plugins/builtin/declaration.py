@@ -9,11 +9,14 @@ docs/plugins.md and the defaults are checked against them (tests/unit/plugins/te
 from __future__ import annotations
 
 import dataclasses
+from typing import Type
+
+from ..contract import Plugin
 
 
 @dataclasses.dataclass(frozen=True)
 class Declaration:
-    plugin: type  # the contract.Plugin subclass
+    plugin: Type[Plugin]
     report_order: int  # its place among the built-ins in reports and in every list of them (1 = first)
     # telegraf-style: the YAML a user puts under Plugins.Builtins.<name>, every key at its default, with
     # comments saying what each does (checked to equal the class's defaults and defaults.py)

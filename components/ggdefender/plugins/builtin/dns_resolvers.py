@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+from typing import Any
 
 from ... import settings
 from ..contract import MAX_LIST_ITEMS, Plugin, ValueType
@@ -41,7 +42,7 @@ def parse_nameservers(text: str) -> list:
     return found[:MAX_LIST_ITEMS]
 
 
-def _absolute(value, key: str) -> str:
+def _absolute(value: Any, key: str) -> str:
     path = settings.as_str(value, key)
     if not os.path.isabs(path):
         raise settings.ConfigError(f"{key}: {path!r} is not an absolute path")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from typing import Iterable
+from typing import Iterable, Set
 
 from ... import settings
 from ...collector.sources.procfs import proc_lines
@@ -32,7 +32,7 @@ def clean_name(name: str) -> str:
     return cleaned or UNKNOWN
 
 
-def listening_inodes(tables: "dict[str, Iterable[str]]", protocols) -> "set[int]":
+def listening_inodes(tables: "dict[str, Iterable[str]]", protocols: Iterable[str]) -> "set[int]":
     """Socket inodes of listeners from /proc/net/{tcp,tcp6,udp,udp6} (name -> the table's lines).
 
     Only the state (TCP) or the peer (UDP) is looked at, so a table with 10,000 established connections
@@ -70,7 +70,8 @@ def socket_owners(inodes: "set[int]", proc_root: str = "/proc") -> "tuple[set, b
     Reads the fd links of each process we may inspect; a process whose fds we cannot read (another user,
     no CAP_SYS_PTRACE) leaves its sockets unattributed, like psutil.
     """
-    pids, found = set(), set()
+    pids: Set[int] = set()
+    found: Set[int] = set()
     if not inodes:
         return pids, False
     for entry in os.scandir(proc_root):
@@ -94,7 +95,7 @@ def socket_owners(inodes: "set[int]", proc_root: str = "/proc") -> "tuple[set, b
     return pids, len(found) < len(inodes)
 
 
-def _tables(protocols, proc_root: str = "/proc") -> "dict[str, Iterable[str]]":
+def _tables(protocols: Iterable[str], proc_root: str = "/proc") -> "dict[str, Iterable[str]]":
     """Lazily read lines of the tables we need, a chunk at a time (flat memory on a busy host)."""
     return {name: itertools.chain.from_iterable(proc_lines(os.path.join(proc_root, "net", name)))
             for proto in sorted(protocols) for name in (proto, proto + "6")}
