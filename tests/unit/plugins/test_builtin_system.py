@@ -177,3 +177,16 @@ def test_disk_percent_matches_psutil_on_the_same_statvfs(monkeypatch):
     assert system.disk_percent("/x") == psutil.disk_usage("/x").percent == 73.7
     monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 0, 0, 0, 0, 0, 0, 0, 255)))
     assert system.disk_percent("/x") == psutil.disk_usage("/x").percent == 0.0
+
+
+def test_other_systems_take_psutils_values(monkeypatch, tmp_path):
+    monkeypatch.setattr(system, "LINUX", False)  # the branch a non-Linux host runs, here against psutil itself
+    fake = os.statvfs_result((4096, 4096, 1000, 300, 250, 0, 0, 0, 0, 255))
+    monkeypatch.setattr(os, "statvfs", lambda path: fake)
+    assert system.disk_percent("/x") == 73.7
+    monkeypatch.setattr(psutil, "pids", lambda: [1, 2, 3])
+    assert system.pid_count() == 3
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Mem", (), {"percent": 41.5})())
+    assert system.memory_percent() == 41.5
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu: ["a", "b"] if percpu else "total")
+    assert system.cpu_times(True) == ["a", "b"] and system.cpu_times(False) == "total"
