@@ -99,3 +99,34 @@ def test_the_reason_names_the_platform_when_psutil_is_really_missing(tmp_path):
     assert names == "['kill-process', 'stop-listener']"
     assert f"{sys.platform} {os.uname().machine}, Python {sys.version_info[0]}.{sys.version_info[1]}" in reason
     assert "No module named 'psutil'" in reason
+
+
+def test_detect_s_stop_listener_mitigation_is_refused_by_the_gate_naming_psutil(no_psutil):
+    from ggdefender.remediation import mitigation_gate as G
+
+    class Ipc:
+        def get_config(self, key_path=None, component=None):
+            return {"Detect": {"Mitigation": {"Enabled": True, "Actions": {"P/b": {"Operation": "stop-listener"}}}},
+                    "Remediation": {}}[key_path[0]]
+
+    class Listener:
+        submitted: list = []
+
+        def submit_mitigation(self, msg, on_result):
+            self.submitted.append(msg)
+
+    code = ("import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\n"
+            "print(s.getsockname()[1], flush=True)\ntime.sleep(60)\n")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(owner.stdout.readline())
+        gate = G.MitigationGate(Ipc(), observe=G.observe_target, preflight=G._preflight)
+        listener = Listener()
+        gate.attach(listener)
+        with pytest.raises(G.Refused, match="needs psutil"):
+            gate.submit({"requestId": "d-1", "operation": "stop-listener", "target": {"port": port, "protocol": "tcp"},
+                         "profile": "P", "behavior": "b", "violationId": "v-1"})
+        assert listener.submitted == [] and owner.poll() is None
+    finally:
+        owner.kill()
+        owner.wait(10)
