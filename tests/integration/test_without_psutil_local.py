@@ -33,7 +33,7 @@ def hide_psutil():
     """A PYTHONPATH folder whose `psutil` fails to import, readable by process B's unprivileged user."""
     path = Path(tempfile.mkdtemp(prefix="ggd-nopsutil-"))
     (path / "psutil").mkdir()
-    (path / "psutil" / "__init__.py").write_text("raise ImportError(\"No module named 'psutil' (hidden by the test)\")\n")
+    (path / "psutil" / "__init__.py").write_text("raise ImportError(\"No module named 'psutil' (hidden)\")\n")
     for p in (path, path / "psutil"):
         os.chmod(p, 0o755)
     os.chmod(path / "psutil" / "__init__.py", 0o644)

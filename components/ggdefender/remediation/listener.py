@@ -119,7 +119,7 @@ class RemediationListener:
 
     def run(self, stop_event: threading.Event) -> None:
         self._load_settings()
-        unavailable = operations.unavailable()  # e.g. no psutil on this platform: say so, jobs using them are REJECTED
+        unavailable = operations.unavailable()  # e.g. no psutil here: said in health; jobs using one are REJECTED
         health.report(self.ipc, "remediation", {"unavailableOperations": unavailable} if unavailable else None)
         settings = self.settings or rconfig.RemediationSettings()
         journal = self._load_journal()
