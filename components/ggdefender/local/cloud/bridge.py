@@ -14,7 +14,7 @@ import logging
 import threading
 import urllib.parse
 import uuid
-from typing import Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from ggdefender.ipc import IOT_CORE_MAX_PAYLOAD
 
@@ -46,7 +46,7 @@ def parse_broker_url(url: str) -> tuple:
 
 
 class Bridge:
-    def __init__(self, core, url: str, *, view=None, client_id: Optional[str] = None):
+    def __init__(self, core: Any, url: str, *, view: Any = None, client_id: Optional[str] = None):
         self.core = core
         self.url = url
         self.host, self.port = parse_broker_url(url)
@@ -54,7 +54,7 @@ class Bridge:
         self.client_id = client_id or f"ggdefender-local-{uuid.uuid4().hex[:8]}"
         self.sent = 0
         self.received = 0
-        self._client = None
+        self._client: Any = None  # paho's mqtt.Client once connected
         self._unsubscribe: list = []
         self._connected = threading.Event()
         self._connect_error: Optional[str] = None
@@ -140,7 +140,7 @@ class BrokerCore:
     """
 
     def __init__(self, host: str, port: int, thing_name: str, *, tls: Optional[tuple] = None,
-                 thread_setup=None, client_id: Optional[str] = None):
+                 thread_setup: Optional[Callable[[], None]] = None, client_id: Optional[str] = None):
         self.host, self.port, self.thing_name = host, port, thing_name
         self._tls = tls  # (ca, cert, key)
         self._thread_setup = thread_setup
@@ -149,7 +149,7 @@ class BrokerCore:
         self._subs: list = []  # [filter, callback]
         self._connected = threading.Event()
         self._stopping = False
-        self._client = None
+        self._client: Any = None  # paho's mqtt.Client once started
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
 
@@ -185,14 +185,14 @@ class BrokerCore:
                               f"{self._error or 'no answer'}")
         return self
 
-    def _subscribe_all(self, c, filters) -> None:
+    def _subscribe_all(self, c: Any, filters: Iterable[str]) -> None:
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
         # No Local: a service's own replies never come back to it as requests
         for topic_filter in filters:
             c.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=True))
 
-    def _on_connect(self, c, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self._error = BridgeError(str(reason_code))
         else:
@@ -201,7 +201,7 @@ class BrokerCore:
             self._subscribe_all(c, filters)  # again after every reconnection (clean session)
         self._connected.set()
 
-    def _on_message(self, c, userdata, msg) -> None:
+    def _on_message(self, c: Any, userdata: Any, msg: Any) -> None:
         import paho.mqtt.client as mqtt
 
         with self._lock:
@@ -212,7 +212,7 @@ class BrokerCore:
             except Exception:
                 log.exception("a cloud service failed on a message on %s", msg.topic)
 
-    def subscribe_iot(self, topic_filter: str, callback) -> Callable[[], None]:
+    def subscribe_iot(self, topic_filter: str, callback: Callable[..., None]) -> Callable[[], None]:
         entry = [topic_filter, callback]
         with self._lock:
             self._subs.append(entry)
@@ -225,7 +225,7 @@ class BrokerCore:
                     self._subs.remove(entry)
         return unsubscribe
 
-    def publish_iot(self, topic: str, payload, *, source: str = "cloud", qos: int = 1) -> None:
+    def publish_iot(self, topic: str, payload: Any, *, source: str = "cloud", qos: int = 1) -> None:
         if isinstance(payload, str):
             payload = payload.encode()
         if self._client is not None:

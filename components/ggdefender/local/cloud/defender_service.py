@@ -70,7 +70,7 @@ def _report_id(report: Any) -> Optional[int]:
 class DefenderService:
     """The offline Device Defender metrics endpoint (a cloud service of `ggdefender local`)."""
 
-    def __init__(self, core, root_dir: Path, view=None):
+    def __init__(self, core: Any, root_dir: Path, view: Any = None):
         self.core = core
         self.view = view
         self.store = Path(root_dir) / "cloud" / "defender"
@@ -162,7 +162,7 @@ class DefenderService:
             else:
                 self._accept(thing, fmt, topic, rid, report, now, len(payload), warning)
 
-    def _accept(self, thing: str, fmt: str, topic: str, rid: int, report: dict, now: float, size: int,
+    def _accept(self, thing: str, fmt: str, topic: str, rid: Optional[int], report: dict, now: float, size: int,
                 warning: str) -> None:
         long_report = to_long(report)
         record = {"receivedAt": now, "topic": topic, "report": long_report}

@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
 from ggdefender import jobs_protocol
 # the protocol's names and limits are shared with the device's listener (remediation/jobs.py)
@@ -33,7 +33,7 @@ log = logging.getLogger("ggdefender.local.cloud.jobs_service")
 MAX_REQUEST_BYTES = 128 * 1024
 
 
-_EXECUTION_FIELDS = {"jobId": str, "thingName": str, "executionNumber": int, "status": str,
+_EXECUTION_FIELDS: Dict[str, Union[type, Tuple[type, ...]]] = {"jobId": str, "thingName": str, "executionNumber": int, "status": str,
                      "statusDetails": dict, "queuedAt": (int, float), "lastUpdatedAt": (int, float),
                      "versionNumber": int}
 
@@ -77,7 +77,7 @@ def _is_control_char(ch: str) -> bool:
 
 
 class JobsService:
-    def __init__(self, core, root_dir, view=None, *, tick_seconds: float = 0.5):
+    def __init__(self, core: Any, root_dir: Any, view: Any = None, *, tick_seconds: float = 0.5):
         self.core = core
         self.view = view
         self.thing = core.thing_name
@@ -186,7 +186,9 @@ class JobsService:
         if head_key(head_before) != head_key(head_after):
             payload: dict = {"timestamp": now}
             if head_after:
-                payload["execution"] = self._execution(self._latest(thing, head_after[0]))
+                latest = self._latest(thing, head_after[0])
+                assert latest is not None  # the head is one of the thing's executions
+                payload["execution"] = self._execution(latest)
             self._publish(jobs_protocol.notify_next(thing), payload)
 
     # -- control API (CLI, tests) -----------------------------------------------------------------------------
@@ -262,6 +264,7 @@ class JobsService:
             if job is None:
                 raise JobsError(f"no job {job_id}")
             e = self._latest(job["thing"], job_id)
+            assert e is not None  # a job is created with its execution
             if e["status"] == "IN_PROGRESS" and not force:
                 raise JobsError(f"job {job_id} is IN_PROGRESS on {job['thing']}; use --force to cancel it")
             head = self._head(job["thing"])
@@ -276,7 +279,7 @@ class JobsService:
         self._note(f"job {job_id} canceled")
         return {"jobId": job_id, "executionStatus": e["status"]}
 
-    def wait_for(self, job_id: str, statuses, timeout: float = 30.0, execution_number: Optional[int] = None) -> dict:
+    def wait_for(self, job_id: str, statuses: Any, timeout: float = 30.0, execution_number: Optional[int] = None) -> dict:
         """Block until the job's latest (or given) execution has one of `statuses`; TimeoutError says what it was."""
         wanted = {statuses} if isinstance(statuses, str) else set(statuses)
         deadline = time.monotonic() + timeout

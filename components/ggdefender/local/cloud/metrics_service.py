@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from ggdefender.detect.evaluator import Evaluator
 from ggdefender.detect.profile import ProfileError, read_profile_file
@@ -46,7 +46,8 @@ def violations_topic(thing: str) -> str:
 
 
 class CloudMetricsService:
-    def __init__(self, core, root_dir, view=None, *, tick_seconds: float = 1.0, clock=time.time):
+    def __init__(self, core: Any, root_dir: Any, view: Any = None, *, tick_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.time):
         self.core = core
         self.view = view
         self.clock = clock

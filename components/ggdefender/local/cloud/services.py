@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import logging
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 log = logging.getLogger("ggdefender.local.cloud.services")
 
@@ -38,7 +38,7 @@ def declared() -> tuple:
     return tuple(decl for _, decl in declarations.collect(cloud))
 
 
-def start_services(core, root_dir: Path, view, services: Optional[Iterable[Declaration]] = None) -> list:
+def start_services(core: Any, root_dir: Path, view: Any, services: Optional[Iterable[Declaration]] = None) -> list:
     """Instantiate `services` (default: every declared one); a service that fails to start is reported and
     skipped, the others run."""
     started = []

@@ -8,6 +8,7 @@ per-thread order and never writes to a socket from the wrong thread; without a s
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import secrets
@@ -100,13 +101,13 @@ class _Subscriptions:
         self.exact: dict[str, list] = {}
         self.wild: list = []
 
-    def add(self, topic_filter: str, sub) -> None:
+    def add(self, topic_filter: str, sub: Any) -> None:
         if is_wildcard_filter(topic_filter):
             self.wild.append(sub)
         else:
             self.exact.setdefault(topic_filter, []).append(sub)
 
-    def remove(self, topic_filter: str, sub) -> None:
+    def remove(self, topic_filter: str, sub: Any) -> None:
         if is_wildcard_filter(topic_filter):
             if sub in self.wild:
                 self.wild.remove(sub)
@@ -308,14 +309,14 @@ class Core:
         self._local = _Subscriptions()
         self._iot = _Subscriptions()  # component subscriptions and cloud-side listeners alike
         self._config_subs: list[_ConfigSub] = []
-        self._loop = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[int] = None
         self.on_state_change: Optional[Callable[[str, str], None]] = None
         self.on_restart_request: Optional[Callable[[str], bool]] = None
         self.on_event: Optional[Callable[[dict], None]] = None
 
     # -- event loop ----------------------------------------------------------------------------------
-    def attach_loop(self, loop, thread_id: Optional[int] = None) -> None:
+    def attach_loop(self, loop: asyncio.AbstractEventLoop, thread_id: Optional[int] = None) -> None:
         """Called by the IPC server: deliveries run on this loop from now on."""
         self._loop = loop
         self._loop_thread = thread_id if thread_id is not None else threading.get_ident()
@@ -324,7 +325,7 @@ class Core:
         self._loop = None
         self._loop_thread = None
 
-    def _on_loop(self, fn: Callable, *args) -> None:
+    def _on_loop(self, fn: Callable, *args: Any) -> None:
         loop = self._loop
         if loop is None or threading.get_ident() == self._loop_thread:
             fn(*args)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Dict, Iterable
 
 from .recipe_error import RecipeError
 
@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 def dependency_order(recipes: Iterable[Recipe]) -> list:
     """Recipes sorted so each comes after the dependencies among them; raises on a cycle."""
     by_name = {r.name: r for r in recipes}
-    ordered, state = [], {}
+    ordered: list = []
+    state: Dict[str, str] = {}
 
     def visit(name: str, chain: list) -> None:
         if state.get(name) == "done":

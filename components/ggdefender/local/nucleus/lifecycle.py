@@ -19,7 +19,7 @@ import shutil
 import signal
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -277,8 +277,8 @@ class Deployed:
     monitor: Optional[asyncio.Task] = None
     step_process: Optional[Any] = None  # the Install/Shutdown/Recover/Startup process in flight
     reason: str = ""
-    ready: Optional[asyncio.Event] = None
-    lock: Optional[asyncio.Lock] = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def name(self) -> str:
@@ -293,7 +293,7 @@ class Deployed:
 class LifecycleManager:
     """Deploys and runs components against a `Core` on the current asyncio loop."""
 
-    def __init__(self, core, root: Path | str, *, socket_path: str, view=None, interpolate_config: bool = True,
+    def __init__(self, core: Any, root: Path | str, *, socket_path: str, view: Any = None, interpolate_config: bool = True,
                  grace_seconds: float = 5.0, retry_delay: float = 1.0, base_env: Optional[dict] = None):
         self.core = core
         self.root = Path(root).resolve()
@@ -449,7 +449,7 @@ class LifecycleManager:
             await asyncio.wait_for(asyncio.gather(*(d.ready.wait() for d in placed)), wait_ready)
         return [d.name for d in placed]
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -509,10 +509,11 @@ class LifecycleManager:
                                  f"running it as the current user", level="warning")
         return ["sh", "-c", script]
 
-    async def _spawn_step(self, dep: Deployed, step: Step):
+    async def _spawn_step(self, dep: Deployed, step: Step) -> Optional[asyncio.subprocess.Process]:
         ctx = self._ctx_now(dep)
         env = self._step_env(dep, step, ctx)
         if self._should_skip(step, env, ctx):
+            assert step.skipif is not None  # _should_skip is true only with one
             self._note(dep.name, f"{step.name}: skipped ({step.skipif[0]} {step.skipif[1]})")
             return None
         script = interpolate(step.script, ctx)
@@ -533,7 +534,7 @@ class LifecycleManager:
         return proc
 
     @staticmethod
-    async def _forget_when_done(proc, record: Path) -> None:
+    async def _forget_when_done(proc: asyncio.subprocess.Process, record: Path) -> None:
         await proc.wait()  # cancelled (core stopping): the record stays, and the next core finds nothing alive
         with contextlib.suppress(OSError):
             record.unlink()
@@ -552,7 +553,7 @@ class LifecycleManager:
             code = await asyncio.wait_for(proc.wait(), step.timeout) if step.timeout else await proc.wait()
         except asyncio.TimeoutError:
             await self._kill_group(proc, 0)
-            raise StepFailed(ComponentLifecycle.step_timed_out(step_name, step.timeout)) from None
+            raise StepFailed(ComponentLifecycle.step_timed_out(step_name, step.timeout or 0.0)) from None  # set: it timed out
         except asyncio.CancelledError:
             await self._kill_group(proc, 0)
             raise
@@ -563,7 +564,7 @@ class LifecycleManager:
         if reason is not None:
             raise StepFailed(reason)
 
-    async def _kill_group(self, proc, grace: float) -> None:
+    async def _kill_group(self, proc: Any, grace: float) -> None:
         """SIGTERM the step's process group, SIGKILL whatever is left of it after grace seconds.
 
         The group, not just the leader: `sh -c` may run the real program as its child, and that child must get
@@ -632,13 +633,17 @@ class LifecycleManager:
                     await self._act(dep, machine.install_done())
                     action = machine.next_step(install)
                 if action == ls.Spawn("Run"):
-                    dep.process = await self._spawn_step(dep, dep.recipe.step("Run"))
+                    run = dep.recipe.step("Run")
+                    assert run is not None  # the machine spawns only the recipe's steps
+                    dep.process = await self._spawn_step(dep, run)
                     await self._act(dep, machine.run_spawned(skipped=dep.process is None))
                     if dep.process is not None:
                         dep.monitor = self._spawn(self._watch_run(dep, dep.process))
                 elif action == ls.Spawn("Startup"):
                     await self._act(dep, machine.startup_begins())
-                    await self._run_startup(dep, dep.recipe.step("Startup"))
+                    startup = dep.recipe.step("Startup")
+                    assert startup is not None  # the machine spawns only the recipe's steps
+                    await self._run_startup(dep, startup)
                 else:
                     await self._act(dep, [action])  # FINISHED, or HALT
                 return
@@ -677,7 +682,7 @@ class LifecycleManager:
             raise StepFailed(actions[0].reason)  # handled like every failed step, in _start_locked
         await self._act(dep, actions)
 
-    async def _watch_run(self, dep: Deployed, proc) -> None:
+    async def _watch_run(self, dep: Deployed, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
         action = dep.machine.run_exited(code, current=dep.process is proc)
         if action == ls.HALT:

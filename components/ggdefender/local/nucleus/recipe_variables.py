@@ -64,9 +64,10 @@ def interpolate(text: str, ctx: VariableContext) -> str:
         if owner is not None:
             if namespace in ("iot", "kernel"):
                 return match.group(0)
-            target = ctx.dependencies.get(owner) if owner != ctx.name else ctx
-            if target is None:
+            found = ctx.dependencies.get(owner) if owner != ctx.name else ctx
+            if found is None:
                 return match.group(0)
+            target = found
         if namespace == "iot":
             return ctx.thing_name if key == "thingName" else match.group(0)
         if namespace == "kernel":

@@ -15,7 +15,7 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from ggdefender import topics
 
@@ -27,6 +27,9 @@ from .core import Core, thing_name_problem
 from .lifecycle import LifecycleManager, reap_orphans
 from .server import IpcServer
 from ..ui.view import View
+
+if TYPE_CHECKING:
+    from ..cloud.bridge import Bridge
 
 log = logging.getLogger("ggdefender.local.nucleus.runtime")
 
@@ -67,9 +70,9 @@ class Runtime:
         self.services: list = []
         self.server: Optional[IpcServer] = None
         self.control: Optional[ControlServer] = None
-        self.bridge = None
+        self.bridge: Optional[Bridge] = None
         self._alias = contextlib.ExitStack()  # holds the short alias of a long socket path while the server runs
-        self._health_unsub = None
+        self._health_unsub: Optional[Callable[[], None]] = None
 
     # -- start / stop -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -109,8 +112,8 @@ class Runtime:
         if self.broker_url:
             from ..cloud.bridge import Bridge
 
-            self.bridge = Bridge(self.core, self.broker_url, view=self.view)
-            await asyncio.get_running_loop().run_in_executor(None, self.bridge.start)
+            self.bridge = bridge = Bridge(self.core, self.broker_url, view=self.view)
+            await asyncio.get_running_loop().run_in_executor(None, bridge.start)
         if self.control is not None:
             offered = service_commands(self.services)
             clash = set(offered) & set(self.control.commands)
@@ -177,7 +180,8 @@ class Runtime:
         deadline = time.monotonic() + wait
         out = {}
         for name, config in after.items():
-            old = before.get(name) if isinstance(before.get(name), dict) else {}
+            given = before.get(name)
+            old = given if isinstance(given, dict) else {}
             new = config if isinstance(config, dict) else {}
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             judged = self.view.health.sections(name)  # the sections this component gives verdicts on

@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .core import Core
 from ggdefender.eventstream import MAX_MESSAGE_BYTES
@@ -57,14 +57,17 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.core = server.core
         self.rpc = RpcConnection(self.core.authenticate, max_message_bytes=server.max_frame_bytes)
-        self.transport: Optional[asyncio.Transport] = None
+        assert server.loop is not None  # connections come only from a started server
+        self.loop: asyncio.AbstractEventLoop = server.loop
+        # asyncio calls connection_made first, which sets it
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.unsubscribe: dict[int, Callable[[], None]] = {}
         self._flush_scheduled = False
         self._closing = False
         self._connect_timer: Optional[asyncio.TimerHandle] = None
 
     # -- asyncio callbacks -----------------------------------------------------------------------------------
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         if len(self.server.connections) >= self.server.max_connections:
             log.warning("refusing IPC connection: %d connections already open", len(self.server.connections))
@@ -72,7 +75,7 @@ class _Connection(asyncio.Protocol):
             transport.abort()
             return
         self.server.connections.add(self)
-        self._connect_timer = self.server.loop.call_later(self.server.connect_timeout, self._connect_timeout)
+        self._connect_timer = self.loop.call_later(self.server.connect_timeout, self._connect_timeout)
 
     def _connect_timeout(self) -> None:
         if self.rpc.state == "awaiting-connect" and not self._closing:
@@ -95,7 +98,7 @@ class _Connection(asyncio.Protocol):
                 elif type(ev) is Rejected:
                     self.core.emit({"kind": "connect-rejected", "component": None, "message": ev.reason})
                     self._flush()
-                    self.server.loop.call_later(REJECT_GRACE_SECONDS, self._abort)
+                    self.loop.call_later(REJECT_GRACE_SECONDS, self._abort)
                     self._closing = True
                     return
                 elif type(ev) is Close:
@@ -112,7 +115,7 @@ class _Connection(asyncio.Protocol):
             return
         self._flush()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         if self._connect_timer is not None:
             self._connect_timer.cancel()
         self.server.connections.discard(self)
@@ -149,7 +152,7 @@ class _Connection(asyncio.Protocol):
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.server.loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
 
     def _abort(self) -> None:
         if self.transport is not None:
@@ -177,6 +180,7 @@ class _Connection(asyncio.Protocol):
     def _request(self, req: Request) -> None:
         spec = OPERATIONS.get(req.operation)
         principal = self.rpc.principal
+        assert principal is not None  # requests come only once CONNECT was accepted (rpc.py)
         if spec is None:
             self._error(req.stream_id, unsupported(req.operation))
             return
@@ -204,10 +208,10 @@ class _Connection(asyncio.Protocol):
     def _error(self, stream_id: int, err: OperationError) -> None:
         self.rpc.send_error(stream_id, err.shape, err.payload())
 
-    def _run_blocking(self, spec, principal: str, stream_id: int, request: dict) -> None:
-        loop = self.server.loop
+    def _run_blocking(self, spec: Any, principal: str, stream_id: int, request: dict) -> None:
+        loop = self.loop
 
-        def work():
+        def work() -> tuple:
             try:
                 return spec.handler(self.core, principal, request), None
             except OperationError as err:
@@ -274,5 +278,5 @@ class IpcServer:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: Any) -> None:
         await self.stop()

@@ -13,6 +13,7 @@ optional `ggdefender.local.ui.jobs_cli.register(local_subparsers)`.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import importlib
 import json
@@ -20,13 +21,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_ROOT = ".ggdefender-local"
 DEFAULT_CONFIG_WAIT = 15.0
 OPTIONAL_SUBCOMMANDS = ("ggdefender.local.ui.jobs_cli",)
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     local = subparsers.add_parser("local", help="offline Greengrass core speaking the real IPC protocol",
                                   description=__doc__.split("\n\n")[0])
     sub = local.add_subparsers(dest="local_command", metavar="COMMAND")
@@ -95,7 +97,7 @@ def _fail(message: str) -> int:
 
 # -- run ---------------------------------------------------------------------------------------------------
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from ..cloud.bridge import BridgeError
     from .control import ControlError
     from ..nucleus.config_updates import load_update_config
@@ -162,7 +164,7 @@ def cmd_run(args) -> int:
 
 # -- commands for a running core ------------------------------------------------------------------------
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from .control import ControlError, control_request
     from .view import totals_text
 
@@ -224,7 +226,7 @@ def verdict_text(verdict: dict) -> str:
     return f"REJECTED: {verdict.get('reason') or 'no reason given'} ({fallback})"
 
 
-def cmd_config_update(args) -> int:
+def cmd_config_update(args: argparse.Namespace) -> int:
     from .control import ControlError, control_request
     from ..nucleus.config_updates import load_update_config
     from ..nucleus.recipe_error import RecipeError
@@ -238,7 +240,7 @@ def cmd_config_update(args) -> int:
         result = control_request(args.root, "config-update", {"update": updates, "wait": args.wait})
     except (RecipeError, ControlError) as exc:
         return _fail(str(exc))
-    def out(*text, **kwargs) -> None:
+    def out(*text: Any, **kwargs: Any) -> None:
         if not args.json:  # --json: the answer alone on stdout
             print(*text, **kwargs)
 
@@ -270,11 +272,11 @@ MAX_CHANGE_LINES = 50  # a RESET of a whole section can change hundreds of keys:
 MAX_VALUE_TEXT = 120
 
 
-def changes_text(name: str, before, after) -> list:
+def changes_text(name: str, before: Any, after: Any) -> list:
     """`Name: /pointer: old -> new` for each leaf an update changed (values as JSON, `(absent)` when missing)."""
     from ..nucleus.config_updates import config_changes
 
-    def show(value) -> str:
+    def show(value: Any) -> str:
         if value is None:
             return "(absent)"
         text = json.dumps(value, sort_keys=True)
@@ -287,7 +289,7 @@ def changes_text(name: str, before, after) -> list:
     return lines
 
 
-def cmd_logs(args) -> int:
+def cmd_logs(args: argparse.Namespace) -> int:
     from ..nucleus.recipe import check_component_name
     from ..nucleus.recipe_error import RecipeError
 

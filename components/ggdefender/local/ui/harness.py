@@ -81,7 +81,7 @@ class LocalCore:
     def __init__(self, root: Path | str, thing: str = "testThing", *, region: str = "us-east-1",
                  interpolate_config: bool = True, broker: Optional[str] = None,
                  services: Optional[Iterable] = None, grace_seconds: float = 3.0, retry_delay: float = 0.2,
-                 view_out=None, control: bool = True):
+                 view_out: Any = None, control: bool = True):
         self.root = Path(root).resolve()
         self.view = View(view_out)
         self.runtime = Runtime(self.root, thing=thing, region=region, view=self.view,
@@ -119,7 +119,8 @@ class LocalCore:
         self._started = True
         return self
 
-    def _run(self, coro, timeout: Optional[float]) -> Any:
+    def _run(self, coro: Any, timeout: Optional[float]) -> Any:
+        assert self._loop is not None, "the core is not running (use the harness as a context manager)"
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
@@ -144,7 +145,7 @@ class LocalCore:
     def __enter__(self) -> "LocalCore":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     # -- components --------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ class LocalCore:
     def work_dir(self, name: str) -> Path:
         return self.root / "work" / name
 
-    def spawn(self, name: str, argv: list, *, env: Optional[dict] = None, **popen) -> subprocess.Popen:
+    def spawn(self, name: str, argv: list, *, env: Optional[dict] = None, **popen: Any) -> subprocess.Popen:
         """Start a child as component `name` (registered with add_component first if needed); output goes to
         <root>/logs/<name>.log; it is killed at teardown."""
         if env is None:
@@ -181,7 +182,7 @@ class LocalCore:
         self._children.append(proc)
         return proc
 
-    def deploy(self, recipe_dir: Path | str, artifact_dir: Optional[Path | str], merges, *,
+    def deploy(self, recipe_dir: Path | str, artifact_dir: Optional[Path | str], merges: Any, *,
                update_config: Optional[dict] = None, timeout: float = 120.0) -> list:
         """Deploy like `local run --merge`: merges is {name: version} or ["name=version", ...]."""
         if not isinstance(merges, dict):
@@ -193,7 +194,7 @@ class LocalCore:
     def state(self, name: str) -> str:
         return self.core.component(name).state
 
-    def wait_for_state(self, name: str, states, timeout: float = 60.0) -> str:
+    def wait_for_state(self, name: str, states: Any, timeout: float = 60.0) -> str:
         wanted = {states} if isinstance(states, str) else set(states)
         deadline = time.monotonic() + timeout
         state = None
@@ -242,7 +243,7 @@ class LocalCore:
     def publish_local(self, topic: str, message: dict | bytes, *, source: str = "local-core") -> None:
         self.core.publish_local(topic, message, source=source)
 
-    def service(self, class_name: str):
+    def service(self, class_name: str) -> Any:
         for service in self.runtime.services:
             if type(service).__name__ == class_name:
                 return service

@@ -11,15 +11,17 @@ service behind them is local/cloud/jobs_service.py.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .cli import DEFAULT_ROOT
 MAX_DOCUMENT_FILE_BYTES = 64 * 1024
 
 
-def register(local_subparsers) -> None:
+def register(local_subparsers: argparse._SubParsersAction) -> None:
     jobs = local_subparsers.add_parser("jobs", help="IoT jobs for the local thing (offline IoT Jobs service)")
     sub = jobs.add_subparsers(dest="jobs_command", metavar="COMMAND", required=True)
 
@@ -48,7 +50,7 @@ def register(local_subparsers) -> None:
     cancel.set_defaults(func=cmd_cancel)
 
 
-def _request(root: str, command: str, args: dict):
+def _request(root: str, command: str, args: dict) -> Any:
     from .control import ControlError, control_request
 
     try:
@@ -58,7 +60,7 @@ def _request(root: str, command: str, args: dict):
         return None
 
 
-def _read_document(name: str):
+def _read_document(name: str) -> Any:
     try:
         if name == "-":
             text = sys.stdin.read(MAX_DOCUMENT_FILE_BYTES + 1)
@@ -75,7 +77,7 @@ def _read_document(name: str):
         return None
 
 
-def cmd_create(args) -> int:
+def cmd_create(args: argparse.Namespace) -> int:
     document = _read_document(args.document)
     if document is None:
         return 2
@@ -90,7 +92,7 @@ def cmd_create(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     result = _request(args.root, "jobs-list", {})
     if result is None:
         return 1
@@ -109,7 +111,7 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_describe(args) -> int:
+def cmd_describe(args: argparse.Namespace) -> int:
     result = _request(args.root, "jobs-describe", {"jobId": args.job_id})
     if result is None:
         return 1
@@ -117,7 +119,7 @@ def cmd_describe(args) -> int:
     return 0
 
 
-def cmd_cancel(args) -> int:
+def cmd_cancel(args: argparse.Namespace) -> int:
     result = _request(args.root, "jobs-cancel", {"jobId": args.job_id, "force": args.force})
     if result is None:
         return 1

@@ -40,7 +40,7 @@ class View:
         self.out = out
         self.events: collections.deque = collections.deque(maxlen=max_events)
         self.states: dict[str, str] = {}
-        self.counters = collections.Counter()
+        self.counters: collections.Counter = collections.Counter()
         self.fold_seconds = fold_seconds
         self._lock = threading.Lock()
         self._last_line: dict[str, float] = {}

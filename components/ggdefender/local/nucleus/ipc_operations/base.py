@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Iterable, Literal, Optional, Protocol, overload
 
 from ..authz import CLI, denial_message
 from ..core import Core
@@ -60,6 +60,14 @@ class OperationSpec:
 
 
 # -- request field readers ----------------------------------------------------------------------------------
+
+@overload
+def str_field(req: dict, key: str, *, required: Literal[True] = True, max_len: int = MAX_TOPIC_CHARS) -> str: ...
+
+
+@overload
+def str_field(req: dict, key: str, *, required: bool, max_len: int = MAX_TOPIC_CHARS) -> Optional[str]: ...
+
 
 def str_field(req: dict, key: str, *, required: bool = True, max_len: int = MAX_TOPIC_CHARS) -> Optional[str]:
     value = req.get(key)
@@ -115,9 +123,10 @@ def b64(data: bytes) -> str:
 
 
 def iot_topic(req: dict) -> str:
-    if req.get("topicName") is None:
+    topic = str_field(req, "topicName", required=False)
+    if topic is None:
         raise invalid("Topic is required")
-    return str_field(req, "topicName", required=False)
+    return topic
 
 
 def cli_authorize(core: Core, principal: str, op: str, resource: str) -> None:
@@ -158,6 +167,7 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(node, dict):
             children = node.values()
         elif isinstance(node, list):

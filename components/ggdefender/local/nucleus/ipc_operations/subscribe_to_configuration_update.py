@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable, Tuple
+
 from ..core import Core
 from .base import NS, OperationError, OperationSpec, Stream, key_path, str_field
 
 
-def subscribe_to_configuration_update(core: Core, principal: str, req: dict, stream: Stream):
+def subscribe_to_configuration_update(core: Core, principal: str, req: dict, stream: Stream) -> Tuple[dict, Callable[[], Any]]:
     name = str_field(req, "componentName", required=False) or principal
     path = key_path(req)
     try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable, Tuple
+
 from ..authz import MQTTPROXY
 from ..core import Core, validate_filter
 from .base import NS, OperationError, OperationSpec, Stream, b64, invalid, iot_topic, qos_field
 
 
-def subscribe_to_iot_core(core: Core, principal: str, req: dict, stream: Stream):
+def subscribe_to_iot_core(core: Core, principal: str, req: dict, stream: Stream) -> Tuple[dict, Callable[[], Any]]:
     topic_filter = iot_topic(req)
     if not core.is_authorized(principal, MQTTPROXY, NS + "SubscribeToIoTCore", topic_filter):
         raise OperationError("UnauthorizedError", "Not Authorized")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Tuple
 
 from ..authz import PUBSUB, denial_message
 from ..core import RECEIVE_ALL, RECEIVE_FROM_OTHERS, Core
 from .base import NS, OperationError, OperationSpec, Stream, b64, invalid, str_field
 
 
-def subscribe_to_topic(core: Core, principal: str, req: dict, stream: Stream):
+def subscribe_to_topic(core: Core, principal: str, req: dict, stream: Stream) -> Tuple[dict, Callable[[], Any]]:
     topic = str_field(req, "topic", required=False) or ""
     mode = req.get("receiveMode")
     if mode is not None and mode not in (RECEIVE_ALL, RECEIVE_FROM_OTHERS):
