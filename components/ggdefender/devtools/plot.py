@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from ggdefender.detect.profile import STATIC
 
 
-def _numeric(value):
+def _numeric(value: Any) -> float:
     """A datapoint as a number: numbers as they are, lists by their size (ports, addresses, strings)."""
     return float(len(value)) if isinstance(value, tuple) else float(value)
 
 
-def plot(result, out_path: str, title: str = "") -> None:
+def plot(result: Any, out_path: str, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")

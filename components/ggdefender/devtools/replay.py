@@ -17,7 +17,7 @@ import glob
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Any, Iterable, Iterator, List, Optional
 
 from ggdefender.detect import metrics as M
 from ggdefender.detect.evaluator import Evaluator
@@ -65,10 +65,11 @@ def report_time(record: dict, report: dict) -> Optional[float]:
     return None
 
 
-def _from_obj(obj, where: str, thing: Optional[str]) -> Optional[Record]:
+def _from_obj(obj: Any, where: str, thing: Optional[str]) -> Optional[Record]:
     if not isinstance(obj, dict):
         raise ReplayError(f"{where}: expected a JSON object")
-    report = obj.get("report") if isinstance(obj.get("report"), dict) else obj
+    given = obj.get("report")
+    report = given if isinstance(given, dict) else obj
     report = _long(report)
     at = report_time(obj, report)
     if at is None:
@@ -158,7 +159,7 @@ def _load_records(path: str) -> list:
         files = [path]
     else:
         raise ReplayError(f"{path}: no such file or folder")
-    records = []
+    records: List[Record] = []
     for f in files:
         records.extend(_read_file(f, _thing_from_path(f)))
     records.sort(key=lambda r: r.at)  # stable: equal times keep file order
@@ -193,7 +194,7 @@ class ReplayResult:
     last: Optional[float]
 
 
-def replay(profiles, records: list, *, stats: StatsConfig = StatsConfig(), thing: Optional[str] = None,
+def replay(profiles: Iterable[Any], records: list, *, stats: StatsConfig = StatsConfig(), thing: Optional[str] = None,
            custom_types: Optional[dict] = None, keep_series: bool = True) -> ReplayResult:
     behaviors = [b for p in profiles for b in p.behaviors]
     series = {b.key: Series(b) for b in behaviors}
