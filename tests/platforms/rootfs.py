@@ -87,8 +87,12 @@ def ensure(arch: str, log=print) -> Path:
     if problems:
         raise RootfsError(f"cannot build a {arch} root filesystem: missing " + "; ".join(problems))
     final = cache_dir() / arch
+    wanted = f"{SUITE} {' '.join(PACKAGES)}\n"
     if (final / COMPLETE).is_file():
-        return final
+        if (final / COMPLETE).read_text() == wanted:
+            return final
+        log(f"[{arch}] {final} was built for {(final / COMPLETE).read_text().strip()!r}: building it again")
+        shutil.rmtree(final)
     if final.exists():
         raise RootfsError(f"{final} exists but is not a complete root filesystem (no {COMPLETE}); remove it")
     partial = cache_dir() / f"{arch}.partial"
@@ -110,8 +114,9 @@ def ensure(arch: str, log=print) -> Path:
     if compilers:
         raise RootfsError(f"{arch} root filesystem has compilers ({', '.join(compilers)}); remove the package "
                           "that pulls them from PACKAGES")
-    shutil.rmtree(partial / "var/cache/apt/archives", ignore_errors=True)
-    (partial / COMPLETE).write_text(f"{SUITE} {' '.join(PACKAGES)}\n")
+    for deb in (partial / "var/cache/apt/archives").glob("*.deb"):
+        deb.unlink()  # installed already; each copy of the root filesystem would carry them
+    (partial / COMPLETE).write_text(wanted)
     partial.rename(final)
     log(f"[{arch}] root filesystem ready in {time.monotonic() - started:.0f} s")
     return final

@@ -33,6 +33,57 @@ def test_compilers_in_finds_plain_and_target_prefixed_compilers(tmp_path):
     assert rootfs.compilers_in(tmp_path) == ["/usr/bin/arm-linux-gnueabihf-gcc-12", "/usr/bin/cc"]
 
 
+class FakeDebootstrap:
+    """Stands in for debootstrap: fills the target folder (argv[-2]) with `files`, exits with `status`."""
+
+    def __init__(self, files=("usr/bin/python3",), status=0):
+        self.files, self.status, self.calls = files, status, 0
+
+    def __call__(self, argv, **_kw):
+        self.calls += 1
+        target = Path(argv[-2])
+        for name in self.files:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).touch()
+        return subprocess.CompletedProcess(argv, self.status, "", "E: cannot reach the mirror\n")
+
+
+@pytest.fixture
+def fake_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(rootfs, "missing_prerequisites", lambda arch: [])
+    return tmp_path / "ggdefender" / "rootfs"
+
+
+def test_root_filesystem_is_built_once_and_reused(fake_cache, monkeypatch):
+    fake = FakeDebootstrap(files=("usr/bin/python3", "var/cache/apt/archives/python3.deb"))
+    monkeypatch.setattr(rootfs.subprocess, "run", fake)
+    built = rootfs.ensure("arm64", log=lambda _m: None)
+    assert built == fake_cache / "arm64" and (built / "usr/bin/python3").exists()
+    assert not (built / "var/cache/apt/archives/python3.deb").exists()
+    assert rootfs.ensure("arm64", log=lambda _m: None) == built and fake.calls == 1
+    # built for another package set: built again
+    (built / rootfs.COMPLETE).write_text("bookworm python3\n")
+    rootfs.ensure("arm64", log=lambda _m: None)
+    assert fake.calls == 2 and (built / rootfs.COMPLETE).read_text() == f"bookworm {' '.join(rootfs.PACKAGES)}\n"
+
+
+@pytest.mark.parametrize("fake, problem", [
+    (FakeDebootstrap(status=1), "debootstrap armhf failed \\(exit 1\\):\nE: cannot reach the mirror"),
+    (FakeDebootstrap(files=("usr/bin/python3", "usr/bin/arm-linux-gnueabihf-gcc-12")),
+     "armhf root filesystem has compilers \\(/usr/bin/arm-linux-gnueabihf-gcc-12\\)"),
+])
+def test_a_failed_or_compiler_carrying_build_is_never_cached(fake_cache, monkeypatch, fake, problem):
+    monkeypatch.setattr(rootfs.subprocess, "run", fake)
+    with pytest.raises(rootfs.RootfsError, match=problem):
+        rootfs.ensure("armhf", log=lambda _m: None)
+    assert not (fake_cache / "armhf").exists()
+    # the next attempt starts over from an empty folder
+    monkeypatch.setattr(rootfs.subprocess, "run", FakeDebootstrap())
+    assert sorted(p.name for p in rootfs.ensure("armhf", log=lambda _m: None).rglob("*") if p.is_file()) == \
+        [rootfs.COMPLETE, "python3"]
+
+
 def test_unknown_architecture_is_named():
     assert rootfs.missing_prerequisites("sparc") == ["unknown Debian architecture 'sparc' (one of amd64, arm64, armhf)"]
 
