@@ -283,7 +283,8 @@ def prove(result: Result, built, work: Path) -> None:
     expected = "awsiotsdk" if result.installed.get("awscrt") and result.installed.get("awsiotsdk") else "pure"
     if result.ipc_client != expected:
         raise ProofFailed(f"{arch}: the component uses the {result.ipc_client} IPC client, expected {expected} "
-                          f"with awsiotsdk {result.installed.get('awsiotsdk')}, awscrt {result.installed.get('awscrt')}")
+                          f"with awsiotsdk {result.installed.get('awsiotsdk')}, "
+                          f"awscrt {result.installed.get('awscrt')}")
 
 
 def mib(n: int) -> str:

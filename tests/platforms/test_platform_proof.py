@@ -129,7 +129,8 @@ def test_ipc_client_is_read_from_health_then_log():
 
 def test_table_shows_failures_and_measurements():
     ok = prove.Result(arch="arm64", machine="aarch64", gg_architecture="aarch64", python="3.11.2 aarch64",
-                      artifacts=[("ggdefender.zip", 2 ** 19), ("ggdefender-wheels-aarch64.zip", 2 ** 21)], install_s=12.4, work_bytes=3 * 2 ** 20,
+                      artifacts=[("ggdefender.zip", 2 ** 19), ("ggdefender-wheels-aarch64.zip", 2 ** 21)],
+                      install_s=12.4, work_bytes=3 * 2 ** 20,
                       installed={"awsiotsdk": "1.0", "awscrt": "0.36.1"}, collect_s=3, first_report_s=40,
                       accepted=2, ipc_client="awsiotsdk", ipc_client_reason="awscrt imports",
                       ipc_client_source="health document")
