@@ -293,13 +293,14 @@ def mib(n: int) -> str:
 
 def table(results: list) -> str:
     rows = [("Platform (Debian / uname / Greengrass)", "Python", "Artifacts", "Install (offline)",
-             "Work folder after install", "awsiotsdk / awscrt / psutil / cbor2 / PyYAML", "collect --once",
+             "Unpacked artifacts", "Work folder after install", "awsiotsdk / awscrt / psutil / cbor2 / PyYAML", "collect --once",
              "First report accepted", "IPC client", "Result")]
     for r in results:
         libs = " / ".join(r.installed.get(n) or "absent" for n in LIBRARIES) if r.installed else "-"
         rows.append((f"{r.arch} / {r.machine} / {r.gg_architecture}", r.python.split()[0] if r.python else "-",
                      " + ".join(f"{name} {mib(size)}" for name, size in r.artifacts) or "-",
-                     f"{r.install_s:.0f} s" if r.work_bytes else "-", mib(r.work_bytes) if r.work_bytes else "-",
+                     f"{r.install_s:.0f} s" if r.work_bytes else "-",
+                     mib(r.unpacked_bytes) if r.unpacked_bytes else "-", mib(r.work_bytes) if r.work_bytes else "-",
                      libs, f"{r.collect_s:.0f} s" if r.collect_s else "-",
                      f"{r.first_report_s:.0f} s ({r.accepted} accepted, {r.rejected} rejected)"
                      if r.accepted else "-",

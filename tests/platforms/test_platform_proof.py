@@ -130,17 +130,17 @@ def test_ipc_client_is_read_from_health_then_log():
 def test_table_shows_failures_and_measurements():
     ok = prove.Result(arch="arm64", machine="aarch64", gg_architecture="aarch64", python="3.11.2 aarch64",
                       artifacts=[("ggdefender.zip", 2 ** 19), ("ggdefender-wheels-aarch64.zip", 2 ** 21)],
-                      install_s=12.4, work_bytes=3 * 2 ** 20,
+                      install_s=12.4, unpacked_bytes=5 * 2 ** 20, work_bytes=3 * 2 ** 20,
                       installed={"awsiotsdk": "1.0", "awscrt": "0.36.1"}, collect_s=3, first_report_s=40,
                       accepted=2, ipc_client="awsiotsdk", ipc_client_reason="awscrt imports",
                       ipc_client_source="health document")
     bad = prove.Result(arch="armhf", machine="armv7l", gg_architecture="arm", error="install failed\nmore")
     text = prove.table([ok, bad])
     assert "| arm64 / aarch64 / aarch64 | 3.11.2 | ggdefender.zip 0.5 MiB + ggdefender-wheels-aarch64.zip 2.0 MiB " \
-        "| 12 s | 3.0 MiB |" in text
+        "| 12 s | 5.0 MiB | 3.0 MiB |" in text
     assert "| 1.0 / 0.36.1 / absent / absent / absent | 3 s | 40 s (2 accepted, 0 rejected) | awsiotsdk: " \
         "awscrt imports | passed |" in text
-    assert "| armhf / armv7l / arm | - | - | - | - | - | - | - | not stated | FAILED: install failed |" in text
+    assert "| armhf / armv7l / arm | - | - | - | - | - | - | - | - | not stated | FAILED: install failed |" in text
 
 
 @pytest.mark.timeout(4 * 3600)  # the proof's own steps are bounded; this bounds the whole
