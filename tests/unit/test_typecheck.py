@@ -43,10 +43,16 @@ def test_the_check_fails_for_a_part_calling_what_its_port_does_not_declare(tmp_p
     part = tmp_path / "b_part.py"
     part.write_text("from ggdefender.ipc_port import CollectorPort\n\n\n"
                     "def restart_everything(ipc: CollectorPort) -> None:\n"
-                    "    ipc.restart_component('aws.greengrass.Nucleus')  # process A only: not B's to call\n")
+                    "    ipc.restart_component('aws.greengrass.Nucleus')  # process A only: not B's to call\n\n\n"
+                    "class Part:\n"
+                    "    def __init__(self, ipc: CollectorPort) -> None:\n"
+                    "        self.ipc = ipc\n\n"
+                    "    def unannotated(self):  # its body is checked all the same (check_untyped_defs)\n"
+                    "        self.ipc.update_config(['Collector'], {})\n")
     out = mypy(str(part))
-    assert out.returncode == 1 and '"CollectorPort" has no attribute "restart_component"' in out.stdout, \
-        out.stdout + out.stderr
+    assert out.returncode == 1, out.stdout + out.stderr
+    for line, method in ((5, "restart_component"), (13, "update_config")):
+        assert f'b_part.py:{line}: error: "CollectorPort" has no attribute "{method}"' in out.stdout, out.stdout
 
 
 def test_the_check_fails_for_an_implementation_that_misses_a_method(tmp_path):
