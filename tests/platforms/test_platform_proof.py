@@ -7,6 +7,7 @@ namespace a step runs in, the IPC client lookup) are quick and always run."""
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -106,13 +107,18 @@ def test_steps_run_with_only_loopback_and_the_bind_mounted_file(tmp_path):
     source.write_text("from the host\n")
     target = tmp_path / "target"
     target.touch()
-    cmd = rootfs.enter_command(Path("/"), ["sh", "-c", "cat /proc/net/dev; cat target; echo $HOME; pwd"],
-                               env={"PATH": "/usr/bin:/bin", "HOME": "/nowhere"}, cwd=str(tmp_path),
-                               binds={str(source): str(target)})
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    # a listener on the host's loopback: the step's own loopback is another one, so it cannot reach it
+    host = socket.create_server(("127.0.0.1", 0))
+    port = host.getsockname()[1]
+    probe = (f"import socket; s = socket.socket(); s.settimeout(5); print(s.connect_ex(('127.0.0.1', {port})) != 0)")
+    script = f"cat /proc/net/dev; {sys.executable} -c \"{probe}\"; cat target; echo $HOME; pwd"
+    cmd = rootfs.enter_command(Path("/"), ["sh", "-c", script], env={"PATH": "/usr/bin:/bin", "HOME": "/nowhere"},
+                               cwd=str(tmp_path), binds={str(source): str(target)})
+    with host:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
     interfaces = [line.split(":")[0].strip() for line in out[2:] if ":" in line]
     assert interfaces == ["lo"]
-    assert out[-3:] == ["from the host", "/nowhere", str(tmp_path)]
+    assert out[-4:] == ["True", "from the host", "/nowhere", str(tmp_path)]
     # the bind mount lived in the namespace only
     assert target.read_text() == ""
 
