@@ -5,6 +5,7 @@ each client (measured, not asserted)."""
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,3 +53,15 @@ def test_the_component_reports_and_is_accepted_with_each_ipc_client(tmp_path, cl
         rss = psutil.Process(proc.pid).memory_info().rss / 2**20
         print(f"\nprocess A with the {client} IPC client: {rss:.1f} MiB RSS after two accepted reports")
         assert proc.poll() is None  # still running
+
+
+def test_an_unknown_ipc_client_stops_process_a_at_start_saying_why(tmp_path):
+    with harness.LocalCore(tmp_path / "core", thing=THING) as core:
+        env = core.add_component(NAME, configuration=recipe_configuration())
+        env["GGDEFENDER_STATE_DIR"] = str(tmp_path / "state")
+        env["GGDEFENDER_IPC_CLIENT"] = "crt"
+        done = subprocess.run([sys.executable, "-m", "ggdefender", "run"], env=env, capture_output=True, text=True,
+                              timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "GGDEFENDER_IPC_CLIENT='crt' is not an IPC client: use one of auto, awsiotsdk, pure" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -371,12 +371,17 @@ def _report_part(ipc: IpcPort, name: str, state: str, restarts: int, last_exit: 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ggdefender.ipc import Ipc, IpcUnavailable
+    from ggdefender.ipc import Ipc, IpcClientChoiceError, IpcUnavailable, choose_client
 
     setup_logging()
     if not Ipc.available():
         print("ggdefender run: not started by a Greengrass core (no SVCUID / IPC socket). "
               "Use `ggdefender collect` or run the component under `ggdefender local`.", file=sys.stderr)
+        return 2
+    try:
+        choose_client()  # GGDEFENDER_IPC_CLIENT: a value that names no usable client stops A here, not later
+    except IpcClientChoiceError as exc:
+        log.error("ggdefender run: %s", exc)
         return 2
     work = statefile.state_dir()
     try:
