@@ -14,7 +14,7 @@ import pytest
 
 from component_build import recipe_configuration
 
-harness = pytest.importorskip("ggdefender.local.ui.harness")
+from ggdefender.local.ui import harness
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Greengrass components run on Linux")]
 

@@ -24,7 +24,7 @@ from component_build import free_port, full_configuration, loopback_listener, po
 
 pytestmark = pytest.mark.integration
 
-harness = pytest.importorskip("ggdefender.local.ui.harness", reason="the local core harness is not in this build")
+from ggdefender.local.ui import harness
 
 THING = "attackedThing"
 COMPONENT = "ggdefender.Defender"

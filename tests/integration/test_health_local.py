@@ -18,7 +18,7 @@ import pytest
 
 from test_component_collector import built  # noqa: F401  (the module-scoped built component)
 
-harness = pytest.importorskip("ggdefender.local.ui.harness")
+from ggdefender.local.ui import harness
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Greengrass components run on Linux")]
 

@@ -20,7 +20,7 @@ from component_build import full_configuration, port_open, wait_until
 
 pytestmark = pytest.mark.integration
 
-harness = pytest.importorskip("ggdefender.local.ui.harness", reason="the local core harness is not in this build")
+from ggdefender.local.ui import harness
 
 THING = "remThing"
 COMPONENT = "ggdefender.Defender"

@@ -19,7 +19,7 @@ from component_build import full_configuration, wait_until
 
 pytestmark = pytest.mark.integration
 
-harness = pytest.importorskip("ggdefender.local.ui.harness", reason="the local core harness is not in this build")
+from ggdefender.local.ui import harness
 
 THING = "stateThing"
 COMPONENT = "ggdefender.Defender"

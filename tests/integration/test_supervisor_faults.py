@@ -22,7 +22,7 @@ import pytest
 from component_build import build_copy, full_configuration
 from ggdefender.supervisor import collector_user
 
-harness = pytest.importorskip("ggdefender.local.ui.harness")
+from ggdefender.local.ui import harness
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Greengrass components run on Linux")]
 

@@ -14,7 +14,7 @@ from lite_session import PROBE, REPO, wait_for_outcomes
 
 pytestmark = pytest.mark.integration
 
-harness = pytest.importorskip("ggdefender.local.ui.harness", reason="the local core is not in this build")
+from ggdefender.local.ui import harness
 from ggdefender.local.nucleus.lifecycle import CORE_ENV  # noqa: E402  (what `ggdefender local` sets itself)
 
 # probe call -> (outcome on nucleus lite, outcome under `ggdefender local`); each is a row of the table in
