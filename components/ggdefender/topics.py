@@ -17,6 +17,10 @@ HEALTH = "ggdefender/health"  # process A -> anyone: the health document (docs/c
 
 
 # IoT Core
+REPORT_FORMATS = ("json", "cbor")  # Device Defender's report encodings, each with its own topic
+REPORT_OUTCOMES = ("accepted", "rejected")  # Device Defender's reply topics under a report topic
+
+
 def metrics(thing: str, fmt: str) -> str:
     """Device Defender's report topic; AWS answers on `<topic>/accepted` and `<topic>/rejected`."""
     return f"$aws/things/{thing}/defender/metrics/{fmt}"

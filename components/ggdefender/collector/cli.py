@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Callable, Optional
 
+from ggdefender import topics
+
 log = logging.getLogger("ggdefender.collector")
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -47,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("collect", help="print Device Defender metrics reports (no Greengrass needed)",
                               description=__doc__.splitlines()[0])
     p.add_argument("--once", action="store_true", help="print one report and exit")
-    p.add_argument("--format", choices=("json", "cbor"), help="report encoding (default: Collector.ReportFormat)")
+    p.add_argument("--format", choices=topics.REPORT_FORMATS, help="report encoding (default: Collector.ReportFormat)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the report here instead of stdout "
                    "(each loop report replaces the file)")
     p.add_argument("--config", metavar="FILE", help="component configuration (JSON or YAML) with "

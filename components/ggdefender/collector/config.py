@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
 from ggdefender import settings as s
+from ggdefender import topics
 from ggdefender.collector import sources
 from ggdefender.collector.report import DEFAULT_MAX_BYTES, MQTT_LIMIT
 from ggdefender.collector.sources.data import GROUPS, InterfaceFilter
@@ -95,7 +96,7 @@ def parse(section: Any) -> CollectorSettings:
          lambda v: s.as_float(v, "StartJitterPercent", minimum=0, maximum=100))
     read("MinCollectNowSeconds", "min_collect_now_seconds",
          lambda v: s.as_float(v, "MinCollectNowSeconds", minimum=0, maximum=3600))
-    read("ReportFormat", "report_format", lambda v: s.as_choice(v, "ReportFormat", ("json", "cbor")))
+    read("ReportFormat", "report_format", lambda v: s.as_choice(v, "ReportFormat", topics.REPORT_FORMATS))
 
     def metrics(v):
         items = s.as_str_list(v, "Metrics", max_items=len(GROUPS))

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Union
 
 import jsonschema
 
+from ggdefender import topics
 from ggdefender.collector.report import MQTT_LIMIT, SHORT_TO_LONG
 from ggdefender.plugins.contract import SampleError, check_metric_name
 
@@ -181,7 +182,7 @@ def _extra_rules(report: dict, problems: List[str]) -> None:
 def validate_report(obj: Union[dict, bytes, bytearray, str], fmt: str = "json") -> List[str]:
     """All problems with a report (an object, or its wire bytes in `fmt`); an empty list means valid."""
     problems: List[str] = []
-    if fmt not in ("json", "cbor"):
+    if fmt not in topics.REPORT_FORMATS:
         return [f"unknown report format {fmt!r} (json or cbor)"]
     if isinstance(obj, (bytes, bytearray, str)):
         data = obj.encode() if isinstance(obj, str) else bytes(obj)

@@ -114,8 +114,8 @@ class CollectorService:
         self._subscribe()
 
     def _subscribe(self) -> None:
-        for fmt in ("json", "cbor"):
-            for outcome in ("accepted", "rejected"):
+        for fmt in topics.REPORT_FORMATS:
+            for outcome in topics.REPORT_OUTCOMES:
                 t = f"{report_topic(self.thing, fmt)}/{outcome}"
                 self._subs.append(self.ipc.subscribe_iot(t, self._on_reply))
         self._subs.append(self.ipc.subscribe_local(COMMANDS_TOPIC, self._on_command))  # other components' door

@@ -52,10 +52,10 @@ class Policy:
     def __init__(self, thing: str):
         if not thing:
             raise ValueError("relay policy: no thing name")
-        self.iot_publish = frozenset({topics.metrics(thing, "json"), topics.metrics(thing, "cbor"),
+        self.iot_publish = frozenset({*(topics.metrics(thing, fmt) for fmt in topics.REPORT_FORMATS),
                                       topics.violations(thing), topics.findings(thing)})
-        self.iot_subscribe = frozenset(f"{topics.metrics(thing, fmt)}/{outcome}" for fmt in ("json", "cbor")
-                                       for outcome in ("accepted", "rejected"))
+        self.iot_subscribe = frozenset(f"{topics.metrics(thing, fmt)}/{outcome}" for fmt in topics.REPORT_FORMATS
+                                       for outcome in topics.REPORT_OUTCOMES)
 
     def check(self, op: str, topic: Optional[str] = None) -> None:
         """Raise RelayDenied unless B may do `op` (on `topic`)."""

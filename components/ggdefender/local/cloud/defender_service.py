@@ -33,7 +33,6 @@ from .services import Declaration
 log = logging.getLogger("ggdefender.local.cloud.defender_service")
 
 TOPIC_FILTER = topics.metrics("+", "+")  # every thing, every format: the topic the device publishes on
-FORMATS = ("json", "cbor")
 # Memory is bounded whatever the components publish (a soak at one report a second must not grow the core):
 MAX_REMEMBERED_IDS = 10_000  # report ids per thing for duplicate detection (~35 days at 300 s; ~1 MiB)
 MAX_THINGS = 8  # things whose ids are remembered: the topic names the thing, so a component could invent many
@@ -123,7 +122,7 @@ class DefenderService:
     # -- the endpoint ----------------------------------------------------------------------------------
     def _on_report(self, topic: str, payload: bytes, source: str) -> None:
         parts = topic.split("/")
-        if len(parts) != 6 or parts[5] not in FORMATS:
+        if len(parts) != 6 or parts[5] not in topics.REPORT_FORMATS:
             if self.view is not None:
                 self.view.note("defender", f"{topic}: not a metrics topic (format must be json or cbor); ignored",
                                level="warning")
