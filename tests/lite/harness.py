@@ -35,6 +35,8 @@ from typing import Callable, Optional
 
 import yaml
 
+from ggdefender.local.nucleus.recipe import current_platform, select_manifest
+
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build_lite.sh"
 BUILD_TIMEOUT = 1200  # a cold build takes ~1 min on 2 cores; a stuck build is not waited on forever
@@ -144,13 +146,13 @@ class Component:
     def default_configuration(self) -> dict:
         return (self.recipe.get("ComponentConfiguration") or {}).get("DefaultConfiguration") or {}
 
-    def zip_artifacts(self) -> set:
-        names = set()
-        for manifest in self.recipe.get("Manifests") or []:
-            for artifact in manifest.get("Artifacts") or []:
-                if str(artifact.get("Unarchive", "NONE")).upper() == "ZIP":
-                    names.add(artifact["URI"].rsplit("/", 1)[-1])
-        return names
+    def selected_artifacts(self) -> dict:
+        """{file name: unarchive} of the manifest lite selects on this machine: lite's deployment downloads and
+        unpacks only that manifest's artifacts (os linux, its architecture name, runtime aws_nucleus_lite)."""
+        platform = dict(current_platform(), runtime="aws_nucleus_lite")
+        manifest = select_manifest(self.recipe.get("Manifests") or [], platform, str(self.recipe_path))
+        return {a["URI"].rsplit("/", 1)[-1]: str(a.get("Unarchive", "NONE")).upper()
+                for a in manifest.get("Artifacts") or []}
 
 
 class Running:
@@ -241,9 +243,12 @@ class LiteCore:
             if c.artifacts is None:
                 continue
             store = self.root / "packages" / "artifacts" / c.name / c.version
-            shutil.copytree(c.artifacts, store)
+            store.mkdir(parents=True)
+            selected = c.selected_artifacts()
+            for name in selected:
+                shutil.copy(c.artifacts / name, store / name)
             unpacked = self.root / "packages" / "artifacts-unarchived" / c.name / c.version
-            for zip_name in sorted(c.zip_artifacts()):
+            for zip_name in sorted(n for n, unarchive in selected.items() if unarchive == "ZIP"):
                 with zipfile.ZipFile(store / zip_name) as z:
                     z.extractall(unpacked / zip_name[:-len(".zip")] if zip_name.endswith(".zip") else unpacked)
         # lite's deployment makes artifacts readable by the component's user (Permission: Read: ALL);

@@ -37,4 +37,19 @@ def test_a_recipes_zip_artifacts_are_the_ones_marked_unarchive_zip(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("ComponentName: a.B\nComponentVersion: 1.0.0\nManifests:\n"
                       "  - Artifacts:\n      - {URI: 's3://x/a.zip', Unarchive: ZIP}\n      - {URI: 's3://x/b.py'}\n")
-    assert harness.Component(recipe).zip_artifacts() == {"a.zip"}
+    assert harness.Component(recipe).selected_artifacts() == {"a.zip": "ZIP", "b.py": "NONE"}
+
+
+def test_only_the_manifest_lite_selects_is_deployed(tmp_path, monkeypatch):
+    # lite downloads the artifacts of the one manifest matching its architecture, never another platform's
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("ComponentName: a.B\nComponentVersion: 1.0.0\nManifests:\n"
+                      "  - Platform: {os: linux, runtime: '*', architecture: aarch64}\n"
+                      "    Artifacts: [{URI: 's3://x/code.zip', Unarchive: ZIP}, {URI: 's3://x/w-aarch64.zip', Unarchive: ZIP}]\n"
+                      "  - Platform: {os: linux, runtime: '*', architecture: amd64}\n"
+                      "    Artifacts: [{URI: 's3://x/code.zip', Unarchive: ZIP}, {URI: 's3://x/w-amd64.zip', Unarchive: ZIP}]\n")
+    monkeypatch.setattr(harness, "current_platform", lambda: {"os": "linux", "architecture": "amd64"})
+    assert harness.Component(recipe).selected_artifacts() == {"code.zip": "ZIP", "w-amd64.zip": "ZIP"}
+    monkeypatch.setattr(harness, "current_platform", lambda: {"os": "linux", "architecture": "riscv64"})
+    with pytest.raises(Exception, match="no manifest matches"):
+        harness.Component(recipe).selected_artifacts()
