@@ -102,6 +102,9 @@ DEFAULTS: dict = {
         "CollectorMemoryLimitMiB": "40",
         "LogLevel": "INFO",
     },
+    # read by the install step (the recipe holds this key too: its install step interpolates it); process A only
+    # judges it (supervisor/install_section.py)
+    "Install": {"IndexUrl": ""},
 }
 
 

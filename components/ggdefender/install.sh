@@ -4,9 +4,11 @@
 # Gives the component a Python with its requirements, offline: a venv in the work folder filled with
 # `pip --no-index --only-binary=:all:` from the platform's wheels artifact, which the nucleus unpacks beside the
 # code (ggdefender-wheels-<architecture>/: wheels/ and requirements-cp3XX.txt per Python, docs/deploy.md): no
-# network, no compiler. GGDEFENDER_INDEX_URL=<package index> installs requirements.txt's pins from that index
-# instead (e.g. https://pypi.org/simple). A venv that already matches is kept; an interpreter that already has
-# exactly the pinned set (GGDEFENDER_PYTHON, else python3) is used as it is (pre-provisioned devices, local
+# network, no compiler. GGDEFENDER_INDEX_URL, which the recipe sets from the component configuration's
+# Install/IndexUrl (docs/configuration.md), names a package index (e.g. https://pypi.org/simple) to install
+# requirements.txt's pins from instead; "" means the artifact. The value is checked by index_url.py beside this
+# script and reaches pip only as one argument. A venv that already matches is kept; an interpreter that already
+# has exactly the pinned set (GGDEFENDER_PYTHON, else python3) is used as it is (pre-provisioned devices, local
 # runs). Never `pip --user`. It lives in the artifact, not in the recipe, because nucleus lite reads every `{` of
 # a recipe script as a recipe variable and caps the recipe's size. Ends by writing <work>/ggdefender-python,
 # which the run step executes.
@@ -20,6 +22,19 @@ WORK="$2"
 REQ="$ART/requirements.txt"
 PY="${GGDEFENDER_PYTHON:-python3}"
 INDEX="${GGDEFENDER_INDEX_URL:-}"
+
+# a bad index is refused before anything changes (the last good venv stays)
+if [ -n "$INDEX" ]; then
+  if ! command -v "$PY" >/dev/null 2>&1; then
+    echo "ggdefender install: no $PY to install with; set GGDEFENDER_PYTHON" >&2
+    exit 1
+  fi
+  if ! INDEX_SHOWN=$("$PY" "$(dirname "$0")/index_url.py" "$INDEX"); then
+    echo "ggdefender install: refused the component configuration's Install/IndexUrl (see above);" \
+      "set it to an http(s) package index URL, or to \"\" to install from the wheels artifact" >&2
+    exit 2
+  fi
+fi
 
 # The wheels folder beside the code: the nucleus downloads only this platform's. Should several be there
 # (an unpacked build, not a deployment), the interpreter's machine picks one.
@@ -86,15 +101,16 @@ else
   WANT="$(wanted "$PY")"
   if [ -z "$WANT" ]; then
     if [ -z "$WHEELS" ]; then
-      echo "ggdefender install: $WHEELS_PROBLEM, or set GGDEFENDER_INDEX_URL to install from a package index" >&2
+      echo "ggdefender install: $WHEELS_PROBLEM, or set the configuration key Install/IndexUrl to install from a package index" >&2
     else
       have=$(cd "$WHEELS" && ls requirements-cp*.txt 2>/dev/null | sed 's/requirements-//; s/[.]txt$//' | tr '\n' ' ')
       echo "ggdefender install: $(basename "$WHEELS") has no wheels for $("$PY" -V 2>&1) ($PY); it has: $have" \
-        "- set GGDEFENDER_PYTHON to one of those, or GGDEFENDER_INDEX_URL to install from a package index" >&2
+        "- set GGDEFENDER_PYTHON to one of those, or the configuration key Install/IndexUrl to install from a package index" >&2
     fi
     exit 1
   fi
-  echo "ggdefender install: creating $WORK/venv with $PY from $WANT"
+  if [ -n "$INDEX" ]; then FROM="$WANT's pins, from the package index $INDEX_SHOWN"; else FROM="$WANT"; fi
+  echo "ggdefender install: creating $WORK/venv with $PY from $FROM"
   "$PY" -m venv --clear "$WORK/venv"
   if [ -n "$INDEX" ]; then
     "$VENV_PY" -m pip install --no-input --disable-pip-version-check -q --index-url "$INDEX" -r "$WANT"

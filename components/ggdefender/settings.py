@@ -16,7 +16,7 @@ import math
 from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 # The component's top-level configuration sections; anything else at the top level is most likely a typo.
-SECTIONS = ("Collector", "Plugins", "Detect", "Remediation", "Supervisor")
+SECTIONS = ("Collector", "Plugins", "Detect", "Remediation", "Supervisor", "Install")
 # Top-level keys that are not ours but legitimately sit beside the sections (Greengrass's own policy key).
 OTHER_TOP_LEVEL_KEYS = ("accessControl",)
 

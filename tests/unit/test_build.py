@@ -94,10 +94,15 @@ def test_recipe_contract():
     # the install logic ships in the artifact (any shell syntax there); the recipe only calls it
     assert life["install"]["Script"] == ('sh "{artifacts:decompressedPath}/ggdefender/ggdefender/install.sh" '
                                          '"{artifacts:decompressedPath}/ggdefender" "{work:path}"')
+    # Install/IndexUrl reaches install.sh as an environment variable: both nuclei set one without a shell parsing
+    # the value (the classic nucleus would paste it into the script text unquoted)
+    assert life["install"]["Setenv"] == {"GGDEFENDER_INDEX_URL": "{configuration:/Install/IndexUrl}"}
     assert life["run"]["RequiresPrivilege"] is True
     assert "-m ggdefender run" in life["run"]["Script"]
     conf = r["ComponentConfiguration"]["DefaultConfiguration"]
-    assert list(conf) == ["accessControl"]  # the settings' defaults live in the code (defaults.py)
+    # the settings' defaults live in the code (defaults.py); the recipe holds only what a nucleus must see:
+    # accessControl, and the key the install step's recipe variable reads (lite fails a step whose key is missing)
+    assert sorted(conf) == ["Install", "accessControl"] and conf["Install"] == {"IndexUrl": ""}
     acl = conf["accessControl"]
     mqtt = {res for pol in acl["aws.greengrass.ipc.mqttproxy"].values() for res in pol["resources"]}
     base = "$aws/things/{iot:thingName}/defender/metrics/"
@@ -194,6 +199,9 @@ def test_build_writes_gdk_layout(project):
             "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/ggdefender.zip",
             f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/ggdefender-wheels-{arch}.zip"]
     assert b.lite_problems(built, result.recipe.stat().st_size) == []
+    # the install step's recipe variable and the key it reads survive the build
+    assert built["Lifecycle"]["all"]["install"]["Setenv"]["GGDEFENDER_INDEX_URL"] == "{configuration:/Install/IndexUrl}"
+    assert built["ComponentConfiguration"]["DefaultConfiguration"]["Install"] == {"IndexUrl": ""}
     assert (built["ComponentName"], built["ComponentVersion"], built["ComponentPublisher"]) == \
         ("ggdefender.Defender", "1.0.0", "ggdefender")
     assert len(result.recipe.read_bytes()) < b.RECIPE_SIZE_LIMIT

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import loopback_index
 from ggdefender.devtools import build as b
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,29 +67,51 @@ def _pure_wheel(folder: Path, name: str, version: str) -> Path:
 
 
 def test_a_package_index_instead_when_configured(tmp_path):
-    """GGDEFENDER_INDEX_URL: requirements.txt's pins from that index (here a local PEP 503 index, so nothing
-    leaves the machine), no wheels artifact needed."""
-    project = tmp_path / "simple" / "ggdtestpkg"
-    project.mkdir(parents=True)
-    wheel = _pure_wheel(project, "ggdtestpkg", "1.2.3")
-    (project / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>')
-    index = (tmp_path / "simple").as_uri()
+    """Install.IndexUrl (GGDEFENDER_INDEX_URL in the step's environment, which the recipe sets from it):
+    requirements.txt's pins from that index, here served on loopback; no wheels artifact needed. A user name and
+    password in the URL stay out of the log."""
     pin = "ggdtestpkg==1.2.3\n"
-    out, work = _install(tmp_path, pin, _clean_python(tmp_path), timeout=300, GGDEFENDER_INDEX_URL=index)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "not satisfied: ggdtestpkg==1.2.3" in out.stdout and "creating" in out.stdout
-    venv_python = work / "venv" / "bin" / "python"
-    assert (work / "ggdefender-python").read_text() == f"{venv_python}\n"
-    assert stat.S_IMODE((work / "venv").stat().st_mode) & 0o055 == 0o055  # readable by the collector's user
-    again, _ = _install(tmp_path, pin, _clean_python(tmp_path), GGDEFENDER_INDEX_URL=index)
-    assert again.returncode == 0 and "venv already matches" in again.stdout
+    (tmp_path / "wheel").mkdir()
+    loopback_index.layout(tmp_path / "index", [_pure_wheel(tmp_path / "wheel", "ggdtestpkg", "1.2.3")])
+    with loopback_index.serve(tmp_path / "index", tmp_path / "index.log") as (index, log):
+        with_login = index.replace("http://", "http://someone:s3cret@")
+        out, work = _install(tmp_path, pin, _clean_python(tmp_path), timeout=300, GGDEFENDER_INDEX_URL=with_login)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "not satisfied: ggdtestpkg==1.2.3" in out.stdout
+        assert f"from {tmp_path}/art/requirements.txt's pins, from the package index {index}" in out.stdout
+        assert "s3cret" not in out.stdout + out.stderr
+        assert "GET /simple/ggdtestpkg/ggdtestpkg-1.2.3-py3-none-any.whl" in log.read_text()  # really from it
+        venv_python = work / "venv" / "bin" / "python"
+        assert (work / "ggdefender-python").read_text() == f"{venv_python}\n"
+        assert stat.S_IMODE((work / "venv").stat().st_mode) & 0o055 == 0o055  # readable by the collector's user
+        again, _ = _install(tmp_path, pin, _clean_python(tmp_path), GGDEFENDER_INDEX_URL=index)
+        assert again.returncode == 0 and "venv already matches" in again.stdout
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("ftp://example.com/simple", "expected an http:// or https:// URL with a host"),
+    ("https:///simple", "expected an http:// or https:// URL with a host"),
+    ("pypi.org/simple", "expected an http:// or https:// URL with a host"),
+    ("https://x.org/$(touch PWNED)", "character(s) ' ' '$' '(' ')' not allowed"),
+    ("https://x.org/simple; touch PWNED", "character(s) ' ' ';' not allowed"),
+    ("https://x.org/`id`", "character(s) '`' not allowed"),
+    ("https://x.org/s\nimple", "character(s) '\\n' not allowed"),
+    ("https://x.org:port/simple", "not a URL"),
+    ("https://x.org/" + "a" * 2100, "longer than 2048 characters"),
+])
+def test_a_bad_index_url_is_refused_naming_it_before_anything_changes(tmp_path, value, fragment):
+    out, work = _install(tmp_path, "ggdtestpkg==1.2.3\n", _clean_python(tmp_path), GGDEFENDER_INDEX_URL=value)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert fragment in out.stderr and "Install.IndexUrl" in out.stderr, out.stderr
+    assert "refused the component configuration's Install/IndexUrl" in out.stderr
+    assert list(work.iterdir()) == []  # no venv, no ggdefender-python: the last good install stays
 
 
 def test_without_a_wheels_artifact_or_an_index_it_says_what_to_do(tmp_path):
     out, work = _install(tmp_path, "cbor2==6.3.0\n", _clean_python(tmp_path), GGDEFENDER_INDEX_URL="")
     assert out.returncode == 1
     assert "no wheels artifact (ggdefender-wheels-<architecture>) beside" in out.stderr
-    assert "set GGDEFENDER_INDEX_URL to install from a package index" in out.stderr
+    assert "set the configuration key Install/IndexUrl to install from a package index" in out.stderr
     assert not (work / "ggdefender-python").exists()
 
 

@@ -72,7 +72,7 @@ def test_reading_the_whole_configuration_names_a_misspelled_section_once_while_i
     assert merged["Plugins"] == defaults.DEFAULTS["Plugins"]  # the typo changes nothing, so it must be said
     said = [r.getMessage() for r in caplog.records]
     assert said == ["Pluginz: unknown top-level configuration section ignored (did you mean Plugins?); "
-                    "sections: Collector, Plugins, Detect, Remediation, Supervisor"], said
+                    "sections: Collector, Plugins, Detect, Remediation, Supervisor, Install"], said
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ggdefender"):
         defaults.with_defaults([], {"Collector": {}})  # fixed

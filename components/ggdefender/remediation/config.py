@@ -42,7 +42,7 @@ LOCAL_REQUESTS_REMOVED = ("Remediation.AcceptLocalRequests: true is not supporte
                           "no sender identity; third parties use IoT Jobs, which AWS authenticates)")
 
 # set-config may never touch these sections: a job must not widen its own permissions or the supervisor's.
-FORBIDDEN_SET_CONFIG_SECTIONS = ("Remediation", "Supervisor")
+FORBIDDEN_SET_CONFIG_SECTIONS = ("Remediation", "Supervisor", "Install")
 
 _KEY_PATH = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}/[A-Za-z][A-Za-z0-9]{0,63}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")

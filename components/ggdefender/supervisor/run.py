@@ -28,6 +28,7 @@ from ggdefender.part import PartHost
 from ggdefender.process_start import SUPERVISOR_PID_ENV, on_signals, setup_logging
 from ggdefender.supervisor.collector_user import CODE_ROOT, collector_paths, resolve_collector_user, \
     user_can_read, whoami
+from ggdefender.supervisor.install_section import INSTALL_NOTE, InstallSection
 from ggdefender.supervisor.section import SUPERVISOR_NOTE, SupervisorSection, SupervisorSettings
 from ggdefender.supervisor.work_lock import WorkFolderBusy, lock_work_folder
 
@@ -394,6 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         try:
             section = ipc.get_config(["Supervisor"])
+            install_section = ipc.get_config(["Install"])
         except IpcUnavailable as exc:
             log.error("%s", exc)
             return 3
@@ -401,8 +403,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         # process A's parts: the Supervisor section now, each remediation listener incarnation as it starts; a
         # rejected section runs on the last good one (config_store), else on the defaults
         own = SupervisorSection()
-        host = PartHost(ipc, private, [own], notes={"Supervisor": SUPERVISOR_NOTE})
+        install = InstallSection()  # judged only: the install step applies it
+        host = PartHost(ipc, private, [own, install],
+                        notes={"Supervisor": SUPERVISOR_NOTE, "Install": INSTALL_NOTE})
         host.configure_part(own, section)
+        host.configure_part(install, install_section)
         cfg = own.settings or SupervisorSettings()
         try:
             # every section of A's parts is judged when it changes: an operator sees a bad Supervisor value at
