@@ -6,8 +6,8 @@
 # code (ggdefender-wheels-<architecture>/: wheels/ and requirements-cp3XX.txt per Python, docs/deploy.md): no
 # network, no compiler. GGDEFENDER_INDEX_URL, which the recipe sets from the component configuration's
 # Install/IndexUrl (docs/configuration.md), names a package index (e.g. https://pypi.org/simple) to install
-# requirements.txt's pins from instead; "" means the artifact. The value is checked by index_url.py beside this
-# script and reaches pip only as one argument. A venv that already matches is kept; an interpreter that already
+# requirements.txt's pins from instead; "" means the artifact. The value is checked by supervisor/index_url.py beside
+# this script and reaches pip only as one argument. A venv that already matches is kept; an interpreter that already
 # has exactly the pinned set (GGDEFENDER_PYTHON, else python3) is used as it is (pre-provisioned devices, local
 # runs). Never `pip --user`. It lives in the artifact, not in the recipe, because nucleus lite reads every `{` of
 # a recipe script as a recipe variable and caps the recipe's size. Ends by writing <work>/ggdefender-python,
@@ -29,7 +29,7 @@ if [ -n "$INDEX" ]; then
     echo "ggdefender install: no $PY to install with; set GGDEFENDER_PYTHON" >&2
     exit 1
   fi
-  if ! INDEX_SHOWN=$("$PY" "$(dirname "$0")/index_url.py" "$INDEX"); then
+  if ! INDEX_SHOWN=$("$PY" "$(dirname "$0")/supervisor/index_url.py" "$INDEX"); then
     echo "ggdefender install: refused the component configuration's Install/IndexUrl (see above);" \
       "set it to an http(s) package index URL, or to \"\" to install from the wheels artifact" >&2
     exit 2
@@ -101,11 +101,13 @@ else
   WANT="$(wanted "$PY")"
   if [ -z "$WANT" ]; then
     if [ -z "$WHEELS" ]; then
-      echo "ggdefender install: $WHEELS_PROBLEM, or set the configuration key Install/IndexUrl to install from a package index" >&2
+      echo "ggdefender install: $WHEELS_PROBLEM, or set the configuration key Install/IndexUrl to install from" \
+        "a package index" >&2
     else
       have=$(cd "$WHEELS" && ls requirements-cp*.txt 2>/dev/null | sed 's/requirements-//; s/[.]txt$//' | tr '\n' ' ')
       echo "ggdefender install: $(basename "$WHEELS") has no wheels for $("$PY" -V 2>&1) ($PY); it has: $have" \
-        "- set GGDEFENDER_PYTHON to one of those, or the configuration key Install/IndexUrl to install from a package index" >&2
+        "- set GGDEFENDER_PYTHON to one of those, or the configuration key Install/IndexUrl to install from" \
+        "a package index" >&2
     fi
     exit 1
   fi

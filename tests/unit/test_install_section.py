@@ -3,7 +3,8 @@ section, so a misspelt key or a bad URL is named at once rather than at the next
 
 import pytest
 
-from ggdefender import defaults, health, index_url, settings
+from ggdefender import defaults, health, settings
+from ggdefender.supervisor import index_url
 from ggdefender.part import PartHost
 from ggdefender.settings import ConfigError
 from ggdefender.supervisor.install_section import INSTALL_NOTE, InstallSection
@@ -18,6 +19,11 @@ def test_index_urls_a_deployment_may_set(value):
 def test_the_logged_form_has_no_login():
     assert index_url.shown("https://user:pw@mirror.example.com:8443/simple") == "https://mirror.example.com:8443/simple"
     assert index_url.shown("http://[::1]:3141/root/pypi") == "http://[::1]:3141/root/pypi"
+
+
+def test_a_refused_url_is_named_without_its_password():
+    why = index_url.problem("ftp://user:s3cret@example.com/simple")
+    assert "'ftp://***@example.com/simple'" in why and "s3cret" not in why
 
 
 def test_a_non_string_is_named():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ggdefender import index_url
+from ggdefender.supervisor import index_url
 from ggdefender import settings as s
 
 INSTALL_NOTE = "Install settings take effect at the component's next install (a deployment that changes them)"

@@ -25,20 +25,22 @@ def problem(value: object) -> Optional[str]:
                f"got {type(value).__name__}"
     if value == "":
         return None
-    shown = ascii(value[:200])
+    # named in the error (and so in the health document): without a password that may be in it
+    quoted = ascii(re.sub(r"//[^/@]*@", "//***@", value)[:200])
     if len(value) > MAX_LENGTH:
         return f"Install.IndexUrl: longer than {MAX_LENGTH} characters"
     if not _ALLOWED.fullmatch(value):
         bad = sorted({c for c in value if not _ALLOWED.fullmatch(c)})
-        return (f"Install.IndexUrl {shown}: character(s) {' '.join(map(ascii, bad))} not allowed "
+        return (f"Install.IndexUrl {quoted}: character(s) {' '.join(map(ascii, bad))} not allowed "
                 "(whitespace, quotes and shell characters never belong in an index URL; percent-encode them)")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port that is no number
     except ValueError as exc:
-        return f"Install.IndexUrl {shown}: not a URL ({exc})"
+        return f"Install.IndexUrl {quoted}: not a URL ({exc})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"Install.IndexUrl {shown}: expected an http:// or https:// URL with a host, e.g. https://pypi.org/simple"
+        return (f"Install.IndexUrl {quoted}: expected an http:// or https:// URL with a host, "
+                "e.g. https://pypi.org/simple")
     return None
 
 
