@@ -3,7 +3,8 @@
 Five registries use it, each by listing its own package with `collect()`: remediation operations
 (remediation/operations/), built-in plugins (plugins/builtin/), metric sources (collector/sources/), the
 offline cloud services of `ggdefender local` (local/cloud/) and the IPC operations of its nucleus
-(local/nucleus/ipc_operations/). Adding one is adding one module; nothing else lists them.
+(local/nucleus/ipc_operations/). Adding one is adding one module; what must stay a literal elsewhere (defaults, the job schema file, docs
+tables) is checked against the declarations by tests, never a second list to keep in step by hand.
 """
 
 from __future__ import annotations
