@@ -18,7 +18,7 @@ RECIPE = ROOT / "recipes" / "ggdefender.Defender.yaml"
 
 
 def recipe_configuration() -> dict:
-    """The recipe's DefaultConfiguration (accessControl only): what a nucleus gives the component before any
+    """The recipe's DefaultConfiguration (accessControl, Install.IndexUrl): what a nucleus gives the component before any
     MERGE; the component fills in the rest from its code defaults."""
     return yaml.safe_load(RECIPE.read_text())["ComponentConfiguration"]["DefaultConfiguration"]
 
