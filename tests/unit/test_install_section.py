@@ -59,3 +59,10 @@ def test_the_verdict_reaches_the_health_document_with_when_it_applies(tmp_path, 
     assert verdicts[0]["accepted"] is True and verdicts[0]["reason"] == INSTALL_NOTE
     assert verdicts[1]["accepted"] is False and "http:// or https://" in verdicts[1]["reason"]
     assert part.index_url == "https://pypi.org/simple"  # the last good one
+
+
+def test_a_job_can_never_be_allowed_to_change_where_the_install_comes_from():
+    from ggdefender.remediation import config as remediation_config
+
+    with pytest.raises(ConfigError, match="'Install/IndexUrl': the Install section can never be changed by a job"):
+        remediation_config.parse({"SetConfigAllowedKeys": ["Install/IndexUrl"]})
