@@ -83,7 +83,8 @@ def test_the_shipped_recipe_runs_its_lower_case_steps():
     assert rec.step("Install").script.startswith('sh "{artifacts:decompressedPath}/ggdefender/ggdefender/install.sh"')
     assert rec.step("Install").timeout == 900.0 and rec.step("Run").requires_privilege
     assert rec.step("Run").setenv["PYTHONPATH"] == "{artifacts:decompressedPath}/ggdefender"
-    assert list(rec.default_configuration) == ["accessControl"]
+    assert rec.step("Install").setenv == {"GGDEFENDER_INDEX_URL": "{configuration:/Install/IndexUrl}"}
+    assert list(rec.default_configuration) == ["Install", "accessControl"]
 
 
 def test_global_lifecycle_with_selections():
