@@ -166,15 +166,22 @@ def test_lite_problems_names_each_limit():
         "compared exactly",
         "manifest 1: no Lifecycle of its own and none of its Selections in the global Lifecycle among all, linux: "
         "lite selects no lifecycle"]
+    # lite fails a step whose {configuration:/...} names a key the configuration lacks
+    unset = json.loads(json.dumps(recipe))
+    del unset["ComponentConfiguration"]["DefaultConfiguration"]["Install"]
+    assert b.lite_problems(unset, 100) == [
+        "lifecycle step 'install': {configuration:/Install/IndexUrl} names no key of DefaultConfiguration (lite fails "
+        "the step; the classic nucleus leaves the text as it is)"]
 
 
 def test_build_warns_when_a_changed_recipe_would_not_run_on_lite(project, capsys):
     target = project / "recipes" / "ggdefender.Defender.yaml"
-    target.write_text(target.read_text().replace("    install:\n", "    Install:\n"))
+    # the lifecycle step only (DefaultConfiguration's `Install:` section is indented the same)
+    target.write_text(target.read_text().replace("  all:\n    install:\n", "  all:\n    Install:\n"))
     b.build(project)  # still built: the classic nucleus takes it
     assert ("ggdefender build: warning: ggdefender.Defender.yaml will not run on Greengrass nucleus lite: "
             "lifecycle step 'Install': nucleus lite runs only 'install'") in capsys.readouterr().err
-    target.write_text(target.read_text().replace("    Install:\n", "    install:\n"))
+    target.write_text(target.read_text().replace("  all:\n    Install:\n", "  all:\n    install:\n"))
     b.build(project)
     assert "warning" not in capsys.readouterr().err
 

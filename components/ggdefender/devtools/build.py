@@ -33,7 +33,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 if __package__:
     from . import wheels
@@ -56,6 +56,8 @@ LITE_SELECTIONS = ("all", "linux")
 # fails on any other than these (ggl-config-interpolation/src/interpolation.c ggl_substitute_escape)
 _LITE_VARIABLE = re.compile(r"\{(?:[A-Za-z0-9._-]+:)?(?:kernel:rootPath|iot:thingName|work:path|artifacts:path|"
                             r"artifacts:decompressedPath|configuration:/[^{}]*)\}")
+# this component's own configuration in a step (`{configuration:/a/b}`, no `Other.Component:` prefix)
+_OWN_CONFIGURATION_VARIABLE = re.compile(r"\{configuration:(/[^{}]*)\}")
 ARCHIVE = "ggdefender.zip"
 WHEELS_ARCHIVE = "ggdefender-wheels-{}.zip"  # .format(Platform.architecture)
 PACKAGE = "ggdefender"
@@ -328,7 +330,30 @@ def lite_problems(recipe: dict, size: int) -> List[str]:
                 if "{" in stray or "}" in stray:
                     problems.append(f"lifecycle step {key!r}: a brace that is not a recipe variable (lite's "
                                     "recipe-runner reads every {...} as one)")
-    return list(dict.fromkeys(problems))  # manifests sharing the global Lifecycle name its problems once
+                for pointer in _OWN_CONFIGURATION_VARIABLE.findall(str(text)):
+                    if not _has_pointer(_default_configuration(recipe), pointer):
+                        problems.append(f"lifecycle step {key!r}: {{configuration:{pointer}}} names no key of "
+                                        "DefaultConfiguration (lite fails the step; the classic nucleus leaves "
+                                        "the text as it is)")
+    return list(dict.fromkeys(problems))
+
+
+def _default_configuration(recipe: dict) -> Any:
+    configuration = recipe.get(_ci_key(recipe, "ComponentConfiguration") or "", None)
+    if not isinstance(configuration, dict):
+        return {}
+    return configuration.get(_ci_key(configuration, "DefaultConfiguration") or "", None) or {}
+
+
+def _has_pointer(document: Any, pointer: str) -> bool:
+    """Whether the JSON pointer `pointer` (`/a/b`, as recipe variables write it) names a value in `document`."""
+    node = document
+    for part in pointer.lstrip("/").split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True  # manifests sharing the global Lifecycle name its problems once
 
 
 def build(root: Optional[Path] = None) -> BuildResult:
