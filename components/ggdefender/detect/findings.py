@@ -101,8 +101,9 @@ def _text(value: Any, limit: int) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def new_finding(event: dict, cfg: FindingsConfig, now: float) -> dict:
-    """The ASFF finding of an `in-alarm` event."""
+def new_finding(event: dict, cfg: FindingsConfig, now: float, where: str = "on device") -> dict:
+    """The ASFF finding of an `in-alarm` event; `where` the detector ran ("on device", or "fleet" for the fleet
+    tier's handler, which builds its findings here too)."""
     p, r, acct = cfg.partition, cfg.effective_region, cfg.account
     beh = event["behavior"]
     metric = beh.get("metric", "unknown")
@@ -120,7 +121,7 @@ def new_finding(event: dict, cfg: FindingsConfig, now: float) -> dict:
         "AwsAccountId": acct,
         "CreatedAt": created,
         "UpdatedAt": created,
-        "Title": _text(f"Device Defender Detect (on device): {name} violated on {thing}", 256),
+        "Title": _text(f"Device Defender Detect ({where}): {name} violated on {thing}", 256),
         "Description": _text(f"Thing {thing} violated behavior {name} of security profile {profile} on "
                              f"metric {metric} ({detail}); expected: {criteria}.", 1024),
         "Resources": [{"Type": "Other", "Id": f"arn:{p}:iot:{r}:{acct}:thing/{thing}", "Partition": p,
@@ -168,10 +169,12 @@ def set_verification(finding: dict, state: str, description: Optional[str], now:
     return f
 
 
-def record_actions(finding: dict, actions: list, now: float, bump: bool = True) -> dict:
+def record_actions(finding: dict, actions: list, now: float, bump: bool = True,
+                   label: str = "Local mitigation") -> dict:
     """Mitigation actions on the finding: Remediation text plus one ProductFields entry per action.
 
-    `bump=False` when the actions are part of the same change as the finding (creation or closing)."""
+    `bump=False` when the actions are part of the same change as the finding (creation or closing); `label`
+    starts the Remediation text (the fleet tier's handler says what it did in the cloud)."""
     f = json.loads(json.dumps(finding))
     if bump:
         f["UpdatedAt"] = _later(f["UpdatedAt"], now)
@@ -186,7 +189,7 @@ def record_actions(finding: dict, actions: list, now: float, bump: bool = True) 
         pf[f"ggdefender/mitigation/{i}"] = _text(summary, 2048)
         lines.append(summary)
     if lines:
-        f["Remediation"] = {"Recommendation": {"Text": _text("Local mitigation: " + "; ".join(lines), 512)}}
+        f["Remediation"] = {"Recommendation": {"Text": _text(f"{label}: " + "; ".join(lines), 512)}}
     return f
 
 
