@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "local": "ggdefender.local.ui.cli",
     "detect": "ggdefender.detect.cli",
     "build": "ggdefender.devtools.build",
+    "fleet": "ggdefender.fleet.cli",  # the fleet tier: runs in the customer's AWS account
 }
 
 
@@ -29,6 +30,7 @@ NOT_IN_ARTIFACT = {
     "local": "ggdefender.local",
     "build": "ggdefender.devtools",
     "detect replay": "ggdefender.devtools",  # `detect validate` ships; replay and its plot do not
+    "fleet": "ggdefender.fleet",
 }
 
 

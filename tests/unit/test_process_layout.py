@@ -13,7 +13,7 @@ PACKAGE = Path(ggdefender.__file__).parent
 ARCHITECTURE = PACKAGE.parents[1] / "docs" / "architecture.md"
 PROCESS_A = ("supervisor", "remediation")
 PROCESS_B = ("collector", "plugins", "detect")
-NOT_SHIPPED = ("local", "devtools")  # = build.EXCLUDED_DIRS (tests/unit/test_cli_parts.py keeps those equal)
+NOT_SHIPPED = ("local", "devtools", "fleet")  # = build.EXCLUDED_DIRS (tests/unit/test_cli_parts.py keeps those equal)
 # every top-level module, each used by both processes (or by the `ggdefender` command before either starts)
 SHARED = ("__main__", "cli", "config_store", "declarations", "defaults", "eventstream", "eventstream_rpc",
           "greengrasssdk", "health", "ipc", "ipc_awsiotsdk", "ipc_client", "ipc_port", "ipc_pure", "jobs_protocol",

@@ -62,7 +62,7 @@ ARCHIVE = "ggdefender.zip"
 WHEELS_ARCHIVE = "ggdefender-wheels-{}.zip"  # .format(Platform.architecture)
 PACKAGE = "ggdefender"
 # never shipped to devices: local/ is the offline core, devtools/ the developer tools (this build among them)
-EXCLUDED_DIRS = {"local", "devtools", "__pycache__"}
+EXCLUDED_DIRS = {"local", "devtools", "fleet", "__pycache__"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 S3_PREFIX = "s3://"
 _COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9-_.]+$")
