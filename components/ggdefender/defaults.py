@@ -35,6 +35,8 @@ DEFAULTS: dict = {
         "MinCollectNowSeconds": "10",
         "IncludeCustomMetrics": True,
         "Source": "auto",
+        # reports to the customer's own topic rule through Basic Ingest (docs/fleet.md); off: Defender only
+        "Export": {"Mode": "off", "RuleName": "ggdefender_fleet"},
     },
     # custom metrics (docs/plugins.md): seven built-ins, pip-installed plugins, external samples
     "Plugins": {

@@ -36,7 +36,8 @@ MAX_PLUGIN_ENTRIES = 64  # parts.plugins.* keys
 MAX_DOCUMENT_BYTES = 96 * 1024
 MIN_INTERVAL = 1.0  # seconds between two publishes: a flapping part cannot flood IoT Core
 SECTIONS = settings.SECTIONS  # the configuration sections, declared once
-REPORT_STATUSES = ("ACCEPTED", "REJECTED", "PUBLISH_FAILED")
+# EXPORTED: Collector.Export mode "only" (a rule topic has no reply: the nucleus took the report)
+REPORT_STATUSES = ("ACCEPTED", "REJECTED", "PUBLISH_FAILED", "EXPORTED")
 PART_STATES = ("running", "restarting", "stopped")
 
 # What process B may write through the relay: its own parts' verdicts, never A's (privilegeSeparation, parts.*).
@@ -331,7 +332,7 @@ def problems(body: dict) -> list:
             and _recent(outbox.get("at"), DROP_PROBLEM_SECONDS):
         out.append(f"outbox dropped {outbox['dropped']} item(s): {outbox.get('lastDropReason') or ''}".rstrip(": "))
     last = body.get("lastReport")
-    if isinstance(last, dict) and last.get("status") not in (None, "ACCEPTED"):
+    if isinstance(last, dict) and last.get("status") not in (None, "ACCEPTED", "EXPORTED"):
         out.append(f"last report {last.get('status')}: {last.get('reason') or ''}".rstrip(": "))
     return out
 

@@ -26,6 +26,19 @@ def metrics(thing: str, fmt: str) -> str:
     return f"$aws/things/{thing}/defender/metrics/{fmt}"
 
 
+# AWS IoT Basic Ingest: `$aws/rules/<rule>/...` goes to that topic rule only (no broker, no messaging charge)
+BASIC_INGEST_PREFIX = "$aws/rules/"
+# CreateTopicRule's ruleName (the IoT API model: pattern ^[a-zA-Z0-9_]+$, length 1-128)
+RULE_NAME_PATTERN = r"^[a-zA-Z0-9_]+$"
+RULE_NAME_MAX = 128
+DEFAULT_EXPORT_RULE = "ggdefender_fleet"  # the rule the recipe's accessControl grants (docs/fleet.md)
+
+
+def export(rule: str, thing: str, fmt: str) -> str:
+    """Collector.Export's topic for a report: the rules engine strips the `$aws/rules/<rule>/` prefix, so its SQL reads the thing as topic(2) (docs/fleet.md)."""
+    return f"{BASIC_INGEST_PREFIX}{rule}/things/{thing}/defender/metrics/{fmt}"
+
+
 def violations(thing: str) -> str:
     return f"ggdefender/things/{thing}/violations"
 

@@ -8,6 +8,7 @@ import os
 import yaml
 
 from ggdefender import topics
+from ggdefender.collector.export import ExportSettings
 from ggdefender.supervisor.relay_server import Policy
 from ggdefender.jobs_protocol import jobs_prefix, subscription_filters
 
@@ -49,7 +50,10 @@ def _recipe_grants() -> dict:
 
 def _relay_grants() -> dict:
     policy = Policy(THING)
-    return {"aws.greengrass#PublishToIoTCore": set(policy.iot_publish),
+    # Collector.Export's topics with the default rule, the one the recipe grants (allowed only when A's own
+    # configuration turns exporting on: tests/unit/collector/test_export.py)
+    exported = set(ExportSettings(mode="also").topics(THING))
+    return {"aws.greengrass#PublishToIoTCore": set(policy.iot_publish) | exported,
             "aws.greengrass#SubscribeToIoTCore": set(policy.iot_subscribe),
             "aws.greengrass#PublishToTopic": set(Policy.LOCAL_PUBLISH),
             "aws.greengrass#SubscribeToTopic": set(Policy.LOCAL_SUBSCRIBE)}

@@ -12,6 +12,7 @@ from typing import Any, Optional, Tuple
 
 from ggdefender import settings as s
 from ggdefender import topics
+from ggdefender.collector import export as export_config
 from ggdefender.collector import sources
 from ggdefender.collector.report import DEFAULT_MAX_BYTES, MQTT_LIMIT
 from ggdefender.collector.sources.data import GROUPS, InterfaceFilter
@@ -20,7 +21,7 @@ MIN_INTERVAL = 300  # AWS throttles faster reporting; every reference agent uses
 KNOWN_KEYS = (
     "Enabled", "SampleIntervalSeconds", "DevelopmentSampleIntervalSeconds", "StartJitterPercent",
     "ReportFormat", "Metrics", "InterfaceInclude", "InterfaceExclude", "MaxListSize", "MaxReportBytes",
-    "PublishQos", "IncludeCustomMetrics", "Source", "MinCollectNowSeconds",
+    "PublishQos", "IncludeCustomMetrics", "Source", "MinCollectNowSeconds", "Export",
 )
 
 
@@ -40,6 +41,7 @@ class CollectorSettings:
     include_custom_metrics: bool = True
     source: str = "auto"
     min_collect_now_seconds: float = 10.0  # on-demand reports never come closer together than this
+    export: export_config.ExportSettings = export_config.ExportSettings()  # reports to a customer's Basic Ingest rule too
     warnings: Tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -140,6 +142,7 @@ def parse(section: Any) -> CollectorSettings:
         return name
 
     read("Source", "source", source)
+    read("Export", "export", export_config.parse)
 
     # a typo must not silently fall back to a default (the Device Client "interval" trap): said, not fatal
     problems.keys(section, KNOWN_KEYS, "Collector", strict=False)

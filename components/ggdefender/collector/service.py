@@ -43,6 +43,7 @@ LAST_REPORT_REFRESH_SECONDS = 900.0
 
 
 PUBLISH_KEY = "publish"
+EXPORT_KEY = "export"  # mode "also": the export's failures are said apart from the report's
 
 
 class PublishFailed(RuntimeError):
@@ -79,6 +80,8 @@ class CollectorService:
         self.published = 0  # reports handed to IPC, for health and tests
         self._last_report = ("", float("-inf"))  # (status, monotonic time) last put into health
         self.failures = 0
+        self.exported = 0  # mode "also": copies the export rule took
+        self.export_failures = 0
         # a nucleus that cannot reach IoT Core refuses every report until it can (nucleus lite has no queue):
         # said once with the reason, then summarised now and then, and once more when reports go out again
         self._publish_log = ratelog.RateLimitedLog(log, level=logging.ERROR)
@@ -227,19 +230,16 @@ class CollectorService:
                 log.warning("custom metrics left out of this report: %s", exc)
         built = self.pipeline.build(custom)
         at = self._clock()
+        exp = self._settings.export
         try:
-            t = report_topic(self.thing, built.fmt)
-            try:
-                self.ipc.publish_iot(t, built.payload, qos=self._settings.publish_qos)
-            except BaseException as exc:
-                self.pipeline.not_delivered()
-                self._report_health("PUBLISH_FAILED", built.report_id, f"{type(exc).__name__}: {exc}")
-                if isinstance(exc, Exception) and not isinstance(exc, IpcUnavailable):
-                    raise PublishFailed(str(exc)) from exc
-                raise
-            self.published += 1
-            self._publish_log.recovered(PUBLISH_KEY, "reports reach IoT Core again")
-            log.info("published report %d (%d bytes) to %s", built.report_id, len(built.payload), t)
+            if exp.mode == "only":  # the rule is the report's only destination: its failure is the report's
+                self._publish(self._topic(built.fmt), built, "reports reach the export rule again")
+                self._report_health("EXPORTED", built.report_id)  # no reply comes on a rule topic
+            else:
+                self._publish(report_topic(self.thing, built.fmt), built, "reports reach IoT Core again")
+                export_topic = exp.topic(self.thing, built.fmt)
+                if export_topic is not None:
+                    self._export(export_topic, built)
         finally:
             for observer in self.observers:
                 try:
@@ -248,6 +248,41 @@ class CollectorService:
                     log.exception("%s failed on report %d", getattr(observer, "section", "an observer"),
                                   built.report_id)
         return built
+
+    def _topic(self, fmt: str) -> str:
+        """Where a report goes first: the export rule in mode "only", else Device Defender's topic."""
+        exported = self._settings.export.topic(self.thing, fmt)
+        return exported if self._settings.export.mode == "only" and exported else report_topic(self.thing, fmt)
+
+    def _publish(self, t: str, built: Built, recovered: str) -> None:
+        """The report's own publish: a failure fails the report (its id is used again by the next one)."""
+        try:
+            self.ipc.publish_iot(t, built.payload, qos=self._settings.publish_qos)
+        except BaseException as exc:
+            self.pipeline.not_delivered()
+            self._report_health("PUBLISH_FAILED", built.report_id, f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, Exception) and not isinstance(exc, IpcUnavailable):
+                raise PublishFailed(str(exc)) from exc
+            raise
+        self.published += 1
+        self._publish_log.recovered(PUBLISH_KEY, recovered)
+        log.info("published report %d (%d bytes) to %s", built.report_id, len(built.payload), t)
+
+    def _export(self, t: str, built: Built) -> None:
+        """Mode "also": the copy to the export rule after Device Defender took the report. Its failure is said once
+        while it lasts (and counted in `export_failures`) but never fails the report Device Defender has."""
+        try:
+            self.ipc.publish_iot(t, built.payload, qos=self._settings.publish_qos)
+        except IpcUnavailable:
+            raise
+        except Exception as exc:
+            self.export_failures += 1
+            self._publish_log.failed(EXPORT_KEY, "reports not exported to %s (Device Defender still gets them; "
+                                     "each report tries again): %s", t, exc)
+            return
+        self.exported += 1
+        self._publish_log.recovered(EXPORT_KEY, "reports reach the export rule again")
+        log.debug("exported report %d to %s", built.report_id, t)
 
     def _tick(self, requests: Sequence[dict] = ()) -> None:
         self._last_tick = self._mono()
@@ -268,7 +303,7 @@ class CollectorService:
             return
         for request in requests:
             self._answer(request, {"event": "report-published", "reportId": built.report_id,
-                                   "topic": report_topic(self.thing, built.fmt)})
+                                   "topic": self._topic(built.fmt)})
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, reload: Callable[[], None]) -> None:

@@ -43,6 +43,8 @@ LOCAL_REQUESTS_REMOVED = ("Remediation.AcceptLocalRequests: true is not supporte
 
 # set-config may never touch these sections: a job must not widen its own permissions or the supervisor's.
 FORBIDDEN_SET_CONFIG_SECTIONS = ("Remediation", "Supervisor", "Install")
+# ... nor these keys: Collector.Export redirects the device's telemetry to another rule (docs/fleet.md)
+FORBIDDEN_SET_CONFIG_KEYS = ("Collector/Export",)
 
 _KEY_PATH = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}/[A-Za-z][A-Za-z0-9]{0,63}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -151,6 +153,8 @@ def parse(section: Optional[dict]) -> RemediationSettings:
             if k.split("/")[0] in FORBIDDEN_SET_CONFIG_SECTIONS:
                 raise s.ConfigError(f"Remediation.SetConfigAllowedKeys: {k!r}: the {k.split('/')[0]} section "
                                     "can never be changed by a job")
+            if k in FORBIDDEN_SET_CONFIG_KEYS:
+                raise s.ConfigError(f"Remediation.SetConfigAllowedKeys: {k!r} can never be changed by a job")
         return keys
 
     def local_requests_():

@@ -6,7 +6,8 @@ other parts' requests:
 - metrics topics: a Device Defender report in the topic's format (JSON or CBOR), structurally: header with
   an integer `report_id` and version "1.0", `metrics` / `custom_metrics` of the documented shape, under the
   IoT Core payload limit, and `report_id` strictly above every report A relayed before (across collector
-  restarts). *Decision:* not the collector's full JSON Schema validator (collector/schema.py): it would load
+  restarts; per destination: in Collector.Export mode "also" the same report goes to Device Defender's topic and
+  then to the export rule's, `$aws/rules/<rule>/things/<thing>/defender/metrics/<fmt>`). *Decision:* not the collector's full JSON Schema validator (collector/schema.py): it would load
   jsonschema (~4.5 MiB RSS) into process A for every report (docs/architecture.md, memory rule), and the
   values inside a report are the collector's own claims that A cannot check anyway; AWS validates them and
   its accepted/rejected reply is visible. The structure is what keeps arbitrary bytes off the topic.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from ggdefender import topics
 from ggdefender.detect.violations import CLEARED, IN_ALARM, INVALIDATED
@@ -54,8 +55,8 @@ class ContentGuard:
         self.thing = thing
         self.metric_topics = {topics.metrics(thing, "json"): "json", topics.metrics(thing, "cbor"): "cbor"}
         self._lock = threading.Lock()
-        self._last_report_id = 0
-        self._reports: "OrderedDict[int, str]" = OrderedDict()  # relayed report id -> topic
+        self._last_report_id: Dict[str, int] = {}  # per destination ("defender", "export"): the last id relayed
+        self._reports: "OrderedDict[int, Tuple[str, ...]]" = OrderedDict()  # relayed report id -> its topics
         self._delivered: "OrderedDict[str, None]" = OrderedDict()  # collect-now requestIds B was given
 
     # -- what A delivered or relayed --------------------------------------------------------------------------
@@ -73,9 +74,13 @@ class ContentGuard:
 
     def relayed_report(self, topic: str, report_id: int) -> None:
         """After a successful relayed publish of a report (`check_iot` gave its id): the id is now used."""
+        where = self.report_topic(topic)
+        if where is None:
+            return
         with self._lock:
-            self._last_report_id = max(self._last_report_id, report_id)
-            self._reports[report_id] = topic
+            self._last_report_id[where[0]] = max(self._last_report_id.get(where[0], 0), report_id)
+            if topic not in self._reports.get(report_id, ()):
+                self._reports[report_id] = (*self._reports.get(report_id, ()), topic)
             while len(self._reports) > MAX_REMEMBERED:
                 self._reports.popitem(last=False)
 
@@ -84,15 +89,28 @@ class ContentGuard:
         """None, or the report id when `topic` is a metrics topic (pass it to `relayed_report` once sent)."""
         if len(data) >= MAX_PAYLOAD:
             raise ContentInvalid(f"payload of {len(data)} bytes is over the IoT Core limit ({MAX_PAYLOAD - 1})")
-        fmt = self.metric_topics.get(topic)
-        if fmt is not None:
-            report_id = check_report(_decode(data, fmt))
+        where = self.report_topic(topic)
+        if where is not None:
+            report_id = check_report(_decode(data, where[1]))
             with self._lock:
-                last = self._last_report_id
+                last = self._last_report_id.get(where[0], 0)
             if report_id <= last:
                 raise ContentDenied(f"report_id {report_id} is not above the last relayed report_id {last}")
             return report_id
         self._check_event(topic, _json(data), "iot")
+        return None
+
+    def report_topic(self, topic: str) -> Optional[Tuple[str, str]]:
+        """(destination, format) when `topic` carries this thing's reports: Device Defender's or an export rule's
+        (which rule B may use is the relay policy's call, from A's own configuration), else None."""
+        fmt = self.metric_topics.get(topic)
+        if fmt is not None:
+            return ("defender", fmt)
+        if topic.startswith(topics.BASIC_INGEST_PREFIX):
+            rule = topic[len(topics.BASIC_INGEST_PREFIX):].partition("/")[0]
+            for fmt in topics.REPORT_FORMATS:
+                if topic == topics.export(rule, self.thing, fmt):
+                    return ("export", fmt)
         return None
 
     def check_local(self, topic: str, message: Any) -> None:
@@ -136,7 +154,7 @@ class ContentGuard:
             if kind == "report-published":
                 report_id: Any = message.get("reportId")
                 topic = message.get("topic")
-                if self._reports.get(report_id) != topic or isinstance(report_id, bool):
+                if topic not in self._reports.get(report_id, ()) or isinstance(report_id, bool):
                     raise ContentDenied(f"report-published names report {str(report_id)[:32]} on {str(topic)[:200]!r}, "
                                         "which was not relayed")
             del self._delivered[rid]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from ggdefender import health, topics
 from ggdefender.ipc import IpcUnavailable, PublishRefused
+from ggdefender.collector import export as export_config
 from ggdefender.ipc_port import SupervisorPort
 from ggdefender.relay_wire import COLLECT_EVENTS, MAX_PENDING_EVENTS, MAX_REPLY_LINE, MAX_REQUEST_LINE, \
     MitigationRefused, RelayDenied, b64, encode, read_line, unb64
@@ -30,7 +31,8 @@ from ggdefender.supervisor.relay_guard import ContentDenied, ContentGuard, Conte
 log = logging.getLogger("ggdefender.supervisor.relay_server")
 
 MAX_SUBSCRIPTIONS = 32  # B uses 8
-MAX_TOPIC = 256
+# IoT Core's 256 bytes do not count a Basic Ingest prefix `$aws/rules/<rule>/` (Collector.Export's topic)
+MAX_TOPIC = 256 + len(topics.BASIC_INGEST_PREFIX) + topics.RULE_NAME_MAX + 1
 MAX_KEY_PATH = 32
 MAX_COLLECT_CALLS = 16  # collect-now calls of A waiting on B at once (the listener runs one job at a time)
 
@@ -49,9 +51,13 @@ class Policy:
     UNSCOPED = ("get_config", "subscribe_config", "unsubscribe", "health", "mitigate", "subscribe_mitigation",
                 "subscribe_collect_now", "collect_result")  # B answers only calls A is waiting on
 
-    def __init__(self, thing: str):
+    def __init__(self, thing: str, export: Optional[Callable[[], export_config.ExportSettings]] = None):
+        """`export`: process A's own current view of Collector.Export (None: exporting is never allowed). B may
+        publish to exactly the topics it names, under `$aws/rules/` nothing else: B cannot choose the rule."""
         if not thing:
             raise ValueError("relay policy: no thing name")
+        self.thing = thing
+        self.export = export
         self.iot_publish = frozenset({*(topics.metrics(thing, fmt) for fmt in topics.REPORT_FORMATS),
                                       topics.violations(thing), topics.findings(thing)})
         self.iot_subscribe = frozenset(f"{topics.metrics(thing, fmt)}/{outcome}" for fmt in topics.REPORT_FORMATS
@@ -66,9 +72,31 @@ class Policy:
         if allowed is None:
             why = " (privileged: only process A may do this)" if op in PRIVILEGED_OPS else ""
             raise RelayDenied(f"relay policy: operation {op!r} is not allowed{why}")
+        if op == "publish_iot" and topic is not None and topic.startswith(topics.BASIC_INGEST_PREFIX):
+            self._check_export(topic)
+            return
         if topic not in allowed:
             raise RelayDenied(f"relay policy: {op} on topic {topic!r} is not allowed "
                               f"(allowed: {', '.join(sorted(allowed))})")
+
+    def _check_export(self, topic: str) -> None:
+        try:
+            settings = self.export() if self.export is not None else export_config.ExportSettings()
+        except Exception as exc:  # A cannot tell what is configured: refuse rather than trust B
+            raise RelayDenied(f"relay policy: {topic!r} refused: Collector.Export could not be read ({exc})")
+        allowed = settings.topics(self.thing)
+        if topic not in allowed:
+            raise RelayDenied(f"relay policy: publish_iot on topic {topic!r} is not allowed (Collector.Export is "
+                              + (f"{', '.join(allowed)})" if allowed else "off)"))
+
+
+def export_view(ipc: SupervisorPort) -> Callable[[], export_config.ExportSettings]:
+    """Process A's view of Collector.Export, read from its own IPC at each export publish (one local call every
+    report interval): B never says which rule it may use. Only a deployment changes the section (it is not a
+    set-config key, docs/fleet.md); an invalid section allows nothing until it is fixed."""
+    def read() -> export_config.ExportSettings:
+        return export_config.parse(ipc.get_config(["Collector", "Export"]), "Collector.Export")
+    return read
 
 
 
@@ -84,7 +112,7 @@ class RelayServer:
         supervisor's ContentGuard, shared by every incarnation of B (a new one when None)."""
         self.sock = sock
         self.ipc = ipc
-        self.policy = Policy(thing)
+        self.policy = Policy(thing, export_view(ipc))
         self.mitigation = mitigation
         self.guard = guard or ContentGuard(thing)
         self.name = name
