@@ -33,6 +33,8 @@ ALLOWED = {
     ("remediation/mitigation_gate.py", "ggdefender.collector.sources.data"),
     # the socket-owners operation reads /proc's socket tables with the collector's parser
     ("remediation/operations/socket_owners.py", "ggdefender.collector.sources.procfs"),
+    # A's relay policy lets B publish exactly the Collector.Export topic A itself reads, by the collector's parser
+    ("supervisor/relay_server.py", "ggdefender.collector.export"),
     # a set-config job is validated by the parser of the section it changes, as the part itself would
     ("remediation/operations/set_config.py", "ggdefender.collector.config"),
     ("remediation/operations/set_config.py", "ggdefender.detect.config"),
