@@ -10,6 +10,8 @@
   offending values as targets) creates one IoT Job per violation with our remediation document, its jobId
   derived from the violationId so a retry finds it (ResourceAlreadyExists means done);
   `Remediation.Quarantine` adds the thing to a static thing group that carries a continuous job.
+  `setup_quarantine` creates that group and its CONTINUOUS job with our document (`ggdefender fleet
+  quarantine-setup`).
 - `alarm-cleared` / `alarm-invalidated`: the finding is archived (RecordState ARCHIVED, as on the device); a
   job already created is left alone; a quarantined thing stays quarantined unless `ReleaseOnClear` (a
   stateless handler cannot know whether another of the thing's violations is still in alarm).
@@ -199,11 +201,57 @@ def job_document(v: dict, settings: ActSettings) -> Optional[dict]:
              for i, t in enumerate(targets[: min(settings.jobs.max_targets, 10)])]
     doc = {"schema": documents.SCHEMA_ID, "comment": f"ggdefender fleet: violation {v['violationId']}"[:256],
            "dryRun": settings.dry_run, "steps": steps}
+    return check_document(doc)  # the rule's arguments come from checked settings: a failure here is a bug
+
+
+def check_document(doc: Any) -> dict:
+    """`doc` if it is a valid remediation document of ours (schema and the Jobs size limit), else ValueError."""
+    if not isinstance(doc, dict) or doc.get("schema") != documents.SCHEMA_ID:
+        raise ValueError(f'a job document must be ours ("schema": "{documents.SCHEMA_ID}")')
     errors = sorted(_document_validator().iter_errors(doc), key=str)
-    if errors:  # the rule's arguments come from checked settings: this is a bug, not bad input
-        raise ValueError(f"remediation document invalid: {errors[0].message[:200]}")
-    documents.load(doc)  # the Jobs size limit
-    return doc
+    if errors:
+        where = "/".join(map(str, errors[0].absolute_path)) or "document"
+        raise ValueError(f"remediation document invalid at {where}: {errors[0].message[:200]}")
+    return documents.load(doc)
+
+
+def quarantine_job_id(group: str, doc: dict) -> str:
+    """The group's continuous job: a new document is a new job (a job's document cannot change)."""
+    text = group + "\n" + json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return "ggdefender-quarantine-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
+
+
+def setup_quarantine(clients: Clients, settings: ActSettings, doc: Any,
+                     sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Create the quarantine thing group and its CONTINUOUS job with `doc` (our remediation document); both
+    steps are idempotent (an existing group or job is reported, not an error). Errors raise."""
+    if settings.quarantine is None:
+        raise ConfigError("Remediation.Quarantine is not set: no group to set up")
+    doc = check_document(doc)
+    group, call = settings.quarantine.thing_group, Caller(settings.max_attempts, sleep)
+    out: Dict[str, Any] = {"thingGroup": group}
+    try:
+        made = call(clients.iot.create_thing_group, thingGroupName=group, thingGroupProperties={
+            "thingGroupDescription": "ggdefender quarantine: things a fleet violation put here (docs/fleet.md)"})
+        out.update(thingGroupArn=made["thingGroupArn"], group="created")
+    except Exception as exc:
+        if _error_code(exc) != "ResourceAlreadyExistsException":  # same name, other properties: still ours
+            raise
+        out.update(thingGroupArn=call(clients.iot.describe_thing_group, thingGroupName=group)["thingGroupArn"],
+                   group="exists")
+    jid = quarantine_job_id(group, doc)
+    out["jobId"] = jid
+    try:
+        call(clients.iot.create_job, jobId=jid, targets=[out["thingGroupArn"]], targetSelection="CONTINUOUS",
+             document=json.dumps(doc, separators=(",", ":")),
+             description=f"ggdefender quarantine job of thing group {group}"[:2028],
+             timeoutConfig={"inProgressTimeoutInMinutes": settings.job_timeout_minutes})
+        out["job"] = "created"
+    except Exception as exc:
+        if _error_code(exc) != "ResourceAlreadyExistsException":
+            raise
+        out["job"] = "exists"
+    return out
 
 
 def _error_code(exc: BaseException) -> str:

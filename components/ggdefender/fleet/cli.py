@@ -1,6 +1,6 @@
 """`ggdefender fleet`: the fleet tier's commands (not in the device artifact). `fleet act` runs the Act handler
 once over violations in a file, with the caller's AWS credentials (e.g. to replay violations the Lambda
-function could not act on)."""
+function could not act on); `fleet quarantine-setup` creates the quarantine thing group and its continuous job."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def register(subparsers: Any) -> None:
     act.add_argument("--region", help="the AWS region of the clients (default: the settings' Findings.Region, "
                                       "else the AWS configuration's)")
     act.set_defaults(func=run_act)
+    setup = fleet.add_parser("quarantine-setup", help="create the quarantine thing group and its continuous job")
+    setup.add_argument("document", help="the continuous job's remediation document (JSON, docs/jobs.md)")
+    setup.add_argument("--settings", required=True, help="the handler's settings (JSON) with Remediation.Quarantine")
+    setup.add_argument("--region", help="the AWS region of the client (default: as for `fleet act`)")
+    setup.set_defaults(func=run_quarantine_setup)
 
 
 def read_violations(text: str) -> List[Any]:
@@ -40,6 +45,38 @@ def read_violations(text: str) -> List[Any]:
     return out
 
 
+def _settings(path: Any) -> Any:
+    from . import act
+
+    raw: Any = {}
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    return act.parse_settings(raw)
+
+
+def run_quarantine_setup(args: argparse.Namespace) -> int:
+    import boto3
+
+    from . import act
+
+    try:
+        settings = _settings(args.settings)
+        with open(args.document, encoding="utf-8") as fh:
+            doc = json.loads(fh.read(MAX_INPUT_BYTES))
+        act.check_document(doc)
+        if settings.quarantine is None:
+            raise ValueError("Remediation.Quarantine is not set in the settings")
+    except (OSError, ValueError) as exc:
+        print(f"ggdefender fleet quarantine-setup: {exc}", file=sys.stderr)
+        return 2
+    region = args.region or settings.findings.region or None
+    clients = act.Clients(None, boto3.client("iot", region_name=region))
+    json.dump(act.setup_quarantine(clients, settings, doc), sys.stdout, indent=1)
+    print()
+    return 0
+
+
 def run_act(args: argparse.Namespace) -> int:
     import boto3
 
@@ -54,11 +91,7 @@ def run_act(args: argparse.Namespace) -> int:
         if len(text) > MAX_INPUT_BYTES:
             raise ValueError(f"larger than {MAX_INPUT_BYTES} bytes")
         violations = read_violations(text)
-        raw_settings: Any = {}
-        if args.settings:
-            with open(args.settings, encoding="utf-8") as fh:
-                raw_settings = json.load(fh)
-        settings = act.parse_settings(raw_settings)
+        settings = _settings(args.settings)
     except (OSError, ValueError) as exc:  # ConfigError is a ValueError
         print(f"ggdefender fleet act: {exc}", file=sys.stderr)
         return 2

@@ -232,3 +232,37 @@ def test_lambda_handler_reads_kinesis_and_sqs_records_and_returns_only_retryable
     with pytest.raises(ValueError, match="Records"):
         act.lambda_handler({"nothing": 1}, None)
     act._settings_from.cache_clear()
+
+
+def test_quarantine_setup_creates_the_group_and_its_continuous_job_once(aws):
+    clients, calls = aws
+    s = settings(Quarantine={"ThingGroup": "quarantine", "Behaviors": ["ports"]})
+    doc = {"schema": "ggdefender.remediation/1", "steps": [{"operation": "collect-now"}]}
+    groups = []
+    clients.iot.meta.events.register("provide-client-params.iot.CreateThingGroup",
+                                     lambda params, **_: groups.append(params))
+    first = act.setup_quarantine(clients, s, doc)
+    again = act.setup_quarantine(clients, s, doc)
+    assert (first["group"], first["job"]) == ("created", "created") and again["jobId"] == first["jobId"]
+    aws_models.check(groups[0], "iot", "CreateThingGroup")
+    call = calls["CreateJob"][0]
+    aws_models.check(call, "iot", "CreateJob")
+    assert call["targetSelection"] == "CONTINUOUS" and call["targets"] == [first["thingGroupArn"]]
+    jsonschema.validate(json.loads(call["document"]), SCHEMA)
+    assert len(clients.iot.list_jobs()["jobs"]) == 1
+    with pytest.raises(ValueError, match="steps/0"):
+        act.setup_quarantine(clients, s, {"schema": "ggdefender.remediation/1", "steps": [{"operation": "rm"}]})
+    with pytest.raises(ConfigError, match="Quarantine"):
+        act.setup_quarantine(clients, settings(), doc)
+
+
+def test_an_existing_group_and_job_are_reported_not_errors():
+    clients, _, iot = stubbed()
+    arn = f"arn:aws:iot:{REGION}:{ACCOUNT}:thinggroup/quarantine"
+    iot.add_client_error("create_thing_group", "ResourceAlreadyExistsException", "other properties", 409)
+    iot.add_response("describe_thing_group", {"thingGroupName": "quarantine", "thingGroupArn": arn})
+    iot.add_client_error("create_job", "ResourceAlreadyExistsException", "exists", 409)
+    with iot:
+        out = act.setup_quarantine(clients, settings(Quarantine={"ThingGroup": "quarantine", "Behaviors": ["x"]}),
+                                   {"schema": "ggdefender.remediation/1", "steps": [{"operation": "collect-now"}]})
+    assert (out["group"], out["job"], out["thingGroupArn"]) == ("exists", "exists", arn)

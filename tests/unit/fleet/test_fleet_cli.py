@@ -44,3 +44,18 @@ def test_fleet_act_names_bad_input(tmp_path, capsys):
     settings.write_text(json.dumps({"Remediation": {"Jobs": {"ports": "reboot"}}}))
     assert cli.main(["fleet", "act", str(path), "--settings", str(settings)]) == 2
     assert "Remediation.Jobs" in capsys.readouterr().err
+
+
+def test_fleet_quarantine_setup_makes_the_group_and_job(tmp_path, capsys):
+    doc = tmp_path / "doc.json"
+    doc.write_text(json.dumps({"schema": "ggdefender.remediation/1", "steps": [{"operation": "collect-now"}]}))
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"Remediation": {"Quarantine": {"ThingGroup": "q", "Behaviors": ["ports"]}}}))
+    with mock_aws():
+        assert cli.main(["fleet", "quarantine-setup", str(doc), "--settings", str(settings), "--region", REGION]) == 0
+        jobs = boto3.client("iot", region_name=REGION).list_jobs()["jobs"]
+    out = json.loads(capsys.readouterr().out)
+    assert (out["group"], out["job"]) == ("created", "created") and [j["jobId"] for j in jobs] == [out["jobId"]]
+    doc.write_text(json.dumps({"version": "1.0", "steps": []}))
+    assert cli.main(["fleet", "quarantine-setup", str(doc), "--settings", str(settings)]) == 2
+    assert "must be ours" in capsys.readouterr().err
