@@ -60,7 +60,8 @@ def test_unzip_refuses_entries_outside_the_folder(tmp_path):
 def test_service_registry_is_every_declared_service_module():
     declared = cloud.declared()
     assert [(d.name, d.service.__name__) for d in declared] == [
-        ("defender", "DefenderService"), ("jobs", "JobsService"), ("metrics", "CloudMetricsService")]
+        ("defender", "DefenderService"), ("jobs", "JobsService"), ("metrics", "CloudMetricsService"),
+        ("rules", "RulesService")]
     assert all(d.summary and "\n" not in d.summary for d in declared)
 
 
