@@ -387,10 +387,13 @@ def handle(violations: Sequence[Any], clients: Clients, settings: ActSettings, *
             report["rejected"].append({"index": i, "error": str(exc), "retryable": False})
             continue
         actions: List[dict] = []
+        # as on the device: a behavior with suppressAlerts gets no finding and no mitigation
+        suppressed = v["violationEventType"] == IN_ALARM and bool(v.get("suppressAlerts"))
         try:
-            if v["violationEventType"] == IN_ALARM and settings.jobs.rules:
+            if v["violationEventType"] == IN_ALARM and settings.jobs.rules and not suppressed:
                 actions += filter(None, [_create_job(v, settings, clients, call)])
-            actions += filter(None, [_quarantine(v, settings, clients, call)])
+            if not suppressed:
+                actions += filter(None, [_quarantine(v, settings, clients, call)])
         except ValueError as exc:  # a document our own settings cannot make valid: reported, batch goes on
             actions.append({"operation": "create-job", "status": "failed", "detail": str(exc)[:300]})
         result = {"index": i, "violationId": v["violationId"], "thingName": v["thingName"],

@@ -119,6 +119,15 @@ def test_only_allow_listed_behaviors_get_a_job_and_only_for_named_targets(aws):
         settings(Jobs={"ports": "kill-process"})   # targets no one can check: jobs by hand only
 
 
+def test_suppressed_alerts_get_no_finding_and_no_remediation(aws):
+    clients, calls = aws
+    clients.iot.create_thing_group(thingGroupName="quarantine")
+    s = settings(Jobs={"ports": "stop-listener"}, Quarantine={"ThingGroup": "quarantine", "Behaviors": ["ports"]})
+    report = act.handle([violation(1, suppressAlerts=True)], clients, s)
+    assert report["results"][0]["actions"] == [] and "finding" not in report["results"][0]
+    assert calls == {"BatchImportFindings": [], "CreateJob": []}
+
+
 def test_quarantine_membership_added_kept_on_clear_and_released_when_configured(aws):
     clients, _ = aws
     clients.iot.create_thing(thingName="gw-1")
