@@ -275,3 +275,20 @@ def test_an_existing_group_and_job_are_reported_not_errors():
         out = act.setup_quarantine(clients, settings(Quarantine={"ThingGroup": "quarantine", "Behaviors": ["x"]}),
                                    {"schema": "ggdefender.remediation/1", "steps": [{"operation": "collect-now"}]})
     assert (out["group"], out["job"], out["thingGroupArn"]) == ("exists", "exists", arn)
+
+
+def test_no_retry_past_the_deadline_and_botocore_retries_off(monkeypatch):
+    clients, sh, _ = stubbed()
+    sh.add_client_error("batch_import_findings", "LimitExceededException", "slow down", 429)
+    slept = []
+    with sh:   # the function's remaining time is used up: the throttled call is reported, not slept on
+        report = act.handle([violation(1)], clients, settings(), sleep=slept.append, deadline=0.0)
+    assert slept == [] and report["failed"] == [0]
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    act._default_clients.cache_clear()
+    try:   # only Caller retries: botocore's own retries would multiply its bound
+        made = act._default_clients()
+        assert made.securityhub.meta.config.retries["total_max_attempts"] == 1
+        assert made.iot.meta.config.retries["total_max_attempts"] == 1
+    finally:
+        act._default_clients.cache_clear()
