@@ -292,3 +292,13 @@ def test_no_retry_past_the_deadline_and_botocore_retries_off(monkeypatch):
         assert made.iot.meta.config.retries["total_max_attempts"] == 1
     finally:
         act._default_clients.cache_clear()
+
+
+def test_the_settings_example_in_the_docs_is_accepted():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "fleet.md").read_text()
+    section = text[text.index("## Acting on violations"):]
+    example = section[section.index("```json") + 7:section.index("```", section.index("```json") + 7)]
+    s = act.parse_settings(json.loads(example))
+    assert s.quarantine and s.quarantine.thing_group == "ggdefender-quarantine" and s.jobs.rules
