@@ -79,6 +79,22 @@ def parse_config(section: Any) -> MitigationConfig:
     )
 
 
+def targets_of(rule: Rule, metric: str, offending: Any) -> list:
+    """What `rule` acts on for a violation of `metric`: the port/address fixed in the rule, else each offending
+    value of the right type (the device's and the fleet handler's one rule)."""
+    if rule.operation == "stop-listener":
+        proto = rule.arguments.get("protocol") or ("udp" if "udp" in metric else "tcp")
+        if "port" in rule.arguments:  # a fixed port in the rule wins
+            return [{"port": rule.arguments["port"], "protocol": proto}]
+        ports = [p for p in (offending or ()) if isinstance(p, int) and not isinstance(p, bool)]
+        return [{"port": p, "protocol": proto} for p in ports]
+    if rule.operation == "block-ip":
+        if "address" in rule.arguments:
+            return [{"address": rule.arguments["address"]}]
+        return [{"address": ip} for ip in (offending or ()) if isinstance(ip, str)]
+    return []
+
+
 class Mitigator:
     """Turns an in-alarm violation into remediation requests under the rate limits."""
 
@@ -92,19 +108,6 @@ class Mitigator:
     def rule_for(self, profile: str, behavior: str) -> Optional[Rule]:
         return find_rule(self.cfg, profile, behavior)
 
-    def _targets(self, rule: Rule, metric: str, offending: Any) -> list:
-        if rule.operation == "stop-listener":
-            proto = rule.arguments.get("protocol") or ("udp" if "udp" in metric else "tcp")
-            if "port" in rule.arguments:  # a fixed port in the rule wins
-                return [{"port": rule.arguments["port"], "protocol": proto}]
-            ports = [p for p in (offending or ()) if isinstance(p, int) and not isinstance(p, bool)]
-            return [{"port": p, "protocol": proto} for p in ports]
-        if rule.operation == "block-ip":
-            if "address" in rule.arguments:
-                return [{"address": rule.arguments["address"]}]
-            return [{"address": ip} for ip in (offending or ()) if isinstance(ip, str)]
-        return []
-
     def plan(self, event: dict, behavior: Any, now: float) -> tuple:
         """(actions to record, requests to send) for one in-alarm event; both empty without a rule."""
         if not self.cfg.enabled or event.get("suppressAlerts"):
@@ -114,7 +117,7 @@ class Mitigator:
             return [], []
         actions: List[dict] = []
         requests: List[dict] = []
-        targets = self._targets(rule, behavior.metric, event.get("offendingValues"))
+        targets = targets_of(rule, behavior.metric, event.get("offendingValues"))
         if not targets:
             actions.append({"requestId": None, "operation": rule.operation, "arguments": {},
                             "status": "skipped", "detail": "the violation names no target for this operation",

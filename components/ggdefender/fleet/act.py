@@ -32,7 +32,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ggdefender.detect import findings as F
@@ -169,14 +168,6 @@ def thing_arn(thing: str, cfg: F.FindingsConfig) -> str:
     return f"arn:{cfg.partition}:iot:{cfg.effective_region}:{cfg.account}:thing/{thing}"
 
 
-@lru_cache(maxsize=1)
-def _document_validator() -> Any:
-    import jsonschema
-
-    text = resources.files("ggdefender.remediation").joinpath("job_document.schema.json").read_text()
-    return jsonschema.Draft202012Validator(json.loads(text))
-
-
 def _valid_target(target: dict) -> bool:
     try:
         for key, value in target.items():
@@ -192,8 +183,7 @@ def job_document(v: dict, settings: ActSettings) -> Optional[dict]:
     if rule is None:
         return None
     # the device's own target rule: a port/address fixed in the rule, else each offending value
-    targets = mitigation.Mitigator(settings.jobs)._targets(rule, v["behavior"].get("metric", ""),
-                                                             v.get("offendingValues"))
+    targets = mitigation.targets_of(rule, v["behavior"].get("metric", ""), v.get("offendingValues"))
     targets = [t for t in targets if _valid_target(t)]  # offending values are the device's claims
     if not targets:
         return None
@@ -208,7 +198,7 @@ def check_document(doc: Any) -> dict:
     """`doc` if it is a valid remediation document of ours (schema and the Jobs size limit), else ValueError."""
     if not isinstance(doc, dict) or doc.get("schema") != documents.SCHEMA_ID:
         raise ValueError(f'a job document must be ours ("schema": "{documents.SCHEMA_ID}")')
-    errors = sorted(_document_validator().iter_errors(doc), key=str)
+    errors = sorted(documents.our_validator().iter_errors(doc), key=str)
     if errors:
         where = "/".join(map(str, errors[0].absolute_path)) or "document"
         raise ValueError(f"remediation document invalid at {where}: {errors[0].message[:200]}")

@@ -155,7 +155,8 @@ def _jsonschema():
 
 
 @lru_cache(maxsize=1)
-def _our_validator() -> "jsonschema.Draft202012Validator":
+def our_validator() -> "jsonschema.Draft202012Validator":
+    """The JSON Schema validator of our remediation document (the device's and the fleet handler's one check)."""
     text = resources.files("ggdefender.remediation").joinpath("job_document.schema.json").read_text()
     return _jsonschema().Draft202012Validator(json.loads(text))
 
@@ -241,7 +242,7 @@ def parse(raw: Union[str, bytes, dict], settings: RemediationSettings) -> Plan:
 
 
 def _parse_ours(doc: dict, settings: RemediationSettings) -> Plan:
-    _check(_our_validator(), doc, "remediation")
+    _check(our_validator(), doc, "remediation")
     steps = []
     for i, raw_step in enumerate(doc["steps"]):
         op = raw_step["operation"]
