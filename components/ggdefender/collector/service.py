@@ -255,7 +255,7 @@ class CollectorService:
         return exported if self._settings.export.mode == "only" and exported else report_topic(self.thing, fmt)
 
     def _publish(self, t: str, built: Built, recovered: str) -> None:
-        """The report's own publish: a failure fails the report (its id is used again by the next one)."""
+        """The report's own publish: a failure fails the report (the next one's network_stats carry its traffic)."""
         try:
             self.ipc.publish_iot(t, built.payload, qos=self._settings.publish_qos)
         except BaseException as exc:

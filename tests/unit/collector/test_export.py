@@ -118,13 +118,13 @@ def test_mode_only_publishes_to_the_rule_alone_and_says_exported(tmp_path, sourc
     assert ipc.local[-1][1]["topic"] == rule_topic
 
 
-def test_mode_only_a_failed_publish_fails_the_report_and_its_id_is_used_again(tmp_path, source):
+def test_mode_only_a_failed_publish_fails_the_report(tmp_path, source, doc):
     ipc, svc = _collector(tmp_path, source, {"Mode": "only"})
     ipc.fail_publishes = 1
     svc._tick()
-    assert svc.failures == 1 and ipc.iot == []
-    built = svc.collect_and_publish()
-    assert json.loads(ipc.iot[0][1])["header"]["report_id"] == built.report_id
+    assert svc.failures == 1 and ipc.iot == [] and doc.get("lastReport")["status"] == "PUBLISH_FAILED"
+    svc._tick()
+    assert [t for t, _, _ in ipc.iot] == [EXPORTED] and doc.get("lastReport")["status"] == "EXPORTED"
 
 
 # -- process A: the relay policy and guard -------------------------------------------------------------------
