@@ -63,3 +63,15 @@ def test_the_key_can_be_chosen(package):
     found = declarations.collect(_import(package), name=lambda d: d.op)
     assert [d.op for _, d in found] == ["x"]
     assert isinstance(found[0][0], types.ModuleType)
+
+
+def test_an_order_sorts_the_entries_and_an_order_declared_twice_is_an_error(package):
+    for module, name, rank in (("a", "late", 2), ("b", "early", 1)):
+        (package / f"{module}.py").write_text(
+            f"import types\nDECLARATION = types.SimpleNamespace(name={name!r}, rank={rank})\n")
+    found = declarations.collect(_import(package), order=lambda d: d.rank)
+    assert [d.name for _, d in found] == ["early", "late"]
+    (package / "c.py").write_text("import types\nDECLARATION = types.SimpleNamespace(name='other', rank=1)\n")
+    with pytest.raises(declarations.DeclarationError) as err:
+        declarations.collect(_import(package), order=lambda d: d.rank)
+    assert str(err.value) == "decl_pkg: order 1 is declared twice, by decl_pkg.b and decl_pkg.c"

@@ -107,7 +107,8 @@ def test_configuration_md_option_table_equals_the_declared_options():
      "ggdefender.plugins.builtin: 'cpu_usage' is declared twice, by ggdefender.plugins.builtin.twice_a and "
      "ggdefender.plugins.builtin.twice_b"),
     ({"twice_a": ("cpu_usage", "CpuUsage", 1), "twice_b": ("memory_usage", "MemoryUsage", 1)},
-     "built-in plugins declare the same report_order twice: 1"),
+     "ggdefender.plugins.builtin: order 1 is declared twice, by ggdefender.plugins.builtin.twice_a and "
+     "ggdefender.plugins.builtin.twice_b"),
 ])
 def test_a_name_or_report_order_declared_twice_is_refused(tmp_path, monkeypatch, modules, why):
     from ggdefender.plugins import builtin

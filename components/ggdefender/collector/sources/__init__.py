@@ -15,12 +15,8 @@ from ggdefender import declarations
 @functools.lru_cache(maxsize=None)
 def _registry() -> dict:
     # helper modules (data, declaration) declare nothing and are skipped
-    found = sorted((decl for _, decl in declarations.collect(sys.modules[__name__])), key=lambda d: d.preference)
-    orders = [d.preference for d in found]
-    twice = sorted({str(v) for v in orders if orders.count(v) > 1})
-    if twice:
-        raise RuntimeError(f"metric sources declare the same preference twice: {', '.join(twice)}")
-    return {decl.name: decl for decl in found}
+    found = declarations.collect(sys.modules[__name__], order=lambda d: d.preference)
+    return {decl.name: decl for _, decl in found}
 
 
 def names() -> List[str]:

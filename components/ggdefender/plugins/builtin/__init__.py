@@ -12,14 +12,9 @@ from ggdefender import declarations
 
 
 def _declarations() -> tuple:
-    # helper modules (cpu_times, declaration) declare nothing and are skipped; a name declared twice is
-    # refused by declarations.collect, naming both modules
-    found = sorted((decl for _, decl in declarations.collect(sys.modules[__name__])), key=lambda d: d.report_order)
-    orders = [d.report_order for d in found]
-    twice = sorted({str(v) for v in orders if orders.count(v) > 1})
-    if twice:
-        raise RuntimeError(f"built-in plugins declare the same report_order twice: {', '.join(twice)}")
-    return tuple(found)
+    # helper modules (cpu_times, declaration) declare nothing and are skipped; a name or a report order
+    # declared twice is refused by declarations.collect, naming both modules
+    return tuple(decl for _, decl in declarations.collect(sys.modules[__name__], order=lambda d: d.report_order))
 
 
 DECLARATIONS = _declarations()
