@@ -1,9 +1,8 @@
 """Fleet baselines, the ML Detect stand-in: the model file, its loader, and the pure daily computation.
 
 AWS does not publish ML Detect's algorithm. Ours: per ML behavior of a profile, the fleet's datapoints of the
-last 14 days (every device's value per report, or per window aligned to the epoch when the behavior has a
-duration; SUM or LAST as `detect.evaluator`) form a distribution; a confidence level is a band of its
-quantiles (`detect.statistics.ML_BANDS`, the device's mapping) and a datapoint outside the band is anomalous.
+last 14 days (every device's value in each report: ML behaviors have no durationSeconds) form a distribution;
+a confidence level is a band of its quantiles (`detect.statistics.ML_BANDS`, the device's mapping) and a datapoint outside the band is anomalous.
 The distribution is a DDSketch (relative accuracy `RELATIVE_ACCURACY`, bounded bins) kept PER DAY, so the
 daily run reads only the new day and merges the last 14 daily partials. A behavior's model is ACTIVE only
 with `min_days` days of data and `min_datapoints` datapoints (AWS's documented minimums by default).
@@ -277,11 +276,11 @@ def _bins(store: Any) -> list:
 
 @dataclass(frozen=True)
 class Series:
-    """The datapoints of one (metric, durationSeconds): behaviors that share it share their model's data."""
+    """The datapoints of one metric; behaviors on the same metric share their model's data. ML behaviors take
+    no durationSeconds (CreateSecurityProfile refuses it), so, as on the device, each report's value is one
+    datapoint; the key is the device history's (`History.key`)."""
     key: str
     metric: str
-    duration: Optional[int]
-    aggregation: Optional[str]
 
 
 def series_of(profile: Profile) -> Dict[str, Series]:
@@ -289,7 +288,7 @@ def series_of(profile: Profile) -> Dict[str, Series]:
     for b in profile.behaviors:
         if b.criteria_type == ML:
             k = History.key(b.metric, b.duration)
-            out[k] = Series(k, b.metric, b.duration, b.spec.aggregation)
+            out[k] = Series(k, b.metric)
     return out
 
 
@@ -314,22 +313,12 @@ def add_days(day: str, n: int) -> str:
     return day_of(day_start_ms(day) + n * DAY_MS)
 
 
-def datapoints(series: Dict[str, Series], metrics: dict, at_ms: int) -> Iterable[Tuple[str, Optional[int], float]]:
-    """(series key, window index or None, value) of one report's metrics. Windows are aligned to the epoch
-    (index = time // duration, as `detect.evaluator`); every duration divides a day, so a window never
-    spans two days. Non-numeric values (a malformed custom metric) are no datapoint."""
+def datapoints(series: Dict[str, Series], metrics: dict) -> Iterable[Tuple[str, float]]:
+    """(series key, value) of one report's metrics; a non-numeric value (a malformed custom metric) is none."""
     for s in series.values():
         v = metrics.get(s.metric)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            yield s.key, (at_ms // (s.duration * 1000) if s.duration else None), float(v)
-
-
-def combine(series: Series, a: Tuple[int, str, float], b: Tuple[int, str, float]) -> Tuple[int, str, float]:
-    """Two observations (at_ms, report id, value) of one device's window -> the window so far: SUM adds,
-    LAST keeps the later one (ties: the larger report id), so the order of arrival does not matter."""
-    if series.aggregation == "sum":
-        return max(a[:2], b[:2]) + (a[2] + b[2],)
-    return max(a, b)
+            yield s.key, float(v)
 
 
 class DayPartial:
@@ -367,7 +356,6 @@ def compute_day(day: str, series: Dict[str, Series], reports: Iterable[Any]) -> 
     partial. Reports of other days are counted, not used; a report seen twice (thing, id) counts once."""
     start = day_start_ms(day)
     seen = set()
-    windows: Dict[tuple, Tuple[int, str, float]] = {}
     partial = DayPartial(day)
     counts = {"reports": 0, "otherDays": 0, "duplicates": 0}
     for r in reports:
@@ -380,15 +368,8 @@ def compute_day(day: str, series: Dict[str, Series], reports: Iterable[Any]) -> 
             continue
         seen.add(ident)
         counts["reports"] += 1
-        for key, window, value in datapoints(series, r.metrics, r.at_ms):
-            if window is None:
-                partial.add(key, value)
-            else:
-                wk = (key, r.thing, window)
-                obs = (r.at_ms, str(r.report_id), value)
-                windows[wk] = combine(series[key], windows[wk], obs) if wk in windows else obs
-    for (key, _thing, _window), (_, _, value) in sorted(windows.items()):
-        partial.add(key, value)
+        for key, value in datapoints(series, r.metrics):
+            partial.add(key, value)
     partial.counts = counts
     return partial
 

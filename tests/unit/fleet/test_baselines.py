@@ -1,0 +1,263 @@
+"""Fleet baselines (the ML Detect stand-in): the model file and its loader, the daily partials and training."""
+
+import json
+import math
+import os
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from ggdefender.detect.profile import load_profile
+from ggdefender.detect.statistics import ML_BANDS, percentile
+from ggdefender.fleet import baselines as B
+
+PROFILE = load_profile({"securityProfileName": "Fleet", "behaviors": [
+    {"name": "bytes-out-ml", "metric": "aws:all-bytes-out", "criteria": {"mlDetectionConfig": {"confidenceLevel": "LOW"}}},
+    {"name": "bytes-out-ml-high", "metric": "aws:all-bytes-out",
+     "criteria": {"mlDetectionConfig": {"confidenceLevel": "HIGH"}}},
+    {"name": "temp-ml", "metric": "temperature", "criteria": {"mlDetectionConfig": {"confidenceLevel": "MEDIUM"}}},
+    {"name": "ports", "metric": "aws:num-listening-tcp-ports",
+     "criteria": {"comparisonOperator": "less-than", "value": {"count": 5}, "durationSeconds": 300}},
+]})
+DAY = "2026-12-01"
+REL = B.RELATIVE_ACCURACY
+
+
+def _days(last, n):
+    return [B.add_days(last, -i) for i in range(n - 1, -1, -1)]
+
+
+def _partial(day, values, key="aws:all-bytes-out@0"):
+    p = B.DayPartial(day)
+    for v in values:
+        p.add(key, v)
+    return p
+
+
+def _values(rng, n):
+    return [rng.lognormvariate(8, 1.5) for _ in range(n)]
+
+
+def _close(approx, exact):
+    return abs(approx - exact) <= REL * abs(exact) + 1e-12
+
+
+# -- the model file and its loader ------------------------------------------------------------------------
+
+
+def _trained(tmp_path, per_day=2000, days=14, **limits):
+    rng = random.Random(7)
+    state = str(tmp_path / "state")
+    for d in _days(DAY, days):
+        B.save_partial(state, _partial(d, _values(rng, per_day)))
+    return state, B.build_model(PROFILE, DAY, B.load_partials(state, DAY), **limits)
+
+
+def test_model_round_trip_and_the_loader_picks_the_newest_by_trained_at(tmp_path):
+    state, doc = _trained(tmp_path)
+    path = B.save_model(state, DAY, doc)
+    models = B.load_latest(path)
+    assert models.trained_at == B.day_start_ms(B.add_days(DAY, 1)) / 1000
+    assert set(models.models) == {"Fleet/bytes-out-ml", "Fleet/bytes-out-ml-high", "Fleet/temp-ml"}
+    low = doc["behaviors"]["Fleet/bytes-out-ml"]["bands"]["LOW"]
+    assert models.band("Fleet/bytes-out-ml", "LOW") == tuple(low)
+    assert models.status("Fleet/bytes-out-ml") == {"modelStatus": "ACTIVE", "datapoints": 28000, "days": 14}
+    # a model file whose name says an older day but whose trainedAt is newer wins: trainedAt decides
+    newer = dict(doc, trainedAt="2027-01-01T00:00:00Z")
+    newer["behaviors"] = {k: dict(v, datapoints=1) for k, v in doc["behaviors"].items()}
+    with open(os.path.join(state, "baselines-2020-01-01.json"), "w") as fh:
+        json.dump(newer, fh)
+    assert B.load_latest(state).status("Fleet/bytes-out-ml")["datapoints"] == 1
+    assert B.load_latest(state).source.endswith("baselines-2020-01-01.json")
+
+
+def test_a_missing_model_leaves_nothing_active(tmp_path):
+    for path in (tmp_path / "nope.json", tmp_path):
+        models = B.load_latest(str(path))
+        assert models.trained_at is None
+        assert models.band("Fleet/bytes-out-ml", "LOW") is None
+        assert models.status("Fleet/bytes-out-ml") == {"modelStatus": "PENDING_BUILD", "datapoints": 0, "days": 0}
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda d: "not json", "not a baselines model"),
+    (lambda d: dict(d, format="ggdefender-fleet-baselines/9"), "format must be"),
+    (lambda d: dict(d, trainedAt="yesterday"), "trainedAt must be a UTC time"),
+    (lambda d: _band(d, "LOW", [5, 1]), "low 5.0 is above high 1.0"),
+    (lambda d: _band(d, "LOW", [0, 1e300]), "LOW [0.0, 1e+300] is not inside MEDIUM"),
+    (lambda d: _band(d, "HIGH", [0, float("nan")]), "bands.HIGH must be a finite number"),
+    (lambda d: _behavior(d, bands=None), "bands must be an object"),
+    (lambda d: _behavior(d, status="TRAINING"), "status must be ACTIVE or PENDING_BUILD"),
+    (lambda d: _behavior(d, datapoints=-1), "datapoints must not be negative"),
+])
+def test_a_bad_model_file_is_an_error_naming_the_file_and_the_problem(tmp_path, change, problem):
+    _, doc = _trained(tmp_path, per_day=200, min_datapoints=100)
+    bad = change(doc)
+    path = tmp_path / "baselines-2026-12-01.json"
+    path.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+    for where in (path, tmp_path):
+        with pytest.raises(B.BaselinesError) as err:
+            B.load_latest(str(where))
+        assert str(path) in str(err.value) and problem in str(err.value)
+
+
+def test_a_model_file_larger_than_the_bound_is_refused(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(" " * (B.MAX_MODEL_BYTES + 1))
+    with pytest.raises(B.BaselinesError, match="larger than"):
+        B.load_latest(str(path))
+
+
+def _behavior(doc, **fields):
+    key = "Fleet/bytes-out-ml"
+    return dict(doc, behaviors=dict(doc["behaviors"], **{key: dict(doc["behaviors"][key], **fields)}))
+
+
+def _band(doc, level, pair):
+    b = doc["behaviors"]["Fleet/bytes-out-ml"]
+    return _behavior(doc, bands=dict(b["bands"], **{level: pair}))
+
+
+# -- minimums ---------------------------------------------------------------------------------------------
+
+
+def _model(partials, **limits):
+    return B.build_model(PROFILE, DAY, {p.day: p for p in partials}, **limits)
+
+
+def _status(doc, key="Fleet/bytes-out-ml"):
+    return doc["behaviors"][key]["status"]
+
+
+def test_pending_build_below_either_minimum_and_active_at_both():
+    rng = random.Random(1)
+    # AWS's defaults: 14 days and 25,000 datapoints
+    at_min = [_partial(d, _values(rng, 25_000 // 14 + (1 if i < 25_000 % 14 else 0))) for i, d in enumerate(_days(DAY, 14))]
+    assert sum(p.series["aws:all-bytes-out@0"].count for p in at_min) == 25_000
+    doc = _model(at_min)
+    assert _status(doc) == "ACTIVE" and doc["behaviors"]["Fleet/bytes-out-ml"]["datapoints"] == 25_000
+    assert _status(doc, "Fleet/temp-ml") == "PENDING_BUILD"  # no datapoint of that metric
+    one_short = at_min[:-1] + [_partial(DAY, _values(rng, at_min[-1].series["aws:all-bytes-out@0"].count - 1))]
+    doc = _model(one_short)
+    assert _status(doc) == "PENDING_BUILD" and doc["behaviors"]["Fleet/bytes-out-ml"]["bands"] is None
+    thirteen_days = [_partial(d, _values(rng, 3000)) for d in _days(DAY, 13)]
+    doc = _model(thirteen_days)
+    assert _status(doc) == "PENDING_BUILD" and doc["behaviors"]["Fleet/bytes-out-ml"]["days"] == 13
+    assert B.check_model(doc).band("Fleet/bytes-out-ml", "LOW") is None
+    # both minimums are parameters
+    assert _status(_model(thirteen_days, min_days=13, min_datapoints=39_000)) == "ACTIVE"
+    assert _status(_model(thirteen_days, min_days=13, min_datapoints=39_001)) == "PENDING_BUILD"
+    with pytest.raises(ValueError, match="min_days"):
+        _model(thirteen_days, min_days=15)
+
+
+# -- bands ------------------------------------------------------------------------------------------------
+
+
+def test_bands_nest_low_in_medium_in_high_and_follow_the_devices_percentiles():
+    rng = random.Random(3)
+    per_day = [_values(rng, 3000) for _ in range(14)]
+    doc = _model([_partial(d, v) for d, v in zip(_days(DAY, 14), per_day)])
+    bands = B.check_model(doc)
+    exact = sorted(v for day in per_day for v in day)
+    low, med, high = (bands.band("Fleet/bytes-out-ml", c) for c in ("LOW", "MEDIUM", "HIGH"))
+    assert high[0] <= med[0] <= low[0] < low[1] <= med[1] <= high[1]
+    assert high == (exact[0], exact[-1])  # p0..p100 is exactly the fleet's min..max
+    for level, (lo_q, hi_q) in ML_BANDS.items():
+        lo, hi = bands.band("Fleet/bytes-out-ml", level)
+        # the device's nearest-rank percentile and the sketch's rank differ by at most one datapoint
+        for approx, q in ((lo, lo_q), (hi, hi_q)):
+            rank = q / 100 * (len(exact) - 1)
+            neighbours = [percentile(exact, q), exact[math.floor(rank)], exact[math.ceil(rank)]]
+            assert any(_close(approx, e) for e in neighbours), (level, q, approx, neighbours)
+
+
+def test_fourteen_merged_days_equal_one_pass_within_the_relative_accuracy():
+    rng = random.Random(5)
+    per_day = [_values(rng, 1500) for _ in range(14)]
+    merged = B.Distribution()
+    for d, values in zip(_days(DAY, 14), per_day):
+        # each day goes through its file form, as the daily job reads it back
+        merged.merge(B.DayPartial.from_json(json.loads(json.dumps(_partial(d, values).to_json())))
+                     .series["aws:all-bytes-out@0"])
+    one = B.Distribution()
+    for values in per_day:
+        for v in values:
+            one.add(v)
+    exact = sorted(v for values in per_day for v in values)
+    assert (merged.count, merged.min, merged.max) == (one.count, exact[0], exact[-1])
+    for q in (0.1, 1, 10, 50, 90, 99, 99.9):
+        assert _close(merged.quantile(q), one.quantile(q))
+        rank = q / 100 * (len(exact) - 1)  # DDSketch's rank: the value is that of its floor or ceiling
+        assert any(_close(merged.quantile(q), exact[r]) for r in (math.floor(rank), math.ceil(rank)))
+
+
+def test_a_fifteenth_day_drops_the_oldest():
+    rng = random.Random(9)
+    days = _days(DAY, 15)
+    partials = [_partial(d, _values(rng, 2000)) for d in days]
+    partials[0].add("aws:all-bytes-out@0", 1e12)  # only the oldest day saw this value
+    doc = _model(partials, min_datapoints=1000)
+    b = doc["behaviors"]["Fleet/bytes-out-ml"]
+    assert b["datapoints"] == 14 * 2000 and b["days"] == 14
+    assert b["bands"]["HIGH"][1] < 1e12
+    assert doc["days"] == [days[1], DAY]
+    day_before = B.build_model(PROFILE, days[13], {p.day: p for p in partials}, min_datapoints=1000)
+    assert day_before["behaviors"]["Fleet/bytes-out-ml"]["bands"]["HIGH"][1] == 1e12
+
+
+# -- the day's partial from reports, and the state directory ----------------------------------------------
+
+
+def _report(thing, at_ms, report_id, **metrics):
+    return SimpleNamespace(thing=thing, at_ms=at_ms, report_id=report_id, metrics=metrics)
+
+
+def test_a_day_counts_each_report_once_and_only_its_own_reports():
+    start = B.day_start_ms(DAY)
+    reports = [_report("a", start, 1, **{"aws:all-bytes-out": 10, "temperature": 20.5}),
+               _report("a", start, 1, **{"aws:all-bytes-out": 10, "temperature": 20.5}),  # a duplicate
+               _report("b", start + 5, 1, **{"aws:all-bytes-out": 30}),  # same id, another thing
+               _report("b", start + 6, 2, **{"temperature": "warm"}),    # not a number: no datapoint
+               _report("b", start - 1, 3, **{"aws:all-bytes-out": 99}),  # the day before
+               _report("b", start + B.DAY_MS, 4, **{"aws:all-bytes-out": 99})]  # the day after
+    part = B.compute_day(DAY, B.series_of(PROFILE), reports)
+    assert part.counts == {"reports": 3, "otherDays": 2, "duplicates": 1}
+    assert part.series["aws:all-bytes-out@0"].count == 2 and part.series["aws:all-bytes-out@0"].max == 30
+    assert part.series["temperature@0"].count == 1
+    assert "aws:num-listening-tcp-ports@0" not in part.series  # a static behavior has no model
+
+
+def test_a_rerun_of_a_day_gives_the_same_model_and_old_files_are_pruned(tmp_path):
+    state = str(tmp_path / "state")
+    rng = random.Random(11)
+    for d in _days(B.add_days(DAY, -1), 40):
+        B.save_partial(state, _partial(d, _values(rng, 100)))
+    values = _values(rng, 500)
+    path, doc = B.train(state, PROFILE, _partial(DAY, values), min_datapoints=10)
+    first = open(path, "rb").read()
+    path2, doc2 = B.train(state, PROFILE, _partial(DAY, values), min_datapoints=10)
+    assert path2 == path and open(path, "rb").read() == first and doc2 == doc
+    assert doc["behaviors"]["Fleet/bytes-out-ml"]["datapoints"] == 13 * 100 + 500
+    kept = sorted(os.listdir(os.path.join(state, "days")))
+    assert kept[0] == B.add_days(DAY, -B.KEEP_DAYS) + ".json" and kept[-1] == DAY + ".json"
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda s: dict(s, datapoints=s["datapoints"] + 1), "the bins hold"),
+    (lambda s: dict(s, positive=[[10 ** 9, 1]]), "positive[0] must be [key"),
+    (lambda s: dict(s, positive=[[1, 1]] * (B.BIN_LIMIT + 1)), "more than 2048 bins"),
+    (lambda s: dict(s, min=s["max"] + 1), "is above max"),
+])
+def test_a_bad_partial_is_an_error_naming_the_file_and_the_problem(tmp_path, change, problem):
+    state = str(tmp_path)
+    doc = _partial(DAY, [1.0, 2.0, 3.0]).to_json()
+    s = doc["series"]["aws:all-bytes-out@0"]
+    doc["series"]["aws:all-bytes-out@0"] = change(s)
+    os.makedirs(os.path.join(state, "days"))
+    with open(B.partial_path(state, DAY), "w") as fh:
+        json.dump(doc, fh)
+    with pytest.raises(B.BaselinesError) as err:
+        B.load_partials(state, DAY)
+    assert B.partial_path(state, DAY) in str(err.value) and problem in str(err.value)
