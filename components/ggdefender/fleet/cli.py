@@ -27,6 +27,9 @@ def register(subparsers: Any) -> None:
     setup.add_argument("--settings", required=True, help="the handler's settings (JSON) with Remediation.Quarantine")
     setup.add_argument("--region", help="the AWS region of the client (default: as for `fleet act`)")
     setup.set_defaults(func=run_quarantine_setup)
+    from . import simulate_cli
+
+    simulate_cli.register(fleet)
 
 
 def read_violations(text: str) -> List[Any]:
