@@ -131,33 +131,11 @@ class Evaluator:
                 violating = value < threshold[0] or value > threshold[1]
         if self.recorder:
             self.recorder(b, t, value, threshold if ctype is not STATIC else b.threshold, violating)
-        if violating:
-            st.vstreak += 1
-            st.cstreak = 0
-            if st.in_alarm:
-                st.last_value, st.last_violation_time, st.offending = value, t, offending
-            elif st.vstreak >= b.to_alarm:
-                st.in_alarm = True
-                st.violation_id = self.new_id()
-                st.violation_start = t
-                st.last_value, st.last_violation_time, st.offending = value, t, offending
-                st.actions = []
-                ev = make_event(IN_ALARM, thing=self.thing, behavior=b, alarm=st, value=value, at=t,
-                                offending=offending)
-                if threshold is not None and ctype is not STATIC:
-                    ev["thresholdValue"] = list(threshold) if isinstance(threshold, tuple) else threshold
-                events.append(ev)
-        else:
-            st.cstreak += 1
-            st.vstreak = 0
-            if st.in_alarm and st.cstreak >= b.to_clear:
-                events.append(self._end(CLEARED, b, st, value, t))
+        events.extend(step(self.thing, b, st, value, t, violating, offending,
+                           threshold if ctype is not STATIC else None, self.new_id))
 
     def _end(self, kind: str, b: Any, st: BehaviorState, value: Any, at: float, reason: Optional[str] = None) -> dict:
-        event = make_event(kind, thing=self.thing, behavior=b, alarm=st, value=value, at=at, reason=reason)
-        st.end_alarm()
-        st.vstreak = st.cstreak = 0
-        return event
+        return end_alarm(kind, self.thing, b, st, value, at, reason)
 
     # -- views ---------------------------------------------------------------------------------------------
     def active_violations(self) -> list:
@@ -168,6 +146,45 @@ class Evaluator:
             if st.in_alarm and st.violation_id == violation_id:
                 return b, st
         return None, None
+
+
+def step(thing: str, b: Any, st: BehaviorState, value: Any, t: float, violating: bool, offending: Optional[tuple],
+         threshold: Any, new_id: Callable[[], str]) -> list:
+    """One verdict through the consecutiveDatapointsToAlarm/ToClear streaks: the events it causes (0 or 1).
+
+    Shared by the device (`Evaluator`) and the fleet tier (`ggdefender.fleet.evaluation`); `threshold` is the
+    resolved statistical threshold or ML band (None for static criteria), reported on `in-alarm`.
+    """
+    if violating:
+        st.vstreak += 1
+        st.cstreak = 0
+        if st.in_alarm:
+            st.last_value, st.last_violation_time, st.offending = value, t, offending
+        elif st.vstreak >= b.to_alarm:
+            st.in_alarm = True
+            st.violation_id = new_id()
+            st.violation_start = t
+            st.last_value, st.last_violation_time, st.offending = value, t, offending
+            st.actions = []
+            ev = make_event(IN_ALARM, thing=thing, behavior=b, alarm=st, value=value, at=t, offending=offending)
+            if threshold is not None:
+                ev["thresholdValue"] = list(threshold) if isinstance(threshold, tuple) else threshold
+            return [ev]
+    else:
+        st.cstreak += 1
+        st.vstreak = 0
+        if st.in_alarm and st.cstreak >= b.to_clear:
+            return [end_alarm(CLEARED, thing, b, st, value, t)]
+    return []
+
+
+def end_alarm(kind: str, thing: str, b: Any, st: BehaviorState, value: Any, at: float,
+              reason: Optional[str] = None) -> dict:
+    """The cleared/invalidated event of an active alarm, which it ends (streaks restart)."""
+    event = make_event(kind, thing=thing, behavior=b, alarm=st, value=value, at=at, reason=reason)
+    st.end_alarm()
+    st.vstreak = st.cstreak = 0
+    return event
 
 
 def _stub(key: str, st: BehaviorState) -> Any:
