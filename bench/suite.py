@@ -15,6 +15,7 @@ What it measures (method in docs/performance.md, with the AWS agent's published 
 3. IPC: the local core's publish throughput and latency with the real client (bench/ipc_throughput.py).
 4. Detect: replay throughput (bench/detect_replay_bench.py, when present).
 5. Closed loop: a rogue listener appears -> Detect -> remediation stops it (when those parts are present).
+6. Fleet tier: the streaming job over simulated fleets (bench/fleet_bench.py; needs Java and PyFlink, ~15 min).
 """
 
 from __future__ import annotations
@@ -511,6 +512,19 @@ def detect_bench(quick: bool) -> dict:
     return out
 
 
+def fleet_bench(quick: bool) -> dict:
+    import fleet_bench as fb
+
+    out = Path(tempfile.mkdtemp(prefix="ggd-fleet-")) / "fleet.json"
+    argv = [sys.executable, str(BENCH / "fleet_bench.py"), "--json", str(out)] + (["--quick"] if quick else [])
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=fb.RUN_TIMEOUT * 2)
+    if r.returncode != 0 or not out.exists():
+        return {"skipped": f"fleet_bench.py failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-300:]}"}
+    res = json.loads(out.read_text())
+    log("fleet tier: " + "; ".join(fb.report(res)[:1]))
+    return res
+
+
 # == machine, report, chart ==================================================================================
 def machine() -> dict:
     cpu = "unknown"
@@ -779,7 +793,10 @@ def write_markdown(res: dict, path: Path, chart_name: str) -> None:
                  f"At the production 300 s interval the wait for the next report dominates: up to 300 s more.")
     else:
         L.append(f"Skipped: {loop.get('skipped', 'not run')}")
-    L += ["", "## What the numbers changed in the code", "", CHANGES,
+    import fleet_bench as fb
+
+    L += [""] + fb.markdown(res.get("fleet"))
+    L += ["## What the numbers changed in the code", "", CHANGES,
           "## How to rerun", "",
           "```", ".venv/bin/python bench/suite.py            # everything; rewrites docs/performance.md and .png",
           ".venv/bin/python bench/suite.py --quick    # smoke run at tiny N into a temp folder", "```", "",
@@ -803,7 +820,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="N in {0, 10}, one repetition, short phases (smoke run)")
     ap.add_argument("--out-dir", type=Path, help="where performance.md/png go (default: docs/; --quick: a temp dir)")
     ap.add_argument("--no-agent", action="store_true", help="skip the AWS reference agent")
-    ap.add_argument("--only", help="comma list of phases: scaling,component,ipc,detect,loop (default all)")
+    ap.add_argument("--only", help="comma list of phases: scaling,component,ipc,detect,loop,fleet (default all)")
     ap.add_argument("--hold-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rss-worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -812,7 +829,7 @@ def main(argv=None) -> int:
     if args.rss_worker:
         return rss_worker(args.rss_worker)
 
-    phases = set((args.only or "scaling,component,ipc,detect,loop").split(","))
+    phases = set((args.only or "scaling,component,ipc,detect,loop,fleet").split(","))
     out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="ggd-perf-")) if args.quick else REPO / "docs")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -855,6 +872,8 @@ def main(argv=None) -> int:
                 res["ipc"] = {"skipped": str(exc)[:500]}
         if "detect" in phases:
             res["detect"] = detect_bench(args.quick)
+        if "fleet" in phases:
+            res["fleet"] = fleet_bench(args.quick)
     finally:
         if agent is not None:
             agent.close()
