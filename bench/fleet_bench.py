@@ -194,7 +194,7 @@ def fmt_rate(v: Optional[float]) -> str:
 
 def run(quick: bool, work: Path) -> dict:
     small, big, per = (300, 1000, 6) if quick else (10_000, 100_000, 12)
-    res = {"quick": quick, "machine_cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    res: dict = {"quick": quick, "machine_cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     res["fleet_10k"] = measure("fleet-small", work, small, per, anomalies(small), [1, 2], duplicates=0.001)
     res["fleet_100k"] = measure("fleet-big", work, big, 4, anomalies(big), [2])
     res["clean"] = measure("clean", work, small, per, [], [2])
