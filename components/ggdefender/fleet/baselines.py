@@ -189,6 +189,24 @@ def _new_sketch() -> Any:
     return LogCollapsingLowestDenseDDSketch(relative_accuracy=RELATIVE_ACCURACY, bin_limit=BIN_LIMIT)
 
 
+SLOT_SHIFT = 1 << 20  # above any key of the mapping (|key| < 36,000 at 1 % relative accuracy)
+_mapping: Any = None
+
+
+def slot(value: float) -> int:
+    """The sketch bin of a value as one integer that never decreases as the value grows (negative values
+    below zero's slot 0, positive above): the batch job counts datapoints per slot in Flink, and
+    `Distribution.from_slots` turns the counts into the sketch the values would have made."""
+    global _mapping
+    if _mapping is None:
+        _mapping = _new_sketch()._mapping
+    if value > _mapping.min_possible:
+        return _mapping.key(value) + SLOT_SHIFT
+    if value < -_mapping.min_possible:
+        return -(_mapping.key(-value) + SLOT_SHIFT)
+    return 0
+
+
 class Distribution:
     """Datapoints of one series: a bounded DDSketch plus the exact count, min and max (the sketch's
     serialized form keeps neither min nor max, and the widest band (p0..p100) is exactly min..max)."""
@@ -224,6 +242,21 @@ class Distribution:
             return self.max
         v = self.sketch.get_quantile_value(q / 100.0)
         return min(max(v, self.min), self.max)
+
+    @classmethod
+    def from_slots(cls, counts: Iterable[Tuple[int, int]], lo: float, hi: float) -> "Distribution":
+        """From (slot, datapoints) pairs and the exact min and max (the batch job's output)."""
+        d = cls()
+        mapping = d.sketch._mapping
+        for s, n in counts:
+            if n < 1 or abs(s) > 2 * SLOT_SHIFT or 0 < abs(s) < SLOT_SHIFT // 2:
+                raise ValueError(f"slot {s} with {n} datapoints is not the batch job's")
+            value = 0.0 if s == 0 else math.copysign(mapping.value(abs(s) - SLOT_SHIFT), s)
+            d.sketch.add(value, n)
+            d.count += n
+        if d.count:
+            d.min, d.max = float(lo), float(hi)
+        return d
 
     def to_json(self) -> dict:
         # the sketch's bins as sparse [key, count] pairs (ddsketch's protobuf form is dense: a few far-apart

@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     from . import simulate_cli
 
     simulate_cli.register(fleet)
+    from . import baselines_cli
+
+    baselines_cli.register(fleet)
 
 
 def read_violations(text: str) -> List[Any]:
