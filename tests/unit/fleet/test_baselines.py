@@ -261,3 +261,86 @@ def test_a_bad_partial_is_an_error_naming_the_file_and_the_problem(tmp_path, cha
     with pytest.raises(B.BaselinesError) as err:
         B.load_partials(state, DAY)
     assert B.partial_path(state, DAY) in str(err.value) and problem in str(err.value)
+
+
+# -- the batch job's pure parts and its command line (the Flink run itself: tests/integration/fleet) -------
+
+
+def test_slot_counts_make_the_sketch_the_values_make():
+    rng = random.Random(13)
+    values = [rng.lognormvariate(2, 5) * rng.choice((-1, 0, 1)) for _ in range(20_000)]
+    direct = B.Distribution()
+    counts = {}
+    for v in values:
+        direct.add(v)
+        counts[B.slot(v)] = counts.get(B.slot(v), 0) + 1
+    assert B.Distribution.from_slots(sorted(counts.items()), min(values), max(values)).to_json() == direct.to_json()
+    ordered = sorted(values)
+    assert all(B.slot(a) <= B.slot(b) for a, b in zip(ordered, ordered[1:]))  # MAX(slot) is the slot of MAX(v)
+    with pytest.raises(ValueError, match="not the batch job's"):
+        B.Distribution.from_slots([(7, 1)], 0, 1)
+
+
+def test_a_line_becomes_datapoint_rows_and_counter_rows():
+    from ggdefender.fleet.baselines_job import parse_rows
+
+    start = B.day_start_ms(DAY)
+    series, types = B.series_of(PROFILE), B.custom_types_of(PROFILE)
+    line = json.dumps({"header": {"report_id": 5, "version": "1.0"}, "thingName": "gw-1", "receivedAt": start + 9,
+                       "metrics": {"network_stats": {"bytes_out": 1200}},
+                       "custom_metrics": {"temperature": [{"number": -3.5}]}})
+    rows = parse_rows(line, series, types, start)
+    assert rows[0] == ("gw-1", "5", "#report", 0, 0.0)
+    assert sorted(rows[1:]) == [("gw-1", "5", "aws:all-bytes-out@0", B.slot(1200.0), 1200.0),
+                                ("gw-1", "5", "temperature@0", B.slot(-3.5), -3.5)]
+    assert parse_rows(line, series, types, start + B.DAY_MS) == [("gw-1", "5", "#otherDay", 0, 0.0)]
+    [(example, rid, kind, _, _)] = parse_rows("[1]", series, types, start)
+    assert kind == "#rejected:not-json" and "not a JSON object" in example and rid
+
+
+def test_the_application_properties_become_the_commands_arguments(tmp_path):
+    from ggdefender.fleet.baselines_job import properties_argv
+
+    path = tmp_path / "application_properties.json"
+    assert properties_argv(str(path)) is None
+    path.write_text(json.dumps([{"PropertyGroupId": "FleetBaselines", "PropertyMap": {
+        "Profile": "/p.json", "Input": "s3://b/reports/2026/12/01/, s3://b/reports/2026/12/02/00/",
+        "State": "/state", "MinDays": "14"}}]))
+    assert properties_argv(str(path)) == ["--profile", "/p.json", "--input", "s3://b/reports/2026/12/01/",
+                                          "s3://b/reports/2026/12/02/00/", "--state", "/state", "--min-days", "14"]
+    path.write_text(json.dumps([{"PropertyGroupId": "FleetBaselines", "PropertyMap": {"Profil": "x"}}]))
+    with pytest.raises(ValueError, match="unknown FleetBaselines properties Profil"):
+        properties_argv(str(path))
+
+
+@pytest.mark.parametrize("extra, problem", [
+    (["--day", "2026-13-01"], "a day must be YYYY-MM-DD"),
+    (["--min-days", "15"], "--min-days must be 1..14"),
+    (["--min-datapoints", "0"], "--min-datapoints must be at least 1"),
+    (["--input", "/nonexistent/reports"], "--input /nonexistent/reports: no such file or directory"),
+    (["--profile", "static"], "no ML behavior"),
+    (["--profile", "invalid"], "mlDetectionConfig.confidenceLevel"),
+    (["--state", "bad-partial"], "not a day's partial"),
+])
+def test_the_command_refuses_bad_input_with_exit_2_naming_the_problem(tmp_path, capsys, extra, problem):
+    from ggdefender import cli
+
+    profiles = {"good": PROFILE.source, "static": {"securityProfileName": "S", "behaviors": [PROFILE.source["behaviors"][3]]},
+                "invalid": {"securityProfileName": "S", "behaviors": [
+                    {"name": "m", "metric": "aws:all-bytes-out", "criteria": {"mlDetectionConfig": {}}}]}}
+    for name, doc in profiles.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    (tmp_path / "in.jsonl").write_text("")
+    os.makedirs(tmp_path / "bad-partial" / "days")
+    (tmp_path / "bad-partial" / "days" / f"{DAY}.json").write_text("{}")
+    args = {"--profile": "good", "--input": str(tmp_path / "in.jsonl"), "--state": "state", "--day": DAY}
+    for i in range(0, len(extra), 2):
+        args[extra[i]] = extra[i + 1]
+    for opt in ("--profile",):
+        args[opt] = str(tmp_path / f"{args[opt]}.json")
+    args["--state"] = str(tmp_path / args["--state"])
+    argv = ["fleet", "baselines"] + [x for kv in args.items() for x in kv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert problem in err and err.startswith("ggdefender fleet baselines: ")
+    assert not os.path.exists(tmp_path / "state")  # nothing half-done
