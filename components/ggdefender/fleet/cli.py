@@ -33,6 +33,9 @@ def register(subparsers: Any) -> None:
     from . import baselines_cli
 
     baselines_cli.register(fleet)
+    from . import package
+
+    package.register(fleet)
     from . import run_cli
 
     run_cli.register(fleet)
