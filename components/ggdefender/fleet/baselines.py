@@ -7,7 +7,7 @@ The distribution is a DDSketch (relative accuracy `RELATIVE_ACCURACY`, bounded b
 daily run reads only the new day and merges the last 14 daily partials. A behavior's model is ACTIVE only
 with `min_days` days of data and `min_datapoints` datapoints (AWS's documented minimums by default).
 
-Files (in the state directory): `days/<YYYY-MM-DD>.json` (one day's partial, format `DAY_FORMAT`) and
+Files (in the state folder: a directory or s3://bucket/prefix): `days/<YYYY-MM-DD>.json` (one day's partial, format `DAY_FORMAT`) and
 `baselines-<YYYY-MM-DD>.json` (the model trained with data up to the end of that day, format `FORMAT`).
 """
 
@@ -16,14 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ggdefender.detect.profile import ML, Profile
 from ggdefender.detect.statistics import ML_BANDS, History
-from ggdefender.statefile import atomic_write_json, need
+from ggdefender.statefile import need
+
+from . import storage
 
 FORMAT = "ggdefender-fleet-baselines/1"
 DAY_FORMAT = "ggdefender-fleet-baselines-day/1"
@@ -145,37 +146,42 @@ def check_model(doc: Any) -> Models:
     return Models(models, trained_at)
 
 
-def read_model(path: str) -> Models:
-    """One model file; BaselinesError naming the file and the problem."""
+def _read_model(store: Any, name: str) -> Optional[Models]:
+    where = store.where(name)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_MODEL_BYTES + 1)
-        if len(data) > MAX_MODEL_BYTES:
-            raise ValueError(f"larger than {MAX_MODEL_BYTES} bytes")
+        data = store.read(name, MAX_MODEL_BYTES)
+        if data is None:
+            return None
         models = check_model(json.loads(data))
-    except OSError as exc:
-        raise BaselinesError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except OSError as exc:  # StorageError names the location
+        raise BaselinesError(str(exc)) from None
     except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise BaselinesError(f"{path}: not a baselines model: {exc}") from None
-    models.source = path
+        raise BaselinesError(f"{where}: not a baselines model: {exc}") from None
+    models.source = where
     return models
 
 
 def load_latest(path: str) -> Models:
-    """The newest model (by trainedAt) at `path`: a model file, or a directory of `baselines-*.json` files.
-    A missing path or a directory without models gives Models with nothing ACTIVE; a bad file is an error."""
-    if not os.path.exists(path):
-        return Models()
-    if not os.path.isdir(path):
-        return read_model(path)
-    names = sorted(n for n in os.listdir(path) if MODEL_NAME_RE.match(n))
+    """The newest model (by trainedAt) at `path`: a model file, or a folder of `baselines-*.json` files; a local
+    path or `s3://bucket/prefix` (S3 needs boto3). A missing file or a folder without models gives Models with
+    nothing ACTIVE; a bad file is an error naming it and the problem."""
+    try:
+        if storage.is_file(path):
+            store, name = storage.split_file(path)
+            return _read_model(store, name) or Models()
+        store = storage.location(path)
+        names = [n for n in store.names() if MODEL_NAME_RE.match(n)]
+    except OSError as exc:
+        raise BaselinesError(str(exc)) from None
+    except ValueError as exc:
+        raise BaselinesError(str(exc)) from None
     if len(names) > MAX_MODEL_FILES:
         raise BaselinesError(f"{path}: more than {MAX_MODEL_FILES} model files (the baselines job keeps "
-                             f"{KEEP_DAYS}); remove old ones")
+                             f"{KEEP_DAYS} days); remove old ones")
     best = Models()
     for name in names:
-        m = read_model(os.path.join(path, name))
-        if best.trained_at is None or (m.trained_at or 0) > best.trained_at:
+        m = _read_model(store, name)
+        if m is not None and (best.trained_at is None or (m.trained_at or 0) > best.trained_at):
             best = m
     return best
 
@@ -448,78 +454,97 @@ def build_model(profile: Profile, day: str, partials: Dict[str, DayPartial], *,
 # -- the state directory -------------------------------------------------------------------------------
 
 
+def partial_name(day: str) -> str:
+    return f"days/{day}.json"
+
+
+def model_name(day: str) -> str:
+    return f"baselines-{day}.json"
+
+
 def partial_path(state: str, day: str) -> str:
-    return os.path.join(state, "days", f"{day}.json")
+    return storage.location(state).where(partial_name(day))
 
 
 def model_path(state: str, day: str) -> str:
-    return os.path.join(state, f"baselines-{day}.json")
+    return storage.location(state).where(model_name(day))
 
 
-def read_partial(path: str) -> DayPartial:
+def _read_partial(store: Any, day: str) -> Optional[DayPartial]:
+    name = partial_name(day)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_DAY_BYTES + 1)
-        if len(data) > MAX_DAY_BYTES:
-            raise ValueError(f"larger than {MAX_DAY_BYTES} bytes")
-        return DayPartial.from_json(json.loads(data))
+        data = store.read(name, MAX_DAY_BYTES)
+        if data is None:
+            return None
+        part = DayPartial.from_json(json.loads(data))
     except OSError as exc:
-        raise BaselinesError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise BaselinesError(str(exc)) from None
     except ValueError as exc:
-        raise BaselinesError(f"{path}: not a day's partial: {exc}") from None
+        raise BaselinesError(f"{store.where(name)}: not a day's partial: {exc}") from None
+    if part.day != day:
+        raise BaselinesError(f"{store.where(name)}: holds day {part.day}, not {day}")
+    return part
+
+
+def read_partial(state: str, day: str) -> Optional[DayPartial]:
+    """The stored partial of `day`, None if there is none."""
+    return _read_partial(storage.location(state), day)
 
 
 def load_partials(state: str, day: str) -> Dict[str, DayPartial]:
     """The partials of the 14 days ending with `day` that exist in `state`."""
+    store = storage.location(state)
     out = {}
     for i in range(WINDOW_DAYS):
         d = add_days(day, -i)
-        p = partial_path(state, d)
-        if os.path.exists(p):
-            part = read_partial(p)
-            if part.day != d:
-                raise BaselinesError(f"{p}: holds day {part.day}, not {d}")
+        part = _read_partial(store, d)
+        if part is not None:
             out[d] = part
     return out
 
 
+def _json_bytes(doc: dict, indent: Optional[int] = None) -> bytes:
+    return json.dumps(doc, indent=indent, separators=None if indent else (",", ":")).encode()
+
+
 def save_partial(state: str, partial: DayPartial) -> str:
-    p = partial_path(state, partial.day)
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    atomic_write_json(p, partial.to_json())
-    return p
+    store = storage.location(state)
+    store.write(partial_name(partial.day), _json_bytes(partial.to_json()))
+    return store.where(partial_name(partial.day))
 
 
 def save_model(state: str, day: str, doc: dict) -> str:
     check_model(doc)  # never publish a model the streaming job would refuse
-    p = model_path(state, day)
-    os.makedirs(state, exist_ok=True)
-    atomic_write_json(p, doc, indent=1)
-    return p
+    store = storage.location(state)
+    store.write(model_name(day), _json_bytes(doc, indent=1))
+    return store.where(model_name(day))
 
 
 def prune(state: str, day: str) -> List[str]:
-    """Remove partials and models more than `KEEP_DAYS` before `day` (bounded disk); the removed paths."""
+    """Remove partials and models more than `KEEP_DAYS` before `day` (bounded storage); what was removed."""
+    store = storage.location(state)
     oldest = add_days(day, -KEEP_DAYS)
     removed = []
-    for folder, pattern in ((os.path.join(state, "days"), DAY_NAME_RE), (state, MODEL_NAME_RE)):
-        if not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
+    for folder, pattern in (("days", DAY_NAME_RE), ("", MODEL_NAME_RE)):
+        for name in store.names(folder):
             m = pattern.match(name)
             if m and m.group(1) < oldest:
-                os.remove(os.path.join(folder, name))
-                removed.append(os.path.join(folder, name))
+                full = f"{folder}/{name}" if folder else name
+                store.delete(full)
+                removed.append(store.where(full))
     return removed
 
 
 def train(state: str, profile: Profile, partial: DayPartial, *, min_datapoints: int = MIN_DATAPOINTS,
           min_days: int = MIN_DAYS) -> Tuple[str, dict]:
     """Store a day's partial (replacing that day's: a rerun gives the same model), build the model from the
-    last 14 partials, store it, prune old files. (model path, model document)."""
-    save_partial(state, partial)
-    doc = build_model(profile, partial.day, load_partials(state, partial.day), min_datapoints=min_datapoints,
-                      min_days=min_days)
-    path = save_model(state, partial.day, doc)
-    prune(state, partial.day)
+    last 14 partials, store it, prune old files. (model location, model document)."""
+    try:
+        save_partial(state, partial)
+        doc = build_model(profile, partial.day, load_partials(state, partial.day), min_datapoints=min_datapoints,
+                          min_days=min_days)
+        path = save_model(state, partial.day, doc)
+        prune(state, partial.day)
+    except OSError as exc:
+        raise BaselinesError(str(exc)) from None
     return path, doc

@@ -37,7 +37,7 @@ def register(fleet_subparsers: Any) -> None:
         description="Adds one day of reports to the fleet baselines and writes the model of the last 14 days "
                     "(docs/fleet.md, 'Baselines').")
     add_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_cluster=False)
 
 
 def _problem(args: argparse.Namespace) -> Optional[str]:
@@ -71,36 +71,53 @@ def run(args: argparse.Namespace) -> int:
         if not B.series_of(profile):
             raise ValueError(f"{args.profile}: the profile has no ML behavior (mlDetectionConfig): nothing to learn")
         B.load_partials(args.state, day)  # a bad partial stops us before Flink starts, not after
-    except (ValueError, ProfileError, B.BaselinesError) as exc:
+    except (ValueError, ProfileError, B.BaselinesError, OSError) as exc:
         say(str(exc))
         return 2
-    if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
+    if not args.on_cluster and not shutil.which("java") and not os.environ.get("JAVA_HOME"):
         say("Java is not installed (Flink needs it): install openjdk-17-jre-headless (Debian/Ubuntu)")
         return 2
     say(f"day {day}: {len(args.input)} input path(s), {len(B.series_of(profile))} series, state {args.state}")
     try:
-        summary = baselines_job.run_day(
-            profile.source, [os.path.abspath(p) if "://" not in p else p for p in args.input], args.state, day,
-            min_datapoints=args.min_datapoints, min_days=args.min_days, parallelism=args.parallelism, progress=say)
-    except Exception as exc:  # Flink's error (py4j) names what went wrong; the state is unchanged
-        say(f"the Flink job failed, nothing was written: {str(exc)[:2000]}")
+        result = baselines_job.run_day(
+            profile.source, [_absolute(p) for p in args.input], _absolute(args.state), day,
+            min_datapoints=args.min_datapoints, min_days=args.min_days, parallelism=args.parallelism,
+            on_cluster=args.on_cluster, progress=say)
+    except ValueError as exc:  # the input held no line
+        say(str(exc))
         return 1
-    counts = summary["input"]
-    rejected = sum(r["lines"] for r in counts["rejected"].values())
-    say(f"{counts['reports']:,} reports ({counts['duplicates']:,} duplicates, {counts['otherDays']:,} of other "
-        f"days, {rejected:,} lines rejected), {summary['datapoints']:,} datapoints in "
-        f"{summary['flinkSeconds']} s ({summary['datapointsPerSecond']} datapoints/s)")
-    for reason, r in sorted(counts["rejected"].items()):
-        say(f"  rejected {reason}: {r['lines']:,} line(s), e.g. {r['example']}")
-    for key, b in summary["behaviors"].items():
-        say(f"  {key}: {b['status']} ({b['datapoints']:,} datapoints, {b['days']} day(s))")
-    say(f"model: {summary['model']}")
-    json.dump(summary, sys.stdout, indent=1)
+    except Exception as exc:  # Flink's error (py4j) names what went wrong
+        say(f"the Flink job failed: {_cause(str(exc))}")
+        return 1
+    if "input" in result:
+        counts = result["input"]
+        rejected = sum(r["lines"] for r in counts["rejected"].values())
+        say(f"{counts['reports']:,} reports ({counts['duplicates']:,} duplicates, {counts['otherDays']:,} of other "
+            f"days, {rejected:,} lines rejected), {result['datapoints']:,} datapoints in "
+            f"{result['seconds']} s ({result['datapointsPerSecond']:,} datapoints/s)")
+        for reason, r in sorted(counts["rejected"].items()):
+            say(f"  rejected {reason}: {r['lines']:,} line(s), e.g. {r['example']}")
+        for key, b in result["behaviors"].items():
+            say(f"  {key}: {b['status']} ({b['datapoints']:,} datapoints, {b['days']} day(s))")
+    say(f"model: {result['model']}")
+    json.dump(result, sys.stdout, indent=1)
     print()
     return 0
 
 
-def main(argv: List[str]) -> int:
+def _absolute(path: str) -> str:
+    # Flink's workers need not share our working directory
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _cause(text: str) -> str:
+    """The innermost 'Caused by:' line of a Java stack trace (the useful one), else the text's start."""
+    causes = [line.strip() for line in text.splitlines() if line.strip().startswith("Caused by:")]
+    return causes[-1][:1000] if causes else text[:1000]
+
+
+def main(argv: List[str], on_cluster: bool = False) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="the daily baselines job (docs/fleet.md)")
     add_arguments(parser)
+    parser.set_defaults(on_cluster=on_cluster)
     return run(parser.parse_args(argv))

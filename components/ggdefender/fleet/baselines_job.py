@@ -4,9 +4,10 @@ the model of the last 14 days (`fleet/baselines.py` holds the method and the fil
 Pipeline: JSON-lines files (Firehose's S3 output in production, local files in tests) -> Python: each line
 parsed by `fleet.records.parse_line` into the datapoints of the profile's ML behaviors, each with its sketch
 slot (`baselines.slot`) -> Flink SQL (Java, parallel): one row per (thing, report id, series) so a report
-delivered twice counts once, then datapoints counted per (series, slot) with the exact min and max -> two
-small JSON-lines outputs (slot counts; input counters) that this process turns into the day's partial, merges
-with the 13 days before it, and writes as the model. Only the Python parse touches every line.
+delivered twice counts once, then datapoints counted per (series, slot) with the exact min and max, and the
+input counters -> one Python trainer (parallelism 1) that, when the input is done, turns those few rows into
+the day's partial, merges it with the 13 days before it and stores both partial and model in the state folder
+(a directory, or s3://bucket/prefix on AWS). Only the Python parse touches every line.
 
 `python -m ggdefender.fleet.baselines_job` is the main: its arguments are `ggdefender fleet baselines`'s; with
 none, on Managed Service for Apache Flink, it reads them from the property group `PROPERTY_GROUP` of
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from . import baselines as B
 
@@ -33,7 +34,7 @@ PROPERTY_GROUP = "FleetBaselines"
 # property -> the CLI option it stands for (Input: comma-separated paths or s3:// prefixes)
 PROPERTY_KEYS = {"Profile": "--profile", "Input": "--input", "State": "--state", "Day": "--day",
                  "MinDatapoints": "--min-datapoints", "MinDays": "--min-days", "Parallelism": "--parallelism"}
-MAX_OUTPUT_BYTES = 256 * 1024 * 1024
+MAX_OUTPUT_BYTES = 1024 * 1024
 MAX_EXAMPLE = 200
 
 
@@ -69,30 +70,53 @@ FROM datapoint_rows WHERE series LIKE '#%' GROUP BY series
 """
 
 
-def run_flink(profile_doc: dict, inputs: List[str], day: str, out_dir: str, parallelism: int = 1,
-              progress: Callable[[str], None] = lambda m: None) -> None:
-    """The Flink part: writes `out_dir/slots/` and `out_dir/counts/` (JSON lines)."""
-    from pyflink.common import Row, Types, WatermarkStrategy
-    from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
-    from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
+def partial_from_rows(day: str, rows: Iterable[dict]) -> B.DayPartial:
+    """The SQL results (tagged JSON rows: "slot" and "count") -> the day's partial with the input counters."""
+    slots: Dict[str, list] = {}
+    counts: dict = {"reports": 0, "duplicates": 0, "otherDays": 0, "rejected": {}}
+    for r in rows:
+        series = r["series"]
+        if r["kind"] == "slot":
+            entry = slots.setdefault(series, [[], float("inf"), float("-inf")])
+            entry[0].append((int(r["slot"]), int(r["n"])))
+            entry[1], entry[2] = min(entry[1], r["lo"]), max(entry[2], r["hi"])
+        elif series == "#report":
+            counts["reports"], counts["duplicates"] = int(r["uniq"]), int(r["n"]) - int(r["uniq"])
+        elif series == "#otherDay":
+            counts["otherDays"] = int(r["n"])
+        elif series.startswith("#rejected:"):
+            counts["rejected"][series.split(":", 1)[1]] = {"lines": int(r["n"]), "example": r["example"]}
+    series_map = {k: B.Distribution.from_slots(sorted(c), lo, hi) for k, (c, lo, hi) in sorted(slots.items())}
+    return B.DayPartial(day, series_map, counts)
+
+
+def summary(partial: B.DayPartial, model: str, doc: dict) -> dict:
+    return {"day": partial.day, "model": model, "input": partial.counts,
+            "datapoints": sum(d.count for d in partial.series.values()),
+            "behaviors": {k: {f: v[f] for f in ("status", "datapoints", "days")} for k, v in doc["behaviors"].items()}}
+
+
+def build(env: Any, profile_doc: dict, inputs: List[str], state: str, day: str, out_dir: str, *,
+          min_datapoints: int, min_days: int) -> None:
+    """The job's graph on `env` (BATCH): lines -> rows -> SQL -> one trainer that stores the partial and the
+    model at the end of the input and writes its summary (a JSON line) into `out_dir`."""
+    from pyflink.common import Encoder, Row, Types, WatermarkStrategy
+    from pyflink.datastream import KeyedProcessFunction
+    from pyflink.datastream.connectors.file_system import FileSink, FileSource, StreamFormat
     from pyflink.table import StreamTableEnvironment
 
     from ggdefender.detect.profile import load_profile
 
-    env = StreamExecutionEnvironment.get_execution_environment()
-    env.set_runtime_mode(RuntimeExecutionMode.BATCH)
-    env.set_python_executable(sys.executable)  # else the Python workers cannot import pyflink
-    env.set_parallelism(parallelism)
     source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *inputs).build()
     lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "reports")
     day_start = B.day_start_ms(day)
-    state: dict = {}
+    compiled: dict = {}
 
     def parse(line: str):
-        if not state:  # once per Python worker: the profile is compiled there, not shipped compiled
+        if not compiled:  # once per Python worker: the profile is compiled there, not shipped compiled
             profile = load_profile(profile_doc)
-            state["series"], state["types"] = B.series_of(profile), B.custom_types_of(profile)
-        for row in parse_rows(line, state["series"], state["types"], day_start):
+            compiled["series"], compiled["types"] = B.series_of(profile), B.custom_types_of(profile)
+        for row in parse_rows(line, compiled["series"], compiled["types"], day_start):
             yield Row(*row)
 
     row_type = Types.ROW_NAMED(["thing", "rid", "series", "slot", "v"],
@@ -100,93 +124,90 @@ def run_flink(profile_doc: dict, inputs: List[str], day: str, out_dir: str, para
     rows = lines.flat_map(parse, output_type=row_type).name("parse")
     t_env = StreamTableEnvironment.create(env)
     t_env.create_temporary_view("datapoint_rows", t_env.from_data_stream(rows))
-    for name, columns in (("slots", "series STRING, slot BIGINT, n BIGINT, lo DOUBLE, hi DOUBLE"),
-                          ("counts", "series STRING, n BIGINT, uniq BIGINT, example STRING")):
-        path = os.path.join(out_dir, name)
-        t_env.execute_sql(f"CREATE TEMPORARY TABLE {name}_out ({columns}) WITH ("
-                          f"'connector' = 'filesystem', 'path' = '{_sql_string(path)}', 'format' = 'json')")
-    statements = t_env.create_statement_set()
-    statements.add_insert("slots_out", t_env.sql_query(SLOTS_SQL))
-    statements.add_insert("counts_out", t_env.sql_query(COUNTS_SQL))
-    result = statements.execute()
-    progress(f"Flink job {result.get_job_client().get_job_id()} running (parallelism {parallelism})")
+    slot_rows = t_env.to_data_stream(t_env.sql_query(SLOTS_SQL)).map(
+        lambda r: json.dumps({"kind": "slot", "series": r[0], "slot": r[1], "n": r[2], "lo": r[3], "hi": r[4]}),
+        output_type=Types.STRING())
+    count_rows = t_env.to_data_stream(t_env.sql_query(COUNTS_SQL)).map(
+        lambda r: json.dumps({"kind": "count", "series": r[0], "n": r[1], "uniq": r[2], "example": r[3]}),
+        output_type=Types.STRING())
+
+    class Train(KeyedProcessFunction):
+        """Collects the (small) SQL results on one key; in BATCH mode its timer fires when the input is done."""
+
+        def open(self, runtime_context):
+            self.rows: list = []
+
+        def process_element(self, value, ctx):
+            if not self.rows:
+                ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+            self.rows.append(json.loads(value))
+
+        def on_timer(self, timestamp, ctx):
+            partial = partial_from_rows(day, self.rows)
+            self.rows = []
+            path, doc = B.train(state, load_profile(profile_doc), partial, min_datapoints=min_datapoints,
+                                min_days=min_days)
+            yield json.dumps(summary(partial, path, doc))
+
+    summaries = slot_rows.union(count_rows).key_by(lambda _: 0, key_type=Types.INT()) \
+        .process(Train(), output_type=Types.STRING()).name("train").set_parallelism(1)
+    summaries.sink_to(FileSink.for_row_format(out_dir, Encoder.simple_string_encoder()).build()) \
+        .name("summary").set_parallelism(1)
+
+
+END_OF_INPUT = 2 ** 62  # an event-time timer no watermark reaches before the end of a batch input
+
+
+def run_day(profile_doc: dict, inputs: List[str], state: str, day: str, *, min_datapoints: int = B.MIN_DATAPOINTS,
+            min_days: int = B.MIN_DAYS, parallelism: int = 1, on_cluster: bool = False,
+            progress: Callable[[str], None] = lambda m: None) -> dict:
+    """Run the job and wait; its summary. Locally (a mini-cluster) the trainer's summary file is read back; on a
+    cluster it was written on a task manager, so the summary says only where the model is."""
+    from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
+
+    env = StreamExecutionEnvironment.get_execution_environment()
+    env.set_runtime_mode(RuntimeExecutionMode.BATCH)
+    env.set_python_executable(sys.executable)  # else the Python workers cannot import pyflink
+    env.set_parallelism(parallelism)
+    out_dir = tempfile.mkdtemp(prefix="ggdefender-baselines-")
+    started = time.monotonic()
     done = threading.Event()
 
     def heartbeat() -> None:
         # the local mini-cluster stops with the job, so elapsed time is shown rather than polled job status
-        started = time.monotonic()
         while not done.wait(10.0):
             progress(f"  running for {time.monotonic() - started:.0f} s")
 
     ticker = threading.Thread(target=heartbeat, daemon=True)
-    ticker.start()
     try:
-        result.wait()  # raises with Flink's error when the job failed
+        build(env, profile_doc, inputs, state, day, out_dir, min_datapoints=min_datapoints, min_days=min_days)
+        progress(f"Flink job running (parallelism {parallelism})")
+        ticker.start()
+        env.execute(f"ggdefender baselines {day}")  # raises with Flink's error when the job failed
+        done.set()
+        seconds = time.monotonic() - started
+        found = [{"day": day, "model": B.model_path(state, day)}] if on_cluster else read_summaries(out_dir)
     finally:
         done.set()
-        ticker.join()
-
-
-def _sql_string(text: str) -> str:
-    return text.replace("'", "''")
-
-
-def read_output(out_dir: str, day: str) -> B.DayPartial:
-    """The Flink job's output files -> the day's partial (with the input counters)."""
-    def rows(name: str):
-        total = 0
-        for path in sorted(glob.glob(os.path.join(out_dir, name, "**", "*"), recursive=True)):
-            base = os.path.basename(path)
-            if os.path.isdir(path) or base.startswith((".", "_")):
-                continue
-            total += os.path.getsize(path)
-            if total > MAX_OUTPUT_BYTES:
-                raise RuntimeError(f"the job's output in {out_dir} exceeds {MAX_OUTPUT_BYTES} bytes")
-            with open(path, encoding="utf-8") as fh:
-                for line in fh:
-                    if line.strip():
-                        yield json.loads(line)
-
-    slots: Dict[str, list] = {}
-    for r in rows("slots"):
-        entry = slots.setdefault(r["series"], [[], float("inf"), float("-inf")])
-        entry[0].append((int(r["slot"]), int(r["n"])))
-        entry[1], entry[2] = min(entry[1], r["lo"]), max(entry[2], r["hi"])
-    partial = B.DayPartial(day, {k: B.Distribution.from_slots(sorted(c), lo, hi) for k, (c, lo, hi) in slots.items()})
-    counts: dict = {"reports": 0, "duplicates": 0, "otherDays": 0, "rejected": {}}
-    for r in rows("counts"):
-        series, n = r["series"], int(r["n"])
-        if series == "#report":
-            counts["reports"], counts["duplicates"] = int(r["uniq"]), n - int(r["uniq"])
-        elif series == "#otherDay":
-            counts["otherDays"] = n
-        elif series.startswith("#rejected:"):
-            counts["rejected"][series.split(":", 1)[1]] = {"lines": n, "example": r["example"]}
-    partial.counts = counts
-    return partial
-
-
-def run_day(profile_doc: dict, inputs: List[str], state: str, day: str, *, min_datapoints: int = B.MIN_DATAPOINTS,
-            min_days: int = B.MIN_DAYS, parallelism: int = 1, work_dir: Optional[str] = None,
-            progress: Callable[[str], None] = lambda m: None) -> dict:
-    """Build `day`'s partial with Flink, then train and store the model; the summary."""
-    from ggdefender.detect.profile import load_profile
-
-    profile = load_profile(profile_doc)
-    started = time.monotonic()
-    out_dir = tempfile.mkdtemp(prefix="ggdefender-baselines-", dir=work_dir)
-    try:
-        run_flink(profile_doc, inputs, day, out_dir, parallelism, progress)
-        partial = read_output(out_dir, day)
-    finally:
+        if ticker.is_alive():
+            ticker.join()
         shutil.rmtree(out_dir, ignore_errors=True)
-    flink_seconds = time.monotonic() - started
-    path, doc = B.train(state, profile, partial, min_datapoints=min_datapoints, min_days=min_days)
-    datapoints = sum(d.count for d in partial.series.values())
-    return {"day": day, "model": path, "partial": B.partial_path(state, day), "input": partial.counts,
-            "datapoints": datapoints, "flinkSeconds": round(flink_seconds, 1),
-            "datapointsPerSecond": round(datapoints / flink_seconds, 1) if flink_seconds else None,
-            "behaviors": {k: {f: v[f] for f in ("status", "datapoints", "days")} for k, v in doc["behaviors"].items()}}
+    if not found:
+        raise ValueError("the input held no line: nothing was written")
+    result = found[0]
+    result["seconds"] = round(seconds, 1)
+    if "datapoints" in result:
+        result["datapointsPerSecond"] = round(result["datapoints"] / seconds, 1) if seconds else None
+    return result
+
+
+def read_summaries(out_dir: str) -> List[dict]:
+    out = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "**", "*"), recursive=True)):
+        if os.path.isfile(path) and not os.path.basename(path).startswith((".", "_")):
+            with open(path, encoding="utf-8") as fh:
+                out.extend(json.loads(line) for line in fh.read(MAX_OUTPUT_BYTES).splitlines() if line.strip())
+    return out
 
 
 def properties_argv(path: str = PROPERTIES_FILE) -> Optional[List[str]]:
@@ -216,15 +237,18 @@ def properties_argv(path: str = PROPERTIES_FILE) -> Optional[List[str]]:
 def main(argv: Optional[List[str]] = None) -> int:
     from .baselines_cli import main as cli_main
 
+    on_cluster = False
     if argv is None:
         argv = sys.argv[1:]
         if not argv:
             try:
-                argv = properties_argv() or []
+                from_properties = properties_argv()
             except (OSError, ValueError) as exc:
                 print(f"ggdefender.fleet.baselines_job: {exc}", file=sys.stderr)
                 return 2
-    return cli_main(argv)
+            on_cluster = from_properties is not None
+            argv = from_properties or []
+    return cli_main(argv, on_cluster=on_cluster)
 
 
 if __name__ == "__main__":

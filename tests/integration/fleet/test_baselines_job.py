@@ -98,7 +98,7 @@ def test_the_flink_job_makes_the_pure_partial_and_the_model_of_14_days(tmp_path)
     assert {k: v["lines"] for k, v in summary["input"]["rejected"].items()} == {"not-json": 1, "bad-thing": 1}
     assert "running" in done.stderr and "datapoints/s" in done.stderr
 
-    written = B.read_partial(B.partial_path(str(state), DAY))
+    written = B.read_partial(str(state), DAY)
     expected = _pure(lines, series, types)
     assert written.to_json()["series"] == expected.to_json()["series"]
     assert written.series["temperature@0"].min < 0  # negative values have their own bins

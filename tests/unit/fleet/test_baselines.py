@@ -344,3 +344,30 @@ def test_the_command_refuses_bad_input_with_exit_2_naming_the_problem(tmp_path, 
     err = capsys.readouterr().err
     assert problem in err and err.startswith("ggdefender fleet baselines: ")
     assert not os.path.exists(tmp_path / "state")  # nothing half-done
+
+
+def test_the_state_and_the_models_can_live_in_s3(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    for name, value in (("AWS_DEFAULT_REGION", "eu-west-1"), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    rng = random.Random(17)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="fleet", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        state = "s3://fleet/baselines"
+        for d in _days(B.add_days(DAY, -1), B.KEEP_DAYS + 2):
+            B.save_partial(state, _partial(d, _values(rng, 50)))
+        path, doc = B.train(state, PROFILE, _partial(DAY, _values(rng, 100)), min_datapoints=10)
+        assert path == "s3://fleet/baselines/baselines-2026-12-01.json"
+        assert doc["behaviors"]["Fleet/bytes-out-ml"]["datapoints"] == 13 * 50 + 100
+        for where in (state, path, state + "/"):
+            assert B.load_latest(where).band("Fleet/bytes-out-ml", "LOW") == tuple(doc["behaviors"]["Fleet/bytes-out-ml"]["bands"]["LOW"])
+        assert B.load_latest(state + "/baselines-2020-01-01.json").trained_at is None  # missing: nothing active
+        days = [o["Key"] for o in s3.list_objects_v2(Bucket="fleet", Prefix="baselines/days/")["Contents"]]
+        assert days[0] == f"baselines/days/{B.add_days(DAY, -B.KEEP_DAYS)}.json" and len(days) == B.KEEP_DAYS + 1
+        s3.put_object(Bucket="fleet", Key="baselines/baselines-2026-12-02.json", Body=b"{}")
+        with pytest.raises(B.BaselinesError, match=r"s3://fleet/baselines/baselines-2026-12-02.json: not a baselines model"):
+            B.load_latest(state)
