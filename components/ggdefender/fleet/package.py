@@ -141,10 +141,11 @@ def _imports(tree: ast.AST, module_level_only: bool) -> Iterable[Tuple[ImportNod
     yield from walk(tree, False)
 
 
-def module_closure(entries: Iterable[str], root: Optional[Path] = None, module_level_only: bool = False
-                   ) -> Tuple[List[str], Dict[str, str]]:
+def module_closure(entries: Iterable[str], root: Optional[Path] = None, module_level_only: bool = False,
+                   with_optional: bool = False) -> Tuple[List[str], Dict[str, str]]:
     """(the ggdefender modules `entries` import, transitively, sorted; {third-party top-level name: first
-    importer}). PackageError when an entry or an imported ggdefender module does not exist."""
+    importer}, without the optional ones unless `with_optional`). PackageError when an entry or an imported
+    ggdefender module does not exist."""
     root = root or _source_root()
     seen: Set[str] = set()
     third: Dict[str, str] = {}
@@ -182,7 +183,7 @@ def module_closure(entries: Iterable[str], root: Optional[Path] = None, module_l
                         todo.append(target)
                     elif target == targets[0]:  # the module itself must exist; `from m import attr` need not
                         raise PackageError(f"{name} imports {target}, which does not exist")
-                elif top and top not in sys.stdlib_module_names and top != "__future__" and not optional:
+                elif top and top not in sys.stdlib_module_names and top != "__future__" and (with_optional or not optional):
                     third.setdefault(top, name)
     return sorted(seen), third
 
@@ -294,7 +295,8 @@ def plan(entries: Iterable[str], lazy: Iterable[str], provided: str) -> Plan:
     root = _source_root()
     modules, every = module_closure(entries, root)
     _, eager = module_closure(entries, root, module_level_only=True)
-    wanted = {top: who for top, who in every.items() if top in eager or top in lazy}
+    _, anywhere = module_closure(entries, root, with_optional=True)  # `lazy` ones may be guarded imports
+    wanted = {top: who for top, who in anywhere.items() if top in eager or top in lazy}
     have = distribution_closure([provided])
     by_top = md.packages_distributions()
     left_out = {top: who for top, who in every.items()
