@@ -237,7 +237,7 @@ def cli_input(words, where):
     """(service, operation, input) of one `aws <service> <command> ...` command; None for an input read
     whole from a file (`--cli-input-json file://...`, the file being an example of its own)."""
     assert len(words) >= 3 and words[0] == "aws", f"{where}: not an aws command: {words}"
-    model = aws_models.service_model(words[1])
+    model = aws_models.service_model(CLI_SERVICES.get(words[1], words[1]))
     operation = _operation(model, words[2])
     shape = model.operation_model(operation).input_shape
     options = {botocore.xform_name(m, "-"): m for m in shape.members}
@@ -268,11 +268,18 @@ def cli_input(words, where):
     return model.service_name, operation, document
 
 
+# the CLI's own commands that are no API operation (fleet.md's `cloudformation deploy` is checked against the
+# template's parameters by tests/unit/fleet/test_cloudformation.py)
+CLI_CUSTOMIZATIONS = {("cloudformation", "deploy")}
+CLI_SERVICES = {"s3api": "s3"}  # the CLI's name for a botocore service, where the two differ
+
+
 def cli_commands():
     found = []
     for where, lang, text, _marker in blocks():
         if lang in ("sh", "bash", "shell", ""):
-            found += [(where, words) for words in shell_commands(text) if words[0] == "aws"]
+            found += [(where, words) for words in shell_commands(text)
+                      if words[0] == "aws" and tuple(words[1:3]) not in CLI_CUSTOMIZATIONS]
     return found
 
 

@@ -300,3 +300,29 @@ def test_the_lambda_function_runs_the_act_handler_with_its_settings_variable():
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]  # the handler returns batchItemFailures
     assert esm["EventSourceArn"] == {"Fn::GetAtt": ["ViolationsStream", "Arn"]}
 
+
+
+def _documented_deploy() -> list:
+    text = FLEET_DOC.read_text()
+    m = re.search(r"```sh\n\s*(aws cloudformation deploy .*?)```", text, re.S)
+    assert m, "docs/fleet.md lost its `aws cloudformation deploy` command"
+    import shlex
+
+    return shlex.split(m.group(1).replace("\\\n", " "))
+
+
+def test_the_documented_deploy_command_gives_this_templates_parameters():
+    words = _documented_deploy()
+    assert (ROOT / words[words.index("--template-file") + 1]) == TEMPLATE
+    start = words.index("--parameter-overrides") + 1
+    given = dict(w.split("=", 1) for w in words[start:] if not w.startswith("--"))
+    params = template()["Parameters"]
+    assert set(given) <= set(params), set(given) - set(params)
+    assert {k for k, v in params.items() if "Default" not in v} <= set(given)  # every required one
+    assert "CAPABILITY_IAM" in words  # the stack creates roles
+    # the application the docs then start is this stack's streaming application
+    stack = words[words.index("--stack-name") + 1]
+    assert template()["Resources"]["DetectApplication"]["Properties"]["ApplicationName"] == {
+        "Fn::Sub": "${AWS::StackName}-detect"}
+    assert f'"ApplicationName": "{stack}-detect"' in FLEET_DOC.read_text()
+    act.parse_settings(json.loads(given["ActSettings"]))  # the handler takes the settings shown
