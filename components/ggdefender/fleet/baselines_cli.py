@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, nargs="+", metavar="PATH",
                    help="JSON-lines files or directories of reports (the topic rule's output, or a `ggdefender "
                         "local` rule's messages.jsonl); s3://bucket/prefix where Flink has S3 (Managed Service "
-                        "for Apache Flink)")
+                        "for Apache Flink). '{day}' in a path stands for --day (e.g. s3://b/reports/day={day}/)")
     p.add_argument("--state", required=True, help="directory of the daily partials (days/) and the models "
                                                   "(baselines-<day>.json; the streaming job's --model)")
     p.add_argument("--day", help="the UTC day whose reports to add, YYYY-MM-DD (default: yesterday)")
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         day = args.day or (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
         B.day_start_ms(day)
+        args.input = [p.replace("{day}", day) for p in args.input]
         problem = _problem(args)
         if problem:
             raise ValueError(problem)

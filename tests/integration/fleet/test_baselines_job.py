@@ -1,7 +1,8 @@
 """`ggdefender fleet baselines` (one real Flink batch run): the day's partial the job writes is the one the pure
-computation makes from the same lines (duplicates once, other days and bad lines counted, not used), merged with
-the 13 days before it into a model that `load_latest` serves."""
+computation makes from the same lines (plain and gzipped files; duplicates once, other days and bad lines
+counted, not used), merged with the 13 days before it into a model that `load_latest` serves."""
 
+import gzip
 import json
 import random
 import shutil
@@ -85,7 +86,8 @@ def test_the_flink_job_makes_the_pure_partial_and_the_model_of_14_days(tmp_path)
     (tmp_path / "in").mkdir()
     half = len(lines) // 2
     (tmp_path / "in" / "part-1.jsonl").write_text("\n".join(lines[:half]) + "\n")
-    (tmp_path / "in" / "part-2.jsonl").write_text("\n".join(lines[half:]) + "\n")
+    # Firehose's output is gzipped (.gz): Flink's file source decompresses by the name
+    (tmp_path / "in" / "part-2.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines[half:]) + "\n").encode()))
     (tmp_path / "profile.json").write_text(json.dumps(PROFILE_DOC))
     done = subprocess.run(
         [sys.executable, "-m", "ggdefender", "fleet", "baselines", "--profile", str(tmp_path / "profile.json"),

@@ -318,6 +318,7 @@ def test_the_application_properties_become_the_commands_arguments(tmp_path):
     (["--min-days", "15"], "--min-days must be 1..14"),
     (["--min-datapoints", "0"], "--min-datapoints must be at least 1"),
     (["--input", "/nonexistent/reports"], "--input /nonexistent/reports: no such file or directory"),
+    (["--input", "/nonexistent/day={day}/"], f"--input /nonexistent/day={DAY}/: no such file"),
     (["--profile", "static"], "no ML behavior"),
     (["--profile", "invalid"], "mlDetectionConfig.confidenceLevel"),
     (["--state", "bad-partial"], "not a day's partial"),
