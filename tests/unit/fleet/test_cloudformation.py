@@ -269,8 +269,12 @@ def test_the_baselines_jobs_own_reader_takes_every_property_the_template_sets(tm
     baselines_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     assert args.profile == pkg.PROFILE  # the profile `fleet package --profile` puts at the zip's top
-    assert args.input == ["s3://data-bucket/reports/"] and args.state == "s3://data-bucket/baselines/"
+    assert args.input == ["s3://data-bucket/reports/day={day}/"] and args.state == "s3://data-bucket/baselines/"
     assert args.parallelism == int(props["Parallelism"])
+    # the day the job reads (its --day, substituted for {day}) is the day partition Firehose writes
+    firehose = template()["Resources"]["ReportsDelivery"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    partition = firehose["Prefix"].replace("!{timestamp:yyyy-MM-dd}", "2026-12-02")
+    assert args.input[0].replace("{day}", "2026-12-02") == "s3://data-bucket/" + partition
 
 
 def test_the_schedule_starts_the_baselines_application_through_a_real_operation():
