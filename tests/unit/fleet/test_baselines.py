@@ -372,3 +372,18 @@ def test_the_state_and_the_models_can_live_in_s3(monkeypatch):
         s3.put_object(Bucket="fleet", Key="baselines/baselines-2026-12-02.json", Body=b"{}")
         with pytest.raises(B.BaselinesError, match=r"s3://fleet/baselines/baselines-2026-12-02.json: not a baselines model"):
             B.load_latest(state)
+
+
+def test_the_docs_model_example_is_a_model_the_loader_takes():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "fleet.md").read_text()
+    section = text[text.index("## Baselines (the ML Detect stand-in)"):]
+    block = section[section.index('```json\n{"format": "ggdefender-fleet-baselines/1"') + 8:]
+    models = B.check_model(json.loads(block[:block.index("```")]))
+    assert models.band("FleetExample/ml-bytes-out", "MEDIUM") == (7301.9, 70411.6)
+    assert models.status("FleetExample/ml-bytes-out")["modelStatus"] == "ACTIVE"
+    for option in ("--profile", "--input", "--state", "--day", "--min-datapoints", "--min-days"):
+        assert option in section
+    from ggdefender.fleet.baselines_job import PROPERTY_KEYS
+    assert all(f"`{key}`" in section for key in PROPERTY_KEYS)
