@@ -277,8 +277,9 @@ def test_the_baselines_jobs_own_reader_takes_every_property_the_template_sets(tm
     assert args.input[0].replace("{day}", "2026-12-02") == "s3://data-bucket/" + partition
 
 
-def test_the_schedule_starts_the_baselines_application_through_a_real_operation():
-    target = template()["Resources"]["BaselinesSchedule"]["Properties"]["Target"]
+@pytest.mark.parametrize("schedule", ["BaselinesSchedule", "BaselinesStopSchedule"])
+def test_the_schedules_call_a_real_operation_on_the_baselines_application(schedule):
+    target = template()["Resources"][schedule]["Properties"]["Target"]
     m = re.fullmatch(r"arn:\$\{AWS::Partition\}:scheduler:::aws-sdk:([a-z0-9]+):([a-zA-Z]+)", target["Arn"]["Fn::Sub"])
     assert m, target["Arn"]
     service, operation = m.group(1), m.group(2)[0].upper() + m.group(2)[1:]
@@ -286,10 +287,12 @@ def test_the_schedule_starts_the_baselines_application_through_a_real_operation(
     body = json.loads(target["Input"]["Fn::Sub"].replace("${BaselinesApplication}", "ggdefender-baselines"))
     aws_models.check(body, service, operation)
     assert body["ApplicationName"] == "ggdefender-baselines"  # the application of this stack
-    # and the role may call exactly that, on that application
+    # and the role may call exactly these, on that application
     (policy,) = template()["Resources"]["SchedulerRole"]["Properties"]["Policies"]
     (st,) = policy["PolicyDocument"]["Statement"]
-    assert st["Action"] == f"kinesisanalytics:{operation}" and "application/${BaselinesApplication}" in st["Resource"]["Fn::Sub"]
+    assert f"kinesisanalytics:{operation}" in st["Action"]
+    assert st["Resource"]["Fn::Sub"].endswith(":application/${BaselinesApplication}")
+    assert target["RoleArn"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
 
 
 def test_the_lambda_function_runs_the_act_handler_with_its_settings_variable():
