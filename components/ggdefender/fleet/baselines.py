@@ -249,17 +249,24 @@ class Distribution:
         v = self.sketch.get_quantile_value(q / 100.0)
         return min(max(v, self.min), self.max)
 
+    def add_slot(self, s: int, n: int, lo: float, hi: float) -> None:
+        """Add `n` datapoints of slot `s` whose smallest and largest values are lo and hi (the batch job's
+        counts): the sketch then holds what adding the values would have made."""
+        if n < 1 or abs(s) > 2 * SLOT_SHIFT or 0 < abs(s) < SLOT_SHIFT // 2:
+            raise ValueError(f"slot {s} with {n} datapoints is not the batch job's")
+        mapping = self.sketch._mapping
+        value = 0.0 if s == 0 else math.copysign(mapping.value(abs(s) - SLOT_SHIFT), s)
+        self.sketch.add(value, n)
+        self.count += n
+        self.min = min(self.min, float(lo))
+        self.max = max(self.max, float(hi))
+
     @classmethod
     def from_slots(cls, counts: Iterable[Tuple[int, int]], lo: float, hi: float) -> "Distribution":
-        """From (slot, datapoints) pairs and the exact min and max (the batch job's output)."""
+        """From (slot, datapoints) pairs and the exact min and max of all of them."""
         d = cls()
-        mapping = d.sketch._mapping
         for s, n in counts:
-            if n < 1 or abs(s) > 2 * SLOT_SHIFT or 0 < abs(s) < SLOT_SHIFT // 2:
-                raise ValueError(f"slot {s} with {n} datapoints is not the batch job's")
-            value = 0.0 if s == 0 else math.copysign(mapping.value(abs(s) - SLOT_SHIFT), s)
-            d.sketch.add(value, n)
-            d.count += n
+            d.add_slot(s, n, lo, hi)
         if d.count:
             d.min, d.max = float(lo), float(hi)
         return d

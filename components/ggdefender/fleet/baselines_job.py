@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import baselines as B
 
@@ -70,24 +70,26 @@ FROM datapoint_rows WHERE series LIKE '#%' GROUP BY series
 """
 
 
-def partial_from_rows(day: str, rows: Iterable[dict]) -> B.DayPartial:
-    """The SQL results (tagged JSON rows: "slot" and "count") -> the day's partial with the input counters."""
-    slots: Dict[str, list] = {}
-    counts: dict = {"reports": 0, "duplicates": 0, "otherDays": 0, "rejected": {}}
-    for r in rows:
-        series = r["series"]
+class PartialBuilder:
+    """The SQL results (tagged JSON rows: "slot" and "count"), one at a time -> the day's partial with the input
+    counters; memory is the sketches' (bounded), whatever the number of rows."""
+
+    def __init__(self, day: str):
+        self.partial = B.DayPartial(day, {}, {"reports": 0, "duplicates": 0, "otherDays": 0, "rejected": {}})
+
+    def add(self, r: dict) -> None:
+        series, counts = r["series"], self.partial.counts
         if r["kind"] == "slot":
-            entry = slots.setdefault(series, [[], float("inf"), float("-inf")])
-            entry[0].append((int(r["slot"]), int(r["n"])))
-            entry[1], entry[2] = min(entry[1], r["lo"]), max(entry[2], r["hi"])
+            d = self.partial.series.get(series)
+            if d is None:
+                d = self.partial.series[series] = B.Distribution()
+            d.add_slot(int(r["slot"]), int(r["n"]), r["lo"], r["hi"])
         elif series == "#report":
             counts["reports"], counts["duplicates"] = int(r["uniq"]), int(r["n"]) - int(r["uniq"])
         elif series == "#otherDay":
             counts["otherDays"] = int(r["n"])
         elif series.startswith("#rejected:"):
             counts["rejected"][series.split(":", 1)[1]] = {"lines": int(r["n"]), "example": r["example"]}
-    series_map = {k: B.Distribution.from_slots(sorted(c), lo, hi) for k, (c, lo, hi) in sorted(slots.items())}
-    return B.DayPartial(day, series_map, counts)
 
 
 def summary(partial: B.DayPartial, model: str, doc: dict) -> dict:
@@ -132,19 +134,19 @@ def build(env: Any, profile_doc: dict, inputs: List[str], state: str, day: str, 
         output_type=Types.STRING())
 
     class Train(KeyedProcessFunction):
-        """Collects the (small) SQL results on one key; in BATCH mode its timer fires when the input is done."""
+        """Folds the SQL results on one key; in BATCH mode its timer fires when the input is done."""
 
         def open(self, runtime_context):
-            self.rows: list = []
+            self.builder = None
 
         def process_element(self, value, ctx):
-            if not self.rows:
+            if self.builder is None:
+                self.builder = PartialBuilder(day)
                 ctx.timer_service().register_event_time_timer(END_OF_INPUT)
-            self.rows.append(json.loads(value))
+            self.builder.add(json.loads(value))
 
         def on_timer(self, timestamp, ctx):
-            partial = partial_from_rows(day, self.rows)
-            self.rows = []
+            partial, self.builder = self.builder.partial, None
             path, doc = B.train(state, load_profile(profile_doc), partial, min_datapoints=min_datapoints,
                                 min_days=min_days)
             yield json.dumps(summary(partial, path, doc))
