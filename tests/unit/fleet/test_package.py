@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import real_counterparts
 
 from ggdefender import cli
 from ggdefender.fleet import package
@@ -52,6 +53,10 @@ def _extract(path: Path, dest: Path) -> Path:
 def _provided_dir(dist: str, dest: Path) -> Path:
     """A directory with only `dist`'s and its requirements' top-level modules (links into the venv): what the
     runtime provides (boto3 on Lambda, apache-flink on MSF)."""
+    try:
+        md.distribution(dist)
+    except md.PackageNotFoundError:
+        real_counterparts.unavailable(dist, f"pip install -e '.[dev]' under Python 3.11 (it installs {dist})")
     dest.mkdir()
     wanted = package.distribution_closure([dist])
     for top, dists in md.packages_distributions().items():
