@@ -387,3 +387,30 @@ def test_the_docs_model_example_is_a_model_the_loader_takes():
         assert option in section
     from ggdefender.fleet.baselines_job import PROPERTY_KEYS
     assert all(f"`{key}`" in section for key in PROPERTY_KEYS)
+
+
+def test_the_trainer_folds_the_jobs_rows_in_any_order_into_the_days_partial():
+    from ggdefender.fleet.baselines_job import PartialBuilder
+
+    rng = random.Random(19)
+    values = {"aws:all-bytes-out@0": _values(rng, 3000), "temperature@0": [rng.gauss(0, 9) for _ in range(3000)]}
+    rows = [{"kind": "count", "series": "#report", "n": 3010, "uniq": 3000, "example": "gw-1"},
+            {"kind": "count", "series": "#otherDay", "n": 4, "uniq": 4, "example": "gw-2"},
+            {"kind": "count", "series": "#rejected:not-json", "n": 2, "uniq": 1, "example": "not-json: ..."}]
+    for key, vs in values.items():
+        by_slot = {}
+        for v in vs:
+            by_slot.setdefault(B.slot(v), []).append(v)
+        rows += [{"kind": "slot", "series": key, "slot": s, "n": len(x), "lo": min(x), "hi": max(x)}
+                 for s, x in by_slot.items()]
+    rng.shuffle(rows)
+    builder = PartialBuilder(DAY)
+    for r in rows:
+        builder.add(json.loads(json.dumps(r)))
+    expected = B.DayPartial(DAY)
+    for key, vs in values.items():
+        for v in vs:
+            expected.add(key, v)
+    assert builder.partial.to_json()["series"] == expected.to_json()["series"]
+    assert builder.partial.counts == {"reports": 3000, "duplicates": 10, "otherDays": 4,
+                                      "rejected": {"not-json": {"lines": 2, "example": "not-json: ..."}}}
