@@ -156,6 +156,31 @@ def test_allow_statements_name_resources_and_star_only_where_the_service_has_not
                 assert (name, st.get("Sid")) in RESOURCE_STAR, f"{name} ({label}): Resource '*'"
 
 
+# the ARN service of each CloudFormation type a statement names with !GetAtt X.Arn
+ARN_SERVICE = {"AWS::Kinesis::Stream": "kinesis", "AWS::S3::Bucket": "s3", "AWS::KMS::Key": "kms",
+               "AWS::Logs::LogGroup": "logs", "AWS::SQS::Queue": "sqs"}
+
+
+def _arn_service(resource):
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        return ARN_SERVICE[template()["Resources"][resource["Fn::GetAtt"][0]]["Type"]]
+    text = resource["Fn::Sub"] if isinstance(resource, dict) else resource
+    m = re.match(r"(\$\{[A-Za-z]+\.Arn\})|arn:\$\{AWS::Partition\}:([a-z0-9-]+):", text)
+    assert m, f"not an ARN: {text}"
+    if m.group(1):  # ${Bucket.Arn}/prefix/*
+        return ARN_SERVICE[template()["Resources"][m.group(1)[2:-5]]["Type"]]
+    return m.group(2)
+
+
+def test_each_allowed_action_names_resources_of_its_own_service():
+    for name, label, st in statements():
+        if label == "trust" or st["Effect"] != "Allow" or st["Resource"] == "*":
+            continue
+        prefixes = {a.split(":")[0] for a in _listed(st["Action"])}
+        services = {_arn_service(r) for r in _listed(st["Resource"])}
+        assert services == prefixes, f"{name} ({label}, {st.get('Sid', '')}): {prefixes} on {services}"
+
+
 def test_roles_trust_only_their_service_within_this_account():
     for name, res in resources("AWS::IAM::Role").items():
         (st,) = res["Properties"]["AssumeRolePolicyDocument"]["Statement"]
@@ -305,6 +330,7 @@ def test_the_lambda_function_runs_the_act_handler_with_its_settings_variable():
     assert template()["Parameters"]["ActCodeKey"]["Default"].endswith("/" + package.LAMBDA_ZIP)
     esm = template()["Resources"]["ActEventSource"]["Properties"]
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]  # the handler returns batchItemFailures
+    assert esm["BatchSize"] <= act.parse_settings({}).max_violations  # a batch is never cut by the default
     assert esm["EventSourceArn"] == {"Fn::GetAtt": ["ViolationsStream", "Arn"]}
 
 
