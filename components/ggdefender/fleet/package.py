@@ -2,18 +2,20 @@
 
 1. The Managed Service for Apache Flink zip (one for both applications): a main file per job at the top (each
    runs `python -m ggdefender.fleet.<job>`), the security profile (checked by detect's parser), the
-   `ggdefender` modules the jobs import and the pure-Python
-   distributions they need that the MSF runtime lacks under `python/` (the `pyFiles` run option), and the
-   Kinesis connector jar under `lib/` (the `jarfile` run option). cloudformation.yaml names these paths;
-   tests/unit/fleet/test_package.py keeps the two equal.
+   `ggdefender` modules the jobs import and the pure-Python distributions they need that the MSF runtime
+   lacks under `python/` (the `pyFiles` run option), and the Kinesis connector jar under `lib/` (the
+   `jarfile` run option). cloudformation.yaml names these paths; tests/unit/fleet/test_cloudformation.py
+   keeps the two equal.
 2. The AWS Lambda zip of the Act handler (`ggdefender.fleet.act.lambda_handler`): the `ggdefender` modules it
    imports at the zip's root; boto3 is in the Lambda runtime.
 
-Which `ggdefender` modules go in is read from the code itself: every import (module level or in a function,
-but not under `if TYPE_CHECKING:`) from the entry modules, transitively, so nothing of the device runtime
-that the jobs do not import is shipped. Imports guarded by `except ImportError` are optional and left out.
-Third-party imports become their installed distribution plus its requirements, minus what the runtime
-provides (apache-flink and everything it requires on MSF; boto3 and its requirements on Lambda).
+What goes in is read from the code itself. `ggdefender` modules: those the entry modules' imports reach,
+transitively (module level or in a function, not under `if TYPE_CHECKING:`), so nothing of the device runtime
+that the jobs do not import is shipped. Third-party modules: those importing the entries runs (module-level
+imports not guarded by `except ImportError`), plus those in FLINK_LAZY / LAMBDA_LAZY, which the code imports
+inside functions and uses; each as its installed distribution plus its requirements, minus what the runtime
+provides (apache-flink and all it requires on MSF; boto3 and its requirements on Lambda). The device
+runtime's lazily imported ones (awsiot, psutil, cbor2) are left out and named in the command's output.
 
 Reproducible: entries sorted, one fixed timestamp and mode, no byte code, so the same sources give the same
 bytes (and the same S3 object, which is what makes CloudFormation update only what changed).
@@ -61,7 +63,7 @@ FLINK_LAZY = ("ddsketch", "boto3")  # sketches; the stream job reads ProfileS3 w
 LAMBDA_LAZY = ("jsonschema",)  # the remediation document's schema check before CreateJob
 # The Lambda function (cloudformation.yaml: python3.11, x86_64, Amazon Linux 2 with glibc 2.26) can load a
 # binary wheel built for CPython 3.11 on x86_64 with glibc up to 2.26 (jsonschema's rpds-py is one). The Flink
-# zip takes pure Python only (the brief of MSF's workers' platform is not ours to assume).
+# zip takes pure Python only (MSF does not document its workers' platform).
 LAMBDA_PYTHON = "cp311"
 LAMBDA_GLIBC_MAX = 26
 
