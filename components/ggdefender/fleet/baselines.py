@@ -501,10 +501,13 @@ def read_partial(state: str, day: str) -> Optional[DayPartial]:
 def load_partials(state: str, day: str) -> Dict[str, DayPartial]:
     """The partials of the 14 days ending with `day` that exist in `state`."""
     store = storage.location(state)
+    # listed first, so no read asks for a missing object (S3 answers 403, not 404, to a role that may not
+    # list the whole bucket)
+    present = {m.group(1) for m in map(DAY_NAME_RE.match, store.names("days")) if m}
     out = {}
     for i in range(WINDOW_DAYS):
         d = add_days(day, -i)
-        part = _read_partial(store, d)
+        part = _read_partial(store, d) if d in present else None
         if part is not None:
             out[d] = part
     return out
