@@ -336,12 +336,14 @@ def resolve_thing(alarms: ThingAlarms, thing: str, dps: List[Datapoint], behavio
 
 def evaluate(lines: Iterable, behaviors: tuple, *, lateness_ms: int, models: Any = None,
              custom_types: Optional[dict] = None, exact_limit: int = EXACT_LIMIT,
-             alarms: Optional[Dict[str, ThingAlarms]] = None, end_of_input: bool = True) -> Tuple[list, Counts]:
+             alarms: Optional[Dict[str, ThingAlarms]] = None, watermark_ms: Optional[int] = None
+             ) -> Tuple[list, Counts]:
     """The whole input at once, with the streaming job's semantics for an input ordered within
     `lateness_ms` (what the job decides by watermark alone, this decides by each thing's own reports). The
     end of a bounded input is the end of time, as Flink's final watermark: every device has stopped, so the
-    alarms still active are invalidated, each two days after its last datapoint (`end_of_input=False`: an
-    input that goes on, as the state a checkpoint keeps)."""
+    alarms still active are invalidated, each two days after its last datapoint. With `watermark_ms`, the input
+    goes on and event time has reached that watermark: only what the job has done by then is done (windows
+    closed at end + lateness, verdicts at end + lateness + 1 ms, stale alarms up to that time)."""
     from .records import RecordError, parse_line
 
     counts = Counts()
@@ -363,8 +365,9 @@ def evaluate(lines: Iterable, behaviors: tuple, *, lateness_ms: int, models: Any
             counts.late += 1
         else:
             dps += got
+    final = watermark_ms is None
     for thing, w in windows.items():
-        dps += w.close(thing, math.inf)  # type: ignore[arg-type]
+        dps += w.close(thing, math.inf if final else watermark_ms - lateness_ms)  # type: ignore[operator,arg-type]
     counts.datapoints = len(dps)
     by_key = {b.key: b for b in behaviors}
     order = {b.key: i for i, b in enumerate(behaviors)}
@@ -377,8 +380,13 @@ def evaluate(lines: Iterable, behaviors: tuple, *, lateness_ms: int, models: Any
     events: list = []
     for thing in sorted(per_thing):
         a = alarms.setdefault(thing, ThingAlarms())
-        events += resolve_thing(a, thing, per_thing[thing], behaviors, fp, thresholds, models, order)
-        if end_of_input:
-            events += a.expire(thing, by_key, END_OF_INPUT_MS)
+        due, rest = per_thing[thing], []
+        clock = END_OF_INPUT_MS
+        if watermark_ms is not None:
+            due = [dp for dp in per_thing[thing] if dp.end_ms + lateness_ms + 1 <= watermark_ms]
+            rest = [dp for dp in per_thing[thing] if dp.end_ms + lateness_ms + 1 > watermark_ms]
+            clock = min([watermark_ms - lateness_ms - 1] + [dp.t_ms for dp in rest])
+        events += resolve_thing(a, thing, due, behaviors, fp, thresholds, models, order)
+        events += a.expire(thing, by_key, clock)
     counts.violations = len(events)
     return events, counts

@@ -38,8 +38,6 @@ def register(fleet_subparsers: Any) -> None:
     p.add_argument("--allowed-lateness", type=float, default=60.0, metavar="S",
                    help="seconds a report may arrive behind its device's newest (and the watermark trails the "
                         "newest event time by); older ones are late (default 60)")
-    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
-                   help="seconds without records after which a source split stops holding back event time")
     p.add_argument("--checkpoint-dir", metavar="DIR", help="checkpoint here (retained when the job stops); the "
                                                            "job's own output files live in DIR/output")
     p.add_argument("--checkpoint-interval", type=float, default=10.0, metavar="S", help="default 10")
@@ -141,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
         inputs = _inputs(args)
         if args.parallelism < 1 or args.parallelism > 64:
             raise UsageError("--parallelism must be 1..64")
-        if args.allowed_lateness < 0 or args.idle_timeout <= 0:
-            raise UsageError("--allowed-lateness must be >= 0 and --idle-timeout > 0")
+        if args.allowed_lateness < 0:
+            raise UsageError("--allowed-lateness must be >= 0")
         restore = latest_checkpoint(args.from_checkpoint) if args.from_checkpoint else None
         if restore and not args.checkpoint_dir:
             raise UsageError("--from-checkpoint needs --checkpoint-dir (the restored job's output files live there)")
@@ -165,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = JobConfig(profile=profile.source, inputs=inputs, follow_seconds=args.follow, out_dir=work,
                     progress_dir=progress_dir, model_path=args.model, custom_types=custom,
                     parallelism=args.parallelism, lateness_ms=int(args.allowed_lateness * 1000),
-                    idle_ms=int(args.idle_timeout * 1000), exact_limit=args.exact_limit,
+                    exact_limit=args.exact_limit,
                     checkpoint_dir=os.path.join(args.checkpoint_dir, "checkpoints") if args.checkpoint_dir else None,
                     checkpoint_interval_ms=int(args.checkpoint_interval * 1000), restore_from=restore)
     try:

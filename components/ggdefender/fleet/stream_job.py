@@ -4,8 +4,9 @@ Topology (each step's logic is `fleet.evaluation`'s, which the tests compare thi
 
   source (JSON lines: files, optionally watched; Kinesis in production)
    -> parse (fleet.records; bad lines to the "dropped" output with their reason)
-   -> event time = the report's time; watermarks: bounded out-of-orderness = the allowed lateness, with
-      idleness (a silent source split never stalls time)
+   -> partitioned by thing, then event time = the report's time; watermarks: bounded out-of-orderness = the
+      allowed lateness (a silent source split or Kinesis shard never stalls time: every subtask gets reports
+      while any source has some; a device that stops never does either: the watermark follows the fleet)
    -> keyed by thing: dedupe, lateness, epoch-aligned windows -> datapoints (late and duplicate reports to
       the "dropped" output, never silently lost)
    -> statistical datapoints keyed by (behavior, window, shard): partial distributions, at the window's close
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ PROPERTIES_FILE = "/etc/flink/application_properties.json"
 PROPERTY_GROUP = "FleetDetect"
 MODEL_CHECK_SECONDS = 60.0
 PROGRESS_SECONDS = 1.0
+WATERMARK_INTERVAL_MS = 200
 JOB_NAME = "ggdefender fleet detect"
 LONG_MAX = 2 ** 63 - 1
 
@@ -59,7 +62,6 @@ class JobConfig:
     custom_types: dict = field(default_factory=dict)
     parallelism: int = 1
     lateness_ms: int = 60_000
-    idle_ms: int = 60_000
     shards: int = 0                        # partial distributions per (behavior, window); 0: the parallelism
     exact_limit: int = 10_000
     checkpoint_dir: Optional[str] = None
@@ -67,36 +69,63 @@ class JobConfig:
     restore_from: Optional[str] = None     # a retained checkpoint (chk-N directory) to start from
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """An unreadable line on its way to the dropped output (event time 0, thing "")."""
+    text: str
+    thing: str = ""
+    at_ms: int = 0
+
+
 # -- progress counters (local runs) ------------------------------------------------------------------------------
 
 
 class Progress:
-    """A subtask's counters, written atomically to `<dir>/<name>-<subtask>.json` at most once a second."""
+    """A subtask's counters, written atomically to `<dir>/<name>-<subtask>.json` every second by a thread of
+    its own (a continuous job's operators may sit idle, their counters must still show)."""
 
     def __init__(self, directory: Optional[str], name: str, subtask: int):
         self.path = os.path.join(directory, f"{name}-{subtask}.json") if directory else None
         self.counts: dict = {}
-        self.last = 0.0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        if self.path:
+            threading.Thread(target=self._loop, name=f"progress-{name}", daemon=True).start()
 
     def add(self, what: str, n: int = 1) -> None:
-        self.counts[what] = self.counts.get(what, 0) + n
-        # wall clock of the first and last work, so throughput excludes the job's start
-        now = time.time()
-        self.counts.setdefault("first_at", now)
-        self.counts["last_at"] = now
+        with self.lock:
+            self.counts[what] = self.counts.get(what, 0) + n
+            # wall clock of the first and last work, so throughput excludes the job's start
+            now = time.time()
+            self.counts.setdefault("first_at", now)
+            self.counts["last_at"] = now
+
+    def reject(self, reason: str) -> None:
+        with self.lock:
+            rej = self.counts.setdefault("rejected", {})
+            rej[reason] = rej.get(reason, 0) + 1
 
     def set(self, what: str, value: Any) -> None:
-        self.counts[what] = value
+        with self.lock:
+            self.counts[what] = value
 
-    def flush(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.path is None or (not force and now - self.last < PROGRESS_SECONDS):
+    def _loop(self) -> None:
+        while not self.stopped.wait(PROGRESS_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.path is None:
             return
-        self.last = now
-        tmp = self.path + ".tmp"
+        with self.lock:
+            text = json.dumps(self.counts)
+        tmp = f"{self.path}.{threading.get_ident()}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.counts, fh)
+            fh.write(text)
         os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.flush()
 
 
 def read_progress(directory: str) -> dict:
@@ -159,17 +188,16 @@ def _functions():
             try:
                 r = parse_line(line, self.cfg.custom_types)
             except RecordError as exc:
-                rej = self.progress.counts.setdefault("rejected", {})
-                rej[exc.reason] = rej.get(exc.reason, 0) + 1
-                self.progress.flush()
-                yield dropped_tag, json.dumps({"dropped": "rejected", "reason": str(exc), "line": str(line)[:1000]})
+                self.progress.reject(exc.reason)
+                # in the main stream (PyFlink 1.20 hands a side output of this function to a chained
+                # partitioner): the thing-keyed step writes it to the dropped output
+                yield Rejected(json.dumps({"dropped": "rejected", "reason": str(exc), "line": str(line)[:1000]}))
                 return
             self.progress.add("parsed")
-            self.progress.flush()
             yield r
 
         def close(self):
-            self.progress.flush(force=True)
+            self.progress.close()
 
     class Things(KeyedProcessFunction):
         """Keyed by thing: dedupe, lateness, windows -> datapoints."""
@@ -196,12 +224,14 @@ def _functions():
                 ctx.timer_service().register_event_time_timer(nxt + self.cfg.lateness_ms)
 
         def process_element(self, r, ctx):
+            if isinstance(r, Rejected):
+                yield dropped_tag, r.text
+                return
             w = self.state.value() or E.ThingWindows()
             wm = ctx.timer_service().current_watermark()
             status, dps = w.add(r, self.behaviors, self.cfg.lateness_ms, wm)
             if status != "ok":
                 self.progress.add(status if status == "late" else "duplicates")
-                self.progress.flush()
                 yield dropped_tag, json.dumps({"dropped": status, "thingName": r.thing, "reportId": r.report_id,
                                                "eventTime": r.at_ms / 1000.0, "watermark": wm})
                 return
@@ -209,7 +239,6 @@ def _functions():
             yield from self._emit(dps)
             self._schedule(w, ctx)
             self.progress.set("watermark", wm)
-            self.progress.flush()
 
         def on_timer(self, ts, ctx):
             w = self.state.value()
@@ -219,10 +248,9 @@ def _functions():
             self.state.update(w)
             self._schedule(w, ctx)
             self.progress.set("watermark", ctx.timer_service().current_watermark())
-            self.progress.flush()
 
         def close(self):
-            self.progress.flush(force=True)
+            self.progress.close()
 
     class Partial(KeyedProcessFunction):
         """Keyed by (behavior, window, shard): a partial distribution, emitted at the window's close."""
@@ -348,12 +376,11 @@ def _functions():
             else:
                 self.state.clear()
             self.progress.add("violations", len(events))
-            self.progress.flush()
             for e in events:
                 yield json.dumps(e, sort_keys=True)
 
         def close(self):
-            self.progress.flush(force=True)
+            self.progress.close()
 
     return Parse, Things, Partial, Merge, Resolve, dropped_tag, ranked_tag, thresholds_desc
 
@@ -381,8 +408,7 @@ def _source(env: Any, cfg: JobConfig) -> Any:
         from pyflink.common.serialization import SimpleStringSchema
         from pyflink.datastream.connectors.kinesis import FlinkKinesisConsumer
 
-        props = {"aws.region": cfg.region or "", "flink.stream.initpos": "LATEST",
-                 "flink.shard.idle.interval": str(cfg.idle_ms)}
+        props = {"aws.region": cfg.region or "", "flink.stream.initpos": "LATEST"}
         return env.add_source(FlinkKinesisConsumer(cfg.kinesis_stream, SimpleStringSchema(), props),
                               "reports (Kinesis)", Types.STRING()).uid("source-kinesis")
     from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
@@ -424,20 +450,21 @@ def build(cfg: JobConfig) -> Any:
     from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
     from pyflink.common.watermark_strategy import TimestampAssigner
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
-    from pyflink.datastream.checkpoint_config import ExternalizedCheckpointRetention
 
     _behaviors(cfg)  # a bad profile fails here, before Flink starts
     conf = Configuration()
     if cfg.restore_from:
         conf.set_string("execution.savepoint.path", cfg.restore_from)
+    if cfg.checkpoint_dir:
+        conf.set_string("execution.checkpointing.dir", "file://" + os.path.abspath(cfg.checkpoint_dir))
+        # kept when the job stops, so a restart can start from it (PyFlink 1.20's setter names a missing class)
+        conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_python_executable(sys.executable)  # the workers must import pyflink and ggdefender
     env.set_parallelism(cfg.parallelism)
+    env.get_config().set_auto_watermark_interval(WATERMARK_INTERVAL_MS)
     if cfg.checkpoint_dir:
         env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
-        cc = env.get_checkpoint_config()
-        cc.set_checkpoint_storage_dir("file://" + os.path.abspath(cfg.checkpoint_dir))
-        cc.set_externalized_checkpoint_retention(ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION)
     Parse, Things, Partial, Merge, Resolve, dropped_tag, ranked_tag, thresholds_desc = _functions()
     shards = cfg.shards or cfg.parallelism
 
@@ -447,9 +474,15 @@ def build(cfg: JobConfig) -> Any:
 
     lines = _source(env, cfg)
     parsed = lines.process(Parse(cfg), output_type=Types.PICKLED_BYTE_ARRAY()).name("parse").uid("parse")
+    if cfg.parallelism > 1:
+        # event time is assigned after partitioning by thing: every subtask gets reports while any source split
+        # or shard has some (an idle one never holds time back; PyFlink 1.20's `with_idleness` on a Python
+        # timestamp assigner marks its input idle at once, so it is not used), and a thing's reports keep
+        # their order (they come from one split or shard: the rule's Kinesis partition key is the thing)
+        parsed = parsed.partition_custom(lambda thing, n: zlib.crc32(thing.encode()) % n, lambda r: r.thing)
     timed = parsed.assign_timestamps_and_watermarks(
         WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.lateness_ms))
-        .with_timestamp_assigner(ReportTime()).with_idleness(Duration.of_millis(cfg.idle_ms))).name("event time")
+        .with_timestamp_assigner(ReportTime())).name("event time")
     dps = timed.key_by(lambda r: r.thing, key_type=Types.STRING()) \
         .process(Things(cfg), output_type=Types.PICKLED_BYTE_ARRAY()).name("windows per thing").uid("things")
     thresholds = dps.get_side_output(ranked_tag) \
@@ -462,7 +495,7 @@ def build(cfg: JobConfig) -> Any:
         .process(Resolve(cfg), output_type=Types.STRING()).name("verdicts and alarms").uid("resolve")
     _sink(violations, cfg, "violations")
     if cfg.out_dir:
-        _sink(parsed.get_side_output(dropped_tag).union(dps.get_side_output(dropped_tag)), cfg, "dropped")
+        _sink(dps.get_side_output(dropped_tag), cfg, "dropped")
     return env
 
 
@@ -471,7 +504,7 @@ def build(cfg: JobConfig) -> Any:
 
 def config_from_properties(path: str = PROPERTIES_FILE) -> JobConfig:
     """The `FleetDetect` property group: ProfileJson or ProfileS3 (s3://bucket/key), InputStream,
-    OutputStream, Region, ModelPath, AllowedLatenessSeconds, IdleSeconds, Parallelism (optional)."""
+    OutputStream, Region, ModelPath, AllowedLatenessSeconds, Parallelism (optional)."""
     try:
         with open(path, encoding="utf-8") as fh:
             groups = json.load(fh)
@@ -497,7 +530,6 @@ def config_from_properties(path: str = PROPERTIES_FILE) -> JobConfig:
     return JobConfig(profile=profile, kinesis_stream=props["InputStream"], kinesis_output=props["OutputStream"],
                      region=props["Region"], model_path=props.get("ModelPath"),
                      lateness_ms=int(float(props.get("AllowedLatenessSeconds", 60)) * 1000),
-                     idle_ms=int(float(props.get("IdleSeconds", 60)) * 1000),
                      parallelism=int(props.get("Parallelism", 1)))
 
 

@@ -182,7 +182,7 @@ def test_a_profile_changed_at_restart_invalidates_the_alarms_of_changed_and_remo
     old = profile(PORTS, CONNS)
     alarms = {}
     lines = [line("a", T0 + k * MIN5 + 1, conns=50, ports=(22, 8888)) for k in range(3)]
-    evaluate(lines[:2], old, lateness_ms=0, alarms=alarms, end_of_input=False)   # the state a checkpoint keeps
+    evaluate(lines[:2], old, lateness_ms=0, alarms=alarms, watermark_ms=T0 + 3 * MIN5)   # a checkpoint's state
     assert {k for k, st in alarms["a"].states.items() if st.in_alarm} == {"Fleet/ports", "Fleet/conns"}
     changed = dict(CONNS, criteria=dict(CONNS["criteria"], value={"count": 100}))
     new = profile(changed)
