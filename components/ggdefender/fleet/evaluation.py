@@ -1,8 +1,9 @@
 """The fleet tier's evaluation, pure (no Flink): what the streaming job computes, step by step, and a batch
 reference (`evaluate`) the job's output is tested against.
 
-- Per thing (`ThingWindows`): a report already seen (same thing and report id, the last `MAX_IDS` remembered)
-  is a duplicate and dropped; a report more than `lateness` older than the thing's newest report (or behind
+- Per thing (`ThingWindows`): a report already seen (same thing and report id)
+  is a duplicate and dropped (the last `MAX_IDS` ids are remembered: the job pickles this state per
+  report, so it stays small); a report more than `lateness` older than the thing's newest report (or behind
   the job's watermark) is late and dropped. Each behavior with `durationSeconds` has tumbling windows
   aligned to the epoch; a window's value is the SUM (counters) or the LAST value (gauges: the report with
   the latest event time) of its reports, as `detect.evaluator` forms them; a window becomes a datapoint
@@ -40,7 +41,7 @@ from .records import Report
 
 DEFAULT_BUCKET_MS = 300_000          # the ranking period of behaviors without durationSeconds
 INVALIDATE_AFTER_MS = int(INVALIDATE_AFTER * 1000)
-MAX_IDS = 1024                       # report ids remembered per thing for dedupe
+MAX_IDS = 64                         # report ids remembered per thing for dedupe (5 h of 5-minute reports)
 EXACT_LIMIT = 10_000                 # distinct values ranked exactly before switching to a sketch
 END_OF_INPUT_MS = 2 ** 62             # Flink's final watermark of a bounded input, in effect
 STALE_REASON = "no datapoint for more than 2 days"
@@ -90,10 +91,10 @@ class ThingWindows:
                 (watermark_ms is not None and r.at_ms + lateness_ms <= watermark_ms):
             return "late", []
         self.ids[r.report_id] = None
-        if len(self.ids) > MAX_IDS:
-            self.ids.popitem(last=False)
         if self.max_ms is None or r.at_ms > self.max_ms:
             self.max_ms = r.at_ms
+        if len(self.ids) > MAX_IDS:
+            self.ids.popitem(last=False)
         out: List[Datapoint] = []
         for b in behaviors:
             v = r.metrics.get(b.metric)

@@ -212,9 +212,11 @@ def _functions():
             self.progress = Progress(self.cfg.progress_dir, "things", ctx.get_index_of_this_subtask())
 
         def _emit(self, dps):
+            if not dps:
+                return
+            self.progress.add("datapoints", len(dps))
+            yield dps  # one record per report or timer: the resolver's state is read and written once for all
             for dp in dps:
-                self.progress.add("datapoints")
-                yield dp
                 if dp.key in self.statistical:
                     yield ranked_tag, dp
 
@@ -330,11 +332,12 @@ def _functions():
             if self.models is None or (models.trained_at or 0) > (self.models.trained_at or 0):
                 self.models = models
 
-        def process_element(self, dp, ctx):
+        def process_element(self, dps, ctx):
             st: tuple = self.state.value() or (E.ThingAlarms(), [])
-            st[1].append(dp)
+            st[1].extend(dps)
             self.state.update(st)
-            ctx.timer_service().register_event_time_timer(dp.end_ms + self.cfg.lateness_ms + 1)
+            for end in {dp.end_ms for dp in dps}:
+                ctx.timer_service().register_event_time_timer(end + self.cfg.lateness_ms + 1)
 
         def process_broadcast_element(self, th, ctx):
             key, end, threshold = th
@@ -490,7 +493,7 @@ def build(cfg: JobConfig) -> Any:
         .process(Partial(cfg), output_type=Types.PICKLED_BYTE_ARRAY()).name("partial ranks").uid("partial") \
         .key_by(lambda p: f"{p[0]}|{p[1]}", key_type=Types.STRING()) \
         .process(Merge(cfg), output_type=Types.PICKLED_BYTE_ARRAY()).name("fleet ranks").uid("merge")
-    violations = dps.key_by(lambda dp: dp.thing, key_type=Types.STRING()) \
+    violations = dps.key_by(lambda batch: batch[0].thing, key_type=Types.STRING()) \
         .connect(thresholds.broadcast(thresholds_desc)) \
         .process(Resolve(cfg), output_type=Types.STRING()).name("verdicts and alarms").uid("resolve")
     _sink(violations, cfg, "violations")
