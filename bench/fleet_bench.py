@@ -16,7 +16,7 @@ them with docs/examples/fleet-profile.json, and prints:
 
 Figures and ratios only: nothing here asserts a time.
 
-    .venv/bin/python bench/fleet_bench.py            # full: 10,000 x 12 and 100,000 x 4 reports (~15 min)
+    .venv/bin/python bench/fleet_bench.py            # full: 10,000 x 12 and 100,000 x 2 reports (~15 min)
     .venv/bin/python bench/fleet_bench.py --quick    # 300 devices: checks every piece runs
     .venv/bin/python bench/fleet_bench.py --json results.json
 """
@@ -60,6 +60,13 @@ def anomalies(devices: int) -> List[str]:
             f"{t(9)}@10m:stop"]
 
 
+def short_anomalies(devices: int) -> List[str]:
+    """The same kinds within two reports (the 100,000-device fleet is simulated for 10 minutes)."""
+    t = lambda i: thing(devices, i * devices // 1000 + 7)  # noqa: E731
+    return [f"{t(42)}@5m:listening-port=8888", f"{t(500)}@5m+5m:bytes-out=x50",
+            f"{t(3)}@0m+10m:connections=+40", f"{t(900)}@5m+5m:connections=+300", f"{t(9)}@5m:stop"]
+
+
 def simulate(out: Path, devices: int, reports: int, specs: List[str], duplicates: float = 0.0) -> dict:
     truth = out.with_suffix(".truth.json")
     argv = [sys.executable, "-m", "ggdefender", "fleet", "simulate", "--devices", str(devices),
@@ -98,14 +105,32 @@ def run_job(inp: Path, profile: Path, parallelism: int, out: Path) -> dict:
     """`ggdefender fleet run`; its stats (records, violations, wall seconds, reports/s) and our own wall time."""
     argv = [sys.executable, "-m", "ggdefender", "fleet", "run", "--profile", str(profile), "--input", str(inp),
             "--out", str(out), "--parallelism", str(parallelism)]
-    t0 = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=_env())
-    wall = time.monotonic() - t0
-    if done.returncode != 0:
-        raise RuntimeError(f"fleet run exited {done.returncode}: {(done.stderr or done.stdout)[-1500:]}")
-    stats = json.loads(Path(str(out) + ".stats.json").read_text())
+    stats_path = Path(str(out) + ".stats.json")
+    if stats_path.exists() and out.exists():  # --work of an interrupted bench: this run is done, keep it
+        log(f"reusing {out}")
+        stats = json.loads(stats_path.read_text())
+        wall = stats["wall_seconds"]
+    else:
+        t0 = time.monotonic()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=_env())
+        wall = time.monotonic() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"fleet run exited {done.returncode}: {(done.stderr or done.stdout)[-1500:]}")
+        stats = json.loads(stats_path.read_text())
     violations = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
     return {"stats": stats, "wall_s": wall, "violations": violations}
+
+
+RATE_NAMES = ("reports_per_second", "reports_per_s", "reportsPerSecond")
+
+
+def normalize(res: dict) -> dict:
+    """Rates from the job's stats where an earlier version of this bench missed their name."""
+    for key in ("fleet_10k", "fleet_100k", "clean"):
+        for run in ((res.get(key) or {}).get("runs") or {}).values():
+            if run.get("reports_per_s") is None:
+                run["reports_per_s"] = _stat(run["stats"], *RATE_NAMES)
+    return res
 
 
 def _stat(stats: dict, *names: str) -> Optional[float]:
@@ -172,7 +197,7 @@ def measure(name: str, work: Path, devices: int, reports: int, specs: List[str],
         log(f"{name}: fleet run, parallelism {p}, {truth['lines']:,} lines")
         job = run_job(inp, profile_path, p, work / f"{name}-p{p}.violations.jsonl")
         stats = job["stats"]
-        rate = _stat(stats, "reports_per_s", "reportsPerSecond", "reports/s", "records_per_s")
+        rate = _stat(stats, *RATE_NAMES)
         records = _stat(stats, "records", "reports") or truth["lines"]
         run = {"stats": stats, "wall_s": job["wall_s"], "reports_per_s": rate,
                "reports_per_s_with_start": records / job["wall_s"],
@@ -188,16 +213,125 @@ def measure(name: str, work: Path, devices: int, reports: int, specs: List[str],
     return res
 
 
+def _violation_files(directory: Path) -> List[Path]:
+    return [f for f in directory.rglob("*") if f.is_file()] if directory.exists() else []
+
+
+def latency(work: Path, devices: int = 50, probes: int = 3, probe_timeout: float = 60.0) -> dict:
+    """Report -> violation in wall time, on a continuous run (`fleet run --follow`): a feeder drops a file every
+    second with one report of each of `devices` devices stamped now (a steady stream, as Kinesis delivers it);
+    in each probe one device's report has a new listening port, and the job's output is watched for that
+    device's violation. Emitted: the line is in the sink's in-progress part file; committed: in a finished
+    part file (the FileSink commits at each checkpoint, every second here: exactly-once output)."""
+    import threading
+
+    sys.path.insert(0, str(REPO / "components"))
+    from ggdefender.fleet import simulate as sim
+
+    base = work / "latency"
+    inp, chk = base / "input", base / "checkpoints"
+    inp.mkdir(parents=True, exist_ok=True)
+    template = sim.template_from_reports(sim.collect_reports())
+    truth = {"fleet": {"listeningTcpPorts": sorted({p for p, _ in template.tcp})}}
+    profile = profile_for(truth, base)
+    victims: Dict[str, float] = {}  # thing -> monotonic time its anomalous report was dropped
+    wanted: List[str] = []  # things whose next report carries the anomaly
+    stop = threading.Event()
+
+    def feed() -> None:
+        n = 0
+        while not stop.is_set():
+            specs = [f"{wanted.pop()}@0s:listening-port=8888"] if wanted else []
+            fleet = sim.Fleet(devices=devices, reports_per_device=1, interval=1, start_ms=int(time.time() * 1000),
+                              seed=3, template=template, anomalies=[sim.parse_anomaly(x, devices) for x in specs])
+            staging = base / f"feed-{n}.jsonl"
+            with open(staging, "wb") as fh:
+                sim.write(fleet, fh, validate="none")
+            staging.rename(inp / staging.name)  # atomic: the source never sees half a file
+            for x in specs:
+                victims[x.split("@")[0]] = time.monotonic()
+            n += 1
+            stop.wait(1.0)
+
+    argv = [sys.executable, "-m", "ggdefender", "fleet", "run", "--profile", str(profile), "--input", str(inp),
+            "--follow", "0.2", "--checkpoint-dir", str(chk), "--checkpoint-interval", "1",
+            "--allowed-lateness", "5", "--out", str(base / "violations.jsonl")]
+    out_dir = chk / "output" / "violations"
+    errlog = open(base / "run.stderr", "wb")
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    job = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errlog, env=_env())
+    results: List[dict] = []
+    try:
+        time.sleep(30)  # the job's start (JVM, Python workers), then a steady state
+        if job.poll() is not None:
+            raise RuntimeError(f"fleet run --follow exited {job.returncode}: "
+                               f"{(base / 'run.stderr').read_text()[-1000:]}")
+        for k in range(probes):
+            victim = thing(devices, (7 + 13 * k) % devices)
+            wanted.append(victim)
+            t0 = time.monotonic()
+            while victim not in victims and time.monotonic() - t0 < 10:
+                time.sleep(0.01)
+            emitted = committed = None
+            while time.monotonic() - t0 < probe_timeout and committed is None:
+                for f in _violation_files(out_dir):
+                    try:
+                        text = f.read_text()
+                    except OSError:
+                        continue  # rolled or committed under us: read it at the next look
+                    if f'"thingName": "{victim}"' in text or f'"thingName":"{victim}"' in text:
+                        now = time.monotonic() - victims.get(victim, t0)
+                        emitted = emitted if emitted is not None else now
+                        if not f.name.startswith("."):
+                            committed = now
+                time.sleep(0.05)
+            results.append({"thing": victim, "emitted_s": emitted, "committed_s": committed})
+            log(f"latency probe {k}: emitted {emitted} s, committed {committed} s")
+    finally:
+        stop.set()
+        job.send_signal(2)  # Ctrl-C: the command cancels its job
+        try:
+            job.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            job.wait()
+        errlog.close()
+    return {"devices": devices, "probes": results}
+
+
 def fmt_rate(v: Optional[float]) -> str:
     return "n/a" if v is None else f"{v:,.0f}"
 
 
-def run(quick: bool, work: Path) -> dict:
+PHASES = ("fleet_10k", "fleet_100k", "clean", "latency")
+
+
+def run(quick: bool, work: Path, phases: tuple = PHASES, res: Optional[dict] = None,
+        save: Optional[Path] = None) -> dict:
+    """The phases into `res` (results of an earlier invocation are kept: a bench can be run piecewise)."""
     small, big, per = (300, 1000, 6) if quick else (10_000, 100_000, 12)
-    res: dict = {"quick": quick, "machine_cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    res["fleet_10k"] = measure("fleet-small", work, small, per, anomalies(small), [1, 2], duplicates=0.001)
-    res["fleet_100k"] = measure("fleet-big", work, big, 4, anomalies(big), [2])
-    res["clean"] = measure("clean", work, small, per, [], [2])
+    res = res if res is not None else {}
+    res.update({"quick": quick, "machine_cores": os.cpu_count(),
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()})
+    def saved() -> None:  # after each phase: a long bench that is stopped keeps what it measured
+        if save:
+            save.write_text(json.dumps(res, indent=1, default=str))
+
+    for phase in phases:
+        if phase == "fleet_10k":
+            res[phase] = measure("fleet-small", work, small, per, anomalies(small), [1, 2], duplicates=0.001)
+        elif phase == "fleet_100k":
+            res[phase] = measure("fleet-big", work, big, 2, short_anomalies(big), [2])
+        elif phase == "clean":
+            res[phase] = measure("clean", work, small, 4, [], [1, 2])
+        saved()
+    if "latency" in phases:
+        try:
+            res["latency"] = latency(work)
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            res["latency"] = {"skipped": str(exc)[:500]}
+        saved()
     return res
 
 
@@ -205,11 +339,30 @@ def need_rate(devices: int) -> float:
     return devices / REPORT_INTERVAL
 
 
+def latency_lines(lat: Optional[dict]) -> List[str]:
+    if not lat:
+        return ["latency (continuous run): not measured"]
+    if "skipped" in lat:
+        return [f"latency (continuous run): not measured: {lat['skipped']}"]
+    got = [p for p in lat["probes"] if p["emitted_s"] is not None]
+    if not got:
+        return [f"latency (continuous run, {lat['devices']:,} devices per file): no violation appeared within the "
+                f"probe's time in {len(lat['probes'])} probes"]
+    em = sorted(p["emitted_s"] for p in got)
+    co = sorted(p["committed_s"] for p in got if p["committed_s"] is not None)
+    return [f"latency (continuous run, a file of {lat['devices']:,} reports dropped, one with a new listening port): "
+            f"emitted {em[0]:.1f}-{em[-1]:.1f} s, committed (exactly-once, at the next checkpoint) "
+            + (f"{co[0]:.1f}-{co[-1]:.1f} s" if co else "n/a") + f" ({len(got)}/{len(lat['probes'])} probes)"]
+
+
 def report(res: dict) -> List[str]:
     """The figures as lines of text (also the performance doc's table rows)."""
+    normalize(res)
     L = []
     for key in ("fleet_10k", "fleet_100k", "clean"):
-        f = res[key]
+        f = res.get(key)
+        if not f:
+            continue
         for p, run in sorted(f["runs"].items(), key=lambda kv: int(kv[0])):
             rate, sc = run["reports_per_s"], run["score"]
             need = need_rate(f["devices"])
@@ -228,10 +381,11 @@ def report(res: dict) -> List[str]:
                      f"p99, by definition): {sc['rank_tail']} = {100 * sc['rank_tail_rate']:.2f}% of device-windows")
             if run["latency_s"]:
                 L.append("  latency (the job's stats): " + ", ".join(f"{k} {v}" for k, v in run["latency_s"].items()))
-    f = {int(k): v for k, v in res["fleet_10k"]["runs"].items()}  # JSON keys are strings
-    if 1 in f and 2 in f and f[1]["reports_per_s"] and f[2]["reports_per_s"]:
-        L.append(f"parallelism 1 -> 2: {f[2]['reports_per_s'] / f[1]['reports_per_s']:.2f}x "
-                 f"({fmt_rate(f[1]['reports_per_s'])} -> {fmt_rate(f[2]['reports_per_s'])} reports/s)")
+    L += latency_lines(res.get("latency"))
+    ex = extrapolate(res)
+    if ex and ex["scaling_1_2"]:
+        L.append(f"parallelism 1 -> 2 ({ex['fleet']}): {ex['scaling_1_2']:.2f}x "
+                 f"({fmt_rate(ex['per_subtask'])} -> {fmt_rate(ex['p2'])} reports/s)")
     return L
 
 
@@ -242,15 +396,22 @@ KPU_UTILISATION = 0.7  # plan KPUs for 70 % load: headroom for catch-up after a 
 
 def extrapolate(res: dict) -> Optional[dict]:
     """Parallelism for 10,000,000 devices from the measured rate per parallel subtask (one core each)."""
-    runs = res["fleet_10k"]["runs"]
-    p1 = (runs.get(1) or runs.get("1") or {}).get("reports_per_s")
-    p2 = (runs.get(2) or runs.get("2") or {}).get("reports_per_s")
+    normalize(res)
+    p1 = p2 = None
+    fleet = ""
+    for key in ("clean", "fleet_10k"):  # the clean fleet runs both parallelisms back to back, on the same build
+        runs = (res.get(key) or {"runs": {}})["runs"]
+        p1 = (runs.get(1) or runs.get("1") or {}).get("reports_per_s")
+        p2 = (runs.get(2) or runs.get("2") or {}).get("reports_per_s")
+        fleet = key
+        if p1 and p2:
+            break
     if not p1:
         return None
     need = need_rate(TARGET_DEVICES)
     per_subtask = p1
     parallelism = int(-(-need // (per_subtask * KPU_UTILISATION)))
-    return {"need": need, "per_subtask": per_subtask, "scaling_1_2": (p2 / p1) if p2 else None,
+    return {"need": need, "per_subtask": per_subtask, "p2": p2, "fleet": fleet, "scaling_1_2": (p2 / p1) if p2 else None,
             "parallelism": parallelism, "kpus": parallelism + 1}
 
 
@@ -258,6 +419,7 @@ def markdown(res: Optional[dict]) -> List[str]:
     L = ["## Fleet tier", ""]
     if not res or "fleet_10k" not in res:
         return L + [f"Skipped: {(res or {}).get('skipped', 'not run')}", ""]
+    normalize(res)
     L += ["`bench/fleet_bench.py`: the streaming job (`ggdefender fleet run`, PyFlink 1.20.3 on a local "
           "mini-cluster, Java 17) over fleets made by `ggdefender fleet simulate` (reports derived from this "
           "machine's collector output, one every 300 s per device, anomalies injected with ground truth), with "
@@ -268,7 +430,9 @@ def markdown(res: Optional[dict]) -> List[str]:
           "| fleet | lines | parallelism | reports/s | with start | needed (1 per 300 s) | ratio | anomalies found | "
           "false positives | p99 rank tail |", "|---|---|---|---|---|---|---|---|---|---|"]
     for key in ("fleet_10k", "fleet_100k", "clean"):
-        f = res[key]
+        f = res.get(key)
+        if not f:
+            continue
         for p, run in sorted(f["runs"].items(), key=lambda kv: int(kv[0])):
             rate, sc, need = run["reports_per_s"], run["score"], need_rate(f["devices"])
             label = f"{f['devices']:,} devices" + (" (clean)" if key == "clean" else "")
@@ -276,9 +440,9 @@ def markdown(res: Optional[dict]) -> List[str]:
                      f"{need:,.0f} | {(rate / need if rate else float('nan')):,.1f}x | "
                      f"{sc['found']}/{sc['anomalies'] if sc['anomalies'] else '-'} | {sc['false_positives']} | "
                      f"{sc['rank_tail']} ({100 * sc['rank_tail_rate']:.2f} %) |")
-    delays = [d for k in ("fleet_10k", "fleet_100k") for r in res[k]["runs"].values()
+    delays = [d for k in ("fleet_10k", "fleet_100k") for r in (res.get(k) or {"runs": {}})["runs"].values()
               for d in r["score"]["event_time_delay_s"]]
-    lat = [r["latency_s"] for k in ("fleet_10k", "fleet_100k", "clean") for r in res[k]["runs"].values()
+    lat = [r["latency_s"] for k in ("fleet_10k", "fleet_100k", "clean") for r in (res.get(k) or {"runs": {}})["runs"].values()
            if r["latency_s"]]
     L += ["", "Each injected anomaly (a new listening port, bytes out x50, +40 connections for 15 minutes, +300 "
           "connections that also make the report larger than 16 KiB, a device that stops) is searched among the "
@@ -294,6 +458,11 @@ def markdown(res: Optional[dict]) -> List[str]:
     if lat:
         L.append("Latency reported by the job (event time -> wall time of emission): "
                  + "; ".join(", ".join(f"{k} {v}" for k, v in x.items()) for x in lat) + ".")
+    L += ["", "Latency from a report to its violation, in wall time: " + latency_lines(res.get("latency"))[0]
+          + ". The continuous run is `fleet run --follow 0.2 --checkpoint-interval 1 --allowed-lateness 5`, fed a "
+          "file a second with one report of each of 50 devices stamped now. The latency includes the file source's discovery of the new file, parsing, the watermark passing the "
+          "report's time plus the allowed lateness (a verdict waits for it, so late reports of the fleet are "
+          "still ranked) and, for *committed*, the FileSink's commit at the next checkpoint."]
     ex = extrapolate(res)
     if ex:
         scale = f"{ex['scaling_1_2']:.2f}x" if ex["scaling_1_2"] else "n/a"
@@ -323,12 +492,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small fleets (300 and 1,000 devices): a smoke run")
     ap.add_argument("--json", type=Path, help="write the raw results here")
     ap.add_argument("--work", type=Path, help="where the simulated fleets go (default: a temp dir)")
+    ap.add_argument("--only", help=f"comma list of phases ({','.join(PHASES)}); with --json, the file's other "
+                                   "results are kept")
     ap.add_argument("--markdown", type=Path, help="write docs/performance.md's Fleet tier section here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ggd-fleet-bench-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        res = run(args.quick, work)
+        phases = tuple(args.only.split(",")) if args.only else PHASES
+        earlier = json.loads(args.json.read_text()) if args.only and args.json and args.json.exists() else {}
+        res = run(args.quick, work, phases, earlier, save=args.json)
     for line in report(res):
         print(line)
     if args.json:
