@@ -117,7 +117,8 @@ def parse_line(line: Any, custom_types: Optional[dict] = None) -> Report:
         topic = obj["topic"]
         m = TOPIC_RE.match(topic) if isinstance(topic, str) else None
         if not m:
-            raise RecordError("bad-topic", f"topic {topic!r} is not $aws/rules/<rule>/things/<thing>/defender/metrics/json|cbor")
+            raise RecordError("bad-topic", f"topic {topic!r} is not "
+                                           "$aws/rules/<rule>/things/<thing>/defender/metrics/json|cbor")
         thing, fmt = m.group(1), m.group(2)
         payload = _b64(obj["payloadBase64"], "payloadBase64")
         report = _decode(payload, fmt)

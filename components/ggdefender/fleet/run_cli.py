@@ -27,6 +27,8 @@ def register(fleet_subparsers: Any) -> None:
     p.add_argument("--profile", required=True, help="the security profile (CreateSecurityProfile JSON file)")
     p.add_argument("--input", nargs="+", default=[], metavar="PATH",
                    help="files or directories of JSON lines (a local root's messages.jsonl too)")
+    p.add_argument("--socket", metavar="HOST:PORT", help="read JSON lines from this TCP server until it closes "
+                                                         "the connection (instead of files)")
     p.add_argument("--local-root", metavar="DIR", help="read DIR/cloud/rules/*/messages.jsonl of `ggdefender local`")
     p.add_argument("--model", metavar="PATH", help="baselines model file or directory (`fleet baselines`), for "
                                                    "ML behaviors; re-read at most once a minute")
@@ -61,7 +63,8 @@ def _custom_types(specs: List[str]) -> dict:
     for spec in specs:
         name, sep, typ = spec.partition("=")
         if not sep or not name or typ not in M.CUSTOM_TYPES:
-            raise UsageError(f"--custom-metric {spec!r}: expected NAME=TYPE with TYPE one of {', '.join(M.CUSTOM_TYPES)}")
+            raise UsageError(f"--custom-metric {spec!r}: expected NAME=TYPE with TYPE one of "
+                             f"{', '.join(M.CUSTOM_TYPES)}")
         out[name] = typ
     return out
 
@@ -74,8 +77,14 @@ def _inputs(args: argparse.Namespace) -> List[str]:
             raise UsageError(f"--local-root {args.local_root}: no cloud/rules/*/messages.jsonl (has a device "
                              f"exported reports? Collector.Export, docs/fleet.md)")
         paths += found
-    if not paths:
-        raise UsageError("give --input PATH... or --local-root DIR")
+    if not paths and not args.socket:
+        raise UsageError("give --input PATH... or --local-root DIR (or --socket HOST:PORT)")
+    if paths and args.socket:
+        raise UsageError("--socket reads instead of files: give one or the other")
+    if args.socket:
+        host, _, port = args.socket.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--socket {args.socket!r}: expected HOST:PORT")
     for p in paths:
         if not os.path.exists(p):
             raise UsageError(f"input {p}: no such file or directory")
@@ -160,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     work = os.path.join(os.path.abspath(args.checkpoint_dir), "output") if args.checkpoint_dir else scratch
     progress_dir = os.path.join(scratch, "progress")
     os.makedirs(progress_dir)
-    cfg = JobConfig(profile=profile.source, inputs=inputs, follow_seconds=args.follow, out_dir=work,
+    cfg = JobConfig(profile=profile.source, inputs=inputs, socket=args.socket, follow_seconds=args.follow,
+                    out_dir=work,
                     progress_dir=progress_dir, model_path=args.model, custom_types=custom,
                     parallelism=args.parallelism, lateness_ms=int(args.allowed_lateness * 1000),
                     exact_limit=args.exact_limit,
@@ -228,9 +238,10 @@ def _write_results(args: argparse.Namespace, work: str, p: dict, wall: float, jo
     if stats_path:
         with open(stats_path, "w", encoding="utf-8") as fh:
             json.dump(stats, fh, indent=1)
-    n_dropped = stats["late"] + stats["duplicates"] + sum(stats["rejected"].values())
+    n_rejected = sum(stats["rejected"].values())
+    n_dropped = stats["late"] + stats["duplicates"] + n_rejected
     print(f"fleet run: done: {stats['records']:,} records, {stats['violations']:,} violations, {n_dropped:,} "
-          f"dropped (late {stats['late']}, duplicates {stats['duplicates']}, rejected {sum(stats['rejected'].values())})"
+          f"dropped (late {stats['late']}, duplicates {stats['duplicates']}, rejected {n_rejected})"
           + (f" -> {dropped_path}" if dropped_path and n_dropped else "")
           + f"; {stats['reports_per_second']} reports/s over {busy:.1f} s of processing ({job_seconds:.1f} s with "
             f"the job's start)", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Topology (each step's logic is `fleet.evaluation`'s, which the tests compare this job with):
 
-  source (JSON lines: files, optionally watched; Kinesis in production)
+  source (JSON lines: files, optionally watched, or a socket; Kinesis in production)
    -> parse (fleet.records; bad lines to the "dropped" output with their reason)
    -> partitioned by thing, then event time = the report's time; watermarks: bounded out-of-orderness = the
       allowed lateness (a silent source split or Kinesis shard never stalls time: every subtask gets reports
@@ -40,6 +40,7 @@ PROPERTY_GROUP = "FleetDetect"
 MODEL_CHECK_SECONDS = 60.0
 PROGRESS_SECONDS = 1.0
 WATERMARK_INTERVAL_MS = 200
+STATE_CACHE_KEYS = 200_000
 JOB_NAME = "ggdefender fleet detect"
 LONG_MAX = 2 ** 63 - 1
 
@@ -53,6 +54,7 @@ class JobConfig:
     profile: dict                          # the CreateSecurityProfile document
     inputs: List[str] = field(default_factory=list)   # files or directories of JSON lines
     follow_seconds: Optional[float] = None            # watch the inputs for new files (continuous)
+    socket: Optional[str] = None                      # HOST:PORT sending JSON lines (local runs)
     kinesis_stream: Optional[str] = None
     kinesis_output: Optional[str] = None
     region: Optional[str] = None
@@ -395,7 +397,8 @@ def _java_class_present(name: str) -> bool:
     from pyflink.java_gateway import get_gateway
 
     try:
-        get_gateway().jvm.java.lang.Class.forName(name, False, get_gateway().jvm.Thread.currentThread().getContextClassLoader())
+        jvm = get_gateway().jvm
+        jvm.java.lang.Class.forName(name, False, jvm.Thread.currentThread().getContextClassLoader())
         return True
     except Exception:  # py4j's Py4JJavaError: ClassNotFoundException
         return False
@@ -414,10 +417,19 @@ def _source(env: Any, cfg: JobConfig) -> Any:
         props = {"aws.region": cfg.region or "", "flink.stream.initpos": "LATEST"}
         return env.add_source(FlinkKinesisConsumer(cfg.kinesis_stream, SimpleStringSchema(), props),
                               "reports (Kinesis)", Types.STRING()).uid("source-kinesis")
+    if cfg.socket:
+        from pyflink.datastream.functions import SourceFunction
+        from pyflink.java_gateway import get_gateway
+
+        host, _, port = cfg.socket.rpartition(":")
+        # Flink's own socket source (one reader; the job's input ends when the connection closes)
+        j_source = get_gateway().jvm.org.apache.flink.streaming.api.functions.source.SocketTextStreamFunction(
+            host, int(port), "\n", 0)
+        return env.add_source(SourceFunction(j_source), "reports (socket)", Types.STRING()).uid("source-socket")
     from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 
     if not cfg.inputs:
-        raise JobError("no input: give files or directories of JSON lines, or a Kinesis stream")
+        raise JobError("no input: give files or directories of JSON lines, a socket, or a Kinesis stream")
     paths = [os.path.abspath(p) for p in cfg.inputs]
     builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *paths)
     if cfg.follow_seconds:
@@ -462,6 +474,9 @@ def build(cfg: JobConfig) -> Any:
         conf.set_string("execution.checkpointing.dir", "file://" + os.path.abspath(cfg.checkpoint_dir))
         # kept when the job stops, so a restart can start from it (PyFlink 1.20's setter names a missing class)
         conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    # keyed state is cached in the Python workers: the default (1,000 keys) is far fewer than the things of a
+    # fleet, so every report would fetch its thing's state from the JVM
+    conf.set_string("python.state.cache-size", str(STATE_CACHE_KEYS))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_python_executable(sys.executable)  # the workers must import pyflink and ggdefender
     env.set_parallelism(cfg.parallelism)

@@ -39,7 +39,8 @@ PROFILE = {"securityProfileName": "Fleet", "behaviors": [
 @pytest.fixture(scope="module", autouse=True)
 def flink():
     if shutil.which("java") is None:
-        real_counterparts.unavailable("Java (for the local Flink mini-cluster)", "apt-get install openjdk-17-jre-headless")
+        real_counterparts.unavailable("Java (for the local Flink mini-cluster)",
+                                      "apt-get install openjdk-17-jre-headless")
     try:
         import pyflink  # noqa: F401
     except ImportError:

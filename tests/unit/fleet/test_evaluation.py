@@ -174,7 +174,8 @@ def test_a_device_back_after_three_days_first_has_its_stale_alarm_invalidated():
     events, _ = evaluate([line("a", T0, ports=(22, 8888)), line("a", back, ports=(22, 9999))], bs, lateness_ms=0)
     assert [k[2:] for k in kinds(events)] == [("in-alarm", T0 / 1000),
                                               ("alarm-invalidated", (T0 + INVALIDATE_AFTER_MS) / 1000),
-                                              ("in-alarm", back / 1000), ("alarm-invalidated", (back + INVALIDATE_AFTER_MS) / 1000)]
+                                              ("in-alarm", back / 1000),
+                                              ("alarm-invalidated", (back + INVALIDATE_AFTER_MS) / 1000)]
     assert events[0]["violationId"] != events[2]["violationId"]
 
 

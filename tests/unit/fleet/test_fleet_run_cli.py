@@ -33,6 +33,8 @@ def test_missing_input_and_bad_flags_are_named(tmp_path, capsys):
     assert "no such file or directory" in capsys.readouterr().err
     assert cli.main(["fleet", "run", "--profile", p]) == 2
     assert "give --input PATH... or --local-root DIR" in capsys.readouterr().err
+    assert cli.main(["fleet", "run", "--profile", p, "--socket", "localhost"]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
     assert cli.main(["fleet", "run", "--profile", p, "--input", i, "--custom-metric", "cpu=float"]) == 2
     assert "--custom-metric 'cpu=float'" in capsys.readouterr().err
     assert cli.main(["fleet", "run", "--profile", p, "--local-root", str(tmp_path)]) == 2

@@ -53,7 +53,8 @@ def test_a_cbor_rule_line_decodes_the_base64_report():
     (json.dumps({"thingName": "gw", "metrics": {}}), "no-report-id"),
     (json.dumps(dict(REPORT, thingName="gw", receivedAt=RID / 1000)), "bad-time"),  # seconds where ms are due
     (json.dumps(dict(REPORT, thingName="gw", receivedAt="now")), "bad-time"),
-    (json.dumps({"receivedAt": 1.0, "topic": "$aws/things/gw/defender/metrics/json", "payloadBase64": ""}), "bad-topic"),
+    (json.dumps({"receivedAt": 1.0, "topic": "$aws/things/gw/defender/metrics/json", "payloadBase64": ""}),
+     "bad-topic"),
     (json.dumps({"receivedAt": RID / 1000, "topic": "$aws/rules/r/things/gw/defender/metrics/cbor",
                  "payloadBase64": "!!"}), "bad-payload"),
     (json.dumps({"receivedAt": RID / 1000, "topic": "$aws/rules/r/things/gw/defender/metrics/cbor",
