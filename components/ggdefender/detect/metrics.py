@@ -28,7 +28,9 @@ ALL_OPERATORS = (
     "less-than", "less-than-equals", "greater-than", "greater-than-equals", "in-cidr-set", "not-in-cidr-set",
     "in-port-set", "not-in-port-set", "in-set", "not-in-set",
 )
-STATISTICS = ("p0", "p0.1", "p0.01", "p1", "p10", "p50", "p90", "p99", "p99.9", "p99.99", "p100")
+# AWS lists `Average` too (CloudFormation's StatisticalThreshold, the Detect guide); the IoT API model's pattern
+# names only the percentiles, so a profile meant for CreateSecurityProfile itself should not use it
+STATISTICS = ("Average", "p0", "p0.1", "p0.01", "p1", "p10", "p50", "p90", "p99", "p99.9", "p99.99", "p100")
 DURATIONS = (300, 600, 900, 1800, 3600)
 
 # how a window's value is formed when the behavior has durationSeconds

@@ -320,7 +320,7 @@ def _compile_behavior(errors: _Errors, index: int, b: Any, profile: str, custom_
             if statistic not in M.STATISTICS:
                 errors.add(f"{cw}.statisticalThreshold.statistic",
                            f"expected one of {', '.join(M.STATISTICS)}, got {statistic!r}")
-            else:
+            elif statistic != "Average":
                 quantile = float(statistic[1:])
         else:
             ctype = STATIC

@@ -133,10 +133,13 @@ class History:
         s.add(t, float(value), self.cfg)
         self.dirty = True
 
-    def threshold(self, metric: str, duration: Optional[int], q: float) -> Any:
+    def threshold(self, metric: str, duration: Optional[int], q: Optional[float]) -> Any:
+        """The percentile q of the series, or its mean when q is None (statistic `Average`)."""
         s = self.series.get(self.key(metric, duration))
         if s is None or len(s) < self.cfg.warmup:
             return None
+        if q is None:
+            return None if s.negatives else sum(s.sorted) / len(s.sorted)
         return s.percentile(q)
 
     def ml_band(self, metric: str, duration: Optional[int], confidence: str) -> Optional[Tuple[Any, Any]]:

@@ -193,6 +193,19 @@ def test_statistical_threshold_uses_own_history_after_warm_up():
     assert events[0]["metricValue"] == {"count": 5000} and events[0]["thresholdValue"] == 120.0
 
 
+def test_statistic_average_compares_with_the_mean_of_own_history():
+    hist = History(StatsConfig(warmup=4))
+    ev = _ev(behavior("aws:all-packets-out", "less-than-equals", durationSeconds=300,
+                      statisticalThreshold={"statistic": "Average"}), history=hist)
+    events = []
+    for i, v in enumerate([100, 200, 300, 400, 250, 251]):
+        events += ev.observe({"aws:all-packets-out": v}, 300.0 * i + 1)
+    events += ev.tick(300.0 * 6 + 1)
+    # 250 <= mean(100..400)=250 is compliant; 251 > mean(100..400, 250)=250 violates
+    assert _types(events) == ["in-alarm"]
+    assert events[0]["metricValue"] == {"count": 251} and events[0]["thresholdValue"] == 250.0
+
+
 def test_statistical_behaviors_on_the_same_series_see_the_same_history():
     hist = History(StatsConfig(warmup=1))
     p = profile(behavior("aws:all-bytes-out", "less-than-equals", name="a", durationSeconds=300,

@@ -93,7 +93,7 @@ def test_integer_fields_accept_floats_and_strings_from_greengrass_configuration(
     (behavior("aws:all-bytes-out", "less-than", {"count": 1}, durationSeconds=300, consecutiveDatapointsToClear=0),
      "criteria.consecutiveDatapointsToClear", "below the minimum 1"),
     (behavior("aws:all-bytes-out", "less-than", durationSeconds=300, statisticalThreshold={"statistic": "p95"}),
-     "criteria.statisticalThreshold.statistic", "expected one of p0"),
+     "criteria.statisticalThreshold.statistic", "expected one of Average, p0"),
     (behavior("aws:listening-tcp-ports", "in-port-set", statisticalThreshold={"statistic": "p90"}),
      "criteria.statisticalThreshold", "not supported"),
     (behavior("aws:destination-ip-addresses", mlDetectionConfig={"confidenceLevel": "HIGH"}),
