@@ -325,12 +325,13 @@ def run(quick: bool, work: Path, phases: tuple = PHASES, res: Optional[dict] = N
             res[phase] = measure("fleet-big", work, big, 2, short_anomalies(big), [2])
         elif phase == "clean":
             res[phase] = measure("clean", work, small, 4, [], [1, 2])
-        saved()
-    if "latency" in phases:
-        try:
-            res["latency"] = latency(work)
-        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
-            res["latency"] = {"skipped": str(exc)[:500]}
+        elif phase == "latency":
+            try:
+                res[phase] = latency(work)
+            except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                res[phase] = {"skipped": str(exc)[:500]}
+        else:
+            raise SystemExit(f"unknown phase {phase!r} (phases: {', '.join(PHASES)})")
         saved()
     return res
 
