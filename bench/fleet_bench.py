@@ -441,6 +441,18 @@ def markdown(res: Optional[dict]) -> List[str]:
                      f"{need:,.0f} | {(rate / need if rate else float('nan')):,.1f}x | "
                      f"{sc['found']}/{sc['anomalies'] if sc['anomalies'] else '-'} | {sc['false_positives']} | "
                      f"{sc['rank_tail']} ({100 * sc['rank_tail_rate']:.2f} %) |")
+    same = []
+    for key in ("fleet_10k", "clean"):
+        runs = list(((res.get(key) or {}).get("runs") or {}).values())
+        counts = {r["stats"].get("violations") for r in runs}
+        if len(runs) > 1 and len(counts) == 1:
+            same.append(f"{res[key]['devices']:,} devices{' (clean)' if key == 'clean' else ''}: "
+                        f"{counts.pop():,} violation events")
+    if same:
+        L += ["", "Parallelism 1 and 2 emit the same violations (" + "; ".join(same) + ")."]
+    if res.get("load"):
+        L += [f"Load average when the bench started: {', '.join(f'{x:.1f}' for x in res['load'])} on {res.get('machine_cores')} "
+              "cores: other jobs (other Flink runs among them) shared the machine, so these rates are a floor."]
     delays = [d for k in ("fleet_10k", "fleet_100k") for r in (res.get(k) or {"runs": {}})["runs"].values()
               for d in r["score"]["event_time_delay_s"]]
     lat = [r["latency_s"] for k in ("fleet_10k", "fleet_100k", "clean") for r in (res.get(k) or {"runs": {}})["runs"].values()
