@@ -217,12 +217,14 @@ def _violation_files(directory: Path) -> List[Path]:
     return [f for f in directory.rglob("*") if f.is_file()] if directory.exists() else []
 
 
-def latency(work: Path, devices: int = 50, probes: int = 3, probe_timeout: float = 60.0) -> dict:
+def latency(work: Path, devices: int = 50, probes: int = 2, probe_timeout: float = 360.0) -> dict:
     """Report -> violation in wall time, on a continuous run (`fleet run --follow`): a feeder drops a file every
     second with one report of each of `devices` devices stamped now (a steady stream, as Kinesis delivers it);
     in each probe one device's report has a new listening port, and the job's output is watched for that
     device's violation. Emitted: the line is in the sink's in-progress part file; committed: in a finished
-    part file (the FileSink commits at each checkpoint, every second here: exactly-once output)."""
+    part file (the FileSink commits at each checkpoint, every second here: exactly-once output). The job
+    resolves a datapoint when the watermark passes its epoch-aligned bucket (300 s for a behavior without a
+    duration) plus the allowed lateness, so a probe may wait up to ~310 s: hence the long probe timeout."""
     import threading
 
     sys.path.insert(0, str(REPO / "components"))
