@@ -394,6 +394,7 @@ def report(res: dict) -> List[str]:
 
 # == docs/performance.md's "Fleet tier" section (bench/suite.py writes it with the rest) ==========================
 TARGET_DEVICES = 10_000_000
+MSF_KPU_QUOTA = 64  # Managed Service for Apache Flink's default KPUs per application (adjustable)
 KPU_UTILISATION = 0.7  # plan KPUs for 70 % load: headroom for catch-up after a restart and for daily peaks
 
 
@@ -493,7 +494,11 @@ def markdown(res: Optional[dict]) -> List[str]:
               f"restart from a checkpoint, and for bursts when many devices reconnect at once).", "",
               f"Parallelism needed: {ex['need']:,.0f} / ({ex['per_subtask']:,.0f} x {KPU_UTILISATION}) = "
               f"**{ex['parallelism']}**, i.e. {ex['kpus']} KPUs with the one KPU Managed Service for Apache Flink "
-              f"adds per application for orchestration. The Kinesis stream needs at least "
+              f"adds per application for orchestration"
+              + (f" (above the service's default quota of {MSF_KPU_QUOTA} KPUs per application: ask for more, or "
+                 f"split the fleet over applications by a hash of the thing name, each with its own ranks)"
+                 if ex["kpus"] > MSF_KPU_QUOTA else "")
+              + f". The Kinesis stream needs at least "
               f"{int(-(-ex['need'] // 1000))} shards (1,000 records/s per shard for writes) and the job's source "
               f"parallelism should not exceed the shard count. What this does not measure: Kinesis and "
               f"checkpointing to S3 (RocksDB state of ~10,000,000 things x behaviors), the network between "
