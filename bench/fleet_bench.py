@@ -64,7 +64,7 @@ def short_anomalies(devices: int) -> List[str]:
     """The same kinds within two reports (the 100,000-device fleet is simulated for 10 minutes)."""
     t = lambda i: thing(devices, i * devices // 1000 + 7)  # noqa: E731
     return [f"{t(42)}@5m:listening-port=8888", f"{t(500)}@5m+5m:bytes-out=x50",
-            f"{t(3)}@0m+10m:connections=+40", f"{t(900)}@5m+5m:connections=+300", f"{t(9)}@5m:stop"]
+            f"{t(3)}@0m+10m:connections=+40", f"{t(900)}@0m+10m:connections=+300", f"{t(9)}@5m:stop"]
 
 
 def simulate(out: Path, devices: int, reports: int, specs: List[str], duplicates: float = 0.0) -> dict:
