@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from . import baselines as B
 
@@ -114,7 +114,7 @@ def build(env: Any, profile_doc: dict, inputs: List[str], state: str, day: str, 
     day_start = B.day_start_ms(day)
     compiled: dict = {}
 
-    def parse(line: str):
+    def parse(line: str) -> Iterator[Any]:
         if not compiled:  # once per Python worker: the profile is compiled there, not shipped compiled
             profile = load_profile(profile_doc)
             compiled["series"], compiled["types"] = B.series_of(profile), B.custom_types_of(profile)
@@ -146,6 +146,7 @@ def build(env: Any, profile_doc: dict, inputs: List[str], state: str, day: str, 
             self.builder.add(json.loads(value))
 
         def on_timer(self, timestamp, ctx):
+            assert self.builder is not None  # the timer is registered with the first element
             partial, self.builder = self.builder.partial, None
             path, doc = B.train(state, load_profile(profile_doc), partial, min_datapoints=min_datapoints,
                                 min_days=min_days)
@@ -196,7 +197,7 @@ def run_day(profile_doc: dict, inputs: List[str], state: str, day: str, *, min_d
         shutil.rmtree(out_dir, ignore_errors=True)
     if not found:
         raise ValueError("the input held no line: nothing was written")
-    result = found[0]
+    result: Dict[str, Any] = found[0]
     result["seconds"] = round(seconds, 1)
     if "datapoints" in result:
         result["datapointsPerSecond"] = round(result["datapoints"] / seconds, 1) if seconds else None
@@ -204,7 +205,7 @@ def run_day(profile_doc: dict, inputs: List[str], state: str, day: str, *, min_d
 
 
 def read_summaries(out_dir: str) -> List[dict]:
-    out = []
+    out: List[dict] = []
     for path in sorted(glob.glob(os.path.join(out_dir, "**", "*"), recursive=True)):
         if os.path.isfile(path) and not os.path.basename(path).startswith((".", "_")):
             with open(path, encoding="utf-8") as fh:

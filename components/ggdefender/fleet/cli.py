@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, List
+from typing import Any
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 
@@ -39,22 +39,6 @@ def register(subparsers: Any) -> None:
     from . import run_cli
 
     run_cli.register(fleet)
-
-
-def read_violations(text: str) -> List[Any]:
-    """A JSON list, or JSON lines; ValueError naming the line that is not JSON."""
-    stripped = text.strip()
-    if stripped.startswith("["):
-        data = json.loads(stripped)
-        return list(data)
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except ValueError as exc:
-                raise ValueError(f"line {n}: not JSON ({exc})") from None
-    return out
 
 
 def _settings(path: Any) -> Any:
@@ -102,7 +86,9 @@ def run_act(args: argparse.Namespace) -> int:
                 text = fh.read(MAX_INPUT_BYTES + 1)
         if len(text) > MAX_INPUT_BYTES:
             raise ValueError(f"larger than {MAX_INPUT_BYTES} bytes")
-        violations = read_violations(text)
+        from .json_input import json_values
+
+        violations = json_values(text)
         settings = _settings(args.settings)
     except (OSError, ValueError) as exc:  # ConfigError is a ValueError
         print(f"ggdefender fleet act: {exc}", file=sys.stderr)

@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from ggdefender.collector import report as rpt
 
+from .json_input import json_values
+
 MAX_DEVICES = 10_000_000
 MAX_SECONDS = 30 * 86400  # a month of reports; the ML baselines need 14 days
 MAX_TOTAL_REPORTS = 2_000_000_000
@@ -185,18 +187,10 @@ def read_reports(path: str) -> List[dict]:
         raise SimulationError(f"--from {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_TEMPLATE_BYTES:
         raise SimulationError(f"--from {path}: larger than {MAX_TEMPLATE_BYTES} bytes")
-    text = data.decode("utf-8", "replace")
     try:
-        whole = json.loads(text)
-        lines: List[Any] = whole if isinstance(whole, list) else [whole]
-    except ValueError:
-        lines = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    lines.append(json.loads(line))
-                except ValueError as exc:
-                    raise SimulationError(f"--from {path} line {n}: not JSON ({exc})") from None
+        lines = json_values(data.decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise SimulationError(f"--from {path} {exc}") from None
     if len(lines) > MAX_TEMPLATES:
         lines = lines[-MAX_TEMPLATES:]  # the latest reports describe the device best
     return [_report_of_line(obj, n) for n, obj in enumerate(lines, 1)]

@@ -5,14 +5,12 @@ counted, not used), merged with the 13 days before it into a model that `load_la
 import gzip
 import json
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import real_counterparts
 from ggdefender.detect.profile import load_profile
 from ggdefender.fleet import baselines as B
 from ggdefender.fleet.records import RecordError, parse_line
@@ -28,14 +26,6 @@ PROFILE_DOC = {"securityProfileName": "Baselines", "behaviors": [
 ]}
 DEVICES, REPORTS = 60, 24
 
-
-def _need_flink():
-    if shutil.which("java") is None:
-        real_counterparts.unavailable("Java", "apt-get install openjdk-17-jre-headless (Flink's mini-cluster)")
-    try:
-        import pyflink  # noqa: F401
-    except ImportError:
-        real_counterparts.unavailable("PyFlink", "pip install -e '.[fleet]' (apache-flink 1.20.3) in the venv")
 
 
 def _line(rng, thing, at_ms, rid):
@@ -72,7 +62,6 @@ def _pure(lines, series, types):
 
 
 def test_the_flink_job_makes_the_pure_partial_and_the_model_of_14_days(tmp_path):
-    _need_flink()
     rng = random.Random(14)
     profile = load_profile(PROFILE_DOC)
     series, types = B.series_of(profile), B.custom_types_of(profile)

@@ -5,7 +5,6 @@ same violations as one that ran through."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import pytest
 from ggdefender.detect.profile import load_profile
 from ggdefender.fleet.evaluation import evaluate
 from ggdefender.fleet.run_cli import finished_lines
-from tests import real_counterparts
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +33,6 @@ PROFILE = {"securityProfileName": "Fleet", "behaviors": [
     {"name": "msgs", "metric": "aws:num-messages-sent",
      "criteria": {"comparisonOperator": "less-than-equals", "value": {"count": 1}, "durationSeconds": 300}}]}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def flink():
-    if shutil.which("java") is None:
-        real_counterparts.unavailable("Java (for the local Flink mini-cluster)",
-                                      "apt-get install openjdk-17-jre-headless")
-    try:
-        import pyflink  # noqa: F401
-    except ImportError:
-        real_counterparts.unavailable("PyFlink", "pip install 'ggdefender[fleet]' (apache-flink 1.20.3)")
 
 
 def line(thing, at, *, rid=None, bytes_out=None, conns=1, ports=(22,), i=0):
