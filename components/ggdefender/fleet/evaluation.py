@@ -48,10 +48,6 @@ STALE_REASON = "no datapoint for more than 2 days"
 ID_NAMESPACE = uuid.UUID("5f0c1b7e-3c1d-4d55-9a0e-8f6b7c2f1a01")  # ours: fleet violation ids
 
 
-def bucket_ms(b: Any) -> int:
-    return (b.duration or 0) * 1000 or DEFAULT_BUCKET_MS
-
-
 def violation_id(thing: str, key: str, start_ms: int) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{thing}\n{key}\n{start_ms}"))
 
@@ -64,7 +60,7 @@ def profile_fingerprint(behaviors: Iterable) -> str:
 class Datapoint:
     thing: str
     key: str           # behavior key "profile/name"
-    end_ms: int        # the end of its window (ranking bucket)
+    end_ms: int        # the end of its window or ranking bucket (its own time when it needs neither)
     t_ms: int          # its time: the window end, or the report's time without a duration
     value: Any
 
@@ -110,9 +106,11 @@ class ThingWindows:
                     w[0] += v
                 elif (r.at_ms, r.report_id) > (w[1], w[2]):  # LAST: the latest in event time, whatever the order
                     w[0], w[1], w[2] = v, r.at_ms, r.report_id
-            else:
+            elif b.criteria_type == STATISTICAL:  # ranked with the fleet's datapoints of its bucket
                 out.append(Datapoint(r.thing, b.key, (r.at_ms // DEFAULT_BUCKET_MS + 1) * DEFAULT_BUCKET_MS,
                                      r.at_ms, v))
+            else:  # needs no fleet: due as soon as event time passes the report itself
+                out.append(Datapoint(r.thing, b.key, r.at_ms, r.at_ms, v))
         out.extend(self.close(r.thing, self.max_ms - lateness_ms))
         return "ok", out
 

@@ -2,7 +2,6 @@
 streaks, invalidation, deterministic violation ids."""
 
 import json
-import math
 import random
 
 import pytest
@@ -227,5 +226,17 @@ def test_counts_of_rejected_duplicate_and_late_lines():
     assert counts.rejected == {"not-json": 1}
 
 
-def test_behaviors_without_a_duration_rank_over_five_minute_buckets():
-    assert DEFAULT_BUCKET_MS == 300_000 and math.gcd(DEFAULT_BUCKET_MS, 3_600_000) == DEFAULT_BUCKET_MS
+def test_a_per_report_rule_is_due_at_its_report_a_per_report_rank_at_its_five_minute_bucket():
+    conns_p90 = {"name": "conns-p90", "metric": "aws:num-established-tcp-connections",
+                 "criteria": {"comparisonOperator": "less-than-equals", "statisticalThreshold": {"statistic": "p90"}}}
+    bs = profile(PORTS, conns_p90)
+    at = T0 + 10_000
+    lines = [line(f"t{i}", at + i, ports=(22,) if i else (22, 8888), conns=1 + i % 3 if i else 50)
+             for i in range(20)]
+    # event time just past the anomalous report plus the lateness: the allow-list has its verdict, the rank not
+    events, _ = evaluate(lines, bs, lateness_ms=1000, watermark_ms=at + 1000 + 1)
+    assert kinds(events) == [("t0", "ports", "in-alarm", at / 1000.0)]
+    # once event time passes the 5-minute bucket: the rank across the 20 devices flags the one above its p90
+    events, _ = evaluate(lines, bs, lateness_ms=1000, watermark_ms=T0 + DEFAULT_BUCKET_MS + 1000 + 1)
+    assert sorted(kinds(events)) == [("t0", "conns-p90", "in-alarm", at / 1000.0),
+                                     ("t0", "ports", "in-alarm", at / 1000.0)]
