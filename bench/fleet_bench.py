@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -222,15 +223,16 @@ def latency(work: Path, devices: int = 50, probes: int = 2, probe_timeout: float
     second with one report of each of `devices` devices stamped now (a steady stream, as Kinesis delivers it);
     in each probe one device's report has a new listening port, and the job's output is watched for that
     device's violation. Emitted: the line is in the sink's in-progress part file; committed: in a finished
-    part file (the FileSink commits at each checkpoint, every second here: exactly-once output). The job
-    resolves a datapoint when the watermark passes its epoch-aligned bucket (300 s for a behavior without a
-    duration) plus the allowed lateness, so a probe may wait up to ~310 s: hence the long probe timeout."""
+    part file (the FileSink commits at each checkpoint, every second here: exactly-once output). The port
+    allow-list needs no fleet rank, so its verdict comes once the watermark passes the report plus the allowed
+    lateness; the long probe timeout covers a loaded machine."""
     import threading
 
     sys.path.insert(0, str(REPO / "components"))
     from ggdefender.fleet import simulate as sim
 
     base = work / "latency"
+    shutil.rmtree(base, ignore_errors=True)  # a run's files must not be read as this run's (stale input, output)
     inp, chk = base / "input", base / "checkpoints"
     inp.mkdir(parents=True, exist_ok=True)
     template = sim.template_from_reports(sim.collect_reports())
