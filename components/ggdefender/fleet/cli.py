@@ -79,16 +79,9 @@ def run_act(args: argparse.Namespace) -> int:
     from . import act
 
     try:
-        if args.violations == "-":
-            text = sys.stdin.read(MAX_INPUT_BYTES + 1)
-        else:
-            with open(args.violations, encoding="utf-8") as fh:
-                text = fh.read(MAX_INPUT_BYTES + 1)
-        if len(text) > MAX_INPUT_BYTES:
-            raise ValueError(f"larger than {MAX_INPUT_BYTES} bytes")
-        from .json_input import json_values
+        from .json_input import read_json_values
 
-        violations = json_values(text)
+        violations = read_json_values(args.violations, MAX_INPUT_BYTES)
         settings = _settings(args.settings)
     except (OSError, ValueError) as exc:  # ConfigError is a ValueError
         print(f"ggdefender fleet act: {exc}", file=sys.stderr)

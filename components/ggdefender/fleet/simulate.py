@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from ggdefender.collector import report as rpt
 
-from .json_input import json_values
+from .json_input import read_json_values
 
 MAX_DEVICES = 10_000_000
 MAX_SECONDS = 30 * 86400  # a month of reports; the ML baselines need 14 days
@@ -181,16 +181,11 @@ def _report_of_line(obj: Any, n: int) -> dict:
 def read_reports(path: str) -> List[dict]:
     """Reports from a file: one JSON report, or JSON lines of reports / rule messages / fleet records."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_TEMPLATE_BYTES + 1)
+        lines = read_json_values(path, MAX_TEMPLATE_BYTES)
     except OSError as exc:
         raise SimulationError(f"--from {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_TEMPLATE_BYTES:
-        raise SimulationError(f"--from {path}: larger than {MAX_TEMPLATE_BYTES} bytes")
-    try:
-        lines = json_values(data.decode("utf-8", "replace"))
     except ValueError as exc:
-        raise SimulationError(f"--from {path} {exc}") from None
+        raise SimulationError(f"--from {path}: {exc}") from None
     if len(lines) > MAX_TEMPLATES:
         lines = lines[-MAX_TEMPLATES:]  # the latest reports describe the device best
     return [_report_of_line(obj, n) for n, obj in enumerate(lines, 1)]
